@@ -1,0 +1,79 @@
+/* weft/endpoint.h: listening for connections and connecting out, over TCP and TLS.
+ *
+ * Listeners and connectors belong to the library. A listener lives until weft_listener_stop or
+ * weft_reactor_free. A connector lives until its attempt ends: it is invalid once the factory's
+ * build_protocol has been called (success) or connection_failed has returned (failure).
+ * All functions must be called from the reactor's thread.
+ */
+#ifndef WEFT_ENDPOINT_H
+#define WEFT_ENDPOINT_H
+
+#include <sys/socket.h>
+
+#include <weft/protocol.h>
+#include <weft/reactor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weft_listener weft_listener;
+typedef struct weft_connector weft_connector;
+typedef struct weft_cert_options weft_cert_options;
+
+/* Listens on INTERFACE (an IPv4 or IPv6 literal such as "127.0.0.1" or "::1"; NULL means
+ * "0.0.0.0") and PORT (0 picks a free port; see weft_listener_port). BACKLOG <= 0 means the
+ * default (511). FACTORY builds a protocol for every accepted connection.
+ * Errors: WEFT_EINVAL (NULL reactor/factory, build_protocol missing, port outside 0..65535,
+ * interface not an IP literal), WEFT_EADDRINUSE, WEFT_EADDRNOTAVAIL (no such local address),
+ * WEFT_ESOCKET, WEFT_ENOMEM. On success stores the listener in *OUT (may be NULL if the caller
+ * does not need it; it is then stopped by weft_reactor_free). */
+int weft_listen_tcp(weft_reactor *reactor, const char *interface, int port,
+                    weft_factory *factory, int backlog, weft_listener **out);
+
+/* As weft_listen_tcp, but every accepted connection runs a TLS server handshake with OPTIONS
+ * before build_protocol. OPTIONS must hold a private key and certificate; it is referenced and
+ * frozen (see weft/tls.h). Extra errors: WEFT_ETLS (options cannot build a server context;
+ * weft_cert_options_last_error says why). */
+int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
+                    weft_factory *factory, weft_cert_options *options, int backlog,
+                    weft_listener **out);
+
+/* The port the listener is bound to (useful after asking for port 0), or -1 for NULL. */
+int weft_listener_port(weft_listener *listener);
+
+/* Copies the bound address into *ADDR / *LEN as weft_transport_host_address does. */
+int weft_listener_address(weft_listener *listener, struct sockaddr *addr, socklen_t *len);
+
+/* Stops listening and frees the listener. Connections it accepted live on. NULL is ignored. */
+void weft_listener_stop(weft_listener *listener);
+
+/* Connects to HOST (an IP literal, or a name resolved asynchronously, IPv4 and IPv6; every
+ * address is tried in turn) and PORT (1..65535). TIMEOUT is the limit in seconds for the whole
+ * attempt up to an established TCP connection (<= 0: 30 s). BIND_ADDRESS, if not NULL, is the
+ * local IP literal to connect from. On success the factory builds a protocol; on failure
+ * connection_failed gets WEFT_ECONNREFUSED, WEFT_ETIMEDOUT, WEFT_ENOTFOUND, ... exactly once,
+ * always from the reactor loop (never from inside this call).
+ * Errors returned here (no callback follows): WEFT_EINVAL (NULL argument, port out of range,
+ * build_protocol missing, bad bind address), WEFT_ENOMEM. OUT may be NULL. */
+int weft_connect_tcp(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                     double timeout, const char *bind_address, weft_connector **out);
+
+/* As weft_connect_tcp, then a TLS client handshake with OPTIONS (referenced and frozen) before
+ * build_protocol. SERVER_NAME is the name sent as SNI (when it is a DNS name) and checked
+ * against the server certificate (DNS name or IP address); NULL means the options' server name,
+ * or else HOST. Handshake failures reach connection_failed with their reason (WEFT_ECERTVERIFY,
+ * WEFT_EHOSTNAME, WEFT_ETLSALERT, WEFT_ETLSVERSION, WEFT_ENOPROTOCOL, WEFT_EHANDSHAKETIMEOUT...).
+ * Extra errors: WEFT_ETLS (options cannot build a client context). */
+int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                     weft_cert_options *options, const char *server_name, double timeout,
+                     const char *bind_address, weft_connector **out);
+
+/* Abandons a pending connection attempt: connection_failed follows with WEFT_ECANCELED, from
+ * the reactor loop. Returns 0, or WEFT_EINVAL for NULL. */
+int weft_connector_cancel(weft_connector *connector);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_ENDPOINT_H */

@@ -1,0 +1,91 @@
+/* weft/protocol.h: the callbacks users write. A factory builds one protocol per connection; the
+ * protocol reacts to the connection's events.
+ *
+ * Ownership: factories and protocols belong to the user. A factory must outlive every listener
+ * and connector that uses it, and every protocol it built. weft never frees a protocol: free it
+ * (or return it to a pool) in connection_lost, the last callback a protocol receives.
+ *
+ * Lifecycle of one connection (numbered so the docs can refer to them):
+ *  1. build_protocol is called once the connection is ready for application data: for TCP when
+ *     it is established, for TLS after the handshake (so the negotiated next protocol is known).
+ *     It may return NULL to refuse: the connection is then closed and no protocol callback runs.
+ *  2. connection_made is called once, right after build_protocol returned the protocol.
+ *  3. data_received is called zero or more times with the bytes that arrived, in order.
+ *  4. connection_lost is called exactly once for every connection_made, whatever ends the
+ *     connection (peer close, reset, error, lose/abort, reactor free). After it returns the
+ *     transport is invalid.
+ *  5. A client connection that never becomes ready (refused, unresolvable, timed out, TLS
+ *     handshake or verification failure, cancelled, reactor freed) gets connection_failed on its
+ *     factory exactly once, and nothing else.
+ *  6. A server-side TLS connection whose handshake fails never builds a protocol; the optional
+ *     handshake_failed callback of the listener's factory is told the peer address and why.
+ *
+ * All callbacks run in the reactor's thread. Any weft call on the transport is allowed inside a
+ * callback, including lose_connection, abort_connection and weft_reactor_stop.
+ */
+#ifndef WEFT_PROTOCOL_H
+#define WEFT_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <weft/error.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weft_transport weft_transport;
+typedef struct weft_protocol weft_protocol;
+typedef struct weft_factory weft_factory;
+
+/* The protocol's callbacks. Every member may be NULL except where noted. */
+typedef struct weft_protocol_ops {
+  /* The connection is ready. The transport is valid until connection_lost returns. */
+  void (*connection_made)(weft_protocol *protocol, weft_transport *transport);
+  /* LEN (> 0) bytes arrived. DATA is valid only during the call. */
+  void (*data_received)(weft_protocol *protocol, weft_transport *transport, const uint8_t *data,
+                        size_t len);
+  /* The peer closed its write side. If this member is NULL, or it returns 0, weft closes the
+   * connection (connection_lost follows with WEFT_OK). If it returns non-zero the connection
+   * stays open for writing (half-close), and the protocol closes it when done. */
+  int (*read_eof)(weft_protocol *protocol, weft_transport *transport);
+  /* Pending output fell to the low-water mark (see weft_transport_set_write_low_water) after
+   * having been above it: a producer that paused may write again. */
+  void (*write_drained)(weft_protocol *protocol, weft_transport *transport);
+  /* A TLS handshake started by weft_transport_start_tls completed (STATUS 0) or failed (STATUS
+   * < 0; the connection is then closed and connection_lost follows with the reason). */
+  void (*tls_started)(weft_protocol *protocol, weft_transport *transport, int status);
+  /* The connection ended; REASON->code is WEFT_OK for a clean close. Always the last call. */
+  void (*connection_lost)(weft_protocol *protocol, weft_transport *transport,
+                          const weft_reason *reason);
+} weft_protocol_ops;
+
+/* A protocol instance. Embed it (usually as the first member) in your own per-connection
+ * struct, set OPS, and return it from build_protocol. */
+struct weft_protocol {
+  const weft_protocol_ops *ops;
+  void *data; /* free for the user */
+};
+
+/* A factory. The user allocates and fills it; weft reads it. */
+struct weft_factory {
+  /* Required. Builds the protocol for a connection that is ready. PEER is the remote address,
+   * TRANSPORT the new connection (its accessors, such as weft_transport_next_protocol, already
+   * work; do not write before connection_made). Return NULL to refuse the connection. */
+  weft_protocol *(*build_protocol)(weft_factory *factory, weft_transport *transport,
+                                   const struct sockaddr *peer);
+  /* Client factories: the connection attempt failed for REASON. Called exactly once per failed
+   * attempt, never after connection_made. May be NULL. */
+  void (*connection_failed)(weft_factory *factory, const weft_reason *reason);
+  /* Server factories with TLS: a handshake with PEER failed for REASON. May be NULL. */
+  void (*handshake_failed)(weft_factory *factory, const struct sockaddr *peer,
+                           const weft_reason *reason);
+  void *data; /* free for the user */
+};
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_PROTOCOL_H */

@@ -1,0 +1,157 @@
+/* weft/transport.h: what a protocol uses to talk to the connection: write, pause, close, ask.
+ *
+ * A transport belongs to the library. It is valid from build_protocol until connection_lost
+ * returns; after that every pointer to it is dangling. All functions here must be called from
+ * the reactor's thread. Functions returning int return 0 or a negative WEFT_E* code; NULL
+ * transports give WEFT_EINVAL.
+ *
+ * TCP and TLS connections share this one type: the TLS accessors return WEFT_ENOTTLS (or NULL)
+ * on a plain connection until weft_transport_start_tls upgrades it.
+ */
+#ifndef WEFT_TRANSPORT_H
+#define WEFT_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <weft/protocol.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct weft_reactor weft_reactor;
+typedef struct weft_cert_options weft_cert_options;
+
+/* One buffer of a gathered write. */
+typedef struct weft_buf {
+  const void *base;
+  size_t len;
+} weft_buf;
+
+/* Queues LEN bytes for sending; weft copies them, so DATA may be reused at once. Never blocks;
+ * the bytes wait in the transport's output buffer (see weft_transport_pending_output).
+ * Errors: WEFT_EINVAL (DATA NULL with LEN > 0), WEFT_ECLOSED (after lose_connection,
+ * abort_connection, half_close or once the connection is lost), WEFT_ENOMEM. LEN 0 is a no-op. */
+int weft_transport_write(weft_transport *transport, const void *data, size_t len);
+
+/* Queues COUNT buffers as one write, in order; all or nothing. Errors as weft_transport_write. */
+int weft_transport_write_sequence(weft_transport *transport, const weft_buf *bufs, size_t count);
+
+/* Closes the connection gracefully: what was written is sent first; for TLS a close_notify is
+ * sent once, and the peer's close_notify is awaited for at most the close timeout (5 s by
+ * default); then the socket is closed and connection_lost follows (WEFT_OK when the close was
+ * clean). Incoming data is discarded from now on. Further writes fail with WEFT_ECLOSED.
+ * Calling it again, or after abort, returns 0 and does nothing. */
+int weft_transport_lose_connection(weft_transport *transport);
+
+/* Closes the connection at once, dropping pending output. connection_lost follows with
+ * WEFT_EABORTED, from the reactor loop (not from inside this call). Calling it again returns 0. */
+int weft_transport_abort_connection(weft_transport *transport);
+
+/* Shuts down the write side once pending output is sent (TCP FIN); reading goes on. Further
+ * writes fail with WEFT_ECLOSED. TLS transports return WEFT_ENOTSUP (TLS 1.2 has no half-close). */
+int weft_transport_half_close(weft_transport *transport);
+
+/* Stops / restarts delivering data_received. Data keeps arriving in the kernel's buffer, so a
+ * paused peer is eventually slowed by TCP flow control. Idempotent. */
+int weft_transport_pause_reading(weft_transport *transport);
+int weft_transport_resume_reading(weft_transport *transport);
+
+/* Bytes written but not yet handed to the kernel (for TLS: plaintext not yet encrypted and
+ * sent). 0 for NULL. */
+size_t weft_transport_pending_output(weft_transport *transport);
+
+/* Sets the low-water mark for write_drained (default 0): when pending output falls to LOW
+ * bytes or fewer, after a write left it above, the protocol's write_drained is called. A
+ * producer writes until pending output passes its own high mark, then waits for
+ * write_drained. */
+int weft_transport_set_write_low_water(weft_transport *transport, size_t low);
+
+/* TCP_NODELAY on or off (weft turns it on for every connection by default). */
+int weft_transport_set_nodelay(weft_transport *transport, int on);
+
+/* SO_KEEPALIVE on or off; with IDLE_SECONDS > 0 also the idle time before the first probe. */
+int weft_transport_set_keepalive(weft_transport *transport, int on, int idle_seconds);
+
+/* Copies the peer's (remote) or the host's (local) address into *ADDR (which must hold
+ * *LEN bytes; a struct sockaddr_storage always fits) and sets *LEN to the address length.
+ * Errors: WEFT_EINVAL. */
+int weft_transport_peer_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len);
+int weft_transport_host_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len);
+
+/* Formats ADDR as "1.2.3.4:80" or "[::1]:80" into BUF (at most SIZE bytes, always terminated
+ * when SIZE > 0). Returns BUF, or "?" for an unknown family. Any thread. */
+const char *weft_address_format(const struct sockaddr *addr, char *buf, size_t size);
+
+/* The reactor this transport belongs to. */
+weft_reactor *weft_transport_reactor(weft_transport *transport);
+
+/* The protocol attached to this transport (NULL before build_protocol returned). */
+weft_protocol *weft_transport_protocol(weft_transport *transport);
+
+/* 1 if the transport is TLS (from the start, or after start_tls completed), else 0. */
+int weft_transport_is_tls(weft_transport *transport);
+
+/* --- Next-protocol negotiation (see weft/tls.h for how it is configured) ------------------ */
+
+/* Which mechanism produced the negotiated protocol. */
+typedef enum weft_negotiation_mechanism {
+  WEFT_NEGOTIATED_NONE = 0, /* nothing negotiated (plain TCP, empty list, no overlap) */
+  WEFT_NEGOTIATED_ALPN = 1,
+  WEFT_NEGOTIATED_NPN = 2
+} weft_negotiation_mechanism;
+
+/* The protocol negotiated by ALPN or NPN: its bytes (not NUL-terminated) and, if LEN is not
+ * NULL, its length in *LEN. NULL (and *LEN 0) when nothing was negotiated. Final by
+ * connection_made (or tls_started after STARTTLS) and still readable in connection_lost. When
+ * both mechanisms ran, the ALPN result is reported. */
+const uint8_t *weft_transport_next_protocol(weft_transport *transport, size_t *len);
+
+/* Which mechanism produced weft_transport_next_protocol's result. */
+weft_negotiation_mechanism weft_transport_negotiation_mechanism(weft_transport *transport);
+
+/* --- TLS details ---------------------------------------------------------------------- */
+
+/* "TLSv1.2", "TLSv1.3", ... or NULL when not TLS. Static string. */
+const char *weft_transport_tls_version(weft_transport *transport);
+
+/* The cipher in use, e.g. "TLS_AES_256_GCM_SHA384", or NULL when not TLS. Static string. */
+const char *weft_transport_tls_cipher(weft_transport *transport);
+
+/* 1 if the TLS session was resumed, 0 if not or not TLS. */
+int weft_transport_tls_session_reused(weft_transport *transport);
+
+/* The peer's certificate (X509 *), or NULL if none or not TLS. Borrowed: valid while the
+ * transport is; call X509_up_ref to keep it. Declared as void * to keep OpenSSL headers out of
+ * this one; cast to X509 *. */
+void *weft_transport_peer_certificate(weft_transport *transport);
+
+/* Writes the peer certificate's subject or issuer (one line, OpenSSL's RFC 2253 form) or its
+ * SHA-256 fingerprint (hex with colons) into BUF of SIZE bytes. Errors: WEFT_EINVAL,
+ * WEFT_ENOTTLS, WEFT_ENOPEERCERT, WEFT_ENOMEM (BUF too small). */
+int weft_transport_peer_subject(weft_transport *transport, char *buf, size_t size);
+int weft_transport_peer_issuer(weft_transport *transport, char *buf, size_t size);
+int weft_transport_peer_fingerprint(weft_transport *transport, char *buf, size_t size);
+
+/* The SSL * of the connection for advanced use (NULL if not TLS). Borrowed. Changing its
+ * configuration after the handshake is at the user's risk. */
+void *weft_transport_ssl(weft_transport *transport);
+
+/* Which side of a TLS handshake this end plays in weft_transport_start_tls. */
+typedef enum weft_tls_role { WEFT_TLS_CLIENT = 0, WEFT_TLS_SERVER = 1 } weft_tls_role;
+
+/* STARTTLS: upgrades this live TCP connection to TLS in place with OPTIONS, in ROLE. Output
+ * already written is sent in clear first; bytes read after this call are TLS. The protocol keeps
+ * its transport; when the handshake ends, its tls_started callback runs (0 on success). For a
+ * client, SERVER_NAME (may be NULL) is the SNI and verification name.
+ * Errors: WEFT_EINVAL, WEFT_EBUSY (already TLS or upgrading), WEFT_ECLOSED, WEFT_ENOMEM,
+ * WEFT_ETLS (options could not be built). OPTIONS is referenced, not copied. */
+int weft_transport_start_tls(weft_transport *transport, weft_cert_options *options,
+                             weft_tls_role role, const char *server_name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* WEFT_TRANSPORT_H */

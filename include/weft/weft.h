@@ -1,0 +1,12 @@
+/* weft/weft.h: includes every public weft header. */
+#ifndef WEFT_WEFT_H
+#define WEFT_WEFT_H
+
+#include <weft/error.h>
+#include <weft/reactor.h>
+#include <weft/protocol.h>
+#include <weft/transport.h>
+#include <weft/endpoint.h>
+#include <weft/tls.h>
+
+#endif /* WEFT_WEFT_H */

@@ -1,0 +1,82 @@
+/* Private: what the transport code asks of the TLS code, and nothing more. The TLS files
+ * (tls_options.c, tls_keys.c, negotiation.c) build SSL_CTXs from options, create SSL objects,
+ * run the ALPN/NPN callbacks, and classify TLS failures into reasons. */
+#ifndef WEFT_TLS_INTERNAL_H
+#define WEFT_TLS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include <weft/tls.h>
+
+#include "error-internal.h"
+
+/* Per-connection TLS state, owned by the transport, attached to its SSL with SSL_set_ex_data
+ * (index weft__tls_ex_index()) so the OpenSSL callbacks can find it. */
+typedef struct weft__tls_conn {
+  weft_cert_options *options; /* referenced by the transport */
+  int role;                   /* weft_tls_role */
+  int alert_received;         /* last alert received from the peer, -1 if none */
+  int alert_sent;             /* last alert sent to the peer, -1 if none */
+  int no_overlap;             /* selection found no protocol in common */
+  int npn_selected_by_client_fallback; /* NPN client had to send a protocol without overlap */
+  int handshake_done;
+  int renegotiation_attempt;  /* a renegotiation (client hello after the first) was seen */
+  const char *server_name;    /* client: name to verify (borrowed from the transport) */
+} weft__tls_conn;
+
+/* The SSL ex_data index for weft__tls_conn (created once, thread-safe). -1 on failure. */
+int weft__tls_ex_index(void);
+
+/* Builds (once, then cached) and returns the options' SSL_CTX for ROLE, freezing the options.
+ * Borrowed pointer, valid while the options live. Errors as weft_cert_options_prepare. */
+int weft__tls_ctx(weft_cert_options *options, weft_tls_role role, SSL_CTX **out);
+
+/* Creates the SSL object for one connection from the options' context, attaches CONN (which
+ * must outlive the SSL) and, for clients, sets SNI (DNS names only) and host name or IP
+ * verification for SERVER_NAME (may be NULL: no name check, only chain verification).
+ * Errors: WEFT_ENOMEM, WEFT_ETLS, WEFT_EINVAL; the message goes into ERR. */
+int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char *server_name,
+                      weft__tls_conn *conn, SSL **out, weft__reason_buf *err);
+
+/* Handshake and close time-outs of the options, in seconds. */
+double weft__tls_handshake_timeout(const weft_cert_options *options);
+double weft__tls_close_timeout(const weft_cert_options *options);
+
+/* After a successful handshake: the negotiated protocol and the mechanism that produced it,
+ * following weft's rules (ALPN result first; NPN only when a protocol in common was chosen).
+ * *PROTO points into the SSL's memory (valid while the SSL lives) or is NULL. */
+void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **proto,
+                          size_t *len, weft_negotiation_mechanism *mechanism);
+
+/* Classifies why a TLS connection failed or ended into OUT. ERRS holds the OpenSSL error codes
+ * libevent collected for the connection (bufferevent_get_openssl_error, oldest first; entries
+ * that are not OpenSSL error codes are ignored), SYS_ERRNO the errno seen with the failure
+ * (0 if none), EOF_SEEN whether the socket reached end of file. Looks at the SSL's verify
+ * result, the alerts in CONN, and whether close_notify was received, and picks the most
+ * specific code: WEFT_ECERTVERIFY, WEFT_EHOSTNAME, WEFT_ENOPEERCERT, WEFT_ETLSVERSION,
+ * WEFT_ENOPROTOCOL, WEFT_ETLSALERT, WEFT_ETRUNCATED, WEFT_ECONNRESET, WEFT_ETLS, or WEFT_OK for
+ * a clean close_notify. */
+void weft__tls_classify(SSL *ssl, const weft__tls_conn *conn, const unsigned long *errs,
+                        size_t nerrs, int sys_errno, int eof_seen, weft__reason_buf *out);
+
+/* --- negotiation.c: pure functions, fuzzable ------------------------------------------ */
+
+/* Validates a wire-form protocol list (length-prefixed names, each 1..255 bytes, total at most
+ * 65535 bytes). Returns 0, or WEFT_EINVAL with a sentence in ERR (ERR may be NULL). An empty
+ * list (LEN 0) is valid. */
+int weft__nego_validate_wire(const uint8_t *wire, size_t len, weft__reason_buf *err);
+
+/* Picks the first protocol of PREFERRED (wire form) that also appears in OTHER (wire form,
+ * which may be malformed: it comes from the peer; malformed means no match). On a match
+ * stores a pointer into OTHER's bytes (the protocol name, not its length byte) and its length,
+ * and returns 1; returns 0 when there is no overlap. */
+int weft__nego_select(const uint8_t *preferred, size_t preferred_len, const uint8_t *other,
+                      size_t other_len, const uint8_t **out, uint8_t *out_len);
+
+/* 1 if NAME/LEN is one of the protocols in WIRE (wire form). */
+int weft__nego_contains(const uint8_t *wire, size_t wire_len, const uint8_t *name, size_t len);
+
+#endif

@@ -25,6 +25,9 @@ typedef struct weft__tls_conn {
   int handshake_done;
   int renegotiation_attempt;  /* a renegotiation (client hello after the first) was seen */
   const char *server_name;    /* client: name to verify (borrowed from the transport) */
+  int cert_requested;         /* client: the server sent a CertificateRequest (set by the TLS
+                                 code's info callback; tells "server wanted our certificate"
+                                 from other handshake_failure alerts) */
 } weft__tls_conn;
 
 /* The SSL ex_data index for weft__tls_conn (created once, thread-safe). -1 on failure. */
@@ -40,6 +43,11 @@ int weft__tls_ctx(weft_cert_options *options, weft_tls_role role, SSL_CTX **out)
  * Errors: WEFT_ENOMEM, WEFT_ETLS, WEFT_EINVAL; the message goes into ERR. */
 int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char *server_name,
                       weft__tls_conn *conn, SSL **out, weft__reason_buf *err);
+
+/* The options' own server name (weft_cert_options_set_server_name), or NULL. Borrowed. A
+ * connector computes the name to pass to weft__tls_new_ssl as: its own name, else this, else
+ * the host it connects to. */
+const char *weft__tls_options_server_name(const weft_cert_options *options);
 
 /* Handshake and close time-outs of the options, in seconds. */
 double weft__tls_handshake_timeout(const weft_cert_options *options);
@@ -78,5 +86,30 @@ int weft__nego_select(const uint8_t *preferred, size_t preferred_len, const uint
 
 /* 1 if NAME/LEN is one of the protocols in WIRE (wire form). */
 int weft__nego_contains(const uint8_t *wire, size_t wire_len, const uint8_t *name, size_t len);
+
+/* Encodes COUNT NUL-terminated NAMES into a malloc'd wire-form list (*WIRE, *LEN; *WIRE is NULL
+ * when COUNT is 0). Returns 0, WEFT_EINVAL (NULL, empty or over-long name, list too long; the
+ * sentence in ERR says which) or WEFT_ENOMEM. */
+int weft__nego_encode(const char *const *names, size_t count, uint8_t **wire, size_t *len,
+                      weft__reason_buf *err);
+
+/* --- negotiation.c: the OpenSSL side ------------------------------------------------------ */
+
+/* The next-protocol part of the options, read by the ALPN/NPN callbacks. Lives inside the
+ * options, so it outlives every SSL_CTX built from them. */
+typedef struct weft__nego_config {
+  uint8_t *wire; /* the ordered list in wire form, NULL when empty */
+  size_t wire_len;
+  unsigned mechanisms; /* WEFT_MECH_* allowed by the options (a subset of the build's) */
+  int no_overlap_policy; /* weft_no_overlap_policy */
+  weft_protocol_selector selector; /* servers: per-connection ALPN choice, or NULL */
+  void *selector_arg;
+} weft__nego_config;
+
+/* Installs ALPN and NPN on a freshly built CTX for ROLE according to CFG (nothing when the list
+ * is empty). Uses the CTX's app data (SSL_CTX_set_app_data) to find CFG again. Returns 0, or
+ * WEFT_ETLS / WEFT_ENOMEM with a sentence in ERR. */
+int weft__nego_install(SSL_CTX *ctx, weft_tls_role role, const weft__nego_config *cfg,
+                       weft__reason_buf *err);
 
 #endif

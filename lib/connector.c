@@ -1,0 +1,377 @@
+/* Connectors: resolve (asynchronously, evdns), try each address in turn with a non-blocking
+ * connect, then hand the connected socket to a transport. A connector reports failure exactly
+ * once, always from the loop. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+#include "transport-internal.h"
+
+#define WEFT__MAX_ADDRS 16
+#define WEFT__DEFAULT_CONNECT_TIMEOUT 30.0
+
+struct weft_connector {
+  weft_reactor *reactor;
+  TAILQ_ENTRY(weft_connector) link;
+  weft_factory *factory;
+  weft_cert_options *options; /* NULL for TCP */
+  char *host;
+  char *server_name;
+  int port;
+
+  struct sockaddr_storage bind_addr;
+  socklen_t bind_len;
+
+  struct sockaddr_storage addrs[WEFT__MAX_ADDRS];
+  socklen_t addr_lens[WEFT__MAX_ADDRS];
+  int naddrs, next_addr;
+
+  struct evdns_getaddrinfo_request *dns_request;
+  evutil_socket_t fd;
+  struct event *connect_event; /* writable: the connect finished */
+  struct event *timer;         /* the whole attempt's time-out */
+  struct event *fail_event;    /* delivers connection_failed from the loop */
+  struct event *step_event;    /* runs the next step (resolve, connect) from the loop */
+  int resolved;                /* addrs holds the addresses to try */
+  struct weft_transport *transport; /* TLS: the handshake under way */
+  int last_errno;
+  int failed;
+  weft__reason_buf reason;
+};
+
+static void connector_free(weft_connector *c) {
+  TAILQ_REMOVE(&c->reactor->connectors, c, link);
+  if (c->dns_request) {
+    struct evdns_getaddrinfo_request *req = c->dns_request;
+    c->dns_request = NULL;
+    evdns_getaddrinfo_cancel(req); /* runs on_resolved with EVUTIL_EAI_CANCEL */
+  }
+  if (c->connect_event)
+    event_free(c->connect_event);
+  if (c->timer)
+    event_free(c->timer);
+  if (c->fail_event)
+    event_free(c->fail_event);
+  if (c->step_event)
+    event_free(c->step_event);
+  if (c->fd >= 0)
+    close(c->fd);
+  if (c->options)
+    weft_cert_options_unref(c->options);
+  free(c->host);
+  free(c->server_name);
+  free(c);
+}
+
+static void on_fail_event(evutil_socket_t fd, short what, void *arg) {
+  weft_connector *c = arg;
+  (void)fd;
+  (void)what;
+  if (c->factory->connection_failed)
+    c->factory->connection_failed(c->factory, &c->reason.reason);
+  connector_free(c);
+}
+
+/* Stops the attempt and schedules connection_failed. Only the first failure counts. */
+static void connector_fail(weft_connector *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void connector_fail(weft_connector *c, int code, const char *fmt, ...) {
+  if (c->failed)
+    return;
+  c->failed = 1;
+  char msg[WEFT__REASON_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  weft__reason_set(&c->reason, code, "%s", msg);
+  c->reason.reason.sys_errno = c->last_errno;
+  if (c->connect_event)
+    event_del(c->connect_event);
+  event_del(c->timer);
+  event_del(c->step_event);
+  if (c->fd >= 0) {
+    close(c->fd);
+    c->fd = -1;
+  }
+  event_active(c->fail_event, EV_TIMEOUT, 1);
+}
+
+static void try_next_address(weft_connector *c);
+
+static void hand_over(weft_connector *c) {
+  evutil_socket_t fd = c->fd;
+  c->fd = -1;
+  event_del(c->timer);
+  if (c->connect_event) {
+    event_free(c->connect_event);
+    c->connect_event = NULL;
+  }
+  const struct sockaddr *peer = (struct sockaddr *)&c->addrs[c->next_addr - 1];
+  socklen_t peer_len = c->addr_lens[c->next_addr - 1];
+  /* TLS: the transport attaches itself (weft__connector_attach) and reports the handshake's
+   * end. TCP: the transport calls weft__connector_handshake_done at once, which frees c. */
+  int rc = weft__transport_start(c->reactor, fd, peer, peer_len, c->factory, c->options,
+                                 WEFT_TLS_CLIENT, c->server_name ? c->server_name : c->host, c);
+  if (rc != 0)
+    connector_fail(c, rc, "%s", weft_strerror(rc));
+}
+
+static void on_connected(evutil_socket_t fd, short what, void *arg) {
+  weft_connector *c = arg;
+  (void)what;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+    err = errno;
+  if (err == 0) {
+    hand_over(c);
+    return;
+  }
+  c->last_errno = err;
+  event_free(c->connect_event);
+  c->connect_event = NULL;
+  close(c->fd);
+  c->fd = -1;
+  try_next_address(c);
+}
+
+static void fail_from_errno(weft_connector *c) {
+  int code = c->last_errno ? weft__errno_to_code(c->last_errno) : WEFT_ESOCKET;
+  connector_fail(c, code, "%s port %d: %s (%s)", c->host, c->port, weft_strerror(code),
+                 c->last_errno ? strerror(c->last_errno) : "no usable address");
+}
+
+static void try_next_address(weft_connector *c) {
+  while (c->next_addr < c->naddrs) {
+    int i = c->next_addr++;
+    const struct sockaddr_storage *ss = &c->addrs[i];
+    if (c->bind_len && c->bind_addr.ss_family != ss->ss_family) {
+      c->last_errno = EAFNOSUPPORT;
+      continue;
+    }
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      c->last_errno = errno;
+      continue;
+    }
+    if (c->bind_len && bind(fd, (struct sockaddr *)&c->bind_addr, c->bind_len) != 0) {
+      c->last_errno = errno;
+      close(fd);
+      continue;
+    }
+    c->fd = fd;
+    if (connect(fd, (const struct sockaddr *)ss, c->addr_lens[i]) == 0) {
+      hand_over(c);
+      return;
+    }
+    if (errno == EINPROGRESS) {
+      c->connect_event = event_new(c->reactor->base, fd, EV_WRITE, on_connected, c);
+      if (!c->connect_event || event_add(c->connect_event, NULL) != 0) {
+        connector_fail(c, WEFT_ENOMEM, "%s", weft_strerror(WEFT_ENOMEM));
+        return;
+      }
+      return;
+    }
+    c->last_errno = errno;
+    close(fd);
+    c->fd = -1;
+  }
+  fail_from_errno(c);
+}
+
+static void on_resolved(int result, struct evutil_addrinfo *res, void *arg) {
+  weft_connector *c = arg;
+  if (result == EVUTIL_EAI_CANCEL) {
+    if (res)
+      evutil_freeaddrinfo(res);
+    return;
+  }
+  c->dns_request = NULL;
+  if (result != 0 || !res) {
+    if (res)
+      evutil_freeaddrinfo(res);
+    connector_fail(c, WEFT_ENOTFOUND, "%s: %s (%s)", c->host, weft_strerror(WEFT_ENOTFOUND),
+                   evutil_gai_strerror(result));
+    return;
+  }
+  for (struct evutil_addrinfo *ai = res; ai && c->naddrs < WEFT__MAX_ADDRS; ai = ai->ai_next) {
+    if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+        ai->ai_addrlen > sizeof c->addrs[0])
+      continue;
+    memcpy(&c->addrs[c->naddrs], ai->ai_addr, ai->ai_addrlen);
+    c->addr_lens[c->naddrs] = (socklen_t)ai->ai_addrlen;
+    if (ai->ai_family == AF_INET)
+      ((struct sockaddr_in *)&c->addrs[c->naddrs])->sin_port = htons((uint16_t)c->port);
+    else
+      ((struct sockaddr_in6 *)&c->addrs[c->naddrs])->sin6_port = htons((uint16_t)c->port);
+    c->naddrs++;
+  }
+  evutil_freeaddrinfo(res);
+  if (c->naddrs == 0) {
+    connector_fail(c, WEFT_ENOTFOUND, "%s: no IPv4 or IPv6 address", c->host);
+    return;
+  }
+  /* This may run inside evdns_getaddrinfo (an answer from /etc/hosts): go on from the loop. */
+  c->resolved = 1;
+  event_active(c->step_event, EV_TIMEOUT, 1);
+}
+
+static void on_step(evutil_socket_t fd, short what, void *arg) {
+  weft_connector *c = arg;
+  (void)fd;
+  (void)what;
+  if (c->resolved) {
+    try_next_address(c);
+    return;
+  }
+  struct evdns_base *dns = weft__reactor_dns(c->reactor);
+  if (!dns) {
+    connector_fail(c, WEFT_ENOMEM, "%s: cannot create the DNS resolver", c->host);
+    return;
+  }
+  struct evutil_addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  /* NULL when answered at once: on_resolved has run already and only scheduled a step. */
+  c->dns_request = evdns_getaddrinfo(dns, c->host, NULL, &hints, on_resolved, c);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg) {
+  weft_connector *c = arg;
+  (void)fd;
+  (void)what;
+  c->last_errno = ETIMEDOUT;
+  connector_fail(c, WEFT_ETIMEDOUT, "%s port %d: connection attempt timed out", c->host, c->port);
+}
+
+static int connect_common(weft_reactor *reactor, const char *host, int port,
+                          weft_factory *factory, weft_cert_options *options,
+                          const char *server_name, double timeout, const char *bind_address,
+                          weft_connector **out) {
+  if (out)
+    *out = NULL;
+  if (!reactor || !host || !*host || !factory || !factory->build_protocol || port < 1 ||
+      port > 65535 || timeout != timeout)
+    return WEFT_EINVAL;
+  if (reactor->freeing)
+    return WEFT_ESHUTDOWN;
+  struct sockaddr_storage bind_ss;
+  socklen_t bind_len = 0;
+  if (bind_address && weft__parse_ip(bind_address, 0, &bind_ss, &bind_len) != 0)
+    return WEFT_EINVAL;
+  if (options) {
+    int rc = weft_cert_options_prepare(options, WEFT_TLS_CLIENT);
+    if (rc != 0)
+      return rc;
+  }
+  if (timeout <= 0 || timeout > 1e6)
+    timeout = WEFT__DEFAULT_CONNECT_TIMEOUT;
+
+  weft_connector *c = calloc(1, sizeof *c);
+  if (!c)
+    return WEFT_ENOMEM;
+  c->reactor = reactor;
+  c->factory = factory;
+  c->port = port;
+  c->fd = -1;
+  TAILQ_INSERT_TAIL(&reactor->connectors, c, link);
+  if (options)
+    c->options = weft_cert_options_ref(options);
+  if (bind_len) {
+    c->bind_addr = bind_ss;
+    c->bind_len = bind_len;
+  }
+  c->host = strdup(host);
+  c->server_name = server_name ? strdup(server_name) : NULL;
+  c->timer = evtimer_new(reactor->base, on_timeout, c);
+  c->fail_event = event_new(reactor->base, -1, 0, on_fail_event, c);
+  c->step_event = event_new(reactor->base, -1, 0, on_step, c);
+  if (!c->host || (server_name && !c->server_name) || !c->timer || !c->fail_event ||
+      !c->step_event) {
+    connector_free(c);
+    return WEFT_ENOMEM;
+  }
+  struct timeval tv = {(time_t)timeout, (suseconds_t)((timeout - (time_t)timeout) * 1e6)};
+  evtimer_add(c->timer, &tv);
+
+  struct sockaddr_storage ss;
+  socklen_t len;
+  if (weft__parse_ip(host, port, &ss, &len) == 0) {
+    c->addrs[0] = ss;
+    c->addr_lens[0] = len;
+    c->naddrs = 1;
+    c->resolved = 1;
+  }
+  /* Every step runs from the loop, so nothing is called back from inside this function. */
+  event_active(c->step_event, EV_TIMEOUT, 1);
+  if (out)
+    *out = c;
+  return 0;
+}
+
+int weft_connect_tcp(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                     double timeout, const char *bind_address, weft_connector **out) {
+  return connect_common(reactor, host, port, factory, NULL, NULL, timeout, bind_address, out);
+}
+
+int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                     weft_cert_options *options, const char *server_name, double timeout,
+                     const char *bind_address, weft_connector **out) {
+  if (!options) {
+    if (out)
+      *out = NULL;
+    return WEFT_EINVAL;
+  }
+  return connect_common(reactor, host, port, factory, options, server_name, timeout,
+                        bind_address, out);
+}
+
+void weft__connector_attach(weft_connector *c, struct weft_transport *transport) {
+  c->transport = transport;
+}
+
+void weft__connector_handshake_done(weft_connector *c, const weft_reason *reason) {
+  c->transport = NULL;
+  if (reason && c->factory->connection_failed)
+    c->factory->connection_failed(c->factory, reason);
+  connector_free(c);
+}
+
+int weft_connector_cancel(weft_connector *connector) {
+  if (!connector)
+    return WEFT_EINVAL;
+  if (connector->transport) {
+    weft__transport_cancel_handshake(connector->transport);
+    return 0;
+  }
+  connector_fail(connector, WEFT_ECANCELED, "connection attempt canceled");
+  return 0;
+}
+
+void weft__connector_shutdown_all(weft_reactor *reactor) {
+  weft_connector *c, *next;
+  for (c = TAILQ_FIRST(&reactor->connectors); c; c = next) {
+    next = TAILQ_NEXT(c, link);
+    if (c->transport)
+      continue; /* in its TLS handshake: the transport's shutdown reports it */
+    if (!c->failed) {
+      c->last_errno = 0;
+      connector_fail(c, WEFT_ESHUTDOWN, "the reactor was freed");
+    }
+    event_del(c->fail_event);
+    on_fail_event(-1, 0, c);
+  }
+}

@@ -1,0 +1,433 @@
+/* The reactor: an event_base (owned or borrowed), delayed calls, the cross-thread queue, and
+ * the lists of everything it must close at shutdown. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+
+#include "reactor-internal.h"
+#include "transport-internal.h"
+
+struct weft_delayed_call {
+  weft_reactor *reactor;
+  struct event *event;
+  weft_callback fn;
+  void *arg;
+  TAILQ_ENTRY(weft_delayed_call) link;
+};
+
+/* Listeners and connectors close themselves; these live in their files. */
+void weft__listener_shutdown_all(weft_reactor *reactor);
+void weft__connector_shutdown_all(weft_reactor *reactor);
+
+static void ignore_sigpipe(void) {
+  struct sigaction current;
+  if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL) {
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGPIPE, &ignore, NULL);
+  }
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg) {
+  weft_reactor *r = arg;
+  char drain[64];
+  (void)what;
+  while (read(fd, drain, sizeof drain) > 0) {
+  }
+  pthread_mutex_lock(&r->queue_lock);
+  weft__thread_call *call = r->queue_head;
+  r->queue_head = r->queue_tail = NULL;
+  r->wake_pending = 0;
+  pthread_mutex_unlock(&r->queue_lock);
+  while (call) {
+    weft__thread_call *next = call->next;
+    call->fn(call->arg);
+    free(call);
+    call = next;
+  }
+  if (atomic_load(&r->stop_requested))
+    event_base_loopbreak(r->base);
+}
+
+static int set_nonblocking_cloexec(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return -1;
+  return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+static int reactor_init(weft_reactor *r, struct event_base *base, int owns) {
+  r->base = base;
+  r->owns_base = owns;
+  TAILQ_INIT(&r->transports);
+  TAILQ_INIT(&r->listeners);
+  TAILQ_INIT(&r->connectors);
+  TAILQ_INIT(&r->delayed);
+  atomic_init(&r->stop_requested, 0);
+  r->wake_fds[0] = r->wake_fds[1] = -1;
+  if (pthread_mutex_init(&r->queue_lock, NULL) != 0)
+    return WEFT_ENOMEM;
+  if (pipe(r->wake_fds) != 0 || set_nonblocking_cloexec(r->wake_fds[0]) != 0 ||
+      set_nonblocking_cloexec(r->wake_fds[1]) != 0)
+    return WEFT_ESOCKET;
+  r->wake_event = event_new(base, r->wake_fds[0], EV_READ | EV_PERSIST, on_wake, r);
+  if (!r->wake_event || event_add(r->wake_event, NULL) != 0)
+    return WEFT_ENOMEM;
+  ignore_sigpipe();
+  return 0;
+}
+
+static void reactor_release(weft_reactor *r) {
+  if (r->wake_event)
+    event_free(r->wake_event);
+  for (int i = 0; i < 2; i++)
+    if (r->wake_fds[i] >= 0)
+      close(r->wake_fds[i]);
+  pthread_mutex_destroy(&r->queue_lock);
+  if (r->owns_base && r->base)
+    event_base_free(r->base);
+  free(r);
+}
+
+int weft_reactor_new(weft_reactor **out) {
+  if (!out)
+    return WEFT_EINVAL;
+  *out = NULL;
+  weft_reactor *r = calloc(1, sizeof *r);
+  if (!r)
+    return WEFT_ENOMEM;
+  struct event_base *base = event_base_new();
+  if (!base) {
+    free(r);
+    return WEFT_ENOMEM;
+  }
+  int rc = reactor_init(r, base, 1);
+  if (rc != 0) {
+    reactor_release(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+int weft_reactor_new_with_base(struct event_base *base, weft_reactor **out) {
+  if (!out)
+    return WEFT_EINVAL;
+  *out = NULL;
+  if (!base)
+    return WEFT_EINVAL;
+  weft_reactor *r = calloc(1, sizeof *r);
+  if (!r)
+    return WEFT_ENOMEM;
+  int rc = reactor_init(r, base, 0);
+  if (rc != 0) {
+    reactor_release(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+struct event_base *weft_reactor_event_base(weft_reactor *reactor) {
+  return reactor ? reactor->base : NULL;
+}
+
+static void wake(weft_reactor *r) {
+  /* Called with queue_lock held. One byte in the pipe is enough to wake the loop. */
+  if (!r->wake_pending) {
+    r->wake_pending = 1;
+    ssize_t n;
+    do {
+      n = write(r->wake_fds[1], "w", 1);
+    } while (n < 0 && errno == EINTR);
+  }
+}
+
+int weft_reactor_stop(weft_reactor *reactor) {
+  if (!reactor)
+    return WEFT_EINVAL;
+  atomic_store(&reactor->stop_requested, 1);
+  pthread_mutex_lock(&reactor->queue_lock);
+  wake(reactor);
+  pthread_mutex_unlock(&reactor->queue_lock);
+  return 0;
+}
+
+int weft_reactor_run(weft_reactor *reactor) {
+  if (!reactor)
+    return WEFT_EINVAL;
+  if (reactor->running || reactor->freeing)
+    return WEFT_EBUSY;
+  if (atomic_exchange(&reactor->stop_requested, 0))
+    return 0;
+  reactor->running = 1;
+  int rc = 0;
+  while (!atomic_load(&reactor->stop_requested)) {
+    if (event_base_loop(reactor->base, 0) < 0) {
+      rc = WEFT_EIO;
+      break;
+    }
+  }
+  atomic_store(&reactor->stop_requested, 0);
+  reactor->running = 0;
+  return rc;
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  *(int *)arg = 1;
+}
+
+int weft_reactor_run_until(weft_reactor *reactor, int (*predicate)(void *arg), void *arg,
+                           double timeout) {
+  if (!reactor || !predicate || isnan(timeout))
+    return WEFT_EINVAL;
+  if (reactor->running || reactor->freeing)
+    return WEFT_EBUSY;
+  int expired = 0;
+  struct event *deadline = NULL;
+  if (timeout > 0) {
+    deadline = evtimer_new(reactor->base, on_deadline, &expired);
+    if (!deadline)
+      return WEFT_ENOMEM;
+    struct timeval tv = {(time_t)timeout, (suseconds_t)((timeout - (time_t)timeout) * 1e6)};
+    evtimer_add(deadline, &tv);
+  }
+  reactor->running = 1;
+  int rc = 0;
+  for (;;) {
+    if (predicate(arg)) {
+      rc = 0;
+      break;
+    }
+    if (atomic_exchange(&reactor->stop_requested, 0)) {
+      rc = WEFT_ECANCELED;
+      break;
+    }
+    if (expired) {
+      rc = WEFT_ETIMEDOUT;
+      break;
+    }
+    if (event_base_loop(reactor->base, EVLOOP_ONCE) < 0) {
+      rc = WEFT_EIO;
+      break;
+    }
+  }
+  reactor->running = 0;
+  if (deadline)
+    event_free(deadline);
+  return rc;
+}
+
+void weft_reactor_free(weft_reactor *reactor) {
+  if (!reactor || reactor->freeing)
+    return;
+  reactor->freeing = 1;
+  weft__listener_shutdown_all(reactor);
+  weft__connector_shutdown_all(reactor);
+  weft__transport_shutdown_all(reactor);
+  weft_delayed_call *call;
+  while ((call = TAILQ_FIRST(&reactor->delayed)) != NULL) {
+    TAILQ_REMOVE(&reactor->delayed, call, link);
+    event_free(call->event);
+    free(call);
+  }
+  if (reactor->dns)
+    evdns_base_free(reactor->dns, 0);
+  weft__thread_call *q = reactor->queue_head;
+  while (q) {
+    weft__thread_call *next = q->next;
+    free(q);
+    q = next;
+  }
+  reactor_release(reactor);
+}
+
+/* --- delayed calls ---------------------------------------------------------------------- */
+
+static int seconds_to_tv(double seconds, struct timeval *tv) {
+  if (!isfinite(seconds) || seconds < 0 || seconds > 1e9)
+    return WEFT_EINVAL;
+  tv->tv_sec = (time_t)seconds;
+  tv->tv_usec = (suseconds_t)((seconds - (double)tv->tv_sec) * 1e6);
+  return 0;
+}
+
+static void on_delayed(evutil_socket_t fd, short what, void *arg) {
+  weft_delayed_call *call = arg;
+  (void)fd;
+  (void)what;
+  weft_callback fn = call->fn;
+  void *fn_arg = call->arg;
+  TAILQ_REMOVE(&call->reactor->delayed, call, link);
+  event_free(call->event);
+  free(call);
+  fn(fn_arg);
+}
+
+int weft_reactor_call_later(weft_reactor *reactor, double seconds, weft_callback fn, void *arg,
+                            weft_delayed_call **out) {
+  struct timeval tv;
+  if (out)
+    *out = NULL;
+  if (!reactor || !fn || seconds_to_tv(seconds, &tv) != 0)
+    return WEFT_EINVAL;
+  weft_delayed_call *call = calloc(1, sizeof *call);
+  if (!call)
+    return WEFT_ENOMEM;
+  call->reactor = reactor;
+  call->fn = fn;
+  call->arg = arg;
+  call->event = evtimer_new(reactor->base, on_delayed, call);
+  if (!call->event || evtimer_add(call->event, &tv) != 0) {
+    if (call->event)
+      event_free(call->event);
+    free(call);
+    return WEFT_ENOMEM;
+  }
+  TAILQ_INSERT_TAIL(&reactor->delayed, call, link);
+  if (out)
+    *out = call;
+  return 0;
+}
+
+int weft_delayed_call_cancel(weft_delayed_call *call) {
+  if (!call)
+    return WEFT_EINVAL;
+  TAILQ_REMOVE(&call->reactor->delayed, call, link);
+  event_free(call->event);
+  free(call);
+  return 0;
+}
+
+int weft_delayed_call_reset(weft_delayed_call *call, double seconds) {
+  struct timeval tv;
+  if (!call || seconds_to_tv(seconds, &tv) != 0)
+    return WEFT_EINVAL;
+  return evtimer_add(call->event, &tv) == 0 ? 0 : WEFT_ENOMEM;
+}
+
+/* --- threads ---------------------------------------------------------------------------- */
+
+int weft_reactor_call_from_thread(weft_reactor *reactor, weft_callback fn, void *arg) {
+  if (!reactor || !fn)
+    return WEFT_EINVAL;
+  weft__thread_call *call = malloc(sizeof *call);
+  if (!call)
+    return WEFT_ENOMEM;
+  call->fn = fn;
+  call->arg = arg;
+  call->next = NULL;
+  pthread_mutex_lock(&reactor->queue_lock);
+  if (reactor->queue_tail)
+    reactor->queue_tail->next = call;
+  else
+    reactor->queue_head = call;
+  reactor->queue_tail = call;
+  wake(reactor);
+  pthread_mutex_unlock(&reactor->queue_lock);
+  return 0;
+}
+
+/* --- names and bookkeeping -------------------------------------------------------------- */
+
+struct evdns_base *weft__reactor_dns(weft_reactor *reactor) {
+  if (!reactor->dns) {
+    reactor->dns = evdns_base_new(reactor->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                                     EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!reactor->dns) /* no resolv.conf: still answer from /etc/hosts */
+      reactor->dns = evdns_base_new(reactor->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (reactor->dns)
+      evdns_base_load_hosts(reactor->dns, NULL);
+  }
+  return reactor->dns;
+}
+
+int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
+  if (!reactor || !servers || !*servers)
+    return WEFT_EINVAL;
+  if (!reactor->dns) {
+    reactor->dns = evdns_base_new(reactor->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!reactor->dns)
+      return WEFT_ENOMEM;
+    evdns_base_load_hosts(reactor->dns, NULL);
+  } else {
+    evdns_base_clear_nameservers_and_suspend(reactor->dns);
+  }
+  char *copy = strdup(servers);
+  if (!copy)
+    return WEFT_ENOMEM;
+  int rc = 0, added = 0;
+  for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    while (*tok == ' ')
+      tok++;
+    if (!*tok)
+      continue;
+    if (evdns_base_nameserver_ip_add(reactor->dns, tok) != 0) {
+      rc = WEFT_EINVAL;
+      break;
+    }
+    added++;
+  }
+  free(copy);
+  if (rc == 0 && added == 0)
+    rc = WEFT_EINVAL;
+  evdns_base_resume(reactor->dns);
+  return rc;
+}
+
+unsigned weft_reactor_connection_count(weft_reactor *reactor) {
+  return reactor ? reactor->connection_count : 0;
+}
+
+void weft__reactor_add_transport(weft_reactor *reactor, struct weft_transport *transport) {
+  TAILQ_INSERT_TAIL(&reactor->transports, transport, link);
+  reactor->connection_count++;
+}
+
+void weft__reactor_remove_transport(weft_reactor *reactor, struct weft_transport *transport) {
+  TAILQ_REMOVE(&reactor->transports, transport, link);
+  reactor->connection_count--;
+}
+
+int weft__parse_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  if (port < 0 || port > 65535 || !ip)
+    return WEFT_EINVAL;
+  struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+  struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+  if (inet_pton(AF_INET, ip, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons((uint16_t)port);
+    *len = sizeof *v4;
+    return 0;
+  }
+  const char *s = ip;
+  char buf[INET6_ADDRSTRLEN + 2];
+  size_t n = strlen(ip);
+  if (n >= 2 && ip[0] == '[' && ip[n - 1] == ']' && n - 2 < sizeof buf) {
+    memcpy(buf, ip + 1, n - 2);
+    buf[n - 2] = '\0';
+    s = buf;
+  }
+  if (inet_pton(AF_INET6, s, &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons((uint16_t)port);
+    *len = sizeof *v6;
+    return 0;
+  }
+  return WEFT_EINVAL;
+}

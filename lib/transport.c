@@ -1,0 +1,799 @@
+/* The transport: one type for TCP and TLS connections. It owns the bufferevent (and, for TLS,
+ * the SSL through it), delivers the protocol's callbacks, and ends every connection through one
+ * path (close_now + on_finish) so that connection_lost runs exactly once, from the loop. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "transport-internal.h"
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+static void become_ready(weft_transport *t);
+
+/* --- ending a connection ------------------------------------------------------------------ */
+
+static void transport_free(weft_transport *t) {
+  weft__reactor_remove_transport(t->reactor, t);
+  if (t->timer)
+    event_free(t->timer);
+  if (t->finish_event)
+    event_free(t->finish_event);
+  if (t->resume_event)
+    event_free(t->resume_event);
+  if (t->bev)
+    bufferevent_free(t->bev); /* closes the socket, and frees the SSL for TLS */
+  else if (t->fd >= 0)
+    close(t->fd);
+  if (t->tls.options)
+    weft_cert_options_unref(t->tls.options);
+  free(t->server_name);
+  free(t);
+}
+
+/* Delivers the end of the connection to whoever must hear it, then frees the transport. */
+static void deliver_end(weft_transport *t) {
+  const weft_reason *reason = &t->reason.reason;
+  if (t->made) {
+    if (t->protocol->ops->connection_lost)
+      t->protocol->ops->connection_lost(t->protocol, t, reason);
+  } else if (t->connector) {
+    weft__connector_handshake_done(t->connector, reason);
+  } else if (t->ssl && !t->tls.handshake_done && t->factory->handshake_failed) {
+    t->factory->handshake_failed(t->factory, (struct sockaddr *)&t->peer, reason);
+  }
+  transport_free(t);
+}
+
+static void on_finish(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  deliver_end(arg);
+}
+
+/* Stops all I/O at once and schedules deliver_end from the loop. The reason must be set. The
+ * bufferevent is kept until transport_free so that a callback running on it stays safe. */
+static void close_now(weft_transport *t) {
+  if (t->state == WEFT__T_CLOSED)
+    return;
+  t->state = WEFT__T_CLOSED;
+  t->write_closed = 1;
+  if (t->timer)
+    event_del(t->timer);
+  if (t->resume_event)
+    event_del(t->resume_event);
+  if (t->bev) {
+    bufferevent_setcb(t->bev, NULL, NULL, NULL, NULL);
+    bufferevent_disable(t->bev, EV_READ | EV_WRITE);
+  }
+  event_active(t->finish_event, EV_TIMEOUT, 1);
+}
+
+static void close_with(weft_transport *t, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void close_with(weft_transport *t, int code, const char *fmt, ...) {
+  if (t->state == WEFT__T_CLOSED)
+    return;
+  char msg[WEFT__REASON_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  weft__reason_set(&t->reason, code, "%s", msg);
+  close_now(t);
+}
+
+void weft__transport_shutdown_all(weft_reactor *reactor) {
+  weft_transport *t;
+  /* First stop everything, so a connection_lost that touches another transport sees it closed. */
+  TAILQ_FOREACH(t, &reactor->transports, link) {
+    if (t->state != WEFT__T_CLOSED) {
+      weft__reason_set(&t->reason, WEFT_ESHUTDOWN, "the reactor was freed");
+      close_now(t);
+    }
+    event_del(t->finish_event);
+  }
+  while ((t = TAILQ_FIRST(&reactor->transports)) != NULL)
+    deliver_end(t);
+}
+
+/* --- TLS helpers ------------------------------------------------------------------------- */
+
+static int sys_error_of(weft_transport *t) {
+  int err = errno;
+  if (err == 0 || err == EAGAIN || err == EINTR) {
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (t->fd >= 0 && getsockopt(t->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr)
+      err = soerr;
+  }
+  return err == EAGAIN || err == EINTR ? 0 : err;
+}
+
+static void classify_tls(weft_transport *t, int sys_errno) {
+  unsigned long errs[16];
+  size_t n = 0;
+  unsigned long e;
+  while ((e = bufferevent_get_openssl_error(t->bev)) != 0)
+    if (n < sizeof errs / sizeof errs[0])
+      errs[n++] = e;
+  weft__tls_classify(t->ssl, &t->tls, errs, n, sys_errno, t->eof_seen, &t->reason);
+  ERR_clear_error();
+}
+
+static void arm_timer(weft_transport *t, double seconds) {
+  struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)};
+  evtimer_add(t->timer, &tv);
+}
+
+/* Sends close_notify once. Returns 1 once the peer's close_notify has been received too. */
+static int send_close_notify(weft_transport *t) {
+  if (t->shutdown_sent)
+    return (SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
+  t->shutdown_sent = 1;
+  int rc = SSL_shutdown(t->ssl);
+  ERR_clear_error();
+  return rc == 1;
+}
+
+static void handshake_complete(weft_transport *t) {
+  event_del(t->timer);
+  t->tls.handshake_done = 1;
+  weft__tls_negotiated(t->ssl, &t->tls, &t->next_proto, &t->next_proto_len, &t->mechanism);
+  if (t->starttls) {
+    t->starttls = 0;
+    if (t->protocol->ops->tls_started)
+      t->protocol->ops->tls_started(t->protocol, t, 0);
+    return;
+  }
+  become_ready(t);
+}
+
+/* The reason is set: tell a STARTTLS protocol its upgrade failed, then close. */
+static void end_handshake_failed(weft_transport *t) {
+  if (t->starttls && t->made) {
+    t->starttls = 0;
+    if (t->protocol->ops->tls_started)
+      t->protocol->ops->tls_started(t->protocol, t, t->reason.reason.code);
+  }
+  close_now(t);
+}
+
+/* A TLS connection failed before or during its handshake, or broke while open. */
+static void tls_failed(weft_transport *t, int sys_errno) {
+  if (t->state == WEFT__T_CLOSED)
+    return;
+  classify_tls(t, sys_errno);
+  end_handshake_failed(t);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg) {
+  weft_transport *t = arg;
+  (void)fd;
+  (void)what;
+  if (!t->tls.handshake_done && t->ssl) {
+    weft__reason_set(&t->reason, WEFT_EHANDSHAKETIMEOUT, "TLS handshake timed out after %.3g s",
+                     weft__tls_handshake_timeout(t->tls.options));
+    end_handshake_failed(t);
+  } else if (t->state == WEFT__T_CLOSING) {
+    close_with(t, WEFT_OK, "closed locally (the peer did not answer close_notify within %.3g s)",
+               weft__tls_close_timeout(t->tls.options));
+  }
+}
+
+/* --- proceeding through the states --------------------------------------------------------- */
+
+static void become_ready(weft_transport *t) {
+  if (t->connector) {
+    struct weft_connector *c = t->connector;
+    t->connector = NULL;
+    weft__connector_handshake_done(c, NULL);
+  }
+  t->state = WEFT__T_OPEN;
+  weft_protocol *p = t->factory->build_protocol(t->factory, t, (struct sockaddr *)&t->peer);
+  if (t->state == WEFT__T_CLOSED)
+    return; /* build_protocol aborted the connection itself */
+  if (!p || !p->ops) {
+    /* Refused: close quietly (close_notify for TLS); nobody gets connection_lost. */
+    if (t->ssl)
+      send_close_notify(t);
+    close_with(t, WEFT_EREFUSED, "%s", weft_strerror(WEFT_EREFUSED));
+    return;
+  }
+  t->protocol = p;
+  t->made = 1;
+  if (p->ops->connection_made)
+    p->ops->connection_made(p, t);
+}
+
+/* lose_connection, once output is flushed. */
+static void proceed_close(weft_transport *t) {
+  if (!t->ssl) {
+    shutdown(t->fd, SHUT_WR);
+    close_with(t, WEFT_OK, "connection closed locally");
+    return;
+  }
+  double wait = weft__tls_close_timeout(t->tls.options);
+  if (send_close_notify(t) || wait <= 0) {
+    close_with(t, WEFT_OK, "TLS connection closed locally (close_notify sent)");
+    return;
+  }
+  arm_timer(t, wait);
+}
+
+static void deliver_input(weft_transport *t) {
+  struct evbuffer *in = bufferevent_get_input(t->bev);
+  while (t->state == WEFT__T_OPEN && t->made && !t->read_paused) {
+    struct evbuffer_iovec v;
+    if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+      break;
+    t->in_callback++;
+    if (t->protocol->ops->data_received)
+      t->protocol->ops->data_received(t->protocol, t, v.iov_base, v.iov_len);
+    t->in_callback--;
+    evbuffer_drain(in, v.iov_len);
+  }
+  if (t->state == WEFT__T_CLOSING || t->state == WEFT__T_CLOSED)
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void on_read(struct bufferevent *bev, void *arg) {
+  (void)bev;
+  deliver_input(arg);
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg) {
+  weft_transport *t = arg;
+  (void)fd;
+  (void)what;
+  if (t->ssl && t->state == WEFT__T_OPEN && !t->read_paused) {
+    /* Bytes OpenSSL already decrypted wait in the SSL, and the socket may never become
+     * readable again: pull them into the input buffer ourselves. */
+    char buf[16384];
+    int n;
+    while (SSL_pending(t->ssl) > 0 && (n = SSL_read(t->ssl, buf, sizeof buf)) > 0)
+      evbuffer_add(bufferevent_get_input(t->bev), buf, (size_t)n);
+    ERR_clear_error();
+  }
+  deliver_input(t);
+}
+
+static void on_write(struct bufferevent *bev, void *arg) {
+  weft_transport *t = arg;
+  size_t pending = evbuffer_get_length(bufferevent_get_output(bev));
+  if (t->state == WEFT__T_CLOSING) {
+    if (pending == 0 && !t->shutdown_sent)
+      proceed_close(t);
+    return;
+  }
+  if (t->state != WEFT__T_OPEN)
+    return;
+  if (t->half_close_pending && pending == 0) {
+    t->half_close_pending = 0;
+    t->half_closed = 1;
+    shutdown(t->fd, SHUT_WR);
+  }
+  if (t->above_low_water && pending <= t->low_water) {
+    t->above_low_water = 0;
+    if (t->made && t->protocol->ops->write_drained)
+      t->protocol->ops->write_drained(t->protocol, t);
+  }
+}
+
+static void on_eof(weft_transport *t) {
+  t->eof_seen = 1;
+  if (t->state == WEFT__T_CLOSING) {
+    close_with(t, WEFT_OK, t->ssl ? "TLS connection closed locally (close_notify exchanged)"
+                                  : "connection closed locally");
+    return;
+  }
+  if (t->ssl) {
+    if (t->state == WEFT__T_HANDSHAKING || !(SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN)) {
+      tls_failed(t, 0);
+      return;
+    }
+    send_close_notify(t);
+    close_with(t, WEFT_OK, "the peer closed the TLS connection cleanly (close_notify)");
+    return;
+  }
+  /* TCP: the peer closed its write side. */
+  if (t->made && t->protocol->ops->read_eof && !t->half_closed) {
+    int keep = t->protocol->ops->read_eof(t->protocol, t);
+    if (t->state != WEFT__T_OPEN)
+      return;
+    if (keep) {
+      bufferevent_disable(t->bev, EV_READ);
+      return;
+    }
+  }
+  close_with(t, WEFT_OK, "connection closed by the peer");
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg) {
+  weft_transport *t = arg;
+  (void)bev;
+  int err = (what & BEV_EVENT_ERROR) ? sys_error_of(t) : 0;
+  if (what & BEV_EVENT_CONNECTED) {
+    if (t->ssl && (t->state == WEFT__T_HANDSHAKING || t->starttls))
+      handshake_complete(t);
+    return;
+  }
+  if (what & BEV_EVENT_EOF) {
+    on_eof(t);
+    return;
+  }
+  if (!(what & BEV_EVENT_ERROR))
+    return;
+  if (t->state == WEFT__T_CLOSING && t->shutdown_sent) {
+    close_with(t, WEFT_OK, "TLS connection closed locally (close_notify sent)");
+    return;
+  }
+  if (t->ssl) {
+    tls_failed(t, err);
+    return;
+  }
+  int code = err ? weft__errno_to_code(err) : WEFT_ECONNLOST;
+  close_with(t, code, "%s%s%s", weft_strerror(code), err ? ": " : "", err ? strerror(err) : "");
+}
+
+/* --- creation ------------------------------------------------------------------------------ */
+
+static int setup_tls(weft_transport *t, weft_cert_options *options, weft_tls_role role,
+                     const char *server_name) {
+  t->tls.alert_received = t->tls.alert_sent = -1;
+  t->tls.role = role;
+  t->tls.options = weft_cert_options_ref(options);
+  if (server_name && !(t->server_name = strdup(server_name)))
+    return WEFT_ENOMEM;
+  t->tls.server_name = t->server_name;
+  return weft__tls_new_ssl(options, role, t->server_name, &t->tls, &t->ssl, &t->reason);
+}
+
+int weft__transport_start(weft_reactor *reactor, evutil_socket_t fd, const struct sockaddr *peer,
+                          socklen_t peer_len, weft_factory *factory, weft_cert_options *options,
+                          weft_tls_role role, const char *server_name,
+                          struct weft_connector *connector) {
+  weft_transport *t = calloc(1, sizeof *t);
+  if (!t) {
+    close(fd);
+    return WEFT_ENOMEM;
+  }
+  t->reactor = reactor;
+  t->fd = fd;
+  t->factory = factory;
+  t->is_client = role == WEFT_TLS_CLIENT;
+  t->state = options ? WEFT__T_HANDSHAKING : WEFT__T_OPEN;
+  weft__reactor_add_transport(reactor, t);
+
+  if (peer && peer_len <= sizeof t->peer) {
+    memcpy(&t->peer, peer, peer_len);
+    t->peer_len = peer_len;
+  } else {
+    t->peer_len = sizeof t->peer;
+    if (getpeername(fd, (struct sockaddr *)&t->peer, &t->peer_len) != 0)
+      t->peer_len = 0;
+  }
+  t->host_len = sizeof t->host;
+  if (getsockname(fd, (struct sockaddr *)&t->host, &t->host_len) != 0)
+    t->host_len = 0;
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  evutil_make_socket_nonblocking(fd);
+
+  int rc = WEFT_ENOMEM;
+  t->finish_event = event_new(reactor->base, -1, 0, on_finish, t);
+  t->resume_event = event_new(reactor->base, -1, 0, on_resume, t);
+  t->timer = evtimer_new(reactor->base, on_timer, t);
+  if (!t->finish_event || !t->resume_event || !t->timer)
+    goto fail;
+  if (options) {
+    rc = setup_tls(t, options, role, server_name);
+    if (rc != 0)
+      goto fail;
+    t->bev = bufferevent_openssl_socket_new(
+        reactor->base, fd, t->ssl,
+        role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
+        BEV_OPT_CLOSE_ON_FREE);
+    if (!t->bev) {
+      SSL_free(t->ssl);
+      t->ssl = NULL;
+      rc = WEFT_ENOMEM;
+      goto fail;
+    }
+    arm_timer(t, weft__tls_handshake_timeout(options));
+  } else {
+    t->bev = bufferevent_socket_new(reactor->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!t->bev)
+      goto fail;
+  }
+  t->connector = connector;
+  if (connector && options)
+    weft__connector_attach(connector, t);
+  bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
+  bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+  if (!options)
+    become_ready(t);
+  return 0;
+
+fail:
+  t->connector = NULL;
+  weft__reactor_remove_transport(reactor, t);
+  if (t->bev) {
+    bufferevent_free(t->bev);
+  } else {
+    close(fd);
+  }
+  t->bev = NULL;
+  t->fd = -1;
+  weft__reactor_add_transport(reactor, t); /* transport_free removes it again */
+  transport_free(t);
+  return rc;
+}
+
+void weft__transport_cancel_handshake(weft_transport *t) {
+  if (t->state == WEFT__T_HANDSHAKING)
+    close_with(t, WEFT_ECANCELED, "connection attempt canceled during the TLS handshake");
+}
+
+/* --- the public transport API ------------------------------------------------------------- */
+
+static int writable(weft_transport *t) {
+  if (!t)
+    return WEFT_EINVAL;
+  if (t->write_closed || t->state != WEFT__T_OPEN)
+    return WEFT_ECLOSED;
+  return 0;
+}
+
+static void note_pending(weft_transport *t) {
+  if (evbuffer_get_length(bufferevent_get_output(t->bev)) > t->low_water)
+    t->above_low_water = 1;
+}
+
+int weft_transport_write(weft_transport *transport, const void *data, size_t len) {
+  int rc = writable(transport);
+  if (rc != 0)
+    return rc;
+  if (len == 0)
+    return 0;
+  if (!data)
+    return WEFT_EINVAL;
+  if (bufferevent_write(transport->bev, data, len) != 0)
+    return WEFT_ENOMEM;
+  note_pending(transport);
+  return 0;
+}
+
+int weft_transport_write_sequence(weft_transport *transport, const weft_buf *bufs, size_t count) {
+  int rc = writable(transport);
+  if (rc != 0)
+    return rc;
+  if (count > 0 && !bufs)
+    return WEFT_EINVAL;
+  for (size_t i = 0; i < count; i++)
+    if (bufs[i].len > 0 && !bufs[i].base)
+      return WEFT_EINVAL;
+  /* Gather into a scratch buffer first, so the write is all or nothing. */
+  struct evbuffer *gather = evbuffer_new();
+  if (!gather)
+    return WEFT_ENOMEM;
+  for (size_t i = 0; i < count; i++) {
+    if (bufs[i].len > 0 && evbuffer_add(gather, bufs[i].base, bufs[i].len) != 0) {
+      evbuffer_free(gather);
+      return WEFT_ENOMEM;
+    }
+  }
+  rc = bufferevent_write_buffer(transport->bev, gather) == 0 ? 0 : WEFT_ENOMEM;
+  evbuffer_free(gather);
+  if (rc == 0)
+    note_pending(transport);
+  return rc;
+}
+
+int weft_transport_lose_connection(weft_transport *transport) {
+  if (!transport)
+    return WEFT_EINVAL;
+  weft_transport *t = transport;
+  if (t->state == WEFT__T_CLOSING || t->state == WEFT__T_CLOSED)
+    return 0;
+  if (t->state == WEFT__T_HANDSHAKING) {
+    close_with(t, WEFT_ECANCELED, "connection closed locally during the TLS handshake");
+    return 0;
+  }
+  t->state = WEFT__T_CLOSING;
+  t->write_closed = 1;
+  bufferevent_setwatermark(t->bev, EV_WRITE, 0, 0);
+  if (evbuffer_get_length(bufferevent_get_output(t->bev)) == 0)
+    proceed_close(t);
+  return 0;
+}
+
+int weft_transport_abort_connection(weft_transport *transport) {
+  if (!transport)
+    return WEFT_EINVAL;
+  if (transport->state == WEFT__T_CLOSED)
+    return 0;
+  close_with(transport, WEFT_EABORTED, "%s", weft_strerror(WEFT_EABORTED));
+  return 0;
+}
+
+int weft_transport_half_close(weft_transport *transport) {
+  int rc = writable(transport);
+  if (rc != 0)
+    return rc;
+  if (transport->ssl)
+    return WEFT_ENOTSUP;
+  transport->write_closed = 1;
+  if (evbuffer_get_length(bufferevent_get_output(transport->bev)) == 0) {
+    transport->half_closed = 1;
+    shutdown(transport->fd, SHUT_WR);
+  } else {
+    transport->half_close_pending = 1;
+  }
+  return 0;
+}
+
+int weft_transport_pause_reading(weft_transport *transport) {
+  if (!transport)
+    return WEFT_EINVAL;
+  if (transport->state == WEFT__T_CLOSED)
+    return WEFT_ECLOSED;
+  transport->read_paused = 1;
+  event_del(transport->resume_event);
+  bufferevent_disable(transport->bev, EV_READ);
+  return 0;
+}
+
+int weft_transport_resume_reading(weft_transport *transport) {
+  if (!transport)
+    return WEFT_EINVAL;
+  if (transport->state == WEFT__T_CLOSED)
+    return WEFT_ECLOSED;
+  if (!transport->read_paused)
+    return 0;
+  transport->read_paused = 0;
+  if (!transport->eof_seen)
+    bufferevent_enable(transport->bev, EV_READ);
+  /* Deliver what was buffered while paused from the loop, not from inside this call. */
+  event_active(transport->resume_event, EV_TIMEOUT, 1);
+  return 0;
+}
+
+size_t weft_transport_pending_output(weft_transport *transport) {
+  if (!transport || !transport->bev)
+    return 0;
+  return evbuffer_get_length(bufferevent_get_output(transport->bev));
+}
+
+int weft_transport_set_write_low_water(weft_transport *transport, size_t low) {
+  if (!transport)
+    return WEFT_EINVAL;
+  if (transport->state == WEFT__T_CLOSED)
+    return WEFT_ECLOSED;
+  transport->low_water = low;
+  if (transport->state != WEFT__T_CLOSING)
+    bufferevent_setwatermark(transport->bev, EV_WRITE, low, 0);
+  return 0;
+}
+
+int weft_transport_set_nodelay(weft_transport *transport, int on) {
+  if (!transport)
+    return WEFT_EINVAL;
+  if (transport->state == WEFT__T_CLOSED)
+    return WEFT_ECLOSED;
+  int v = on ? 1 : 0;
+  return setsockopt(transport->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) == 0
+             ? 0
+             : weft__errno_to_code(errno);
+}
+
+int weft_transport_set_keepalive(weft_transport *transport, int on, int idle_seconds) {
+  if (!transport || idle_seconds < 0)
+    return WEFT_EINVAL;
+  if (transport->state == WEFT__T_CLOSED)
+    return WEFT_ECLOSED;
+  int v = on ? 1 : 0;
+  if (setsockopt(transport->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v) != 0)
+    return weft__errno_to_code(errno);
+#ifdef TCP_KEEPIDLE
+  if (on && idle_seconds > 0 &&
+      setsockopt(transport->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_seconds, sizeof idle_seconds) != 0)
+    return weft__errno_to_code(errno);
+#endif
+  return 0;
+}
+
+static int copy_address(const struct sockaddr_storage *ss, socklen_t sslen, struct sockaddr *addr,
+                        socklen_t *len) {
+  if (!addr || !len || sslen == 0 || *len < sslen)
+    return WEFT_EINVAL;
+  memcpy(addr, ss, sslen);
+  *len = sslen;
+  return 0;
+}
+
+int weft_transport_peer_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len) {
+  if (!transport)
+    return WEFT_EINVAL;
+  return copy_address(&transport->peer, transport->peer_len, addr, len);
+}
+
+int weft_transport_host_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len) {
+  if (!transport)
+    return WEFT_EINVAL;
+  return copy_address(&transport->host, transport->host_len, addr, len);
+}
+
+const char *weft_address_format(const struct sockaddr *addr, char *buf, size_t size) {
+  char ip[INET6_ADDRSTRLEN];
+  if (!buf || size == 0)
+    return "?";
+  if (addr && addr->sa_family == AF_INET) {
+    const struct sockaddr_in *v4 = (const struct sockaddr_in *)addr;
+    inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof ip);
+    snprintf(buf, size, "%s:%u", ip, (unsigned)ntohs(v4->sin_port));
+  } else if (addr && addr->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)addr;
+    inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof ip);
+    snprintf(buf, size, "[%s]:%u", ip, (unsigned)ntohs(v6->sin6_port));
+  } else {
+    snprintf(buf, size, "?");
+  }
+  return buf;
+}
+
+weft_reactor *weft_transport_reactor(weft_transport *transport) {
+  return transport ? transport->reactor : NULL;
+}
+
+weft_protocol *weft_transport_protocol(weft_transport *transport) {
+  return transport ? transport->protocol : NULL;
+}
+
+int weft_transport_is_tls(weft_transport *transport) {
+  return transport && transport->ssl && transport->tls.handshake_done;
+}
+
+const uint8_t *weft_transport_next_protocol(weft_transport *transport, size_t *len) {
+  if (len)
+    *len = transport ? transport->next_proto_len : 0;
+  return transport ? transport->next_proto : NULL;
+}
+
+weft_negotiation_mechanism weft_transport_negotiation_mechanism(weft_transport *transport) {
+  return transport ? transport->mechanism : WEFT_NEGOTIATED_NONE;
+}
+
+const char *weft_transport_tls_version(weft_transport *transport) {
+  return weft_transport_is_tls(transport) ? SSL_get_version(transport->ssl) : NULL;
+}
+
+const char *weft_transport_tls_cipher(weft_transport *transport) {
+  if (!weft_transport_is_tls(transport))
+    return NULL;
+  const SSL_CIPHER *c = SSL_get_current_cipher(transport->ssl);
+  return c ? SSL_CIPHER_get_name(c) : NULL;
+}
+
+int weft_transport_tls_session_reused(weft_transport *transport) {
+  return weft_transport_is_tls(transport) && SSL_session_reused(transport->ssl);
+}
+
+void *weft_transport_peer_certificate(weft_transport *transport) {
+  return weft_transport_is_tls(transport) ? SSL_get0_peer_certificate(transport->ssl) : NULL;
+}
+
+void *weft_transport_ssl(weft_transport *transport) {
+  return transport ? transport->ssl : NULL;
+}
+
+static int peer_cert_for(weft_transport *transport, char *buf, size_t size, X509 **out) {
+  if (!transport || !buf || size == 0)
+    return WEFT_EINVAL;
+  if (!weft_transport_is_tls(transport))
+    return WEFT_ENOTTLS;
+  *out = SSL_get0_peer_certificate(transport->ssl);
+  return *out ? 0 : WEFT_ENOPEERCERT;
+}
+
+static int print_name(X509_NAME *name, char *buf, size_t size) {
+  BIO *bio = BIO_new(BIO_s_mem());
+  if (!bio)
+    return WEFT_ENOMEM;
+  X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253);
+  char *data;
+  long n = BIO_get_mem_data(bio, &data);
+  int rc = 0;
+  if (n < 0 || (size_t)n >= size) {
+    rc = WEFT_ENOMEM;
+  } else {
+    memcpy(buf, data, (size_t)n);
+    buf[n] = '\0';
+  }
+  BIO_free(bio);
+  return rc;
+}
+
+int weft_transport_peer_subject(weft_transport *transport, char *buf, size_t size) {
+  X509 *cert;
+  int rc = peer_cert_for(transport, buf, size, &cert);
+  return rc ? rc : print_name(X509_get_subject_name(cert), buf, size);
+}
+
+int weft_transport_peer_issuer(weft_transport *transport, char *buf, size_t size) {
+  X509 *cert;
+  int rc = peer_cert_for(transport, buf, size, &cert);
+  return rc ? rc : print_name(X509_get_issuer_name(cert), buf, size);
+}
+
+int weft_transport_peer_fingerprint(weft_transport *transport, char *buf, size_t size) {
+  X509 *cert;
+  int rc = peer_cert_for(transport, buf, size, &cert);
+  if (rc)
+    return rc;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!X509_digest(cert, EVP_sha256(), md, &n))
+    return WEFT_ETLS;
+  if (size < (size_t)n * 3)
+    return WEFT_ENOMEM;
+  for (unsigned int i = 0; i < n; i++)
+    snprintf(buf + i * 3, 4, "%02X%s", md[i], i + 1 < n ? ":" : "");
+  return 0;
+}
+
+int weft_transport_start_tls(weft_transport *transport, weft_cert_options *options,
+                             weft_tls_role role, const char *server_name) {
+  if (!transport || !options || (role != WEFT_TLS_CLIENT && role != WEFT_TLS_SERVER))
+    return WEFT_EINVAL;
+  weft_transport *t = transport;
+  if (t->ssl)
+    return WEFT_EBUSY;
+  if (t->write_closed || t->state != WEFT__T_OPEN)
+    return WEFT_ECLOSED;
+  int rc = weft_cert_options_prepare(options, role);
+  if (rc != 0)
+    return rc;
+  rc = setup_tls(t, options, role, server_name);
+  if (rc != 0) {
+    weft_cert_options_unref(t->tls.options);
+    t->tls.options = NULL;
+    free(t->server_name);
+    t->server_name = NULL;
+    return rc;
+  }
+  /* A filter over the plain bufferevent: clear output already queued goes out first, and
+   * bytes already read past the upgrade point are fed to the TLS engine. */
+  struct bufferevent *tls = bufferevent_openssl_filter_new(
+      t->reactor->base, t->bev, t->ssl,
+      role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
+      BEV_OPT_CLOSE_ON_FREE);
+  if (!tls) {
+    SSL_free(t->ssl);
+    t->ssl = NULL;
+    return WEFT_ENOMEM;
+  }
+  t->bev = tls;
+  t->starttls = 1;
+  bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
+  bufferevent_setwatermark(t->bev, EV_WRITE, t->low_water, 0);
+  bufferevent_enable(t->bev, t->read_paused ? EV_WRITE : EV_READ | EV_WRITE);
+  arm_timer(t, weft__tls_handshake_timeout(options));
+  return 0;
+}

@@ -17,13 +17,13 @@ extern "C" {
 #define WEFT_ERRNO_MAP(X)                                                                      \
   X(EINVAL, -1, "invalid argument")                                                           \
   X(ENOMEM, -2, "out of memory")                                                              \
-  X(ENOTSUP, -3, "operation not supported by this build or this OpenSSL")                     \
+  X(ENOTSUP, -3, "operation not supported")                                                   \
   X(ECLOSED, -4, "transport is closing or closed")                                            \
   X(ECONNREFUSED, -5, "connection refused")                                                   \
   X(ETIMEDOUT, -6, "operation timed out")                                                     \
   X(ENOTFOUND, -7, "host name could not be resolved")                                         \
   X(ECONNRESET, -8, "connection reset by peer")                                               \
-  X(ECONNLOST, -9, "connection lost")                                                         \
+  X(ECONNLOST, -9, "connection lost (socket error without an errno)")                                                         \
   X(EADDRINUSE, -10, "address already in use")                                                \
   X(EADDRNOTAVAIL, -11, "address not available")                                              \
   X(ESOCKET, -12, "socket error")                                                             \
@@ -46,7 +46,7 @@ extern "C" {
   X(EIO, -29, "I/O error")                                                                    \
   X(ENOTTLS, -30, "transport is not a TLS transport")                                         \
   X(EBUSY, -31, "resource busy")                                                              \
-  X(ECONNLIMIT, -32, "connection limit reached")
+  X(ECONNLIMIT, -32, "connection limit reached (reserved)")
 
 /* The error codes. WEFT_OK (0) is success; for a reason it means a clean close. */
 enum {

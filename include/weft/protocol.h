@@ -8,7 +8,8 @@
  * Lifecycle of one connection (numbered so the docs can refer to them):
  *  1. build_protocol is called once the connection is ready for application data: for TCP when
  *     it is established, for TLS after the handshake (so the negotiated next protocol is known).
- *     It may return NULL to refuse: the connection is then closed and no protocol callback runs.
+ *     It may return NULL to refuse: the connection is then closed and no protocol callback runs
+ *     (on a client, the connection attempt counts as done: no connection_failed either).
  *  2. connection_made is called once, right after build_protocol returned the protocol.
  *  3. data_received is called zero or more times with the bytes that arrived, in order.
  *  4. connection_lost is called exactly once for every connection_made, whatever ends the
@@ -16,7 +17,13 @@
  *     transport is invalid.
  *  5. A client connection that never becomes ready (refused, unresolvable, timed out, TLS
  *     handshake or verification failure, cancelled, reactor freed) gets connection_failed on its
- *     factory exactly once, and nothing else.
+ *     factory exactly once, and nothing else. One TLS 1.3 case differs by the protocol's
+ *     design: a client's handshake completes before the server has checked the client's
+ *     certificate, so a client whose certificate the server rejects gets connection_made, then
+ *     connection_lost with the server's alert (WEFT_ENOPEERCERT or WEFT_ECERTVERIFY).
+ *  7. weft never calls connection_lost from inside a weft function the protocol called (lose,
+ *     abort, write...): it always runs later, from the reactor loop, so the protocol may go on
+ *     using its own state after such a call.
  *  6. A server-side TLS connection whose handshake fails never builds a protocol; the optional
  *     handshake_failed callback of the listener's factory is told the peer address and why.
  *
@@ -47,9 +54,10 @@ typedef struct weft_protocol_ops {
   /* LEN (> 0) bytes arrived. DATA is valid only during the call. */
   void (*data_received)(weft_protocol *protocol, weft_transport *transport, const uint8_t *data,
                         size_t len);
-  /* The peer closed its write side. If this member is NULL, or it returns 0, weft closes the
-   * connection (connection_lost follows with WEFT_OK). If it returns non-zero the connection
-   * stays open for writing (half-close), and the protocol closes it when done. */
+  /* TCP only: the peer closed its write side. If this member is NULL, or it returns 0, weft
+   * closes the connection (connection_lost follows with WEFT_OK). If it returns non-zero the
+   * connection stays open for writing (half-close), and the protocol closes it when done. TLS
+   * connections never get it: the peer's close_notify ends the connection (WEFT_OK). */
   int (*read_eof)(weft_protocol *protocol, weft_transport *transport);
   /* Pending output fell to the low-water mark (see weft_transport_set_write_low_water) after
    * having been above it: a producer that paused may write again. */
@@ -84,6 +92,33 @@ struct weft_factory {
                            const weft_reason *reason);
   void *data; /* free for the user */
 };
+
+/* --- Dispatch by negotiated protocol ----------------------------------------------------- */
+
+/* Defined when weft_dispatch_factory_new exists (for code that must build with older weft). */
+#define WEFT_HAVE_DISPATCH 1
+
+/* One route of a dispatch factory: connections that negotiated PROTOCOL (a NUL-terminated
+ * name, compared byte for byte) go to FACTORY. */
+typedef struct weft_dispatch_entry {
+  const char *protocol;
+  weft_factory *factory;
+} weft_dispatch_entry;
+
+/* Creates a factory that hands each connection to the factory of its negotiated next protocol
+ * (see weft_transport_next_protocol): its build_protocol calls the chosen factory's
+ * build_protocol. Connections that negotiated nothing, or a protocol with no entry, go to
+ * FALLBACK; with FALLBACK NULL they are refused. connection_failed and handshake_failed are
+ * passed to FALLBACK (if it has them). ENTRIES are copied; the factories they name, and
+ * FALLBACK, stay the user's and must outlive the dispatch factory.
+ * Errors: WEFT_EINVAL (OUT NULL, ENTRIES NULL with COUNT > 0, an entry with a NULL or empty
+ * protocol, a NULL factory or one without build_protocol), WEFT_ENOMEM. Any thread. */
+int weft_dispatch_factory_new(const weft_dispatch_entry *entries, size_t count,
+                              weft_factory *fallback, weft_factory **out);
+
+/* Frees a factory made by weft_dispatch_factory_new, once no listener or connector uses it
+ * and no connection it dispatched is still being built. NULL is ignored. */
+void weft_dispatch_factory_free(weft_factory *factory);
 
 #ifdef __cplusplus
 }

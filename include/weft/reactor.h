@@ -58,8 +58,10 @@ int weft_reactor_run(weft_reactor *reactor);
 int weft_reactor_run_until(weft_reactor *reactor, int (*predicate)(void *arg), void *arg,
                            double timeout);
 
-/* Asks the reactor's loop to return. Safe from any thread and from callbacks: from another
- * thread it goes through weft_reactor_call_from_thread. Returns 0, or WEFT_ENOMEM when the
+/* Asks weft_reactor_run / weft_reactor_run_until to return. Safe from any thread and from
+ * callbacks (it sets a flag and wakes the loop through the reactor's wake-up pipe). On a
+ * borrowed event_base it also breaks the application's own event_base_dispatch once
+ * (event_base_loopbreak). Returns 0, or WEFT_ENOMEM when the
  * cross-thread request could not be queued. */
 int weft_reactor_stop(weft_reactor *reactor);
 
@@ -84,8 +86,10 @@ int weft_delayed_call_cancel(weft_delayed_call *call);
  * WEFT_EINVAL (NULL call, negative or non-finite SECONDS). */
 int weft_delayed_call_reset(weft_delayed_call *call, double seconds);
 
-/* Queues FN(ARG) to run in the reactor's thread, soon. The only function that is safe to call
- * from any thread. Calls queued from one thread run in the order they were queued. Returns 0,
+/* Queues FN(ARG) to run in the reactor's thread, soon. Safe to call from any thread (with
+ * weft_reactor_stop, the only reactor function that is; pure helpers such as weft_strerror,
+ * weft_address_format and the key/certificate functions are thread-safe too). Not
+ * async-signal-safe: from a signal handler, use a libevent signal event instead. Calls queued from one thread run in the order they were queued. Returns 0,
  * WEFT_EINVAL (NULL argument) or WEFT_ENOMEM. Calls still queued when the reactor is freed are
  * dropped without running. */
 int weft_reactor_call_from_thread(weft_reactor *reactor, weft_callback fn, void *arg);

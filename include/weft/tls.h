@@ -44,8 +44,10 @@ typedef struct weft_cert_options weft_cert_options;
 
 /* What to do when both sides list protocols but none is in common. */
 typedef enum weft_no_overlap_policy {
-  /* Fail the handshake: the selecting side sends RFC 7301's no_application_protocol alert
-   * (120) and both sides get WEFT_ENOPROTOCOL. The default. */
+  /* Fail the handshake. The default. Over ALPN the server sends RFC 7301's
+   * no_application_protocol alert (120) and both sides get WEFT_ENOPROTOCOL. Over NPN (TLS 1.2
+   * and lower) the client selects: OpenSSL then sends handshake_failure (40), so the client
+   * gets WEFT_ENOPROTOCOL and the server WEFT_ETLSALERT naming alert 40. */
   WEFT_NO_OVERLAP_FAIL = 0,
   /* Go on with no protocol negotiated (weft_transport_next_protocol returns NULL). */
   WEFT_NO_OVERLAP_CONTINUE = 1

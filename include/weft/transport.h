@@ -41,8 +41,10 @@ int weft_transport_write_sequence(weft_transport *transport, const weft_buf *buf
 
 /* Closes the connection gracefully: what was written is sent first; for TLS a close_notify is
  * sent once, and the peer's close_notify is awaited for at most the close timeout (5 s by
- * default); then the socket is closed and connection_lost follows (WEFT_OK when the close was
- * clean). Incoming data is discarded from now on. Further writes fail with WEFT_ECLOSED.
+ * default); then the socket is closed and connection_lost follows, from the loop, with WEFT_OK
+ * (also when the peer did not answer close_notify in time: everything written was delivered to
+ * the kernel; the message says so), or the error that broke the connection while flushing.
+ * Incoming data is discarded from now on. Further writes fail with WEFT_ECLOSED.
  * Calling it again, or after abort, returns 0 and does nothing. */
 int weft_transport_lose_connection(weft_transport *transport);
 
@@ -51,7 +53,8 @@ int weft_transport_lose_connection(weft_transport *transport);
 int weft_transport_abort_connection(weft_transport *transport);
 
 /* Shuts down the write side once pending output is sent (TCP FIN); reading goes on. Further
- * writes fail with WEFT_ECLOSED. TLS transports return WEFT_ENOTSUP (TLS 1.2 has no half-close). */
+ * writes fail with WEFT_ECLOSED. TLS transports return WEFT_ENOTSUP: weft does not offer a TLS
+ * half-close (close_notify ends the whole connection). */
 int weft_transport_half_close(weft_transport *transport);
 
 /* Stops / restarts delivering data_received. Data keeps arriving in the kernel's buffer, so a

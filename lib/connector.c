@@ -121,8 +121,11 @@ static void hand_over(weft_connector *c) {
   socklen_t peer_len = c->addr_lens[c->next_addr - 1];
   /* TLS: the transport attaches itself (weft__connector_attach) and reports the handshake's
    * end. TCP: the transport calls weft__connector_handshake_done at once, which frees c. */
+  const char *name = c->server_name;
+  if (!name && c->options)
+    name = weft__tls_options_server_name(c->options);
   int rc = weft__transport_start(c->reactor, fd, peer, peer_len, c->factory, c->options,
-                                 WEFT_TLS_CLIENT, c->server_name ? c->server_name : c->host, c);
+                                 WEFT_TLS_CLIENT, name ? name : c->host, c);
   if (rc != 0)
     connector_fail(c, rc, "%s", weft_strerror(rc));
 }

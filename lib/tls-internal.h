@@ -39,8 +39,12 @@ int weft__tls_ctx(weft_cert_options *options, weft_tls_role role, SSL_CTX **out)
 
 /* Creates the SSL object for one connection from the options' context, attaches CONN (which
  * must outlive the SSL) and, for clients, sets SNI (DNS names only) and host name or IP
- * verification for SERVER_NAME (may be NULL: no name check, only chain verification).
- * Errors: WEFT_ENOMEM, WEFT_ETLS, WEFT_EINVAL; the message goes into ERR. */
+ * verification for SERVER_NAME (may be NULL: the options' server name, and if none, no name
+ * check, only chain verification). Resets CONN's handshake state (role, alerts -1, flags 0);
+ * CONN->options and CONN->server_name are left as the transport set them. The SSL is in
+ * connect or accept state for ROLE. The options must stay referenced while the SSL lives (its
+ * callbacks read them). Errors: WEFT_ENOMEM, WEFT_ETLS, WEFT_EINVAL (or the options' own error
+ * when the context cannot be built); the message goes into ERR. */
 int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char *server_name,
                       weft__tls_conn *conn, SSL **out, weft__reason_buf *err);
 
@@ -69,6 +73,18 @@ void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **
  * a clean close_notify. */
 void weft__tls_classify(SSL *ssl, const weft__tls_conn *conn, const unsigned long *errs,
                         size_t nerrs, int sys_errno, int eof_seen, weft__reason_buf *out);
+
+/* --- tls_keys.c: OpenSSL error text and PEM readers, shared with the options' loaders ---- */
+
+/* Writes OpenSSL's reason for the oldest error on this thread's queue (system errors as
+ * strerror text) into BUF of SIZE bytes, empties the queue, and returns BUF. */
+const char *weft__openssl_reason(char *buf, size_t size);
+
+/* Read a private key (unencrypted PEM; never prompts) / every certificate (leaf first) from BIO.
+ * Return 0, or WEFT_EPEM / WEFT_ENOMEM with OpenSSL's reason in WHY; the error queue is left
+ * empty. *OUT is the caller's (EVP_PKEY_free / sk_X509_pop_free(.., X509_free)). */
+int weft__pem_read_key(BIO *bio, EVP_PKEY **out, char *why, size_t why_size);
+int weft__pem_read_certs(BIO *bio, STACK_OF(X509) **out, char *why, size_t why_size);
 
 /* --- negotiation.c: pure functions, fuzzable ------------------------------------------ */
 

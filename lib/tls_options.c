@@ -1,0 +1,1189 @@
+/* tls_options.c: certificate options (the user's configuration), the two SSL_CTXs built from
+ * them (one per role, built once and then frozen), the per-connection SSL, and the
+ * classification of TLS failures into reasons.
+ *
+ * Rule: nothing per connection is ever stored on an SSL_CTX. Per-connection state lives in the
+ * transport's weft__tls_conn, attached to the SSL as ex_data, and the host name to verify is
+ * set on the SSL. So one frozen options object serves any number of connections, hosts and
+ * threads. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "tls-internal.h"
+
+/* TLS 1.2: forward-secret AEAD only. TLS 1.3 suites are all AEAD and forward secret. */
+#define DEFAULT_CIPHERS                                                                        \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"   \
+  "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* Session id context for servers: required for resumption when client certificates are
+ * verified. One fixed value is enough because caches and ticket keys are per SSL_CTX. */
+#define SESSION_ID_CONTEXT "weft"
+
+struct weft_cert_options {
+  atomic_int refs;
+  atomic_int frozen;   /* set once a context was built: setters then fail */
+  CRYPTO_RWLOCK *lock; /* guards building ctx[] (reactors in several threads may race) */
+  SSL_CTX *ctx[2];     /* indexed by weft_tls_role, built on first use */
+  char last_error[WEFT__REASON_MSG_MAX];
+
+  EVP_PKEY *key;
+  X509 *cert;
+  STACK_OF(X509) *chain; /* intermediates, sent after the leaf */
+
+  int verify;
+  int require_certificate;
+  int verify_depth;
+  STACK_OF(X509) *cas; /* trust anchors; with ca_dirs, replace the system store */
+  char **ca_dirs;
+  size_t ca_dir_count;
+  char *server_name;
+
+  int min_version;
+  int max_version;
+  char *cipher_list;  /* NULL: DEFAULT_CIPHERS */
+  char *ciphersuites; /* NULL: OpenSSL's TLS 1.3 default */
+  char *groups;       /* NULL: OpenSSL's default */
+  int session_cache;
+  int session_tickets;
+  double handshake_timeout;
+  double close_timeout;
+
+  weft__nego_config nego;
+};
+
+/* --- Errors ------------------------------------------------------------------------------- */
+
+/* Records why the call failed, empties OpenSSL's error queue, and returns CODE. */
+__attribute__((format(printf, 3, 4))) static int fail(weft_cert_options *o, int code,
+                                                      const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(o->last_error, sizeof o->last_error, fmt, ap);
+  va_end(ap);
+  ERR_clear_error();
+  return code;
+}
+
+/* As fail, with ": " and OpenSSL's reason appended. */
+__attribute__((format(printf, 3, 4))) static int fail_ssl(weft_cert_options *o, int code,
+                                                          const char *fmt, ...) {
+  char why[200];
+  weft__openssl_reason(why, sizeof why);
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(o->last_error, sizeof o->last_error, fmt, ap);
+  va_end(ap);
+  if (n >= 0 && (size_t)n < sizeof o->last_error)
+    snprintf(o->last_error + n, sizeof o->last_error - (size_t)n, ": %s", why);
+  return code;
+}
+
+/* Every setter starts here: NULL options are EINVAL, frozen options are EFROZEN. */
+#define CHECK_SETTABLE(o)                                                                      \
+  do {                                                                                         \
+    if ((o) == NULL)                                                                           \
+      return WEFT_EINVAL;                                                                      \
+    if (atomic_load(&(o)->frozen))                                                             \
+      return fail((o), WEFT_EFROZEN,                                                           \
+                  "these options are in use by a listener or connector (or were prepared) "    \
+                  "and can no longer change; create new options instead");                     \
+  } while (0)
+
+/* --- Life --------------------------------------------------------------------------------- */
+
+int weft_cert_options_new(weft_cert_options **out) {
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  weft_cert_options *o = calloc(1, sizeof *o);
+  if (o == NULL)
+    return WEFT_ENOMEM;
+  o->lock = CRYPTO_THREAD_lock_new();
+  o->chain = sk_X509_new_null();
+  o->cas = sk_X509_new_null();
+  if (o->lock == NULL || o->chain == NULL || o->cas == NULL) {
+    CRYPTO_THREAD_lock_free(o->lock);
+    sk_X509_free(o->chain);
+    sk_X509_free(o->cas);
+    free(o);
+    ERR_clear_error();
+    return WEFT_ENOMEM;
+  }
+  atomic_init(&o->refs, 1);
+  atomic_init(&o->frozen, 0);
+  o->verify = 1;
+  o->verify_depth = 9;
+  o->min_version = WEFT_TLS1_2;
+  o->max_version = WEFT_TLS1_3;
+  o->session_cache = 1;
+  o->session_tickets = 1;
+  o->handshake_timeout = 30.0;
+  o->close_timeout = 5.0;
+  o->nego.mechanisms = weft_protocol_negotiation_mechanisms();
+  o->nego.no_overlap_policy = WEFT_NO_OVERLAP_FAIL;
+  *out = o;
+  return 0;
+}
+
+weft_cert_options *weft_cert_options_ref(weft_cert_options *options) {
+  if (options != NULL)
+    atomic_fetch_add_explicit(&options->refs, 1, memory_order_relaxed);
+  return options;
+}
+
+void weft_cert_options_unref(weft_cert_options *options) {
+  if (options == NULL ||
+      atomic_fetch_sub_explicit(&options->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  for (int i = 0; i < 2; i++)
+    SSL_CTX_free(options->ctx[i]);
+  EVP_PKEY_free(options->key);
+  X509_free(options->cert);
+  sk_X509_pop_free(options->chain, X509_free);
+  sk_X509_pop_free(options->cas, X509_free);
+  for (size_t i = 0; i < options->ca_dir_count; i++)
+    free(options->ca_dirs[i]);
+  free(options->ca_dirs);
+  free(options->server_name);
+  free(options->cipher_list);
+  free(options->ciphersuites);
+  free(options->groups);
+  free(options->nego.wire);
+  CRYPTO_THREAD_lock_free(options->lock);
+  free(options);
+}
+
+const char *weft_cert_options_last_error(const weft_cert_options *options) {
+  return options != NULL ? options->last_error : "";
+}
+
+double weft__tls_handshake_timeout(const weft_cert_options *options) {
+  return options != NULL ? options->handshake_timeout : 30.0;
+}
+
+double weft__tls_close_timeout(const weft_cert_options *options) {
+  return options != NULL ? options->close_timeout : 5.0;
+}
+
+const char *weft__tls_options_server_name(const weft_cert_options *options) {
+  return options != NULL ? options->server_name : NULL;
+}
+
+/* Replaces *SLOT with a copy of VALUE (NULL clears). */
+static int set_string(weft_cert_options *o, char **slot, const char *value) {
+  char *copy = NULL;
+  if (value != NULL && (copy = strdup(value)) == NULL)
+    return fail(o, WEFT_ENOMEM, "out of memory");
+  free(*slot);
+  *slot = copy;
+  return 0;
+}
+
+/* --- Identity ----------------------------------------------------------------------------- */
+
+/* "CN=..., O=..." of X, for messages. */
+static const char *subject_of(X509 *x, char *buf, size_t size) {
+  if (X509_NAME_oneline(X509_get_subject_name(x), buf, (int)size) == NULL)
+    snprintf(buf, size, "(unknown subject)");
+  return buf;
+}
+
+static int key_matches(X509 *cert, EVP_PKEY *key) {
+  int ok = X509_check_private_key(cert, key) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
+int weft_cert_options_set_private_key(weft_cert_options *options, void *pkey) {
+  CHECK_SETTABLE(options);
+  if (pkey == NULL)
+    return fail(options, WEFT_EINVAL, "the private key is NULL");
+  char subject[160];
+  if (options->cert != NULL && !key_matches(options->cert, pkey))
+    return fail(options, WEFT_EKEYMISMATCH,
+                "the private key does not match the certificate already set (%s)",
+                subject_of(options->cert, subject, sizeof subject));
+  if (!EVP_PKEY_up_ref(pkey))
+    return fail(options, WEFT_ENOMEM, "could not reference the private key");
+  EVP_PKEY_free(options->key);
+  options->key = pkey;
+  return 0;
+}
+
+int weft_cert_options_set_certificate(weft_cert_options *options, void *x509) {
+  CHECK_SETTABLE(options);
+  if (x509 == NULL)
+    return fail(options, WEFT_EINVAL, "the certificate is NULL");
+  char subject[160];
+  if (options->key != NULL && !key_matches(x509, options->key))
+    return fail(options, WEFT_EKEYMISMATCH,
+                "the certificate (%s) does not match the private key already set",
+                subject_of(x509, subject, sizeof subject));
+  if (!X509_up_ref(x509))
+    return fail(options, WEFT_ENOMEM, "could not reference the certificate");
+  X509_free(options->cert);
+  options->cert = x509;
+  return 0;
+}
+
+/* Appends a reference to X to STACK. */
+static int push_ref(weft_cert_options *o, STACK_OF(X509) *stack, X509 *x) {
+  if (!X509_up_ref(x))
+    return fail(o, WEFT_ENOMEM, "could not reference the certificate");
+  if (!sk_X509_push(stack, x)) {
+    X509_free(x);
+    return fail(o, WEFT_ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
+int weft_cert_options_add_chain_certificate(weft_cert_options *options, void *x509) {
+  CHECK_SETTABLE(options);
+  if (x509 == NULL)
+    return fail(options, WEFT_EINVAL, "the chain certificate is NULL");
+  return push_ref(options, options->chain, x509);
+}
+
+/* Opens PATH for reading, or records why not ("WHAT file 'PATH': reason"). */
+static int open_file(weft_cert_options *o, const char *what, const char *path, BIO **out) {
+  *out = NULL;
+  if (path == NULL)
+    return fail(o, WEFT_EINVAL, "the %s file name is NULL", what);
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+    return fail(o, WEFT_EPEM, "cannot read the %s file '%s': it is a directory", what, path);
+  ERR_clear_error();
+  *out = BIO_new_file(path, "r");
+  if (*out == NULL)
+    return fail_ssl(o, WEFT_EPEM, "cannot read the %s file '%s'", what, path);
+  return 0;
+}
+
+static int open_memory(weft_cert_options *o, const char *what, const char *pem, size_t len,
+                       BIO **out) {
+  *out = NULL;
+  if (pem == NULL || len > INT_MAX)
+    return fail(o, WEFT_EINVAL, "the %s PEM text is NULL or too long", what);
+  if (len == 0)
+    return fail(o, WEFT_EPEM, "the %s PEM text is empty", what);
+  *out = BIO_new_mem_buf(pem, (int)len);
+  if (*out == NULL)
+    return fail(o, WEFT_ENOMEM, "out of memory");
+  return 0;
+}
+
+/* SOURCE names where the PEM came from in messages: "file 'x.pem'" or "PEM text". */
+static int load_key(weft_cert_options *o, BIO *bio, const char *source) {
+  EVP_PKEY *key;
+  char why[200];
+  int rc = weft__pem_read_key(bio, &key, why, sizeof why);
+  BIO_free(bio);
+  if (rc != 0)
+    return fail(o, rc, "cannot load a private key from the %s: %s", source, why);
+  rc = weft_cert_options_set_private_key(o, key);
+  EVP_PKEY_free(key);
+  return rc;
+}
+
+static int load_chain(weft_cert_options *o, BIO *bio, const char *source) {
+  STACK_OF(X509) *certs;
+  char why[200];
+  int rc = weft__pem_read_certs(bio, &certs, why, sizeof why);
+  BIO_free(bio);
+  if (rc != 0)
+    return fail(o, rc, "cannot load a certificate chain from the %s: %s", source, why);
+  rc = weft_cert_options_set_certificate(o, sk_X509_value(certs, 0));
+  if (rc == 0) {
+    /* the intermediates replace any chain set before */
+    X509_free(sk_X509_shift(certs));
+    sk_X509_pop_free(o->chain, X509_free);
+    o->chain = certs;
+    return 0;
+  }
+  sk_X509_pop_free(certs, X509_free);
+  return rc;
+}
+
+static int load_cas(weft_cert_options *o, BIO *bio, const char *source) {
+  STACK_OF(X509) *certs;
+  char why[200];
+  int rc = weft__pem_read_certs(bio, &certs, why, sizeof why);
+  BIO_free(bio);
+  if (rc != 0)
+    return fail(o, rc, "cannot load CA certificates from the %s: %s", source, why);
+  for (int i = 0; rc == 0 && i < sk_X509_num(certs); i++)
+    rc = push_ref(o, o->cas, sk_X509_value(certs, i));
+  sk_X509_pop_free(certs, X509_free);
+  return rc;
+}
+
+int weft_cert_options_load_private_key_pem(weft_cert_options *options, const char *pem,
+                                           size_t len) {
+  CHECK_SETTABLE(options);
+  BIO *bio;
+  int rc = open_memory(options, "private key", pem, len, &bio);
+  return rc != 0 ? rc : load_key(options, bio, "PEM text");
+}
+
+int weft_cert_options_load_private_key_file(weft_cert_options *options, const char *path) {
+  CHECK_SETTABLE(options);
+  BIO *bio;
+  int rc = open_file(options, "private key", path, &bio);
+  if (rc != 0)
+    return rc;
+  char source[300];
+  snprintf(source, sizeof source, "file '%s'", path);
+  return load_key(options, bio, source);
+}
+
+int weft_cert_options_load_certificate_chain_pem(weft_cert_options *options, const char *pem,
+                                                 size_t len) {
+  CHECK_SETTABLE(options);
+  BIO *bio;
+  int rc = open_memory(options, "certificate chain", pem, len, &bio);
+  return rc != 0 ? rc : load_chain(options, bio, "PEM text");
+}
+
+int weft_cert_options_load_certificate_chain_file(weft_cert_options *options, const char *path) {
+  CHECK_SETTABLE(options);
+  BIO *bio;
+  int rc = open_file(options, "certificate chain", path, &bio);
+  if (rc != 0)
+    return rc;
+  char source[300];
+  snprintf(source, sizeof source, "file '%s'", path);
+  return load_chain(options, bio, source);
+}
+
+/* --- Verification ------------------------------------------------------------------------- */
+
+int weft_cert_options_set_verify(weft_cert_options *options, int on) {
+  CHECK_SETTABLE(options);
+  options->verify = on != 0;
+  return 0;
+}
+
+int weft_cert_options_set_require_certificate(weft_cert_options *options, int on) {
+  CHECK_SETTABLE(options);
+  options->require_certificate = on != 0;
+  return 0;
+}
+
+int weft_cert_options_add_ca_certificate(weft_cert_options *options, void *x509) {
+  CHECK_SETTABLE(options);
+  if (x509 == NULL)
+    return fail(options, WEFT_EINVAL, "the CA certificate is NULL");
+  return push_ref(options, options->cas, x509);
+}
+
+int weft_cert_options_load_ca_file(weft_cert_options *options, const char *path) {
+  CHECK_SETTABLE(options);
+  BIO *bio;
+  int rc = open_file(options, "CA", path, &bio);
+  if (rc != 0)
+    return rc;
+  char source[300];
+  snprintf(source, sizeof source, "file '%s'", path);
+  return load_cas(options, bio, source);
+}
+
+int weft_cert_options_load_ca_dir(weft_cert_options *options, const char *path) {
+  CHECK_SETTABLE(options);
+  if (path == NULL)
+    return fail(options, WEFT_EINVAL, "the CA directory name is NULL");
+  struct stat st;
+  if (stat(path, &st) != 0)
+    return fail(options, WEFT_EPEM, "cannot read the CA directory '%s': %s", path,
+                strerror(errno));
+  if (!S_ISDIR(st.st_mode))
+    return fail(options, WEFT_EPEM, "the CA directory '%s' is not a directory", path);
+  char **dirs = realloc(options->ca_dirs, (options->ca_dir_count + 1) * sizeof *dirs);
+  if (dirs == NULL)
+    return fail(options, WEFT_ENOMEM, "out of memory");
+  options->ca_dirs = dirs;
+  if ((dirs[options->ca_dir_count] = strdup(path)) == NULL)
+    return fail(options, WEFT_ENOMEM, "out of memory");
+  options->ca_dir_count++;
+  return 0;
+}
+
+int weft_cert_options_set_verify_depth(weft_cert_options *options, int depth) {
+  CHECK_SETTABLE(options);
+  if (depth < 0 || depth > 100)
+    return fail(options, WEFT_EINVAL, "verify depth %d is outside 0..100", depth);
+  options->verify_depth = depth;
+  return 0;
+}
+
+int weft_cert_options_set_server_name(weft_cert_options *options, const char *name) {
+  CHECK_SETTABLE(options);
+  if (name != NULL && (name[0] == '\0' || strlen(name) > 255))
+    return fail(options, WEFT_EINVAL, "the server name must be 1 to 255 bytes long");
+  return set_string(options, &options->server_name, name);
+}
+
+/* --- Versions and algorithms ------------------------------------------------------------ */
+
+static const char *version_name(int v) {
+  return v == WEFT_TLS1_2 ? "TLS 1.2" : v == WEFT_TLS1_3 ? "TLS 1.3" : "?";
+}
+
+int weft_cert_options_set_tls_versions(weft_cert_options *options, int min_version,
+                                       int max_version) {
+  CHECK_SETTABLE(options);
+  int bad = min_version != WEFT_TLS1_2 && min_version != WEFT_TLS1_3 ? min_version
+            : max_version != WEFT_TLS1_2 && max_version != WEFT_TLS1_3 ? max_version
+                                                                       : 0;
+  if (bad != 0)
+    return fail(options, WEFT_EINVAL,
+                "unknown TLS version 0x%04x; use WEFT_TLS1_2 (0x0303) or WEFT_TLS1_3 (0x0304)",
+                (unsigned)bad);
+  if (min_version > max_version)
+    return fail(options, WEFT_EINVAL,
+                "empty TLS version range: the minimum (%s) is above the maximum (%s)",
+                version_name(min_version), version_name(max_version));
+  options->min_version = min_version;
+  options->max_version = max_version;
+  return 0;
+}
+
+/* A throw-away context to try algorithm names on at set time. */
+static SSL_CTX *scratch_ctx(weft_cert_options *o) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  if (ctx == NULL)
+    fail(o, WEFT_ENOMEM, "could not create an SSL_CTX to check the names");
+  return ctx;
+}
+
+/* The next element of a separated list (SEPS), or NULL at the end: *P advances past it. */
+static const char *next_element(const char **p, const char *seps, char *buf, size_t size) {
+  *p += strspn(*p, seps);
+  size_t n = strcspn(*p, seps);
+  if (n == 0)
+    return NULL;
+  snprintf(buf, size, "%.*s", (int)(n < size ? n : size - 1), *p);
+  *p += n;
+  return buf;
+}
+
+/* OpenSSL ignores unknown names in a cipher string as long as one name matched, so each
+ * element is tried on its own: an element that selects nothing is unknown (or useless). */
+int weft_cert_options_set_cipher_list(weft_cert_options *options, const char *ciphers) {
+  CHECK_SETTABLE(options);
+  if (ciphers == NULL)
+    return fail(options, WEFT_EINVAL, "the cipher list is NULL");
+  SSL_CTX *ctx = scratch_ctx(options);
+  if (ctx == NULL)
+    return WEFT_ENOMEM;
+  int rc = 0;
+  char elem[128];
+  const char *p = ciphers;
+  while (rc == 0 && next_element(&p, ":, ", elem, sizeof elem) != NULL) {
+    const char *name = elem + strspn(elem, "!-+");
+    if (name[0] == '@' || name[0] == '\0') /* @STRENGTH, @SECLEVEL=n: directives */
+      continue;
+    if (!SSL_CTX_set_cipher_list(ctx, name))
+      rc = fail(options, WEFT_EINVAL,
+                "unknown TLS 1.2 cipher or cipher class \"%s\" in \"%s\" (it selects no cipher)",
+                name, ciphers);
+  }
+  if (rc == 0 && !SSL_CTX_set_cipher_list(ctx, ciphers))
+    rc = fail_ssl(options, WEFT_EINVAL, "the cipher list \"%s\" selects no cipher", ciphers);
+  SSL_CTX_free(ctx);
+  ERR_clear_error();
+  return rc != 0 ? rc : set_string(options, &options->cipher_list, ciphers);
+}
+
+/* OpenSSL also ignores unknown TLS 1.3 suite names: try each on its own and check that it
+ * added a cipher to the context's list. */
+int weft_cert_options_set_ciphersuites(weft_cert_options *options, const char *suites) {
+  CHECK_SETTABLE(options);
+  if (suites == NULL)
+    return fail(options, WEFT_EINVAL, "the TLS 1.3 cipher suite list is NULL");
+  SSL_CTX *ctx = scratch_ctx(options);
+  if (ctx == NULL)
+    return WEFT_ENOMEM;
+  int rc = 0;
+  if (!SSL_CTX_set_ciphersuites(ctx, ""))
+    rc = fail_ssl(options, WEFT_ETLS, "could not check the TLS 1.3 cipher suites");
+  int base = sk_SSL_CIPHER_num(SSL_CTX_get_ciphers(ctx));
+  char elem[128];
+  const char *p = suites;
+  while (rc == 0 && next_element(&p, ":", elem, sizeof elem) != NULL) {
+    if (!SSL_CTX_set_ciphersuites(ctx, elem) ||
+        sk_SSL_CIPHER_num(SSL_CTX_get_ciphers(ctx)) <= base)
+      rc = fail(options, WEFT_EINVAL, "unknown TLS 1.3 cipher suite \"%s\" in \"%s\"", elem,
+                suites);
+  }
+  SSL_CTX_free(ctx);
+  ERR_clear_error();
+  return rc != 0 ? rc : set_string(options, &options->ciphersuites, suites);
+}
+
+int weft_cert_options_set_groups(weft_cert_options *options, const char *groups) {
+  CHECK_SETTABLE(options);
+  if (groups == NULL || groups[0] == '\0')
+    return fail(options, WEFT_EINVAL, "the group list is NULL or empty");
+  SSL_CTX *ctx = scratch_ctx(options);
+  if (ctx == NULL)
+    return WEFT_ENOMEM;
+  int rc = 0;
+  char elem[128];
+  const char *p = groups;
+  while (rc == 0 && next_element(&p, ":", elem, sizeof elem) != NULL) {
+    if (!SSL_CTX_set1_groups_list(ctx, elem))
+      rc = fail(options, WEFT_EINVAL, "unknown key-exchange group \"%s\" in \"%s\"", elem,
+                groups);
+  }
+  if (rc == 0 && !SSL_CTX_set1_groups_list(ctx, groups))
+    rc = fail_ssl(options, WEFT_EINVAL, "the group list \"%s\" is not valid", groups);
+  SSL_CTX_free(ctx);
+  ERR_clear_error();
+  return rc != 0 ? rc : set_string(options, &options->groups, groups);
+}
+
+int weft_cert_options_set_session_cache(weft_cert_options *options, int on) {
+  CHECK_SETTABLE(options);
+  options->session_cache = on != 0;
+  return 0;
+}
+
+int weft_cert_options_set_session_tickets(weft_cert_options *options, int on) {
+  CHECK_SETTABLE(options);
+  options->session_tickets = on != 0;
+  return 0;
+}
+
+int weft_cert_options_set_handshake_timeout(weft_cert_options *options, double seconds) {
+  CHECK_SETTABLE(options);
+  if (!isfinite(seconds) || seconds <= 0)
+    return fail(options, WEFT_EINVAL, "the handshake timeout must be a positive number of "
+                                      "seconds");
+  options->handshake_timeout = seconds;
+  return 0;
+}
+
+int weft_cert_options_set_close_timeout(weft_cert_options *options, double seconds) {
+  CHECK_SETTABLE(options);
+  if (!isfinite(seconds) || seconds < 0)
+    return fail(options, WEFT_EINVAL, "the close timeout must be 0 or a positive number of "
+                                      "seconds");
+  options->close_timeout = seconds;
+  return 0;
+}
+
+/* --- Next protocols ----------------------------------------------------------------------- */
+
+static int no_mechanism(weft_cert_options *o) {
+  return fail(o, WEFT_ENOTSUP,
+              "this build of weft supports neither ALPN nor NPN (configured with "
+              "--disable-alpn and --disable-npn, or OpenSSL lacks both), so next protocols "
+              "cannot be negotiated");
+}
+
+static int set_wire(weft_cert_options *o, uint8_t *wire, size_t len) {
+  free(o->nego.wire);
+  o->nego.wire = wire;
+  o->nego.wire_len = len;
+  return 0;
+}
+
+int weft_cert_options_set_next_protocols(weft_cert_options *options, const char *const *names,
+                                         size_t count) {
+  CHECK_SETTABLE(options);
+  if (count > 0 && weft_protocol_negotiation_mechanisms() == 0)
+    return no_mechanism(options);
+  uint8_t *wire;
+  size_t len;
+  weft__reason_buf err;
+  int rc = weft__nego_encode(names, count, &wire, &len, &err);
+  if (rc != 0)
+    return fail(options, rc, "%s", err.msg);
+  return set_wire(options, wire, len);
+}
+
+int weft_cert_options_set_next_protocols_wire(weft_cert_options *options, const uint8_t *wire,
+                                              size_t len) {
+  CHECK_SETTABLE(options);
+  if (len > 0 && weft_protocol_negotiation_mechanisms() == 0)
+    return no_mechanism(options);
+  weft__reason_buf err;
+  int rc = weft__nego_validate_wire(wire, len, &err);
+  if (rc != 0)
+    return fail(options, rc, "%s", err.msg);
+  uint8_t *copy = NULL;
+  if (len > 0) {
+    if ((copy = malloc(len)) == NULL)
+      return fail(options, WEFT_ENOMEM, "out of memory");
+    memcpy(copy, wire, len);
+  }
+  return set_wire(options, copy, len);
+}
+
+int weft_cert_options_set_negotiation_mechanisms(weft_cert_options *options, unsigned mask) {
+  CHECK_SETTABLE(options);
+  if (mask == 0 || (mask & ~(WEFT_MECH_ALPN | WEFT_MECH_NPN)) != 0)
+    return fail(options, WEFT_EINVAL,
+                "mechanism mask 0x%x is not a non-empty combination of WEFT_MECH_ALPN and "
+                "WEFT_MECH_NPN",
+                mask);
+  unsigned missing = mask & ~weft_protocol_negotiation_mechanisms();
+  if (missing != 0)
+    return fail(options, WEFT_ENOTSUP,
+                "this build of weft lacks %s%s%s (configured with --disable-%s, or OpenSSL "
+                "lacks it)",
+                (missing & WEFT_MECH_ALPN) ? "ALPN" : "",
+                missing == (WEFT_MECH_ALPN | WEFT_MECH_NPN) ? " and " : "",
+                (missing & WEFT_MECH_NPN) ? "NPN" : "",
+                missing == WEFT_MECH_NPN ? "npn" : "alpn");
+  options->nego.mechanisms = mask;
+  return 0;
+}
+
+int weft_cert_options_set_no_overlap_policy(weft_cert_options *options,
+                                            weft_no_overlap_policy policy) {
+  CHECK_SETTABLE(options);
+  if (policy != WEFT_NO_OVERLAP_FAIL && policy != WEFT_NO_OVERLAP_CONTINUE)
+    return fail(options, WEFT_EINVAL, "unknown no-overlap policy %d", (int)policy);
+  options->nego.no_overlap_policy = policy;
+  return 0;
+}
+
+int weft_cert_options_set_protocol_selector(weft_cert_options *options,
+                                            weft_protocol_selector selector, void *arg) {
+  CHECK_SETTABLE(options);
+  if (selector != NULL && !(weft_protocol_negotiation_mechanisms() & WEFT_MECH_ALPN))
+    return fail(options, WEFT_ENOTSUP,
+                "a protocol selector needs ALPN, which this build of weft lacks");
+  options->nego.selector = selector;
+  options->nego.selector_arg = arg;
+  return 0;
+}
+
+/* --- Building the SSL_CTX ----------------------------------------------------------------- */
+
+/* Records alerts, renegotiation attempts and certificate requests on the connection's
+ * weft__tls_conn: what weft__tls_classify needs and libevent does not keep. */
+static void info_callback(const SSL *ssl, int where, int ret) {
+  int index = weft__tls_ex_index();
+  weft__tls_conn *conn = index < 0 ? NULL : SSL_get_ex_data(ssl, index);
+  if (conn == NULL)
+    return;
+  if (where & SSL_CB_ALERT) {
+    int level = (ret >> 8) & 0xff;
+    int desc = ret & 0xff;
+    /* close_notify and user_canceled end a connection cleanly; a warning no_renegotiation
+     * refuses a renegotiation and the connection goes on. Everything else is an error. */
+    int benign = desc == SSL_AD_CLOSE_NOTIFY || desc == SSL_AD_USER_CANCELLED ||
+                 (desc == SSL_AD_NO_RENEGOTIATION && level == SSL3_AL_WARNING);
+    if (!benign) {
+      if (where & SSL_CB_READ)
+        conn->alert_received = desc;
+      else
+        conn->alert_sent = desc;
+    }
+    if ((where & SSL_CB_WRITE) && desc == SSL_AD_NO_RENEGOTIATION && SSL_is_server(ssl))
+      conn->renegotiation_attempt = 1;
+    return;
+  }
+  if ((where & SSL_CB_HANDSHAKE_START) && conn->handshake_done && SSL_is_server(ssl))
+    conn->renegotiation_attempt = 1;
+  if (where & SSL_CB_HANDSHAKE_DONE)
+    conn->handshake_done = 1;
+  if ((where & SSL_CB_LOOP) && !SSL_is_server(ssl) && SSL_get_state(ssl) == TLS_ST_CR_CERT_REQ)
+    conn->cert_requested = 1;
+}
+
+static int ctx_identity(weft_cert_options *o, SSL_CTX *ctx) {
+  if (o->cert == NULL)
+    return 0;
+  if (SSL_CTX_use_certificate(ctx, o->cert) != 1)
+    return fail_ssl(o, WEFT_ETLS, "the certificate cannot be used");
+  if (SSL_CTX_use_PrivateKey(ctx, o->key) != 1)
+    return fail_ssl(o, WEFT_ETLS, "the private key cannot be used");
+  for (int i = 0; i < sk_X509_num(o->chain); i++) {
+    if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(o->chain, i)) != 1)
+      return fail_ssl(o, WEFT_ETLS, "chain certificate #%d cannot be used", i);
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1)
+    return fail(o, WEFT_EKEYMISMATCH, "the private key does not match the certificate");
+  return 0;
+}
+
+static int ctx_verification(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx) {
+  int have_cas = sk_X509_num(o->cas) > 0 || o->ca_dir_count > 0;
+  int mode = SSL_VERIFY_NONE;
+  if (role == WEFT_TLS_CLIENT)
+    mode = o->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE;
+  else if (o->require_certificate)
+    mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+  else if (o->verify && have_cas)
+    mode = SSL_VERIFY_PEER; /* ask for a certificate, verify it if one comes */
+  SSL_CTX_set_verify(ctx, mode, NULL);
+  SSL_CTX_set_verify_depth(ctx, o->verify_depth);
+  if (mode == SSL_VERIFY_NONE)
+    return 0;
+
+  if (!have_cas) {
+    /* only a client gets the system store: a server trusts nothing it was not given */
+    if (role == WEFT_TLS_CLIENT && SSL_CTX_set_default_verify_paths(ctx) != 1)
+      return fail_ssl(o, WEFT_ETLS, "cannot load the system trust store");
+    return 0;
+  }
+  X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+  for (int i = 0; i < sk_X509_num(o->cas); i++) {
+    X509 *ca = sk_X509_value(o->cas, i);
+    if (X509_STORE_add_cert(store, ca) != 1) {
+      unsigned long e = ERR_peek_last_error();
+      if (ERR_GET_REASON(e) != X509_R_CERT_ALREADY_IN_HASH_TABLE)
+        return fail_ssl(o, WEFT_ETLS, "CA certificate #%d cannot be used", i);
+      ERR_clear_error();
+    }
+    /* tell clients which CAs we accept in the CertificateRequest */
+    if (role == WEFT_TLS_SERVER && SSL_CTX_add_client_CA(ctx, ca) != 1)
+      return fail_ssl(o, WEFT_ETLS, "CA certificate #%d cannot be used", i);
+  }
+  for (size_t i = 0; i < o->ca_dir_count; i++) {
+    if (SSL_CTX_load_verify_dir(ctx, o->ca_dirs[i]) != 1)
+      return fail_ssl(o, WEFT_ETLS, "cannot use the CA directory '%s'", o->ca_dirs[i]);
+  }
+  return 0;
+}
+
+static int ctx_algorithms(weft_cert_options *o, SSL_CTX *ctx) {
+  if (SSL_CTX_set_min_proto_version(ctx, o->min_version) != 1 ||
+      SSL_CTX_set_max_proto_version(ctx, o->max_version) != 1)
+    return fail_ssl(o, WEFT_ETLS, "cannot set the TLS version range");
+  const char *ciphers = o->cipher_list != NULL ? o->cipher_list : DEFAULT_CIPHERS;
+  if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1)
+    return fail_ssl(o, WEFT_EINVAL, "the cipher list \"%s\" cannot be used", ciphers);
+  if (o->ciphersuites != NULL && SSL_CTX_set_ciphersuites(ctx, o->ciphersuites) != 1)
+    return fail_ssl(o, WEFT_EINVAL, "the TLS 1.3 cipher suites \"%s\" cannot be used",
+                    o->ciphersuites);
+  if (o->groups != NULL && SSL_CTX_set1_groups_list(ctx, o->groups) != 1)
+    return fail_ssl(o, WEFT_EINVAL, "the groups \"%s\" cannot be used", o->groups);
+
+  uint64_t opts = SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION |
+                  SSL_OP_NO_RENEGOTIATION;
+#ifdef SSL_OP_NO_CLIENT_RENEGOTIATION
+  opts |= SSL_OP_NO_CLIENT_RENEGOTIATION;
+#endif
+  SSL_CTX_set_options(ctx, opts);
+  /* weft tells a truncated stream from a clean close: an EOF without close_notify must stay an
+   * error (SSL_R_UNEXPECTED_EOF_WHILE_READING) */
+  SSL_CTX_clear_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+  /* bufferevent_openssl retries writes from a moved buffer and accepts partial writes */
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_ENABLE_PARTIAL_WRITE);
+  return 0;
+}
+
+static int ctx_sessions(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx) {
+  if (role != WEFT_TLS_SERVER)
+    return 0;
+  if (SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SESSION_ID_CONTEXT,
+                                     sizeof SESSION_ID_CONTEXT - 1) != 1)
+    return fail_ssl(o, WEFT_ETLS, "cannot set the session id context");
+  SSL_CTX_set_session_cache_mode(ctx, o->session_cache ? SSL_SESS_CACHE_SERVER
+                                                       : SSL_SESS_CACHE_OFF);
+  if (!o->session_tickets)
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+  /* TLS 1.3 sends tickets even without a cache (stateful or stateless): with neither, none */
+  if (!o->session_tickets && !o->session_cache)
+    SSL_CTX_set_num_tickets(ctx, 0);
+  return 0;
+}
+
+static int build_ctx(weft_cert_options *o, weft_tls_role role, SSL_CTX **out) {
+  if (role == WEFT_TLS_SERVER && (o->key == NULL || o->cert == NULL))
+    return fail(o, WEFT_EINVAL,
+                "a TLS server needs a private key and a certificate, but %s set",
+                o->key != NULL    ? "no certificate was"
+                : o->cert != NULL ? "no private key was"
+                                  : "neither was");
+  if ((o->key == NULL) != (o->cert == NULL))
+    return fail(o, WEFT_EINVAL, "a client certificate needs its private key, but only the %s "
+                                "was set",
+                o->key != NULL ? "private key" : "certificate");
+  ERR_clear_error();
+  SSL_CTX *ctx = SSL_CTX_new(role == WEFT_TLS_SERVER ? TLS_server_method() : TLS_client_method());
+  if (ctx == NULL)
+    return fail_ssl(o, WEFT_ENOMEM, "cannot create the %s SSL_CTX",
+                    role == WEFT_TLS_SERVER ? "server" : "client");
+  weft__reason_buf err;
+  int rc = ctx_algorithms(o, ctx);
+  if (rc == 0)
+    rc = ctx_identity(o, ctx);
+  if (rc == 0)
+    rc = ctx_verification(o, role, ctx);
+  if (rc == 0)
+    rc = ctx_sessions(o, role, ctx);
+  if (rc == 0 && (rc = weft__nego_install(ctx, role, &o->nego, &err)) != 0)
+    fail(o, rc, "%s", err.msg);
+  if (rc != 0) {
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return rc;
+  }
+  SSL_CTX_set_info_callback(ctx, info_callback);
+  *out = ctx;
+  return 0;
+}
+
+int weft__tls_ctx(weft_cert_options *options, weft_tls_role role, SSL_CTX **out) {
+  if (out != NULL)
+    *out = NULL;
+  if (options == NULL || out == NULL)
+    return WEFT_EINVAL;
+  if (role != WEFT_TLS_CLIENT && role != WEFT_TLS_SERVER)
+    return fail(options, WEFT_EINVAL, "unknown TLS role %d", (int)role);
+  /* built once: after that, every connection only reads the pointer */
+  if (!CRYPTO_THREAD_read_lock(options->lock))
+    return fail(options, WEFT_ETLS, "cannot lock the options");
+  SSL_CTX *ctx = options->ctx[role];
+  CRYPTO_THREAD_unlock(options->lock);
+  if (ctx != NULL) {
+    *out = ctx;
+    return 0;
+  }
+  if (!CRYPTO_THREAD_write_lock(options->lock))
+    return fail(options, WEFT_ETLS, "cannot lock the options");
+  int rc = 0;
+  if (options->ctx[role] == NULL) { /* another thread may have built it meanwhile */
+    rc = build_ctx(options, role, &ctx);
+    if (rc == 0) {
+      options->ctx[role] = ctx;
+      atomic_store(&options->frozen, 1);
+    }
+  }
+  *out = options->ctx[role];
+  CRYPTO_THREAD_unlock(options->lock);
+  return rc;
+}
+
+int weft_cert_options_prepare(weft_cert_options *options, weft_tls_role role) {
+  SSL_CTX *ctx;
+  return weft__tls_ctx(options, role, &ctx);
+}
+
+/* --- Per connection ----------------------------------------------------------------------- */
+
+static CRYPTO_ONCE ex_once = CRYPTO_ONCE_STATIC_INIT;
+static int ex_index = -1;
+
+static void ex_index_init(void) {
+  ex_index = SSL_get_ex_new_index(0, "weft__tls_conn", NULL, NULL, NULL);
+}
+
+int weft__tls_ex_index(void) {
+  if (!CRYPTO_THREAD_run_once(&ex_once, ex_index_init))
+    return -1;
+  return ex_index;
+}
+
+/* 1 if NAME is an IPv4 or IPv6 literal (IPv6 possibly in brackets); the bare address is
+ * copied into BUF (INET6_ADDRSTRLEN bytes at least). */
+static int ip_literal(const char *name, char *buf, size_t size) {
+  unsigned char bin[16];
+  size_t n = strlen(name);
+  if (n >= 2 && name[0] == '[' && name[n - 1] == ']') {
+    name++;
+    n -= 2;
+  }
+  if (n >= size)
+    return 0; /* too long for any address literal */
+  memcpy(buf, name, n);
+  buf[n] = '\0';
+  return inet_pton(AF_INET, buf, bin) == 1 || inet_pton(AF_INET6, buf, bin) == 1;
+}
+
+/* SNI and the name check for a client SSL. */
+static int client_name(SSL *ssl, const char *name, weft__reason_buf *err) {
+  char ip[INET6_ADDRSTRLEN + 8];
+  if (name[0] == '\0' || strlen(name) > 255) {
+    weft__reason_set(err, WEFT_EINVAL, "the server name must be 1 to 255 bytes long");
+    return WEFT_EINVAL;
+  }
+  int is_ip = ip_literal(name, ip, sizeof ip);
+  /* RFC 6066: SNI carries host names only, never IP literals */
+  if (!is_ip && SSL_set_tlsext_host_name(ssl, name) != 1)
+    goto bad;
+  if (SSL_get_verify_mode(ssl) == SSL_VERIFY_NONE)
+    return 0;
+  if (is_ip) {
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1)
+      goto bad;
+  } else {
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_set1_host(ssl, name) != 1)
+      goto bad;
+  }
+  return 0;
+bad:;
+  char why[200];
+  weft__openssl_reason(why, sizeof why);
+  weft__reason_set(err, WEFT_EINVAL, "cannot use the server name '%s': %s", name, why);
+  return WEFT_EINVAL;
+}
+
+int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char *server_name,
+                      weft__tls_conn *conn, SSL **out, weft__reason_buf *err) {
+  if (out != NULL)
+    *out = NULL;
+  if (options == NULL || conn == NULL || out == NULL) {
+    weft__reason_set(err, WEFT_EINVAL, "weft__tls_new_ssl: NULL argument");
+    return WEFT_EINVAL;
+  }
+  SSL_CTX *ctx;
+  int rc = weft__tls_ctx(options, role, &ctx);
+  if (rc != 0) {
+    weft__reason_set(err, rc, "%s", options->last_error);
+    return rc;
+  }
+  int index = weft__tls_ex_index();
+  SSL *ssl = index < 0 ? NULL : SSL_new(ctx);
+  if (ssl == NULL) {
+    ERR_clear_error();
+    weft__reason_set(err, WEFT_ENOMEM, "cannot create the SSL object");
+    return WEFT_ENOMEM;
+  }
+  conn->role = role;
+  conn->alert_received = -1;
+  conn->alert_sent = -1;
+  conn->no_overlap = 0;
+  conn->npn_selected_by_client_fallback = 0;
+  conn->handshake_done = 0;
+  conn->renegotiation_attempt = 0;
+  conn->cert_requested = 0;
+  if (SSL_set_ex_data(ssl, index, conn) != 1) {
+    SSL_free(ssl);
+    ERR_clear_error();
+    weft__reason_set(err, WEFT_ENOMEM, "cannot attach the connection to the SSL object");
+    return WEFT_ENOMEM;
+  }
+  if (role == WEFT_TLS_CLIENT) {
+    const char *name = server_name != NULL ? server_name : options->server_name;
+    if (name != NULL && (rc = client_name(ssl, name, err)) != 0) {
+      SSL_free(ssl);
+      return rc;
+    }
+    SSL_set_connect_state(ssl);
+  } else {
+    SSL_set_accept_state(ssl);
+  }
+  *out = ssl;
+  return 0;
+}
+
+/* --- Classifying failures ----------------------------------------------------------------- */
+
+/* libevent mixes its own values (SSL_get_error codes, errno, -1) with OpenSSL's packed error
+ * codes: keep only real ones. OpenSSL codes fit in 32 bits; system errors are flagged. */
+static int real_error(unsigned long e) {
+  if (e == 0 || (e >> 16 >> 16) != 0)
+    return 0;
+  if (ERR_SYSTEM_ERROR(e)) {
+    unsigned long reason = e & ERR_SYSTEM_MASK;
+    return reason > 0 && reason < 4096;
+  }
+  return ERR_GET_LIB(e) != 0 && ERR_GET_REASON(e) != 0;
+}
+
+static int has_ssl_reason(const unsigned long *errs, size_t n, int reason) {
+  for (size_t i = 0; i < n; i++) {
+    if (real_error(errs[i]) && !ERR_SYSTEM_ERROR(errs[i]) && ERR_GET_LIB(errs[i]) == ERR_LIB_SSL &&
+        ERR_GET_REASON(errs[i]) == reason)
+      return 1;
+  }
+  return 0;
+}
+
+/* OpenSSL 3.0's table lacks TLS 1.3's newer alerts. */
+static const char *alert_text(int alert) {
+  switch (alert) {
+  case 109:
+    return "missing extension";
+  case 116:
+    return "certificate required";
+  default:
+    return SSL_alert_desc_string_long(alert);
+  }
+}
+
+static const char *proto_name(int version) {
+  switch (version) {
+  case TLS1_2_VERSION:
+    return "TLS 1.2";
+  case TLS1_3_VERSION:
+    return "TLS 1.3";
+  default:
+    return "any version";
+  }
+}
+
+/* The subject of the peer's certificate, also when verification failed (OpenSSL then keeps
+ * only the chain). "" if there is none. */
+static void peer_subject(SSL *ssl, char *buf, size_t size) {
+  X509 *peer = SSL_get0_peer_certificate(ssl);
+  STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+  if (peer == NULL && chain != NULL && sk_X509_num(chain) > 0)
+    peer = sk_X509_value(chain, 0);
+  buf[0] = '\0';
+  if (peer != NULL && X509_NAME_oneline(X509_get_subject_name(peer), buf, (int)size) == NULL)
+    buf[0] = '\0';
+}
+
+void weft__tls_classify(SSL *ssl, const weft__tls_conn *conn, const unsigned long *errs,
+                        size_t nerrs, int sys_errno, int eof_seen, weft__reason_buf *out) {
+  int received = conn != NULL ? conn->alert_received : -1;
+  int sent = conn != NULL ? conn->alert_sent : -1;
+  int is_server =
+      conn != NULL ? conn->role == WEFT_TLS_SERVER : ssl != NULL && SSL_is_server(ssl);
+  int handshake_done =
+      conn != NULL ? conn->handshake_done : ssl != NULL && SSL_is_init_finished(ssl);
+  const char *during = handshake_done ? "" : " during the TLS handshake";
+  unsigned long first = 0;
+
+  if (errs == NULL)
+    nerrs = 0;
+  for (size_t i = 0; i < nerrs; i++) {
+    if (!real_error(errs[i]))
+      continue;
+    if (ERR_SYSTEM_ERROR(errs[i])) {
+      if (sys_errno == 0)
+        sys_errno = (int)(errs[i] & ERR_SYSTEM_MASK);
+    } else if (first == 0) {
+      first = errs[i];
+    }
+  }
+  long verify = X509_V_OK;
+  if (ssl != NULL && SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE)
+    verify = SSL_get_verify_result(ssl);
+
+  if ((conn != NULL && conn->no_overlap) || received == TLS1_AD_NO_APPLICATION_PROTOCOL ||
+      sent == TLS1_AD_NO_APPLICATION_PROTOCOL) {
+    if (received == TLS1_AD_NO_APPLICATION_PROTOCOL || sent == TLS1_AD_NO_APPLICATION_PROTOCOL)
+      weft__reason_set(out, WEFT_ENOPROTOCOL,
+                       "no application protocol in common (alert 120 no_application_protocol "
+                       "%s)",
+                       received == TLS1_AD_NO_APPLICATION_PROTOCOL ? "received" : "sent");
+    else
+      weft__reason_set(out, WEFT_ENOPROTOCOL,
+                       "no application protocol in common (%s: none of our protocols is in "
+                       "the peer's list)",
+                       is_server ? "ALPN" : "NPN");
+  } else if (verify != X509_V_OK) {
+    char subject[160] = "";
+    peer_subject(ssl, subject, sizeof subject);
+    /* the name checked: the transport's, else the one set on the SSL by weft__tls_new_ssl */
+    const char *name = conn != NULL ? conn->server_name : NULL;
+    char *ip = NULL;
+    if (name == NULL && ssl != NULL)
+      name = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
+    if (name == NULL && ssl != NULL)
+      name = ip = X509_VERIFY_PARAM_get1_ip_asc(SSL_get0_param(ssl));
+    if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)
+      weft__reason_set(out, WEFT_EHOSTNAME,
+                       "the peer's certificate%s%s%s does not match %s%s%s: %s",
+                       subject[0] ? " (" : "", subject, subject[0] ? ")" : "",
+                       name != NULL ? "the name '" : "the expected name", name ? name : "",
+                       name != NULL ? "'" : "", X509_verify_cert_error_string(verify));
+    else
+      weft__reason_set(out, WEFT_ECERTVERIFY,
+                       "certificate verification failed: %s (X509 error %ld)%s%s",
+                       X509_verify_cert_error_string(verify), verify,
+                       subject[0] ? "; peer certificate " : "", subject);
+    OPENSSL_free(ip);
+    out->reason.verify_result = verify;
+  } else if (has_ssl_reason(errs, nerrs, SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)) {
+    weft__reason_set(out, WEFT_ENOPEERCERT,
+                     "the client presented no certificate, and this server requires one");
+  } else if (received == SSL_AD_CERTIFICATE_REQUIRED ||
+             (received == SSL_AD_HANDSHAKE_FAILURE && conn != NULL && conn->cert_requested &&
+              ssl != NULL && SSL_get_certificate(ssl) == NULL)) {
+    weft__reason_set(out, WEFT_ENOPEERCERT,
+                     "the server requires a client certificate and none was sent (alert %d %s)",
+                     received, alert_text(received));
+  } else if (has_ssl_reason(errs, nerrs, SSL_R_UNSUPPORTED_PROTOCOL) ||
+             has_ssl_reason(errs, nerrs, SSL_R_NO_PROTOCOLS_AVAILABLE) ||
+             has_ssl_reason(errs, nerrs, SSL_R_WRONG_VERSION_NUMBER) ||
+             has_ssl_reason(errs, nerrs, SSL_R_TLSV1_ALERT_PROTOCOL_VERSION) ||
+             received == SSL_AD_PROTOCOL_VERSION || sent == SSL_AD_PROTOCOL_VERSION) {
+    int lo = ssl != NULL ? (int)SSL_get_min_proto_version(ssl) : 0;
+    int hi = ssl != NULL ? (int)SSL_get_max_proto_version(ssl) : 0;
+    weft__reason_set(out, WEFT_ETLSVERSION,
+                     "no TLS version in common with the peer (this side allows %s to %s)%s",
+                     proto_name(lo), proto_name(hi),
+                     has_ssl_reason(errs, nerrs, SSL_R_WRONG_VERSION_NUMBER)
+                         ? "; the peer may not speak TLS at all"
+                         : "");
+  } else if (received >= 42 && received <= 49 && received != SSL_AD_ILLEGAL_PARAMETER) {
+    weft__reason_set(out, WEFT_ECERTVERIFY, "the peer rejected our certificate: alert %d (%s)",
+                     received, alert_text(received));
+  } else if (received >= 0) {
+    weft__reason_set(out, WEFT_ETLSALERT, "the peer sent TLS alert %d (%s)%s%s", received,
+                     alert_text(received), during,
+                     conn != NULL && conn->renegotiation_attempt
+                         ? " after a renegotiation attempt, which weft refuses"
+                         : "");
+  } else if (has_ssl_reason(errs, nerrs, SSL_R_UNEXPECTED_EOF_WHILE_READING) ||
+             (eof_seen && !(ssl != NULL && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)))) {
+    weft__reason_set(out, WEFT_ETRUNCATED,
+                     handshake_done ? "the peer closed the connection without a TLS "
+                                      "close_notify (truncated stream)"
+                                    : "the peer closed the connection during the TLS handshake");
+  } else if (ssl != NULL && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)) {
+    weft__reason_set(out, WEFT_OK, "clean TLS close (close_notify received)");
+  } else if (sys_errno == ECONNRESET || sys_errno == EPIPE) {
+    weft__reason_set(out, WEFT_ECONNRESET, "connection reset by peer%s", during);
+  } else if (first != 0) {
+    /* error strings are loaded by SSL_CTX_new; make sure even if no context was ever built */
+    OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
+    char text[200];
+    const char *reason = ERR_reason_error_string(first);
+    if (reason == NULL)
+      ERR_error_string_n(first, text, sizeof text);
+    else
+      snprintf(text, sizeof text, "%s", reason);
+    char alert[96] = "";
+    if (sent >= 0)
+      snprintf(alert, sizeof alert, " (sent alert %d %s)", sent, alert_text(sent));
+    weft__reason_set(out, WEFT_ETLS, "%s: %s%s%s",
+                     handshake_done ? "TLS error" : "TLS handshake failed", text, alert,
+                     conn != NULL && conn->renegotiation_attempt
+                         ? " after a renegotiation attempt, which weft refuses"
+                         : "");
+  } else if (sys_errno != 0) {
+    weft__reason_set(out, weft__errno_to_code(sys_errno), "%s%s", strerror(sys_errno), during);
+  } else if (conn != NULL && conn->renegotiation_attempt) {
+    weft__reason_set(out, WEFT_ETLS, "the peer attempted a TLS renegotiation, which weft "
+                                     "refuses");
+  } else {
+    weft__reason_set(out, WEFT_ETLS, "TLS connection failed%s (OpenSSL gave no reason)",
+                     during);
+  }
+
+  if (received >= 0) {
+    out->reason.tls_alert = received;
+    out->reason.alert_sent = 0;
+  } else if (sent >= 0) {
+    out->reason.tls_alert = sent;
+    out->reason.alert_sent = 1;
+  }
+  out->reason.sys_errno = sys_errno;
+}

@@ -26,6 +26,7 @@ static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void become_ready(weft_transport *t);
+static void deliver_input(weft_transport *t);
 
 /* --- ending a connection ------------------------------------------------------------------ */
 
@@ -160,9 +161,14 @@ static void handshake_complete(weft_transport *t) {
     t->starttls = 0;
     if (t->protocol->ops->tls_started)
       t->protocol->ops->tls_started(t->protocol, t, 0);
-    return;
+  } else {
+    become_ready(t);
   }
-  become_ready(t);
+  /* A STARTTLS filter reads the records that came with the end of the handshake before it
+   * reports BEV_EVENT_CONNECTED (deliver_input holds them while t->starttls is set), and no
+   * further read event may come for them: deliver them now, after connection_made /
+   * tls_started. */
+  deliver_input(t);
 }
 
 /* The reason is set: tell a STARTTLS protocol its upgrade failed, then close. */
@@ -192,8 +198,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
                      weft__tls_handshake_timeout(t->tls.options));
     end_handshake_failed(t);
   } else if (t->state == WEFT__T_CLOSING) {
-    close_with(t, WEFT_OK, "closed locally (the peer did not answer close_notify within %.3g s)",
-               weft__tls_close_timeout(t->tls.options));
+    close_with(t, WEFT_OK, "closed locally (the peer did not answer %s within %.3g s)",
+               t->ssl ? "close_notify" : "with its FIN", weft__tls_close_timeout(t->tls.options));
   }
 }
 
@@ -226,7 +232,16 @@ static void become_ready(weft_transport *t) {
 static void proceed_close(weft_transport *t) {
   if (!t->ssl) {
     shutdown(t->fd, SHUT_WR);
-    close_with(t, WEFT_OK, "connection closed locally");
+    if (t->eof_seen) {
+      close_with(t, WEFT_OK, "connection closed locally");
+      return;
+    }
+    /* Closing a socket with unread input makes the kernel send a RST, which destroys what is
+     * still in flight to the peer. So send our FIN, then read (and discard) until the peer's
+     * FIN, for at most the close timeout. */
+    t->shutdown_sent = 1;
+    bufferevent_enable(t->bev, EV_READ);
+    arm_timer(t, weft__tls_close_timeout(NULL));
     return;
   }
   double wait = weft__tls_close_timeout(t->tls.options);
@@ -237,19 +252,35 @@ static void proceed_close(weft_transport *t) {
   arm_timer(t, wait);
 }
 
+/* Each piece leaves the input buffer (moved, not copied) before data_received sees it, and the
+ * loop stops if the bufferevent changed: a STARTTLS upgrade from inside data_received must hand
+ * the TLS engine only the bytes after the piece that asked for it, never that piece again, and
+ * bytes left in the old input buffer are TLS records, not plaintext for the protocol. */
 static void deliver_input(weft_transport *t) {
-  struct evbuffer *in = bufferevent_get_input(t->bev);
-  while (t->state == WEFT__T_OPEN && t->made && !t->read_paused) {
+  struct bufferevent *bev = t->bev;
+  struct evbuffer *in = bufferevent_get_input(bev);
+  struct evbuffer *piece = NULL;
+  while (t->state == WEFT__T_OPEN && t->made && !t->read_paused && !t->starttls &&
+         t->bev == bev) {
     struct evbuffer_iovec v;
     if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
       break;
+    if (!piece && !(piece = evbuffer_new()))
+      break; /* out of memory: the bytes stay buffered until the next read event */
+    if (evbuffer_remove_buffer(in, piece, v.iov_len) != (int)v.iov_len ||
+        evbuffer_peek(piece, -1, NULL, &v, 1) < 1) {
+      evbuffer_drain(piece, evbuffer_get_length(piece));
+      break;
+    }
     t->in_callback++;
     if (t->protocol->ops->data_received)
       t->protocol->ops->data_received(t->protocol, t, v.iov_base, v.iov_len);
     t->in_callback--;
-    evbuffer_drain(in, v.iov_len);
+    evbuffer_drain(piece, evbuffer_get_length(piece));
   }
-  if (t->state == WEFT__T_CLOSING || t->state == WEFT__T_CLOSED)
+  if (piece)
+    evbuffer_free(piece);
+  if ((t->state == WEFT__T_CLOSING || t->state == WEFT__T_CLOSED) && t->bev == bev)
     evbuffer_drain(in, evbuffer_get_length(in));
 }
 
@@ -341,7 +372,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
   if (!(what & BEV_EVENT_ERROR))
     return;
   if (t->state == WEFT__T_CLOSING && t->shutdown_sent) {
-    close_with(t, WEFT_OK, "TLS connection closed locally (close_notify sent)");
+    close_with(t, WEFT_OK, "%s", t->ssl ? "TLS connection closed locally (close_notify sent)"
+                                         : "connection closed locally (FIN sent)");
     return;
   }
   if (t->ssl) {

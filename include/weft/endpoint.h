@@ -33,8 +33,9 @@ int weft_listen_tcp(weft_reactor *reactor, const char *interface, int port,
 
 /* As weft_listen_tcp, but every accepted connection runs a TLS server handshake with OPTIONS
  * before build_protocol. OPTIONS must hold a private key and certificate; it is referenced and
- * frozen (see weft/tls.h). Extra errors: WEFT_ETLS (options cannot build a server context;
- * weft_cert_options_last_error says why). */
+ * frozen (see weft/tls.h). Extra errors: those of weft_cert_options_prepare (WEFT_EINVAL when
+ * the options hold no key or certificate, WEFT_EKEYMISMATCH, WEFT_ETLS), with
+ * weft_cert_options_last_error saying why. */
 int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
                     weft_factory *factory, weft_cert_options *options, int backlog,
                     weft_listener **out);

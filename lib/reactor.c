@@ -108,7 +108,14 @@ int weft_reactor_new(weft_reactor **out) {
   weft_reactor *r = calloc(1, sizeof *r);
   if (!r)
     return WEFT_ENOMEM;
-  struct event_base *base = event_base_new();
+  /* Precise timers: libevent's default coarse clock can fire a delayed call 4 ms early. */
+  struct event_config *cfg = event_config_new();
+  struct event_base *base = NULL;
+  if (cfg) {
+    event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+    base = event_base_new_with_config(cfg);
+    event_config_free(cfg);
+  }
   if (!base) {
     free(r);
     return WEFT_ENOMEM;
@@ -359,6 +366,25 @@ struct evdns_base *weft__reactor_dns(weft_reactor *reactor) {
 int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
   if (!reactor || !servers || !*servers)
     return WEFT_EINVAL;
+  /* Check the whole list before touching the resolver, so a bad list changes nothing. */
+  char *copy = strdup(servers);
+  if (!copy)
+    return WEFT_ENOMEM;
+  int count = 0;
+  for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    while (*tok == ' ')
+      tok++;
+    struct sockaddr_storage ss;
+    int len = (int)sizeof ss;
+    if (*tok && evutil_parse_sockaddr_port(tok, (struct sockaddr *)&ss, &len) != 0) {
+      free(copy);
+      return WEFT_EINVAL;
+    }
+    count += *tok != '\0';
+  }
+  free(copy);
+  if (count == 0)
+    return WEFT_EINVAL;
   if (!reactor->dns) {
     reactor->dns = evdns_base_new(reactor->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (!reactor->dns)
@@ -367,24 +393,17 @@ int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
   } else {
     evdns_base_clear_nameservers_and_suspend(reactor->dns);
   }
-  char *copy = strdup(servers);
+  copy = strdup(servers);
   if (!copy)
     return WEFT_ENOMEM;
-  int rc = 0, added = 0;
+  int rc = 0;
   for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     while (*tok == ' ')
       tok++;
-    if (!*tok)
-      continue;
-    if (evdns_base_nameserver_ip_add(reactor->dns, tok) != 0) {
+    if (*tok && evdns_base_nameserver_ip_add(reactor->dns, tok) != 0)
       rc = WEFT_EINVAL;
-      break;
-    }
-    added++;
   }
   free(copy);
-  if (rc == 0 && added == 0)
-    rc = WEFT_EINVAL;
   evdns_base_resume(reactor->dns);
   return rc;
 }

@@ -51,7 +51,8 @@ struct event_base *weft_reactor_event_base(weft_reactor *reactor);
 int weft_reactor_run(weft_reactor *reactor);
 
 /* Runs the loop until PREDICATE(ARG) returns non-zero or TIMEOUT seconds pass (TIMEOUT <= 0:
- * no limit). PREDICATE is checked before each wait and after every event. Returns 0 when the
+ * no limit). PREDICATE is checked before each wait and after each pass of the loop (the
+ * events that were ready together all run before the next check). Returns 0 when the
  * predicate held, WEFT_ETIMEDOUT at the deadline, WEFT_ECANCELED if weft_reactor_stop() was
  * called first, WEFT_EBUSY when called from a callback of this reactor, WEFT_EINVAL when
  * PREDICATE is NULL. Intended for tests and for clients that wait for one result. */

@@ -39,9 +39,11 @@ int weft_transport_write(weft_transport *transport, const void *data, size_t len
 /* Queues COUNT buffers as one write, in order; all or nothing. Errors as weft_transport_write. */
 int weft_transport_write_sequence(weft_transport *transport, const weft_buf *bufs, size_t count);
 
-/* Closes the connection gracefully: what was written is sent first; for TLS a close_notify is
- * sent once, and the peer's close_notify is awaited for at most the close timeout (5 s by
- * default); then the socket is closed and connection_lost follows, from the loop, with WEFT_OK
+/* Closes the connection gracefully: what was written is sent first; then for TCP a FIN is
+ * sent and input is read and discarded until the peer's FIN (so that closing with unread input
+ * cannot make the kernel reset the connection and destroy data in flight), for at most 5 s;
+ * for TLS a close_notify is sent once, and the peer's close_notify is awaited for at most the
+ * close timeout (5 s by default); then the socket is closed and connection_lost follows, from the loop, with WEFT_OK
  * (also when the peer did not answer close_notify in time: everything written was delivered to
  * the kernel; the message says so), or the error that broke the connection while flushing.
  * Incoming data is discarded from now on. Further writes fail with WEFT_ECLOSED.

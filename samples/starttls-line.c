@@ -1,0 +1,246 @@
+/* starttls-line: a line protocol that starts in clear text and upgrades to TLS (STARTTLS).
+ *
+ *   starttls-line --listen 127.0.0.1:7000 --write-cert /tmp/server.pem
+ *   starttls-line --connect 127.0.0.1:7000 --ca /tmp/server.pem       (or --insecure)
+ *
+ * The dialogue (client lines on the left):
+ *   HELLO     -> HELLO plain
+ *   STARTTLS  -> GO              then both sides call weft_transport_start_tls
+ *   SECRET    -> SECRET over TLSv1.3
+ * Both sides print "tls: VERSION" when the handshake is done; the client prints every line it
+ * receives and exits 0 after the last. The server generates a certificate for localhost at
+ * start, prints "listening on HOST:PORT" and exits 0 on SIGTERM or SIGINT. The client verifies
+ * the server (system trust store, or --ca FILE) unless --insecure is given.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <weft/weft.h>
+
+static const char usage[] =
+    "usage: starttls-line --listen HOST:PORT [--write-cert FILE]\n"
+    "       starttls-line --connect HOST:PORT [--ca FILE | --insecure]\n"
+    "HOST is an IP literal (\"[::1]:PORT\" for IPv6); --listen PORT 0 picks a free port.\n"
+    "The server generates a certificate for localhost; --write-cert saves it (PEM) for the\n"
+    "client's --ca. The client verifies the server unless --insecure is given.\n";
+
+static weft_reactor *reactor;
+static weft_cert_options *tls;  /* the server's or the client's options, shared by connections */
+static int client_mode, status = 1; /* the client's exit status */
+
+typedef struct line_conn {
+  weft_protocol base; /* first member: a weft_protocol * we hand out is a line_conn * */
+  char line[1024];
+  size_t len;
+} line_conn;
+
+static void send_line(weft_transport *t, const char *a, const char *b) {
+  weft_buf bufs[3] = {{a, strlen(a)}, {b, strlen(b)}, {"\n", 1}};
+  weft_transport_write_sequence(t, bufs, 3);
+}
+
+/* The client got LINE: print it and take the next step of the dialogue. */
+static void client_line(weft_transport *t, const char *line) {
+  printf("%s\n", line);
+  fflush(stdout);
+  if (!strcmp(line, "HELLO plain")) {
+    send_line(t, "STARTTLS", "");
+  } else if (!strcmp(line, "GO")) {
+    /* "localhost" is the name the server's certificate must carry (and the SNI sent). */
+    if (weft_transport_start_tls(t, tls, WEFT_TLS_CLIENT, "localhost") < 0)
+      weft_transport_abort_connection(t);
+  } else if (!strncmp(line, "SECRET over ", 12)) {
+    status = 0; /* the last line: done */
+    weft_transport_lose_connection(t);
+  }
+}
+
+/* The server got LINE; PENDING bytes arrived after it in the same read. */
+static void server_line(weft_transport *t, const char *line, size_t pending) {
+  int is_tls = weft_transport_is_tls(t);
+  if (!strcmp(line, "HELLO")) {
+    send_line(t, "HELLO ", is_tls ? "tls" : "plain");
+  } else if (!strcmp(line, "STARTTLS") && !is_tls) {
+    /* Bytes after the command came in clear text: never let them pass as if sent over TLS. */
+    if (pending > 0) {
+      weft_transport_abort_connection(t);
+      return;
+    }
+    send_line(t, "GO", ""); /* written before start_tls, so it goes out in clear */
+    if (weft_transport_start_tls(t, tls, WEFT_TLS_SERVER, NULL) < 0)
+      weft_transport_abort_connection(t);
+  } else if (!strcmp(line, "SECRET") && is_tls) {
+    send_line(t, "SECRET over ", weft_transport_tls_version(t));
+  } else {
+    send_line(t, "ERROR ", line);
+  }
+}
+
+static void line_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
+  line_conn *c = (line_conn *)p;
+  for (size_t i = 0; i < len; i++) {
+    if (data[i] == '\r') continue;
+    if (data[i] != '\n') {
+      if (c->len + 1 == sizeof c->line) { /* no room for the byte and the final NUL */
+        weft_transport_abort_connection(t);
+        return;
+      }
+      c->line[c->len++] = (char)data[i];
+      continue;
+    }
+    c->line[c->len] = '\0';
+    c->len = 0;
+    if (client_mode) client_line(t, c->line);
+    else server_line(t, c->line, len - i - 1);
+  }
+}
+
+static void line_made(weft_protocol *p, weft_transport *t) {
+  (void)p;
+  if (client_mode) send_line(t, "HELLO", "");
+}
+
+static void line_tls_started(weft_protocol *p, weft_transport *t, int rc) {
+  (void)p;
+  if (rc < 0) return; /* the connection is closed; connection_lost follows with the reason */
+  printf("tls: %s\n", weft_transport_tls_version(t));
+  fflush(stdout);
+  if (client_mode) send_line(t, "SECRET", "");
+}
+
+static void line_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
+  (void)t;
+  if (client_mode && status != 0) fprintf(stderr, "error: %s\n", reason->message);
+  if (!client_mode && reason->code != WEFT_OK)
+    fprintf(stderr, "lost: %s (%s)\n", reason->message, weft_err_name(reason->code));
+  if (client_mode) weft_reactor_stop(reactor); /* the client's one connection is over */
+  else free(p); /* weft never frees a protocol: connection_lost is its last callback */
+}
+
+static const weft_protocol_ops line_ops = {.connection_made = line_made,
+                                           .data_received = line_data,
+                                           .tls_started = line_tls_started,
+                                           .connection_lost = line_lost};
+
+static weft_protocol *build_line(weft_factory *f, weft_transport *t, const struct sockaddr *pr) {
+  (void)f, (void)t, (void)pr;
+  static line_conn the_client; /* the client has one connection; a server one per peer */
+  line_conn *c = client_mode ? &the_client : calloc(1, sizeof *c);
+  if (c) c->base.ops = &line_ops;
+  return c ? &c->base : NULL;
+}
+
+static void connection_failed(weft_factory *f, const weft_reason *reason) {
+  (void)f;
+  fprintf(stderr, "error: %s\n", reason->message);
+  weft_reactor_stop(reactor);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg) {
+  (void)sig, (void)what, (void)arg;
+  weft_reactor_stop(reactor);
+}
+
+/* The server's identity: a new key and a self-signed certificate for localhost, optionally
+ * saved as PEM in CERT_FILE for clients to trust. */
+static int generate_identity(const char *cert_file) {
+  static const char *const dns[] = {"localhost"}, *const ips[] = {"127.0.0.1", "::1"};
+  weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
+                         .ip_addresses = ips, .ip_count = 2};
+  void *key = NULL, *cert = NULL;
+  char *pem = NULL;
+  size_t len = 0;
+  int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
+  if (rc == 0) rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
+  if (rc == 0) rc = weft_cert_options_set_private_key(tls, key);
+  if (rc == 0) rc = weft_cert_options_set_certificate(tls, cert);
+  if (rc == 0 && cert_file) rc = weft_cert_to_pem(cert, &pem, &len);
+  if (pem) {
+    FILE *f = fopen(cert_file, "w");
+    if (!f || fwrite(pem, 1, len, f) != len) rc = WEFT_EIO;
+    if (f && fclose(f) != 0) rc = WEFT_EIO;
+    free(pem);
+  }
+  EVP_PKEY_free(key); /* the options took their own references */
+  X509_free(cert);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  char *address = NULL, *ca = NULL, *cert_file = NULL;
+  int insecure = 0, listen = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(usage, stdout), 0;
+    if (!strcmp(a, "--insecure")) { insecure = 1; continue; }
+    char **slot = !strcmp(a, "--listen") || !strcmp(a, "--connect") ? &address
+                  : !strcmp(a, "--ca")                               ? &ca
+                  : !strcmp(a, "--write-cert")                       ? &cert_file : NULL;
+    if (!slot || i + 1 == argc || (slot == &address && address)) {
+      fprintf(stderr, "error: %s: unknown option, missing value or repeated\n%s", a, usage);
+      return 2;
+    }
+    listen |= slot == &address && !strcmp(a, "--listen");
+    *slot = argv[++i];
+  }
+  client_mode = !listen;
+  char *colon = address ? strrchr(address, ':') : NULL, *end = NULL, *host = address;
+  long port = colon ? strtol(colon + 1, &end, 10) : -1;
+  if (!colon || colon[1] == '\0' || *end || port < (listen ? 0 : 1) || port > 65535)
+    return fputs("error: --listen or --connect HOST:PORT is required (see --help)\n", stderr), 2;
+  *colon = '\0';
+  if (host[0] == '[' && colon > host + 1 && colon[-1] == ']') host++, colon[-1] = '\0';
+  if (listen ? ca || insecure : cert_file != NULL)
+    return fputs("error: --ca and --insecure are client options, --write-cert a server one\n",
+                 stderr), 2;
+
+  int rc = weft_cert_options_new(&tls);
+  if (rc == 0 && listen) rc = generate_identity(cert_file);
+  if (rc == 0 && ca) rc = weft_cert_options_load_ca_file(tls, ca);
+  if (rc == 0 && insecure) rc = weft_cert_options_set_verify(tls, 0); /* demos and tests only */
+  if (rc == 0) rc = weft_cert_options_prepare(tls, listen ? WEFT_TLS_SERVER : WEFT_TLS_CLIENT);
+  if (rc == 0) rc = weft_reactor_new(&reactor);
+  static weft_factory factory = {.build_protocol = build_line,
+                                 .connection_failed = connection_failed};
+  weft_listener *listener = NULL;
+  if (rc == 0)
+    rc = listen ? weft_listen_tcp(reactor, *host ? host : NULL, (int)port, &factory, 0, &listener)
+                : weft_connect_tcp(reactor, host, (int)port, &factory, 0, NULL, NULL);
+  if (rc != 0) {
+    const char *why = tls ? weft_cert_options_last_error(tls) : "";
+    fprintf(stderr, "error: %s\n", *why ? why : weft_strerror(rc));
+    weft_reactor_free(reactor);
+    weft_cert_options_unref(tls);
+    return 1;
+  }
+
+  struct event *sigterm = NULL, *sigint = NULL;
+  if (listen) {
+    /* Stop cleanly on SIGTERM and SIGINT: libevent turns the signals into events. */
+    struct event_base *base = weft_reactor_event_base(reactor);
+    sigterm = evsignal_new(base, SIGTERM, on_signal, NULL);
+    sigint = evsignal_new(base, SIGINT, on_signal, NULL);
+    if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL))
+      return fputs("error: cannot install signal handlers\n", stderr), 1;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char addr[64] = "?";
+    if (weft_listener_address(listener, (struct sockaddr *)&ss, &len) == 0)
+      weft_address_format((struct sockaddr *)&ss, addr, sizeof addr);
+    printf("listening on %s\n", addr);
+    fflush(stdout); /* a driver waits for this line */
+  }
+  rc = weft_reactor_run(reactor);
+  if (sigterm) event_free(sigterm);
+  if (sigint) event_free(sigint);
+  weft_reactor_free(reactor); /* closes every connection: each gets connection_lost */
+  weft_cert_options_unref(tls);
+  if (rc != 0) fprintf(stderr, "error: reactor: %s\n", weft_strerror(rc));
+  return rc != 0 ? 1 : listen ? 0 : status;
+}

@@ -1,0 +1,162 @@
+#!/bin/sh
+# tests/check_samples_extra.sh: drives samples/alpn-dispatch, samples/starttls-line and
+# samples/embedded-loop the way a user would, and checks their output lines and exit statuses.
+#
+# Uses $WEFT_BUILDDIR (set by `make check`) or the current directory to find samples/.
+# Every wait is bounded (polling with short sleeps, at most about 10 s each).
+# Exit status: 0 pass, 1 fail, 77 skip (only when openssl or curl, needed for alpn-dispatch,
+# is absent; the other samples are tested first, and a failure there is still a failure).
+
+set -u
+builddir=${WEFT_BUILDDIR:-.}
+samples=$builddir/samples
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/check_samples_extra.XXXXXX") || exit 1
+pids=
+
+# shellcheck disable=SC2317 # (called by the trap)
+cleanup() {
+  exec 3>&- 2>/dev/null
+  for pid in $pids; do kill "$pid" 2>/dev/null; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' HUP INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$tmp"/*.out "$tmp"/*.err; do
+    [ -s "$f" ] && { echo "--- $f" >&2; head -n 20 "$f" >&2; }
+  done
+  exit 1
+}
+pass() { echo "ok: $*"; }
+
+# wait_for FILE PATTERN [PID]: waits (at most 10 s) until FILE has a line matching the grep
+# PATTERN; fails if PID (when given) exits first.
+wait_for() {
+  i=0
+  while [ $i -lt 100 ]; do
+    grep -q -- "$2" "$1" 2>/dev/null && return 0
+    if [ $# -ge 3 ] && ! kill -0 "$3" 2>/dev/null; then
+      grep -q -- "$2" "$1" 2>/dev/null && return 0
+      fail "process $3 exited before '$2' appeared in $1"
+    fi
+    sleep 0.1
+    i=$((i + 1))
+  done
+  fail "'$2' did not appear in $1 within 10 s"
+}
+
+# start NAME ARGS...: runs samples/NAME ARGS in the background (stdout to $tmp/NAME.out, stderr
+# to $tmp/NAME.err), waits for its "listening on HOST:PORT" line and sets $pid and $port.
+start() {
+  name=$1
+  shift
+  "$samples/$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  pid=$!
+  pids="$pids $pid"
+  wait_for "$tmp/$name.out" '^listening on .*:[0-9][0-9]*$' "$pid"
+  line=$(head -n 1 "$tmp/$name.out")
+  case $line in
+    "listening on "*:*) port=${line##*:} ;;
+    *) fail "$name: first line is '$line', want 'listening on HOST:PORT'" ;;
+  esac
+}
+
+# stop PID NAME: SIGTERM, then expects the process to exit with status 0 within 10 s.
+stop() {
+  kill -TERM "$1" || fail "$2 is not running"
+  i=0
+  while kill -0 "$1" 2>/dev/null && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  kill -0 "$1" 2>/dev/null && fail "$2 did not exit within 10 s of SIGTERM"
+  wait "$1"
+  status=$?
+  [ $status -eq 0 ] || fail "$2 exited with status $status on SIGTERM (want 0)"
+}
+
+for s in alpn-dispatch starttls-line embedded-loop; do
+  [ -x "$samples/$s" ] || fail "$samples/$s not built"
+  "$samples/$s" --help >"$tmp/help.out" 2>&1 || fail "$s --help exited non-zero"
+  grep -q usage "$tmp/help.out" || fail "$s --help printed no usage"
+  "$samples/$s" --bogus >/dev/null 2>"$tmp/bad.err" && fail "$s --bogus exited 0"
+  grep -q '^error: ' "$tmp/bad.err" || fail "$s --bogus printed no 'error:' line"
+done
+pass "--help, bad flag"
+
+# --- embedded-loop ------------------------------------------------------------------------------
+
+timeout 20 "$samples/embedded-loop" >"$tmp/embedded.out" 2>"$tmp/embedded.err" ||
+  fail "embedded-loop exited non-zero"
+grep -qx 'echo: ping' "$tmp/embedded.out" || fail "embedded-loop printed no 'echo: ping'"
+ticks=$(grep -c '^app tick [0-9][0-9]*$' "$tmp/embedded.out")
+[ "$ticks" -ge 3 ] || fail "embedded-loop printed $ticks 'app tick' lines, want at least 3"
+pass "embedded-loop: echo: ping, $ticks ticks, exit 0"
+
+# --- starttls-line ------------------------------------------------------------------------------
+
+start starttls-line --listen 127.0.0.1:0 --write-cert "$tmp/server.pem"
+server=$pid
+for trust in "--insecure" "--ca $tmp/server.pem"; do
+  # shellcheck disable=SC2086 # $trust is two words on purpose
+  timeout 20 "$samples/starttls-line" --connect "127.0.0.1:$port" $trust >"$tmp/client.out" \
+    2>"$tmp/client.err" || fail "starttls-line client ($trust) exited non-zero"
+  printf 'HELLO plain\nGO\ntls: TLSv1.3\nSECRET over TLSv1.3\n' | cmp -s - "$tmp/client.out" ||
+    fail "starttls-line client ($trust) printed '$(cat "$tmp/client.out")'"
+done
+# Without --insecure or --ca the client verifies against the system store, and must refuse.
+timeout 20 "$samples/starttls-line" --connect "127.0.0.1:$port" >"$tmp/client.out" \
+  2>"$tmp/client.err" && fail "starttls-line client accepted an unverified certificate"
+grep -q '^error: .*verif' "$tmp/client.err" || fail "verification failure printed no 'error:' line"
+wait_for "$tmp/starttls-line.out" '^tls: TLSv1.3$' "$server"
+[ "$(grep -c '^tls: TLSv1.3$' "$tmp/starttls-line.out")" -eq 2 ] ||
+  fail "starttls-line server did not print 'tls: TLSv1.3' twice"
+stop "$server" starttls-line
+pass "starttls-line: HELLO plain, STARTTLS, SECRET over TLSv1.3 (--insecure and --ca); exit 0"
+
+# --- alpn-dispatch, driven by openssl s_client and curl -----------------------------------------
+
+if ! command -v openssl >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  echo "SKIP: openssl or curl not found, alpn-dispatch not tested"
+  exit 77
+fi
+start alpn-dispatch --listen 127.0.0.1:0
+server=$pid
+
+# h2 (the toy line protocol): s_client reads a FIFO we keep open, so it stays connected until
+# the answer is there; then it is killed.
+mkfifo "$tmp/h2.in" || fail "mkfifo"
+timeout 20 openssl s_client -connect "127.0.0.1:$port" -alpn h2 -quiet <"$tmp/h2.in" \
+  >"$tmp/h2.out" 2>"$tmp/h2.err" &
+client=$!
+pids="$pids $client"
+exec 3>"$tmp/h2.in"
+printf 'hello dispatch\n' >&3
+wait_for "$tmp/h2.out" '^h2-handler: hello dispatch$' "$client"
+exec 3>&-
+kill "$client" 2>/dev/null
+wait "$client" 2>/dev/null
+pass "alpn-dispatch: ALPN h2 -> h2-handler"
+
+curl -sk --http1.1 --max-time 20 "https://127.0.0.1:$port/" >"$tmp/curl.out" 2>"$tmp/curl.err" ||
+  fail "curl failed"
+[ "$(cat "$tmp/curl.out")" = "http/1.1-handler" ] || fail "curl got '$(cat "$tmp/curl.out")'"
+pass "alpn-dispatch: ALPN http/1.1 (curl) -> http/1.1-handler"
+
+# No ALPN: the fallback answers and closes, so s_client ends by itself.
+timeout 20 openssl s_client -connect "127.0.0.1:$port" -quiet </dev/null >"$tmp/none.out" \
+  2>"$tmp/none.err"
+grep -qx 'fallback-handler' "$tmp/none.out" || fail "no ALPN got '$(cat "$tmp/none.out")'"
+pass "alpn-dispatch: no ALPN -> fallback-handler"
+
+peer='127\.0\.0\.1:[0-9][0-9]*'
+out=$tmp/alpn-dispatch.out
+wait_for "$out" "^dispatched peer=$peer protocol=h2 handler=h2-handler\$" "$server"
+wait_for "$out" "^dispatched peer=$peer protocol=http/1.1 handler=http/1.1-handler\$" "$server"
+wait_for "$out" "^dispatched peer=$peer protocol=none handler=fallback-handler\$" "$server"
+[ "$(grep -c '^dispatched ' "$out")" -eq 3 ] || fail "alpn-dispatch: not 3 'dispatched' lines"
+stop "$server" alpn-dispatch
+pass "alpn-dispatch: three 'dispatched' lines; exit 0 on SIGTERM"
+exit 0

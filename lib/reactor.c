@@ -246,6 +246,9 @@ void weft_reactor_free(weft_reactor *reactor) {
   weft__listener_shutdown_all(reactor);
   weft__connector_shutdown_all(reactor);
   weft__transport_shutdown_all(reactor);
+  /* Freed bufferevents finish in a deferred callback (libevent holds a reference until its
+   * queued callbacks ran): let them run, or their buffers and SSLs would leak. */
+  event_base_loop(reactor->base, EVLOOP_NONBLOCK);
   weft_delayed_call *call;
   while ((call = TAILQ_FIRST(&reactor->delayed)) != NULL) {
     TAILQ_REMOVE(&reactor->delayed, call, link);

@@ -69,7 +69,10 @@ int weft_reactor_stop(weft_reactor *reactor);
 /* Frees the reactor: stops every listener, cancels every pending connector (each gets
  * connection_failed with WEFT_ESHUTDOWN), closes every transport (each protocol gets
  * connection_lost with WEFT_ESHUTDOWN), cancels delayed calls without running them and
- * drops pending call_from_thread requests. Frees the event_base if the reactor owns it.
+ * drops pending call_from_thread requests, sends close_notify on open TLS connections, then
+ * runs one non-blocking pass of the loop so libevent can finish freeing what it deferred (on
+ * a borrowed event_base that pass may also run the application's own ready events). Frees
+ * the event_base if the reactor owns it.
  * Must not be called from a callback of this reactor. NULL is ignored. */
 void weft_reactor_free(weft_reactor *reactor);
 

@@ -1,0 +1,275 @@
+/* echo-server: echoes every byte back, over TCP or TLS, and reports what ALPN/NPN negotiated.
+ *
+ *   echo-server --listen 127.0.0.1:8443 --tls --protocols h2,http/1.1
+ *
+ * Prints "listening on HOST:PORT" once ready (the real port if 0 was asked for), then
+ * "connected peer=ADDR protocol=NAME" for every connection that is ready. Exits with status 0
+ * on SIGTERM or SIGINT. Other programs drive it: keep those output lines as they are.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <weft/weft.h>
+
+#define HIGH_WATER (256 * 1024) /* stop reading from a peer that does not read its echo */
+#define LOW_WATER (64 * 1024)   /* ... and start again once it has caught up */
+
+static const char usage[] =
+    "usage: echo-server --listen HOST:PORT [--tls] [--cert PEM --key PEM] [--ca PEM]\n"
+    "                   [--require-cert] [--protocols LIST] [--mechanisms alpn|npn|both]\n"
+    "                   [--no-overlap fail|continue] [--tls-max 1.2|1.3]\n"
+    "                   [--handshake-timeout SECONDS]\n"
+    "HOST is an IP literal (\"[::1]:PORT\" for IPv6); PORT 0 picks a free port.\n"
+    "LIST is comma-separated, most preferred first (h2,http/1.1). The options after --tls\n"
+    "need --tls; without --cert a self-signed certificate for localhost is generated.\n";
+
+/* Prints "error: WHAT[: DETAIL]" on stderr and returns STATUS for main to exit with. */
+static int fail(int status, const char *what, const char *detail) {
+  fprintf(stderr, "error: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+  return status;
+}
+
+/* --- The protocol: one per connection ----------------------------------------------------- */
+
+static void echo_made(weft_protocol *p, weft_transport *t) {
+  (void)p;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char addr[64] = "?";
+  if (weft_transport_peer_address(t, (struct sockaddr *)&ss, &len) == 0)
+    weft_address_format((struct sockaddr *)&ss, addr, sizeof addr);
+  size_t n = 0;
+  const uint8_t *proto = weft_transport_next_protocol(t, &n); /* final already, see protocol.h */
+  printf("connected peer=%s protocol=%.*s\n", addr, proto ? (int)n : 4,
+         proto ? (const char *)proto : "none");
+  fflush(stdout);
+  weft_transport_set_write_low_water(t, LOW_WATER);
+}
+
+static void echo_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
+  (void)p;
+  weft_transport_write(t, data, len);
+  /* Back-pressure: a peer that sends but does not read would make us buffer without limit. */
+  if (weft_transport_pending_output(t) > HIGH_WATER) weft_transport_pause_reading(t);
+}
+
+static void echo_drained(weft_protocol *p, weft_transport *t) {
+  (void)p;
+  weft_transport_resume_reading(t);
+}
+
+static void echo_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
+  (void)t, (void)reason;
+  free(p); /* weft never frees a protocol: connection_lost is its last callback */
+}
+
+static const weft_protocol_ops echo_ops = {
+    .connection_made = echo_made,
+    .data_received = echo_data,
+    .write_drained = echo_drained,
+    .connection_lost = echo_lost,
+};
+
+static weft_protocol *build_echo(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
+  (void)f, (void)t, (void)peer;
+  weft_protocol *p = calloc(1, sizeof *p);
+  if (p) p->ops = &echo_ops;
+  return p; /* NULL refuses the connection */
+}
+
+static void handshake_failed(weft_factory *f, const struct sockaddr *peer, const weft_reason *r) {
+  (void)f;
+  char addr[64];
+  fprintf(stderr, "handshake failed peer=%s: %s\n", weft_address_format(peer, addr, sizeof addr),
+          r->message);
+}
+
+/* --- Setup ------------------------------------------------------------------------------- */
+
+/* "127.0.0.1:80" or "[::1]:80" into HOST and PORT. An empty host means every interface. */
+static int parse_host_port(const char *arg, const char **host, int *port) {
+  static char buf[256]; /* the host part (one address per program) */
+  const char *colon = strrchr(arg, ':');
+  char *end;
+  long p = colon ? strtol(colon + 1, &end, 10) : -1;
+  if (!colon || colon[1] == '\0' || *end || p < 0 || p > 65535) return -1;
+  size_t n = (size_t)(colon - arg);
+  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']') arg++, n -= 2; /* bracketed IPv6 */
+  if (n >= sizeof buf) return -1;
+  memcpy(buf, arg, n);
+  buf[n] = '\0';
+  *host = n ? buf : NULL;
+  *port = (int)p;
+  return 0;
+}
+
+/* Sets the next-protocol list from "h2,http/1.1" ("" clears it). The library validates the
+ * names (its last_error says which one is bad); more than 32 is our own limit (returns 1). */
+static int set_protocols(weft_cert_options *o, char *list) {
+  const char *names[32];
+  size_t n = 0;
+  for (char *name = *list ? list : NULL; name; n++) {
+    if (n == 32) return 1;
+    names[n] = name;
+    if ((name = strchr(name, ','))) *name++ = '\0'; /* on to the next name, if any */
+  }
+  return weft_cert_options_set_next_protocols(o, names, n);
+}
+
+/* A self-signed certificate for "localhost", 127.0.0.1 and ::1, made in memory. */
+static int use_generated_cert(weft_cert_options *o) {
+  static const char *const dns[] = {"localhost"};
+  static const char *const ips[] = {"127.0.0.1", "::1"};
+  weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
+                         .ip_addresses = ips, .ip_count = 2};
+  void *key = NULL, *cert = NULL;
+  int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
+  if (rc == 0) rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
+  if (rc == 0) rc = weft_cert_options_set_private_key(o, key);
+  if (rc == 0) rc = weft_cert_options_set_certificate(o, cert);
+  EVP_PKEY_free(key); /* the options took their own references */
+  X509_free(cert);
+  return rc;
+}
+
+/* Applies one TLS command-line option to O. Returns 0, a WEFT_E* code (O's last_error says
+ * why), or 1 for an unknown option or a value outside its choices. */
+static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
+  if (!strcmp(opt, "--cert")) return weft_cert_options_load_certificate_chain_file(o, v);
+  if (!strcmp(opt, "--key")) return weft_cert_options_load_private_key_file(o, v);
+  if (!strcmp(opt, "--ca")) return weft_cert_options_load_ca_file(o, v);
+  if (!strcmp(opt, "--protocols")) return set_protocols(o, v);
+  if (!strcmp(opt, "--mechanisms")) {
+    unsigned mask = !strcmp(v, "alpn")   ? WEFT_MECH_ALPN
+                    : !strcmp(v, "npn")  ? WEFT_MECH_NPN
+                    : !strcmp(v, "both") ? WEFT_MECH_ALPN | WEFT_MECH_NPN : 0;
+    return mask ? weft_cert_options_set_negotiation_mechanisms(o, mask) : 1;
+  }
+  if (!strcmp(opt, "--no-overlap") && !strcmp(v, "fail"))
+    return weft_cert_options_set_no_overlap_policy(o, WEFT_NO_OVERLAP_FAIL);
+  if (!strcmp(opt, "--no-overlap") && !strcmp(v, "continue"))
+    return weft_cert_options_set_no_overlap_policy(o, WEFT_NO_OVERLAP_CONTINUE);
+  if (!strcmp(opt, "--tls-max") && !strcmp(v, "1.2"))
+    return weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, WEFT_TLS1_2);
+  if (!strcmp(opt, "--tls-max") && !strcmp(v, "1.3"))
+    return weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, WEFT_TLS1_3);
+  if (!strcmp(opt, "--handshake-timeout")) {
+    char *end;
+    double seconds = strtod(v, &end);
+    return *end || !(seconds > 0) ? 1 : weft_cert_options_set_handshake_timeout(o, seconds);
+  }
+  return 1;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *reactor) {
+  (void)sig, (void)what;
+  weft_reactor_stop(reactor);
+}
+
+/* Reads the command line: *LISTEN, and *OPTS for TLS (left NULL without --tls). Returns -1
+ * when the server should run, else the status to exit with (0 after --help). */
+static int parse_args(int argc, char **argv, char **listen, weft_cert_options **out) {
+  int tls = 0, tls_flags = 0, cert = 0, key = 0, rc = 0, status = 2;
+  weft_cert_options *opts; /* made first, so that each flag is applied as it is read */
+  if (weft_cert_options_new(&opts) != 0) return fail(1, "out of memory", NULL);
+  for (int i = 1; i < argc && rc == 0; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      fputs(usage, stdout);
+      status = 0;
+      goto done;
+    } else if (!strcmp(a, "--tls")) {
+      tls = 1;
+    } else if (!strcmp(a, "--require-cert")) {
+      tls_flags = 1;
+      rc = weft_cert_options_set_require_certificate(opts, 1);
+    } else if (i + 1 == argc) {
+      fprintf(stderr, "error: %s: unknown option or missing value\n%s", a, usage);
+      goto done;
+    } else if (!strcmp(a, "--listen")) {
+      *listen = argv[++i];
+    } else {
+      tls_flags = 1, cert |= !strcmp(a, "--cert"), key |= !strcmp(a, "--key");
+      if ((rc = apply_tls_option(opts, a, argv[++i])) == 1) {
+        fprintf(stderr, "error: %s: unknown option or bad value\n%s", a, usage);
+        goto done;
+      }
+    }
+  }
+  const char *problem = !*listen            ? "--listen HOST:PORT is required (see --help)"
+                        : tls_flags && !tls ? "TLS options need --tls"
+                        : cert != key       ? "--cert and --key go together"
+                                            : NULL;
+  if (rc == 0 && problem) {
+    fail(2, problem, NULL);
+    goto done;
+  }
+  if (rc == 0 && tls && !cert) rc = use_generated_cert(opts);
+  /* Build the SSL context now, so that a bad key or certificate is reported at once. */
+  if (rc == 0 && tls) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER);
+  if (rc != 0) {
+    const char *why = weft_cert_options_last_error(opts);
+    status = fail(1, "TLS options", *why ? why : weft_strerror(rc));
+    goto done;
+  }
+  if (tls) *out = weft_cert_options_ref(opts); /* the caller's own reference */
+  status = -1;
+done:
+  weft_cert_options_unref(opts);
+  return status;
+}
+
+int main(int argc, char **argv) {
+  char *listen = NULL;
+  weft_cert_options *opts = NULL;
+  int status = parse_args(argc, argv, &listen, &opts);
+  if (status >= 0) return status;
+  const char *host = NULL;
+  int port = 0;
+  if (parse_host_port(listen, &host, &port) != 0) {
+    weft_cert_options_unref(opts);
+    return fail(2, "bad --listen address", listen);
+  }
+
+  weft_reactor *reactor;
+  if (weft_reactor_new(&reactor) != 0) return fail(1, "cannot create the reactor", NULL);
+  static weft_factory factory = {.build_protocol = build_echo,
+                                 .handshake_failed = handshake_failed};
+  weft_listener *listener;
+  int rc = opts ? weft_listen_ssl(reactor, host, port, &factory, opts, 0, &listener)
+                : weft_listen_tcp(reactor, host, port, &factory, 0, &listener);
+  weft_cert_options_unref(opts); /* the listener holds its own reference */
+  if (rc != 0) {
+    fprintf(stderr, "error: cannot listen on %s:%d: %s\n", host ? host : "*", port,
+            weft_strerror(rc));
+    weft_reactor_free(reactor);
+    return 1;
+  }
+
+  /* Stop cleanly on SIGTERM and SIGINT: libevent turns the signals into events. */
+  struct event_base *base = weft_reactor_event_base(reactor);
+  struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, reactor);
+  struct event *sigint = evsignal_new(base, SIGINT, on_signal, reactor);
+  if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL))
+    return fail(1, "cannot install signal handlers", NULL);
+
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char addr[64] = "?";
+  if (weft_listener_address(listener, (struct sockaddr *)&ss, &len) == 0)
+    weft_address_format((struct sockaddr *)&ss, addr, sizeof addr);
+  printf("listening on %s\n", addr);
+  fflush(stdout); /* a driver waits for this line: do not leave it in stdio's buffer */
+
+  rc = weft_reactor_run(reactor);
+  event_free(sigterm);
+  event_free(sigint);
+  weft_reactor_free(reactor); /* closes every connection: each gets connection_lost */
+  return rc == 0 ? 0 : fail(1, "reactor", weft_strerror(rc));
+}

@@ -1,0 +1,335 @@
+/* https-hello: a small HTTP/1.1 server over TLS, with keep-alive and pipelining.
+ *
+ *   https-hello --listen 127.0.0.1:8443          then: curl -k https://127.0.0.1:8443/
+ *
+ * GET / answers "Hello, World!"; GET /bytes/N answers N bytes, streamed in 64 KiB chunks as
+ * the peer reads them (write_drained), never from one giant buffer. ALPN offers http/1.1.
+ * Prints "listening on HOST:PORT" when ready; exits with status 0 on SIGTERM or SIGINT.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/event.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <weft/weft.h>
+
+#define MAX_HEAD (16 * 1024)      /* request line + headers; larger gets 431 and a close */
+#define MAX_BUFFERED (256 * 1024) /* pipelined bytes kept while a response streams */
+#define CHUNK (64 * 1024)         /* body bytes per write */
+#define HIGH_WATER (256 * 1024)   /* stop writing body while this much output waits... */
+#define LOW_WATER (64 * 1024)     /* ... and resume (write_drained) once it is down to this */
+
+static const char usage[] =
+    "usage: https-hello --listen HOST:PORT [--cert PEM --key PEM] [--threads N]\n"
+    "HOST is an IP literal (\"[::1]:PORT\" for IPv6); PORT 0 picks a free port. Without\n"
+    "--cert a self-signed certificate for localhost is generated.\n";
+
+static char body_chunk[CHUNK]; /* the bytes of /bytes/N, filled once in main */
+
+/* One connection: the bytes not parsed yet, and the response being streamed. */
+struct http_conn {
+  weft_protocol base; /* first member: the weft_protocol * we hand out is this struct */
+  weft_transport *transport;
+  char *in;                    /* received, unparsed bytes (malloc'd, at most MAX_BUFFERED) */
+  size_t in_len, in_size;
+  size_t discard;              /* request body bytes still to skip (we ignore bodies) */
+  unsigned long long body_left; /* /bytes/N bytes still to write */
+  int close_after;             /* close once the current response is written */
+  int head_only;               /* HEAD request: headers without the body */
+  int closing;
+};
+
+/* Writes a response header, then BODY if not NULL (else the caller streams LENGTH bytes). */
+static void respond(struct http_conn *c, const char *status, const char *body,
+                    unsigned long long length) {
+  char head[256];
+  if (body) length = strlen(body);
+  if (c->head_only) body = NULL;
+  int n = snprintf(head, sizeof head,
+                   "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %llu\r\n%s\r\n",
+                   status, length, c->close_after ? "Connection: close\r\n" : "");
+  weft_buf bufs[2] = {{head, (size_t)n}, {body, body ? length : 0}};
+  weft_transport_write_sequence(c->transport, bufs, 2); /* one write: header and body */
+}
+
+/* Writes /bytes/N body while the output buffer has room. Returns 1 once it is all written. */
+static int pump_body(struct http_conn *c) {
+  while (c->body_left > 0 && weft_transport_pending_output(c->transport) <= HIGH_WATER) {
+    size_t n = c->body_left < CHUNK ? (size_t)c->body_left : CHUNK;
+    if (weft_transport_write(c->transport, body_chunk, n) != 0) return 0; /* closing */
+    c->body_left -= n;
+  }
+  return c->body_left == 0;
+}
+
+/* Answers one request whose head (request line and headers, NUL-terminated, without the
+ * final empty line) is HEAD. May set close_after and body_left. */
+static void handle_request(struct http_conn *c, char *head) {
+  char *line = head, *next = strstr(head, "\r\n");
+  if (next) *next = '\0', next += 2;
+  /* Request line: METHOD SP TARGET SP VERSION. */
+  char *target = strchr(line, ' '), *version = target ? strchr(target + 1, ' ') : NULL;
+  if (!version || target == line || strchr(version + 1, ' ') || target[1] != '/') goto bad;
+  *target++ = '\0', *version++ = '\0';
+  if (strcmp(version, "HTTP/1.1") && strcmp(version, "HTTP/1.0")) goto bad;
+  int keep_alive = !strcmp(version, "HTTP/1.1"); /* HTTP/1.0 closes unless asked not to */
+
+  /* Headers: "Name: value" lines. Only Connection and the request body's framing matter. */
+  for (line = next; line && *line; line = next) {
+    if ((next = strstr(line, "\r\n"))) *next = '\0', next += 2;
+    char *colon = strchr(line, ':');
+    if (!colon || colon == line || memchr(line, ' ', (size_t)(colon - line))) goto bad;
+    *colon = '\0';
+    const char *value = colon + 1 + strspn(colon + 1, " \t");
+    if (!strcasecmp(line, "Connection") && strcasestr(value, "close")) keep_alive = 0;
+    if (!strcasecmp(line, "Connection") && strcasestr(value, "keep-alive")) keep_alive = 1;
+    if (!strcasecmp(line, "Content-Length")) { /* a body we skip: digits only */
+      if (value[0] < '0' || value[0] > '9' || value[strspn(value, "0123456789")]) goto bad;
+      c->discard = strtoul(value, NULL, 10);
+    }
+    if (!strcasecmp(line, "Transfer-Encoding")) goto bad; /* chunked bodies: not for a demo */
+  }
+  c->close_after = !keep_alive;
+
+  c->head_only = !strcmp(line = head, "HEAD");
+  target[strcspn(target, "?")] = '\0'; /* ignore a query string */
+  char *end;
+  if (strcmp(line, "GET") && !c->head_only) {
+    respond(c, "501 Not Implemented", "method not implemented\n", 0);
+  } else if (!strcmp(target, "/")) {
+    respond(c, "200 OK", "Hello, World!", 0);
+  } else if (!strncmp(target, "/bytes/", 7) && target[7] >= '0' && target[7] <= '9' &&
+             strlen(target) <= 7 + 15) { /* at most 15 digits: no overflow */
+    unsigned long long n = strtoull(target + 7, &end, 10);
+    if (*end) goto not_found;
+    respond(c, "200 OK", NULL, n);
+    c->body_left = c->head_only ? 0 : n;
+    pump_body(c);
+  } else {
+  not_found:
+    respond(c, "404 Not Found", "not found\n", 0);
+  }
+  return;
+bad:
+  c->close_after = 1; /* after garbage we cannot tell where the next request starts */
+  c->head_only = 0;
+  respond(c, "400 Bad Request", "bad request\n", 0);
+}
+
+/* Answers every complete request in the buffer, in order, unless a response is streaming. */
+static void process_requests(struct http_conn *c) {
+  size_t used = 0;
+  while (!c->closing && c->body_left == 0) {
+    if (c->close_after) { /* the last response is out: Connection: close, or an error */
+      c->closing = 1;
+      weft_transport_lose_connection(c->transport);
+      break;
+    }
+    if (c->discard) { /* skip a request body */
+      size_t n = c->in_len - used < c->discard ? c->in_len - used : c->discard;
+      used += n, c->discard -= n;
+      if (c->discard) break;
+    }
+    char *start = c->in + used, *end = memmem(start, c->in_len - used, "\r\n\r\n", 4);
+    size_t head_len = end ? (size_t)(end - start) + 4 : c->in_len - used;
+    if (head_len > MAX_HEAD) {
+      c->close_after = 1;
+      c->head_only = 0;
+      respond(c, "431 Request Header Fields Too Large", "header too large\n", 0);
+    } else if (!end) {
+      break; /* incomplete: wait for more bytes */
+    } else {
+      *end = '\0';
+      handle_request(c, start);
+      used += head_len;
+    }
+  }
+  memmove(c->in, c->in + used, c->in_len - used); /* keep the unparsed rest */
+  c->in_len -= used;
+  /* While a body streams, stop reading: pipelined requests wait in the kernel, not here. */
+  if (c->body_left) weft_transport_pause_reading(c->transport);
+}
+
+static void http_made(weft_protocol *p, weft_transport *t) {
+  struct http_conn *c = (struct http_conn *)p;
+  c->transport = t;
+  weft_transport_set_write_low_water(t, LOW_WATER);
+}
+
+static void http_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
+  struct http_conn *c = (struct http_conn *)p;
+  if (c->closing) return;
+  if (c->in_len + len > c->in_size) { /* grow the buffer, within bounds */
+    size_t size = c->in_size ? c->in_size * 2 : 4096;
+    while (size < c->in_len + len) size *= 2;
+    char *in = size <= MAX_BUFFERED ? realloc(c->in, size) : NULL;
+    if (!in) { /* only a client that ignores every limit gets here */
+      weft_transport_abort_connection(t);
+      c->closing = 1;
+      return;
+    }
+    c->in = in, c->in_size = size;
+  }
+  memcpy(c->in + c->in_len, data, len);
+  c->in_len += len;
+  process_requests(c);
+}
+
+static void http_drained(weft_protocol *p, weft_transport *t) {
+  struct http_conn *c = (struct http_conn *)p;
+  if (c->closing || c->body_left == 0 || !pump_body(c)) return;
+  weft_transport_resume_reading(t); /* the body is out: on to pipelined requests */
+  process_requests(c);
+}
+
+static void http_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
+  (void)t, (void)reason;
+  struct http_conn *c = (struct http_conn *)p;
+  free(c->in);
+  free(c); /* weft never frees a protocol: connection_lost is its last callback */
+}
+
+static const weft_protocol_ops http_ops = {
+    .connection_made = http_made,
+    .data_received = http_data,
+    .write_drained = http_drained,
+    .connection_lost = http_lost,
+};
+
+static weft_protocol *build_http(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
+  (void)f, (void)t, (void)peer;
+  struct http_conn *c = calloc(1, sizeof *c);
+  if (!c) return NULL; /* refuses the connection */
+  c->base.ops = &http_ops;
+  return &c->base;
+}
+
+/* --- Setup ------------------------------------------------------------------------------- */
+
+/* "127.0.0.1:80" or "[::1]:80" into HOST and PORT. An empty host means every interface. */
+static int parse_host_port(const char *arg, const char **host, int *port) {
+  static char buf[256]; /* the host part (one address per program) */
+  const char *colon = strrchr(arg, ':');
+  char *end;
+  long p = colon ? strtol(colon + 1, &end, 10) : -1;
+  if (!colon || colon[1] == '\0' || *end || p < 0 || p > 65535) return -1;
+  size_t n = (size_t)(colon - arg);
+  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']') arg++, n -= 2; /* bracketed IPv6 */
+  if (n >= sizeof buf) return -1;
+  memcpy(buf, arg, n);
+  buf[n] = '\0';
+  *host = n ? buf : NULL;
+  *port = (int)p;
+  return 0;
+}
+
+/* A self-signed certificate for "localhost", 127.0.0.1 and ::1, made in memory. */
+static int use_generated_cert(weft_cert_options *o) {
+  static const char *const dns[] = {"localhost"};
+  static const char *const ips[] = {"127.0.0.1", "::1"};
+  weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
+                         .ip_addresses = ips, .ip_count = 2};
+  void *key = NULL, *cert = NULL;
+  int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
+  if (rc == 0) rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
+  if (rc == 0) rc = weft_cert_options_set_private_key(o, key);
+  if (rc == 0) rc = weft_cert_options_set_certificate(o, cert);
+  EVP_PKEY_free(key); /* the options took their own references */
+  X509_free(cert);
+  return rc;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *reactor) {
+  (void)sig, (void)what;
+  weft_reactor_stop(reactor);
+}
+
+int main(int argc, char **argv) {
+  char *listen = NULL, *cert = NULL, *key = NULL, *threads = "1";
+  for (int i = 1; i < argc; i++) {
+    char **val = !strcmp(argv[i], "--listen")    ? &listen
+                 : !strcmp(argv[i], "--cert")    ? &cert
+                 : !strcmp(argv[i], "--key")     ? &key
+                 : !strcmp(argv[i], "--threads") ? &threads : NULL;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (!val || i + 1 == argc) {
+      fprintf(stderr, "error: %s: unknown option or missing value\n%s", argv[i], usage);
+      return 2;
+    }
+    *val = argv[++i];
+  }
+  const char *host = NULL;
+  int port = 0;
+  char *end;
+  long nthreads = strtol(threads, &end, 10);
+  if (!listen) return fputs("error: --listen HOST:PORT is required (see --help)\n", stderr), 2;
+  if (parse_host_port(listen, &host, &port) != 0)
+    return fprintf(stderr, "error: bad --listen address: %s\n", listen), 2;
+  if (!cert != !key) return fputs("error: --cert and --key go together\n", stderr), 2;
+  if (*end || nthreads < 1) return fputs("error: --threads needs a number >= 1\n", stderr), 2;
+  /* N reactors in N threads would each listen on the port with SO_REUSEPORT, which the API
+   * does not offer yet. */
+  if (nthreads > 1) {
+    fputs("error: --threads > 1 needs SO_REUSEPORT support (not yet available)\n", stderr);
+    return 2;
+  }
+
+  /* TLS options: identity, and ALPN (and NPN) offering http/1.1. */
+  static const char *const protocols[] = {"http/1.1"};
+  weft_cert_options *opts;
+  if (weft_cert_options_new(&opts) != 0) return fputs("error: out of memory\n", stderr), 1;
+  int rc = cert ? weft_cert_options_load_certificate_chain_file(opts, cert) : 0;
+  if (rc == 0) rc = key ? weft_cert_options_load_private_key_file(opts, key)
+                        : use_generated_cert(opts);
+  if (rc == 0) rc = weft_cert_options_set_next_protocols(opts, protocols, 1);
+  if (rc == 0) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER); /* report errors now */
+  if (rc != 0) {
+    const char *why = weft_cert_options_last_error(opts);
+    fprintf(stderr, "error: TLS options: %s\n", *why ? why : weft_strerror(rc));
+    weft_cert_options_unref(opts);
+    return 1;
+  }
+  memset(body_chunk, 'x', sizeof body_chunk);
+
+  weft_reactor *reactor;
+  if (weft_reactor_new(&reactor) != 0) return fputs("error: no reactor\n", stderr), 1;
+  static weft_factory factory = {.build_protocol = build_http};
+  weft_listener *listener;
+  rc = weft_listen_ssl(reactor, host, port, &factory, opts, 0, &listener);
+  weft_cert_options_unref(opts); /* the listener holds its own reference */
+  if (rc != 0) {
+    fprintf(stderr, "error: cannot listen on %s:%d: %s\n", host ? host : "*", port,
+            weft_strerror(rc));
+    weft_reactor_free(reactor);
+    return 1;
+  }
+
+  /* Stop cleanly on SIGTERM and SIGINT: libevent turns the signals into events. */
+  struct event_base *base = weft_reactor_event_base(reactor);
+  struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, reactor);
+  struct event *sigint = evsignal_new(base, SIGINT, on_signal, reactor);
+  if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL))
+    return fputs("error: cannot install signal handlers\n", stderr), 1;
+
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char addr[64] = "?";
+  if (weft_listener_address(listener, (struct sockaddr *)&ss, &len) == 0)
+    weft_address_format((struct sockaddr *)&ss, addr, sizeof addr);
+  printf("listening on %s\n", addr);
+  fflush(stdout); /* a driver waits for this line: do not leave it in stdio's buffer */
+
+  rc = weft_reactor_run(reactor);
+  event_free(sigterm);
+  event_free(sigint);
+  weft_reactor_free(reactor); /* closes every connection: each gets connection_lost */
+  if (rc != 0) fprintf(stderr, "error: %s\n", weft_strerror(rc));
+  return rc == 0 ? 0 : 1;
+}

@@ -49,6 +49,11 @@ struct weft_reactor {
   struct event *wake_event;
 };
 
+/* weft_reactor_call_later, plus ON_DROP(ARG), called instead of FN if the reactor is freed
+ * before the call ran (ON_DROP may be NULL). For library objects that outlive a reactor. */
+int weft__reactor_call_later_full(weft_reactor *reactor, double seconds, weft_callback fn,
+                                  weft_callback on_drop, void *arg, weft_delayed_call **out);
+
 /* Returns the reactor's DNS resolver, creating it on first use; NULL on failure. */
 struct evdns_base *weft__reactor_dns(weft_reactor *reactor);
 

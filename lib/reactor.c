@@ -21,6 +21,7 @@ struct weft_delayed_call {
   weft_reactor *reactor;
   struct event *event;
   weft_callback fn;
+  weft_callback on_drop; /* called instead of FN when the reactor is freed first */
   void *arg;
   TAILQ_ENTRY(weft_delayed_call) link;
 };
@@ -253,7 +254,11 @@ void weft_reactor_free(weft_reactor *reactor) {
   while ((call = TAILQ_FIRST(&reactor->delayed)) != NULL) {
     TAILQ_REMOVE(&reactor->delayed, call, link);
     event_free(call->event);
+    weft_callback on_drop = call->on_drop;
+    void *arg = call->arg;
     free(call);
+    if (on_drop)
+      on_drop(arg);
   }
   if (reactor->dns)
     evdns_base_free(reactor->dns, 0);
@@ -290,6 +295,11 @@ static void on_delayed(evutil_socket_t fd, short what, void *arg) {
 
 int weft_reactor_call_later(weft_reactor *reactor, double seconds, weft_callback fn, void *arg,
                             weft_delayed_call **out) {
+  return weft__reactor_call_later_full(reactor, seconds, fn, NULL, arg, out);
+}
+
+int weft__reactor_call_later_full(weft_reactor *reactor, double seconds, weft_callback fn,
+                                  weft_callback on_drop, void *arg, weft_delayed_call **out) {
   struct timeval tv;
   if (out)
     *out = NULL;
@@ -300,7 +310,10 @@ int weft_reactor_call_later(weft_reactor *reactor, double seconds, weft_callback
     return WEFT_ENOMEM;
   call->reactor = reactor;
   call->fn = fn;
+  call->on_drop = on_drop;
   call->arg = arg;
+  /* Count SECONDS from now, not from the start of this loop iteration (libevent's cache). */
+  event_base_update_cache_time(reactor->base);
   call->event = evtimer_new(reactor->base, on_delayed, call);
   if (!call->event || evtimer_add(call->event, &tv) != 0) {
     if (call->event)
@@ -327,6 +340,7 @@ int weft_delayed_call_reset(weft_delayed_call *call, double seconds) {
   struct timeval tv;
   if (!call || seconds_to_tv(seconds, &tv) != 0)
     return WEFT_EINVAL;
+  event_base_update_cache_time(call->reactor->base);
   return evtimer_add(call->event, &tv) == 0 ? 0 : WEFT_ENOMEM;
 }
 

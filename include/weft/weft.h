@@ -8,5 +8,6 @@
 #include <weft/transport.h>
 #include <weft/endpoint.h>
 #include <weft/tls.h>
+#include <weft/reconnect.h>
 
 #endif /* WEFT_WEFT_H */

@@ -247,9 +247,6 @@ void weft_reactor_free(weft_reactor *reactor) {
   weft__listener_shutdown_all(reactor);
   weft__connector_shutdown_all(reactor);
   weft__transport_shutdown_all(reactor);
-  /* Freed bufferevents finish in a deferred callback (libevent holds a reference until its
-   * queued callbacks ran): let them run, or their buffers and SSLs would leak. */
-  event_base_loop(reactor->base, EVLOOP_NONBLOCK);
   weft_delayed_call *call;
   while ((call = TAILQ_FIRST(&reactor->delayed)) != NULL) {
     TAILQ_REMOVE(&reactor->delayed, call, link);
@@ -262,12 +259,21 @@ void weft_reactor_free(weft_reactor *reactor) {
   }
   if (reactor->dns)
     evdns_base_free(reactor->dns, 0);
+  reactor->dns = NULL;
+  event_del(reactor->wake_event);
+  pthread_mutex_lock(&reactor->queue_lock);
   weft__thread_call *q = reactor->queue_head;
+  reactor->queue_head = reactor->queue_tail = NULL;
+  pthread_mutex_unlock(&reactor->queue_lock);
   while (q) {
     weft__thread_call *next = q->next;
     free(q);
     q = next;
   }
+  /* Freed bufferevents finish in a deferred callback (libevent holds a reference until its
+   * queued callbacks ran): let them run, or their buffers and SSLs would leak. Nothing of
+   * weft's own can run in this pass: delayed calls and queued calls are gone. */
+  event_base_loop(reactor->base, EVLOOP_NONBLOCK);
   reactor_release(reactor);
 }
 

@@ -21,21 +21,54 @@ struct weft_listener {
   struct sockaddr_storage addr;
   socklen_t addr_len;
   struct event *backoff; /* re-enables accepting after EMFILE/ENFILE */
+  unsigned max_connections; /* 0: no limit */
+  unsigned connections;     /* accepted and not yet freed, handshakes included */
+  double write_timeout;     /* default for the connections it accepts; 0: off */
+  int accepting;            /* the evconnlistener is enabled */
+  int in_backoff;           /* paused after EMFILE/ENFILE until the backoff timer fires */
 };
+
+/* Accepting goes on unless the connection limit is reached or a back-off is running. Both
+ * pauses leave new connections in the kernel's backlog. */
+static void update_accepting(weft_listener *l) {
+  int want = !l->in_backoff && (l->max_connections == 0 || l->connections < l->max_connections);
+  if (want == l->accepting)
+    return;
+  l->accepting = want;
+  if (want)
+    evconnlistener_enable(l->evl);
+  else
+    evconnlistener_disable(l->evl);
+}
+
+void weft__listener_connection_opened(weft_listener *l) {
+  l->connections++;
+  if (l->max_connections && l->connections >= l->max_connections)
+    update_accepting(l); /* libevent's accept loop stops once its callback disabled it */
+}
+
+void weft__listener_connection_closed(weft_listener *l) {
+  l->connections--;
+  if (!l->accepting)
+    update_accepting(l);
+}
 
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *peer,
                       int peer_len, void *arg) {
   weft_listener *l = arg;
   (void)evl;
-  weft__transport_start(l->reactor, fd, peer, (socklen_t)peer_len, l->factory, l->options,
-                        WEFT_TLS_SERVER, NULL, NULL);
+  /* L may be stopped by the protocol's connection_made inside this call: do not touch it
+   * afterwards. */
+  weft__transport_accept(l->reactor, l, fd, peer, (socklen_t)peer_len, l->factory, l->options,
+                         l->write_timeout);
 }
 
 static void on_backoff_done(evutil_socket_t fd, short what, void *arg) {
   weft_listener *l = arg;
   (void)fd;
   (void)what;
-  evconnlistener_enable(l->evl);
+  l->in_backoff = 0;
+  update_accepting(l);
 }
 
 /* accept() failed. Out of descriptors (or memory) is the one case that would otherwise spin:
@@ -43,8 +76,10 @@ static void on_backoff_done(evutil_socket_t fd, short what, void *arg) {
 static void on_accept_error(struct evconnlistener *evl, void *arg) {
   weft_listener *l = arg;
   int err = EVUTIL_SOCKET_ERROR();
+  (void)evl;
   if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-    evconnlistener_disable(evl);
+    l->in_backoff = 1;
+    update_accepting(l);
     struct timeval tv = {0, 100000};
     evtimer_add(l->backoff, &tv);
   }
@@ -52,6 +87,8 @@ static void on_accept_error(struct evconnlistener *evl, void *arg) {
 
 static void listener_free(weft_listener *l) {
   TAILQ_REMOVE(&l->reactor->listeners, l, link);
+  /* Its connections live on, and must not report to a freed listener. */
+  weft__transport_forget_listener(l->reactor, l);
   if (l->evl)
     evconnlistener_free(l->evl);
   if (l->backoff)
@@ -120,6 +157,7 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
     return WEFT_ENOMEM;
   }
   evconnlistener_set_error_cb(l->evl, on_accept_error);
+  l->accepting = 1; /* evconnlistener_new enables it */
   l->addr_len = sizeof l->addr;
   getsockname(fd, (struct sockaddr *)&l->addr, &l->addr_len);
   if (out)
@@ -158,6 +196,25 @@ int weft_listener_address(weft_listener *listener, struct sockaddr *addr, sockle
     return WEFT_EINVAL;
   memcpy(addr, &listener->addr, listener->addr_len);
   *len = listener->addr_len;
+  return 0;
+}
+
+int weft_listener_set_connection_limit(weft_listener *listener, unsigned max) {
+  if (!listener)
+    return WEFT_EINVAL;
+  listener->max_connections = max;
+  update_accepting(listener);
+  return 0;
+}
+
+unsigned weft_listener_connection_count(weft_listener *listener) {
+  return listener ? listener->connections : 0;
+}
+
+int weft_listener_set_write_timeout(weft_listener *listener, double seconds) {
+  if (!listener || !(seconds >= 0 && seconds <= 1e6)) /* also refuses NaN */
+    return WEFT_EINVAL;
+  listener->write_timeout = seconds;
   return 0;
 }
 

@@ -34,11 +34,15 @@ struct weft_transport {
   weft_factory *factory;
   weft_protocol *protocol;
   struct weft_connector *connector; /* client TLS: the attempt, until the handshake ends */
+  struct weft_listener *listener;   /* server side: the listener that accepted it, counted in
+                                       its connection limit until transport_free; NULL once
+                                       that listener is stopped */
 
   struct sockaddr_storage peer, host;
   socklen_t peer_len, host_len;
 
   size_t low_water;
+  double write_timeout;       /* seconds without output progress before the cut; 0: off */
   unsigned is_client : 1;
   unsigned made : 1;          /* connection_made was called */
   unsigned write_closed : 1;  /* no more writes accepted */
@@ -75,6 +79,23 @@ int weft__transport_start(weft_reactor *reactor, evutil_socket_t fd, const struc
                           socklen_t peer_len, weft_factory *factory, weft_cert_options *options,
                           weft_tls_role role, const char *server_name,
                           struct weft_connector *connector);
+
+/* As weft__transport_start for a server connection that LISTENER (of REACTOR) accepted: the
+ * transport counts in LISTENER's connections (weft__listener_connection_opened / _closed) from
+ * its creation until it is freed, failure included, and gets WRITE_TIMEOUT (the listener's
+ * default, 0: off) when it becomes ready, before build_protocol. */
+int weft__transport_accept(weft_reactor *reactor, struct weft_listener *listener,
+                           evutil_socket_t fd, const struct sockaddr *peer, socklen_t peer_len,
+                           weft_factory *factory, weft_cert_options *options,
+                           double write_timeout);
+
+/* A stopped listener is about to be freed: every transport it accepted forgets it. */
+void weft__transport_forget_listener(weft_reactor *reactor, struct weft_listener *listener);
+
+/* Listener side (listener.c): one of LISTENER's connections was created / freed. Opening may
+ * pause accepting (connection limit reached); closing may resume it. */
+void weft__listener_connection_opened(struct weft_listener *listener);
+void weft__listener_connection_closed(struct weft_listener *listener);
 
 /* Closes every transport of the reactor at shutdown, delivering connection_lost (ESHUTDOWN). */
 void weft__transport_shutdown_all(weft_reactor *reactor);

@@ -22,15 +22,30 @@
 
 #include "transport-internal.h"
 
+/* STARTTLS: ciphertext the socket bufferevent under a TLS filter may hold (see start_tls). */
+#define WEFT__STARTTLS_SOCKET_HIGH ((size_t)64 << 10)
+
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void become_ready(weft_transport *t);
+static int send_close_notify(weft_transport *t);
 static void deliver_input(weft_transport *t);
 
 /* --- ending a connection ------------------------------------------------------------------ */
 
+/* After STARTTLS the TLS engine writes into the plain bufferevent's output buffer, not the
+ * socket: push what is there (a final alert or close_notify) before the socket closes. Best
+ * effort: the socket is non-blocking and about to close. */
+static void flush_filter_output(weft_transport *t) {
+  struct bufferevent *under = t->bev ? bufferevent_get_underlying(t->bev) : NULL;
+  if (under && t->fd >= 0)
+    evbuffer_write(bufferevent_get_output(under), t->fd);
+}
+
 static void transport_free(weft_transport *t) {
+  struct weft_listener *listener = t->listener;
+  flush_filter_output(t);
   weft__reactor_remove_transport(t->reactor, t);
   if (t->timer)
     event_free(t->timer);
@@ -46,6 +61,9 @@ static void transport_free(weft_transport *t) {
     weft_cert_options_unref(t->tls.options);
   free(t->server_name);
   free(t);
+  /* Last, once the transport is gone: this may resume accepting (connection limit). */
+  if (listener)
+    weft__listener_connection_closed(listener);
 }
 
 /* Delivers the end of the connection to whoever must hear it, then frees the transport. */
@@ -105,6 +123,8 @@ void weft__transport_shutdown_all(weft_reactor *reactor) {
   /* First stop everything, so a connection_lost that touches another transport sees it closed. */
   TAILQ_FOREACH(t, &reactor->transports, link) {
     if (t->state != WEFT__T_CLOSED) {
+      if (t->ssl && t->tls.handshake_done)
+        send_close_notify(t); /* a clean TLS close, so the peer sees no truncation */
       weft__reason_set(&t->reason, WEFT_ESHUTDOWN, "the reactor was freed");
       close_now(t);
     }
@@ -148,6 +168,11 @@ static int send_close_notify(weft_transport *t) {
   if (t->shutdown_sent)
     return (SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
   t->shutdown_sent = 1;
+  /* Under a STARTTLS filter, the socket bufferevent's high-water mark (see start_tls) could
+   * refuse the alert, and nothing would send it later: nothing follows it, so lift the mark. */
+  struct bufferevent *under = bufferevent_get_underlying(t->bev);
+  if (under)
+    bufferevent_setwatermark(under, EV_WRITE, 0, 0);
   int rc = SSL_shutdown(t->ssl);
   ERR_clear_error();
   return rc == 1;
@@ -189,6 +214,22 @@ static void tls_failed(weft_transport *t, int sys_errno) {
   end_handshake_failed(t);
 }
 
+/* Gives the bufferevent(s) libevent's write time-out: the write event waits at most that long
+ * for the socket to take more bytes, and every write that makes progress re-arms it, so the
+ * data path pays nothing per byte. Under a STARTTLS filter the bytes waiting for the socket sit
+ * in the socket bufferevent below, so its time-out is the one that fires (libevent passes the
+ * event up to the filter's callback, on_event). */
+static int apply_write_timeout(weft_transport *t) {
+  struct timeval tv = {(time_t)t->write_timeout,
+                       (suseconds_t)((t->write_timeout - (time_t)t->write_timeout) * 1e6)};
+  const struct timeval *write_tv = t->write_timeout > 0 ? &tv : NULL;
+  int rc = bufferevent_set_timeouts(t->bev, NULL, write_tv);
+  struct bufferevent *under = bufferevent_get_underlying(t->bev);
+  if (under && bufferevent_set_timeouts(under, NULL, write_tv) != 0)
+    rc = -1;
+  return rc == 0 ? 0 : WEFT_ENOMEM;
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg) {
   weft_transport *t = arg;
   (void)fd;
@@ -212,6 +253,8 @@ static void become_ready(weft_transport *t) {
     weft__connector_handshake_done(c, NULL);
   }
   t->state = WEFT__T_OPEN;
+  if (t->write_timeout > 0)
+    (void)apply_write_timeout(t); /* the listener's default; the protocol may change it */
   weft_protocol *p = t->factory->build_protocol(t->factory, t, (struct sockaddr *)&t->peer);
   if (t->state == WEFT__T_CLOSED)
     return; /* build_protocol aborted the connection itself */
@@ -369,6 +412,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
     on_eof(t);
     return;
   }
+  if (what & BEV_EVENT_TIMEOUT) {
+    /* Only the write time-out is ever set (weft_transport_set_write_timeout): output has
+     * waited that long without the socket taking a byte. Also while lose_connection flushes,
+     * and during a STARTTLS handshake, whose protocol then hears of it in tls_started. */
+    if ((what & BEV_EVENT_WRITING) && t->write_timeout > 0 && t->state != WEFT__T_CLOSED) {
+      weft__reason_set(&t->reason, WEFT_ETIMEDOUT,
+                       "write timed out: the peer read nothing for %.3g s", t->write_timeout);
+      end_handshake_failed(t);
+    }
+    return;
+  }
   if (!(what & BEV_EVENT_ERROR))
     return;
   if (t->state == WEFT__T_CLOSING && t->shutdown_sent) {
@@ -397,10 +451,11 @@ static int setup_tls(weft_transport *t, weft_cert_options *options, weft_tls_rol
   return weft__tls_new_ssl(options, role, t->server_name, &t->tls, &t->ssl, &t->reason);
 }
 
-int weft__transport_start(weft_reactor *reactor, evutil_socket_t fd, const struct sockaddr *peer,
-                          socklen_t peer_len, weft_factory *factory, weft_cert_options *options,
-                          weft_tls_role role, const char *server_name,
-                          struct weft_connector *connector) {
+static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const struct sockaddr *peer,
+                           socklen_t peer_len, weft_factory *factory, weft_cert_options *options,
+                           weft_tls_role role, const char *server_name,
+                           struct weft_connector *connector, struct weft_listener *listener,
+                           double write_timeout) {
   weft_transport *t = calloc(1, sizeof *t);
   if (!t) {
     close(fd);
@@ -411,7 +466,12 @@ int weft__transport_start(weft_reactor *reactor, evutil_socket_t fd, const struc
   t->factory = factory;
   t->is_client = role == WEFT_TLS_CLIENT;
   t->state = options ? WEFT__T_HANDSHAKING : WEFT__T_OPEN;
+  t->write_timeout = write_timeout;
   weft__reactor_add_transport(reactor, t);
+  /* Counted from here: transport_free uncounts it, on every path including failure below. */
+  t->listener = listener;
+  if (listener)
+    weft__listener_connection_opened(listener);
 
   if (peer && peer_len <= sizeof t->peer) {
     memcpy(&t->peer, peer, peer_len);
@@ -476,6 +536,30 @@ fail:
   weft__reactor_add_transport(reactor, t); /* transport_free removes it again */
   transport_free(t);
   return rc;
+}
+
+int weft__transport_start(weft_reactor *reactor, evutil_socket_t fd, const struct sockaddr *peer,
+                          socklen_t peer_len, weft_factory *factory, weft_cert_options *options,
+                          weft_tls_role role, const char *server_name,
+                          struct weft_connector *connector) {
+  return transport_start(reactor, fd, peer, peer_len, factory, options, role, server_name,
+                         connector, NULL, 0);
+}
+
+int weft__transport_accept(weft_reactor *reactor, struct weft_listener *listener,
+                           evutil_socket_t fd, const struct sockaddr *peer, socklen_t peer_len,
+                           weft_factory *factory, weft_cert_options *options,
+                           double write_timeout) {
+  return transport_start(reactor, fd, peer, peer_len, factory, options, WEFT_TLS_SERVER, NULL,
+                         NULL, listener, write_timeout);
+}
+
+void weft__transport_forget_listener(weft_reactor *reactor, struct weft_listener *listener) {
+  weft_transport *t;
+  TAILQ_FOREACH(t, &reactor->transports, link) {
+    if (t->listener == listener)
+      t->listener = NULL;
+  }
 }
 
 void weft__transport_cancel_handshake(weft_transport *t) {
@@ -622,6 +706,15 @@ int weft_transport_set_write_low_water(weft_transport *transport, size_t low) {
   if (transport->state != WEFT__T_CLOSING)
     bufferevent_setwatermark(transport->bev, EV_WRITE, low, 0);
   return 0;
+}
+
+int weft_transport_set_write_timeout(weft_transport *transport, double seconds) {
+  if (!transport || !(seconds >= 0 && seconds <= 1e6)) /* also refuses NaN */
+    return WEFT_EINVAL;
+  if (transport->state == WEFT__T_CLOSED)
+    return WEFT_ECLOSED;
+  transport->write_timeout = seconds;
+  return apply_write_timeout(transport);
 }
 
 int weft_transport_set_nodelay(weft_transport *transport, int on) {
@@ -821,10 +914,21 @@ int weft_transport_start_tls(weft_transport *transport, weft_cert_options *optio
     t->ssl = NULL;
     return WEFT_ENOMEM;
   }
+  /* Report the plain bufferevent's EOF as EOF (not as an error with no reason): on_eof tells
+   * a clean close_notify from a truncated stream itself. */
+  bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
+  /* The filter encrypts into the socket bufferevent below as fast as it is handed plaintext.
+   * Without a high-water mark there, every byte written would leave the filter's output at
+   * once: pending_output would read 0, write_drained would never hold a producer back, and a
+   * peer that does not read would make weft buffer without bound. With the mark, the filter
+   * stops at it and the plaintext waits in its output, where pending_output counts it. */
+  bufferevent_setwatermark(t->bev, EV_WRITE, 0, WEFT__STARTTLS_SOCKET_HIGH);
   t->bev = tls;
   t->starttls = 1;
   bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
   bufferevent_setwatermark(t->bev, EV_WRITE, t->low_water, 0);
+  if (t->write_timeout > 0)
+    (void)apply_write_timeout(t); /* the socket bufferevent below keeps its own already */
   bufferevent_enable(t->bev, t->read_paused ? EV_WRITE : EV_READ | EV_WRITE);
   arm_timer(t, weft__tls_handshake_timeout(options));
   return 0;

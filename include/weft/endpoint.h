@@ -1,4 +1,5 @@
-/* weft/endpoint.h: listening for connections and connecting out, over TCP and TLS.
+/** @file
+ * weft/endpoint.h: listening for connections and connecting out, over TCP and TLS.
  *
  * Listeners and connectors belong to the library. A listener lives until weft_listener_stop or
  * weft_reactor_free. A connector lives until its attempt ends: it is invalid once the factory's
@@ -17,11 +18,14 @@
 extern "C" {
 #endif
 
+/** A listening socket and its factory (opaque, owned by the library). */
 typedef struct weft_listener weft_listener;
+/** One outgoing connection attempt (opaque, owned by the library). */
 typedef struct weft_connector weft_connector;
+/** Certificate options (see weft/tls.h). */
 typedef struct weft_cert_options weft_cert_options;
 
-/* Listens on INTERFACE (an IPv4 or IPv6 literal such as "127.0.0.1" or "::1"; NULL means
+/** Listens on INTERFACE (an IPv4 or IPv6 literal such as "127.0.0.1" or "::1"; NULL means
  * "0.0.0.0") and PORT (0 picks a free port; see weft_listener_port). BACKLOG <= 0 means the
  * default (511). FACTORY builds a protocol for every accepted connection.
  * Errors: WEFT_EINVAL (NULL reactor/factory, build_protocol missing, port outside 0..65535,
@@ -31,7 +35,7 @@ typedef struct weft_cert_options weft_cert_options;
 int weft_listen_tcp(weft_reactor *reactor, const char *interface, int port,
                     weft_factory *factory, int backlog, weft_listener **out);
 
-/* As weft_listen_tcp, but every accepted connection runs a TLS server handshake with OPTIONS
+/** As weft_listen_tcp, but every accepted connection runs a TLS server handshake with OPTIONS
  * before build_protocol. OPTIONS must hold a private key and certificate; it is referenced and
  * frozen (see weft/tls.h). Extra errors: those of weft_cert_options_prepare (WEFT_EINVAL when
  * the options hold no key or certificate, WEFT_EKEYMISMATCH, WEFT_ETLS), with
@@ -40,16 +44,36 @@ int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
                     weft_factory *factory, weft_cert_options *options, int backlog,
                     weft_listener **out);
 
-/* The port the listener is bound to (useful after asking for port 0), or -1 for NULL. */
+/** The port the listener is bound to (useful after asking for port 0), or -1 for NULL. */
 int weft_listener_port(weft_listener *listener);
 
-/* Copies the bound address into *ADDR / *LEN as weft_transport_host_address does. */
+/** Copies the bound address into *ADDR / *LEN as weft_transport_host_address does. */
 int weft_listener_address(weft_listener *listener, struct sockaddr *addr, socklen_t *len);
 
-/* Stops listening and frees the listener. Connections it accepted live on. NULL is ignored. */
+/** Limits how many of the listener's connections may exist at once (MAX 0, the default: no
+ * limit). A connection counts from accept until it is freed: TLS handshakes under way count,
+ * and so does a connection from build_protocol until its connection_lost has returned. At the
+ * limit the listener stops calling accept(); new connections wait in the kernel's backlog (up
+ * to the BACKLOG given to weft_listen_*, then the kernel refuses or drops them) and are
+ * accepted, oldest first, as the listener's own connections end. Lowering MAX below the current
+ * count closes nothing. Errors: WEFT_EINVAL (NULL listener). */
+int weft_listener_set_connection_limit(weft_listener *listener, unsigned max);
+
+/** The number of the listener's connections that exist now, as counted for the limit above
+ * (0 for NULL). */
+unsigned weft_listener_connection_count(weft_listener *listener);
+
+/** The write time-out (see weft_transport_set_write_timeout) that connections accepted from now
+ * on start with, applied when they become ready (before build_protocol, so build_protocol or
+ * connection_made may change it per connection). SECONDS 0, the default, means none. Errors:
+ * WEFT_EINVAL (NULL listener, SECONDS negative, above 1e6 or not a number). */
+int weft_listener_set_write_timeout(weft_listener *listener, double seconds);
+
+/** Stops listening and frees the listener. Connections it accepted live on (they no longer count
+ * against anything). NULL is ignored. */
 void weft_listener_stop(weft_listener *listener);
 
-/* Connects to HOST (an IP literal, or a name resolved asynchronously, IPv4 and IPv6; every
+/** Connects to HOST (an IP literal, or a name resolved asynchronously, IPv4 and IPv6; every
  * address is tried in turn) and PORT (1..65535). TIMEOUT is the limit in seconds for the whole
  * attempt up to an established TCP connection (<= 0: 30 s). BIND_ADDRESS, if not NULL, is the
  * local IP literal to connect from. On success the factory builds a protocol; on failure
@@ -60,7 +84,7 @@ void weft_listener_stop(weft_listener *listener);
 int weft_connect_tcp(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
                      double timeout, const char *bind_address, weft_connector **out);
 
-/* As weft_connect_tcp, then a TLS client handshake with OPTIONS (referenced and frozen) before
+/** As weft_connect_tcp, then a TLS client handshake with OPTIONS (referenced and frozen) before
  * build_protocol. SERVER_NAME is the name sent as SNI (when it is a DNS name) and checked
  * against the server certificate (DNS name or IP address); NULL means the options' server name,
  * or else HOST. Handshake failures reach connection_failed with their reason (WEFT_ECERTVERIFY,
@@ -70,7 +94,7 @@ int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_fac
                      weft_cert_options *options, const char *server_name, double timeout,
                      const char *bind_address, weft_connector **out);
 
-/* Abandons a pending connection attempt: connection_failed follows with WEFT_ECANCELED, from
+/** Abandons a pending connection attempt: connection_failed follows with WEFT_ECANCELED, from
  * the reactor loop. Returns 0, or WEFT_EINVAL for NULL. */
 int weft_connector_cancel(weft_connector *connector);
 

@@ -1,4 +1,5 @@
-/* weft/error.h: error codes, their names and messages, and the reason given to callbacks.
+/** @file
+ * weft/error.h: error codes, their names and messages, and the reason given to callbacks.
  *
  * Every weft function that can fail returns an int: 0 on success, or one of the negative
  * WEFT_E* codes below. The codes come from one table (WEFT_ERRNO_MAP), which also gives
@@ -13,7 +14,7 @@
 extern "C" {
 #endif
 
-/* X(NAME, value, message). Values are stable: new codes are added at the end. */
+/** X(NAME, value, message). Values are stable: new codes are added at the end. */
 #define WEFT_ERRNO_MAP(X)                                                                      \
   X(EINVAL, -1, "invalid argument")                                                           \
   X(ENOMEM, -2, "out of memory")                                                              \
@@ -23,7 +24,7 @@ extern "C" {
   X(ETIMEDOUT, -6, "operation timed out")                                                     \
   X(ENOTFOUND, -7, "host name could not be resolved")                                         \
   X(ECONNRESET, -8, "connection reset by peer")                                               \
-  X(ECONNLOST, -9, "connection lost (socket error without an errno)")                                                         \
+  X(ECONNLOST, -9, "connection lost (socket error without an errno)")                         \
   X(EADDRINUSE, -10, "address already in use")                                                \
   X(EADDRNOTAVAIL, -11, "address not available")                                              \
   X(ESOCKET, -12, "socket error")                                                             \
@@ -48,23 +49,23 @@ extern "C" {
   X(EBUSY, -31, "resource busy")                                                              \
   X(ECONNLIMIT, -32, "connection limit reached (reserved)")
 
-/* The error codes. WEFT_OK (0) is success; for a reason it means a clean close. */
+/** The error codes. WEFT_OK (0) is success; for a reason it means a clean close. */
 enum {
-  WEFT_OK = 0,
+  WEFT_OK = 0, /**< success; as a reason's code, a clean close */
 #define WEFT__ERRNO_ENUM(name, value, msg) WEFT_##name = (value),
   WEFT_ERRNO_MAP(WEFT__ERRNO_ENUM)
 #undef WEFT__ERRNO_ENUM
 };
 
-/* Returns a static English message for CODE ("success" for 0, "unknown error" for a code not
+/** Returns a static English message for CODE ("success" for 0, "unknown error" for a code not
  * in the table). Never NULL. */
 const char *weft_strerror(int code);
 
-/* Returns the static name of CODE, e.g. "WEFT_ECONNREFUSED" ("WEFT_OK" for 0,
+/** Returns the static name of CODE, e.g.\ "WEFT_ECONNREFUSED" ("WEFT_OK" for 0,
  * "WEFT_UNKNOWN" for a code not in the table). Never NULL. */
 const char *weft_err_name(int code);
 
-/* Why a connection ended or never started: given to connection_lost, connection_failed and
+/** Why a connection ended or never started: given to connection_lost, connection_failed and
  * handshake_failed. Valid only for the duration of the callback it is passed to: copy what
  * you need to keep.
  *
@@ -78,12 +79,12 @@ const char *weft_err_name(int code);
  *                 otherwise 0 (X509_V_OK).
  *  sys_errno      the operating system errno behind the failure, or 0. */
 typedef struct weft_reason {
-  int code;
-  const char *message;
-  int tls_alert;
-  int alert_sent;
-  long verify_result;
-  int sys_errno;
+  int code;            /**< WEFT_OK for a clean close, otherwise a WEFT_E* code */
+  const char *message; /**< a human readable sentence, never NULL */
+  int tls_alert;       /**< the TLS alert number received or sent, or -1 if none */
+  int alert_sent;      /**< 1 if this side sent tls_alert, 0 if it came from the peer */
+  long verify_result;  /**< OpenSSL's X509_V_* result when verification failed, otherwise 0 */
+  int sys_errno;       /**< the operating system errno behind the failure, or 0 */
 } weft_reason;
 
 #ifdef __cplusplus

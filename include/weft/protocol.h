@@ -1,4 +1,5 @@
-/* weft/protocol.h: the callbacks users write. A factory builds one protocol per connection; the
+/** @file
+ * weft/protocol.h: the callbacks users write. A factory builds one protocol per connection; the
  * protocol reacts to the connection's events.
  *
  * Ownership: factories and protocols belong to the user. A factory must outlive every listener
@@ -21,11 +22,11 @@
  *     design: a client's handshake completes before the server has checked the client's
  *     certificate, so a client whose certificate the server rejects gets connection_made, then
  *     connection_lost with the server's alert (WEFT_ENOPEERCERT or WEFT_ECERTVERIFY).
+ *  6. A server-side TLS connection whose handshake fails never builds a protocol; the optional
+ *     handshake_failed callback of the listener's factory is told the peer address and why.
  *  7. weft never calls connection_lost from inside a weft function the protocol called (lose,
  *     abort, write...): it always runs later, from the reactor loop, so the protocol may go on
  *     using its own state after such a call.
- *  6. A server-side TLS connection whose handshake fails never builds a protocol; the optional
- *     handshake_failed callback of the listener's factory is told the peer address and why.
  *
  * All callbacks run in the reactor's thread. Any weft call on the transport is allowed inside a
  * callback, including lose_connection, abort_connection and weft_reactor_stop.
@@ -43,69 +44,72 @@
 extern "C" {
 #endif
 
+/** A connection, TCP or TLS, as its protocol sees it (see weft/transport.h). */
 typedef struct weft_transport weft_transport;
+/** A protocol instance (see struct weft_protocol below). */
 typedef struct weft_protocol weft_protocol;
+/** A factory (see struct weft_factory below). */
 typedef struct weft_factory weft_factory;
 
-/* The protocol's callbacks. Every member may be NULL except where noted. */
+/** The protocol's callbacks. Every member may be NULL except where noted. */
 typedef struct weft_protocol_ops {
-  /* The connection is ready. The transport is valid until connection_lost returns. */
+  /** The connection is ready. The transport is valid until connection_lost returns. */
   void (*connection_made)(weft_protocol *protocol, weft_transport *transport);
-  /* LEN (> 0) bytes arrived. DATA is valid only during the call. */
+  /** LEN (> 0) bytes arrived. DATA is valid only during the call. */
   void (*data_received)(weft_protocol *protocol, weft_transport *transport, const uint8_t *data,
                         size_t len);
-  /* TCP only: the peer closed its write side. If this member is NULL, or it returns 0, weft
+  /** TCP only: the peer closed its write side. If this member is NULL, or it returns 0, weft
    * closes the connection (connection_lost follows with WEFT_OK). If it returns non-zero the
    * connection stays open for writing (half-close), and the protocol closes it when done. TLS
    * connections never get it: the peer's close_notify ends the connection (WEFT_OK). */
   int (*read_eof)(weft_protocol *protocol, weft_transport *transport);
-  /* Pending output fell to the low-water mark (see weft_transport_set_write_low_water) after
+  /** Pending output fell to the low-water mark (see weft_transport_set_write_low_water) after
    * having been above it: a producer that paused may write again. */
   void (*write_drained)(weft_protocol *protocol, weft_transport *transport);
-  /* A TLS handshake started by weft_transport_start_tls completed (STATUS 0) or failed (STATUS
+  /** A TLS handshake started by weft_transport_start_tls completed (STATUS 0) or failed (STATUS
    * < 0; the connection is then closed and connection_lost follows with the reason). */
   void (*tls_started)(weft_protocol *protocol, weft_transport *transport, int status);
-  /* The connection ended; REASON->code is WEFT_OK for a clean close. Always the last call. */
+  /** The connection ended; REASON->code is WEFT_OK for a clean close. Always the last call. */
   void (*connection_lost)(weft_protocol *protocol, weft_transport *transport,
                           const weft_reason *reason);
 } weft_protocol_ops;
 
-/* A protocol instance. Embed it (usually as the first member) in your own per-connection
+/** A protocol instance. Embed it (usually as the first member) in your own per-connection
  * struct, set OPS, and return it from build_protocol. */
 struct weft_protocol {
-  const weft_protocol_ops *ops;
-  void *data; /* free for the user */
+  const weft_protocol_ops *ops; /**< the protocol's callbacks */
+  void *data; /**< free for the user */
 };
 
-/* A factory. The user allocates and fills it; weft reads it. */
+/** A factory. The user allocates and fills it; weft reads it. */
 struct weft_factory {
-  /* Required. Builds the protocol for a connection that is ready. PEER is the remote address,
+  /** Required. Builds the protocol for a connection that is ready. PEER is the remote address,
    * TRANSPORT the new connection (its accessors, such as weft_transport_next_protocol, already
    * work; do not write before connection_made). Return NULL to refuse the connection. */
   weft_protocol *(*build_protocol)(weft_factory *factory, weft_transport *transport,
                                    const struct sockaddr *peer);
-  /* Client factories: the connection attempt failed for REASON. Called exactly once per failed
+  /** Client factories: the connection attempt failed for REASON. Called exactly once per failed
    * attempt, never after connection_made. May be NULL. */
   void (*connection_failed)(weft_factory *factory, const weft_reason *reason);
-  /* Server factories with TLS: a handshake with PEER failed for REASON. May be NULL. */
+  /** Server factories with TLS: a handshake with PEER failed for REASON. May be NULL. */
   void (*handshake_failed)(weft_factory *factory, const struct sockaddr *peer,
                            const weft_reason *reason);
-  void *data; /* free for the user */
+  void *data; /**< free for the user */
 };
 
 /* --- Dispatch by negotiated protocol ----------------------------------------------------- */
 
-/* Defined when weft_dispatch_factory_new exists (for code that must build with older weft). */
+/** Defined when weft_dispatch_factory_new exists (for code that must build with older weft). */
 #define WEFT_HAVE_DISPATCH 1
 
-/* One route of a dispatch factory: connections that negotiated PROTOCOL (a NUL-terminated
+/** One route of a dispatch factory: connections that negotiated PROTOCOL (a NUL-terminated
  * name, compared byte for byte) go to FACTORY. */
 typedef struct weft_dispatch_entry {
-  const char *protocol;
-  weft_factory *factory;
+  const char *protocol;  /**< the negotiated protocol's name, NUL-terminated */
+  weft_factory *factory; /**< the factory that builds the protocol for those connections */
 } weft_dispatch_entry;
 
-/* Creates a factory that hands each connection to the factory of its negotiated next protocol
+/** Creates a factory that hands each connection to the factory of its negotiated next protocol
  * (see weft_transport_next_protocol): its build_protocol calls the chosen factory's
  * build_protocol. Connections that negotiated nothing, or a protocol with no entry, go to
  * FALLBACK; with FALLBACK NULL they are refused. connection_failed and handshake_failed are
@@ -116,7 +120,7 @@ typedef struct weft_dispatch_entry {
 int weft_dispatch_factory_new(const weft_dispatch_entry *entries, size_t count,
                               weft_factory *fallback, weft_factory **out);
 
-/* Frees a factory made by weft_dispatch_factory_new, once no listener or connector uses it
+/** Frees a factory made by weft_dispatch_factory_new, once no listener or connector uses it
  * and no connection it dispatched is still being built. NULL is ignored. */
 void weft_dispatch_factory_free(weft_factory *factory);
 

@@ -1,4 +1,5 @@
-/* weft/reconnect.h: a client that keeps its connection up, like Twisted's
+/** @file
+ * weft/reconnect.h: a client that keeps its connection up, like Twisted's
  * ReconnectingClientFactory.
  *
  * A reconnector connects to HOST:PORT (TCP, or TLS) with the user's factory and, whenever an
@@ -65,62 +66,63 @@
 extern "C" {
 #endif
 
-/* Defined when weft_reconnect_start exists (for code that must build with older weft). */
+/** Defined when weft_reconnect_start exists (for code that must build with older weft). */
 #define WEFT_HAVE_RECONNECT 1
 
+/** A reconnecting client (opaque; weft_reconnect_start makes it, weft_reconnector_free ends it). */
 typedef struct weft_reconnector weft_reconnector;
 
-/* How a reconnector waits and retries. Always fill it with weft_reconnect_options_init first,
+/** How a reconnector waits and retries. Always fill it with weft_reconnect_options_init first,
  * then change the fields you need: fields may be added at the end in later versions. */
 typedef struct weft_reconnect_options {
-  double initial_delay;   /* seconds before the first retry after a failure or a lost
-                             connection (default 1.0; > 0) */
-  double factor;          /* the delay is multiplied by this after each retry (default
-                             2.7182818, e; >= 1) */
-  double jitter;          /* relative spread of each wait: a delay D waits a uniformly random
-                             time in [D * (1 - jitter), D * (1 + jitter)], at most max_delay
-                             (default 0.11962656; 0 to 1; 0: exact waits) */
-  double max_delay;       /* cap on the delay and on every wait (default 3600; from
-                             initial_delay to 1e9) */
-  int max_retries;        /* give up after this many retries in a row without a connection
-                             made, i.e. after max_retries + 1 failed attempts from the start
-                             (0: never give up; default 0; >= 0) */
-  double connect_timeout; /* per attempt, as weft_connect_tcp's TIMEOUT (default 30; <= 0:
-                             the connector's default, 30 s) */
-  const char *bind_address; /* local IP literal to connect from, or NULL (default); copied */
-  uint64_t seed;          /* seed of the jitter's random generator, so tests can repeat a
-                             sequence of waits (default 0: seeded from the clock) */
+  double initial_delay;   /**< seconds before the first retry after a failure or a lost
+                               connection (default 1.0; > 0) */
+  double factor;          /**< the delay is multiplied by this after each retry (default
+                               2.7182818, e; >= 1) */
+  double jitter;          /**< relative spread of each wait: a delay D waits a uniformly random
+                               time in [D * (1 - jitter), D * (1 + jitter)], at most max_delay
+                               (default 0.11962656; 0 to 1; 0: exact waits) */
+  double max_delay;       /**< cap on the delay and on every wait (default 3600; from
+                               initial_delay to 1e9) */
+  int max_retries;        /**< give up after this many retries in a row without a connection
+                               made, i.e. after max_retries + 1 failed attempts from the start
+                               (0: never give up; default 0; >= 0) */
+  double connect_timeout; /**< per attempt, as weft_connect_tcp's TIMEOUT (default 30; <= 0:
+                               the connector's default, 30 s) */
+  const char *bind_address; /**< local IP literal to connect from, or NULL (default); copied */
+  uint64_t seed;          /**< seed of the jitter's random generator, so tests can repeat a
+                               sequence of waits (default 0: seeded from the clock) */
 
-  /* Optional. A retry was scheduled: the next attempt starts in DELAY seconds (jitter
+  /** Optional. A retry was scheduled: the next attempt starts in DELAY seconds (jitter
    * included). REASON is why the previous attempt failed or the connection ended (WEFT_OK for
    * a clean close; WEFT_EREFUSED when build_protocol refused the connection); it is valid only
    * during the call. Runs after the factory's connection_failed or the protocol's
    * connection_lost. Calling weft_reconnector_stop or _free here cancels that retry. */
   void (*on_retry)(weft_reconnector *rc, double delay, const weft_reason *reason,
                    void *user_data);
-  /* Optional. The reconnector gave up: max_retries retries in a row failed (REASON is the last
+  /** Optional. The reconnector gave up: max_retries retries in a row failed (REASON is the last
    * attempt's, already given to connection_failed), or the next attempt could not be scheduled
    * (WEFT_ENOMEM). Called at most once; the reconnector is stopped (rule 4) but must still be
    * freed, which may be done here. */
   void (*on_give_up)(weft_reconnector *rc, const weft_reason *reason, void *user_data);
-  void *user_data;        /* passed to on_retry and on_give_up */
+  void *user_data;        /**< passed to on_retry and on_give_up */
 } weft_reconnect_options;
 
-/* Where a reconnector is. */
+/** Where a reconnector is. */
 typedef enum weft_reconnect_state {
-  WEFT_RECONNECT_CONNECTING = 0, /* an attempt is under way (TCP connect, TLS handshake) */
-  WEFT_RECONNECT_CONNECTED = 1,  /* its connection is live (from build_protocol until
-                                    connection_lost returns), also after a stop */
-  WEFT_RECONNECT_WAITING = 2,    /* waiting for the next attempt */
-  WEFT_RECONNECT_STOPPED = 3     /* stopped, gave up, or cut by reactor shutdown, and no
-                                    connection of its own is live */
+  WEFT_RECONNECT_CONNECTING = 0, /**< an attempt is under way (TCP connect, TLS handshake) */
+  WEFT_RECONNECT_CONNECTED = 1,  /**< its connection is live (from build_protocol until
+                                      connection_lost returns), also after a stop */
+  WEFT_RECONNECT_WAITING = 2,    /**< waiting for the next attempt */
+  WEFT_RECONNECT_STOPPED = 3     /**< stopped, gave up, or cut by reactor shutdown, and no
+                                      connection of its own is live */
 } weft_reconnect_state;
 
-/* Fills OPTIONS with the defaults noted above (Twisted's ReconnectingClientFactory values).
+/** Fills OPTIONS with the defaults noted above (Twisted's ReconnectingClientFactory values).
  * NULL is ignored. Any thread. */
 void weft_reconnect_options_init(weft_reconnect_options *options);
 
-/* Starts a reconnector: connects to HOST:PORT at once (see weft_connect_tcp for HOST and PORT;
+/** Starts a reconnector: connects to HOST:PORT at once (see weft_connect_tcp for HOST and PORT;
  * with CERT_OPTIONS not NULL over TLS as weft_connect_ssl, SERVER_NAME being the SNI and
  * verification name, NULL for the options' or HOST) and keeps reconnecting as described at the
  * top of this file. FACTORY is the user's and must have build_protocol. OPTIONS NULL means the
@@ -137,30 +139,30 @@ int weft_reconnect_start(weft_reactor *reactor, const char *host, int port,
                          const char *server_name, const weft_reconnect_options *options,
                          weft_reconnector **out);
 
-/* Stops retrying (rule 4, as Twisted's stopTrying): cancels the pending wait or attempt without
+/** Stops retrying (rule 4, as Twisted's stopTrying): cancels the pending wait or attempt without
  * callbacks and leaves a live connection alone; nothing is retried after it ends. Stopping is
  * final; calling it again does nothing. Returns 0, or WEFT_EINVAL for NULL. */
 int weft_reconnector_stop(weft_reconnector *rc);
 
-/* Stops the reconnector (as weft_reconnector_stop) and frees it. A live connection lives on
+/** Stops the reconnector (as weft_reconnector_stop) and frees it. A live connection lives on
  * with its protocol until connection_lost (close it through its transport if it must end).
  * Safe from any callback, including the reconnector's own. NULL is ignored. */
 void weft_reconnector_free(weft_reconnector *rc);
 
-/* Where the reconnector is (see weft_reconnect_state). WEFT_RECONNECT_STOPPED for NULL. */
+/** Where the reconnector is (see weft_reconnect_state). WEFT_RECONNECT_STOPPED for NULL. */
 weft_reconnect_state weft_reconnector_state(const weft_reconnector *rc);
 
-/* Retries made in a row since the start or the last connection made: 0 while the first attempt
+/** Retries made in a row since the start or the last connection made: 0 while the first attempt
  * runs or a connection is live, 1 once the first retry is scheduled, ... (a lost connection
  * counts as the first failure of a new series). -1 for NULL. */
 int weft_reconnector_retries(const weft_reconnector *rc);
 
-/* The delay, in seconds and before jitter, that the next retry will wait: initial_delay after
+/** The delay, in seconds and before jitter, that the next retry will wait: initial_delay after
  * the start and after every connection made, then multiplied by factor with each retry
  * scheduled, up to max_delay. -1 for NULL. */
 double weft_reconnector_current_delay(const weft_reconnector *rc);
 
-/* The transport of the reconnector's live connection (from build_protocol until
+/** The transport of the reconnector's live connection (from build_protocol until
  * connection_lost returns), or NULL. */
 weft_transport *weft_reconnector_transport(const weft_reconnector *rc);
 

@@ -1,4 +1,5 @@
-/* weft/tls.h: certificate options (keys, certificates, verification, versions, ciphers, next
+/** @file
+ * weft/tls.h: certificate options (keys, certificates, verification, versions, ciphers, next
  * protocols), key and certificate generation, and what next-protocol negotiation this build
  * supports.
  *
@@ -32,50 +33,57 @@
 extern "C" {
 #endif
 
+/** TLS configuration for listeners, connectors and STARTTLS (opaque, reference counted). */
 typedef struct weft_cert_options weft_cert_options;
 
-/* TLS protocol versions (the wire values, as OpenSSL's TLS1_2_VERSION...). */
+/** @{ */
+/** TLS protocol versions (the wire values, as OpenSSL's TLS1_2_VERSION...). */
 #define WEFT_TLS1_2 0x0303
 #define WEFT_TLS1_3 0x0304
+/** @} */
 
-/* Next-protocol negotiation mechanisms, as a bit mask. */
+/** @{ */
+/** Next-protocol negotiation mechanisms, as a bit mask. */
 #define WEFT_MECH_ALPN 0x1u
 #define WEFT_MECH_NPN 0x2u
+/** @} */
 
-/* What to do when both sides list protocols but none is in common. */
+/** What to do when both sides list protocols but none is in common. */
 typedef enum weft_no_overlap_policy {
-  /* Fail the handshake. The default. Over ALPN the server sends RFC 7301's
+  /** Fail the handshake. The default. Over ALPN the server sends RFC 7301's
    * no_application_protocol alert (120) and both sides get WEFT_ENOPROTOCOL. Over NPN (TLS 1.2
    * and lower) the client selects: OpenSSL then sends handshake_failure (40), so the client
    * gets WEFT_ENOPROTOCOL and the server WEFT_ETLSALERT naming alert 40. */
   WEFT_NO_OVERLAP_FAIL = 0,
-  /* Go on with no protocol negotiated (weft_transport_next_protocol returns NULL). */
+  /** Go on with no protocol negotiated (weft_transport_next_protocol returns NULL). */
   WEFT_NO_OVERLAP_CONTINUE = 1
 } weft_no_overlap_policy;
 
-/* Reports which mechanisms this build of weft, linked with this OpenSSL, supports: a mask of
+/** Reports which mechanisms this build of weft, linked with this OpenSSL, supports: a mask of
  * WEFT_MECH_ALPN and WEFT_MECH_NPN (0 when neither). Probes features, not version numbers.
  * Any thread. */
 unsigned weft_protocol_negotiation_mechanisms(void);
 
 /* --- Options: life ---------------------------------------------------------------------- */
 
-/* Creates options with secure defaults: verification on (clients check the server against the
+/** Creates options with secure defaults: verification on (clients check the server against the
  * system trust store and the host name; servers request no client certificate until
  * require_certificate), TLS 1.2 to 1.3, forward-secret AEAD ciphers only, server cipher order,
  * no compression, no renegotiation, no next protocols, both mechanisms, WEFT_NO_OVERLAP_FAIL,
  * handshake timeout 30 s, close timeout 5 s. Errors: WEFT_EINVAL, WEFT_ENOMEM. */
 int weft_cert_options_new(weft_cert_options **out);
 
-/* Takes / drops a reference. The last unref frees. NULL is ignored. */
+/** @{ */
+/** Takes / drops a reference. The last unref frees. NULL is ignored. */
 weft_cert_options *weft_cert_options_ref(weft_cert_options *options);
 void weft_cert_options_unref(weft_cert_options *options);
+/** @} */
 
-/* The sentence explaining the last failed call on these options ("" if none). Valid until the
+/** The sentence explaining the last failed call on these options ("" if none). Valid until the
  * next call on them. */
 const char *weft_cert_options_last_error(const weft_cert_options *options);
 
-/* Builds the SSL_CTX now, for ROLE (WEFT_TLS_SERVER or WEFT_TLS_CLIENT), and freezes the
+/** Builds the SSL_CTX now, for ROLE (WEFT_TLS_SERVER or WEFT_TLS_CLIENT), and freezes the
  * options, so that configuration mistakes (no certificate for a server, a key that does not
  * match, an empty version range, unknown ciphers or groups) are reported here rather than on
  * the first connection. Listeners and connectors call it themselves. Calling it again for the
@@ -84,15 +92,18 @@ int weft_cert_options_prepare(weft_cert_options *options, weft_tls_role role);
 
 /* --- Identity ------------------------------------------------------------------------- */
 
-/* Sets the private key (EVP_PKEY *) and the certificate (X509 *). A key that does not match
+/** @{ */
+/** Sets the private key (EVP_PKEY *) and the certificate (X509 *). A key that does not match
  * the certificate is refused (WEFT_EKEYMISMATCH) by whichever setter comes second. */
 int weft_cert_options_set_private_key(weft_cert_options *options, void *pkey);
 int weft_cert_options_set_certificate(weft_cert_options *options, void *x509);
+/** @} */
 
-/* Appends an intermediate certificate sent after the leaf, in call order. */
+/** Appends an intermediate certificate sent after the leaf, in call order. */
 int weft_cert_options_add_chain_certificate(weft_cert_options *options, void *x509);
 
-/* Loads a PEM private key, or a PEM certificate chain (leaf first, then intermediates), from
+/** @{ */
+/** Loads a PEM private key, or a PEM certificate chain (leaf first, then intermediates), from
  * memory (PEM of LEN bytes) or from a file. Errors: WEFT_EPEM (unreadable or malformed; the
  * message names the file or OpenSSL's reason), WEFT_EKEYMISMATCH, WEFT_EFROZEN. */
 int weft_cert_options_load_private_key_pem(weft_cert_options *options, const char *pem,
@@ -101,54 +112,66 @@ int weft_cert_options_load_private_key_file(weft_cert_options *options, const ch
 int weft_cert_options_load_certificate_chain_pem(weft_cert_options *options, const char *pem,
                                                  size_t len);
 int weft_cert_options_load_certificate_chain_file(weft_cert_options *options, const char *path);
+/** @} */
 
 /* --- Verification --------------------------------------------------------------------- */
 
-/* Verify the peer (default on). Turning it off on a client accepts any server: an explicit
+/** Verify the peer (default on). Turning it off on a client accepts any server: an explicit
  * choice for tests and pinned setups, never a default. */
 int weft_cert_options_set_verify(weft_cert_options *options, int on);
 
-/* Servers: require the client to present a certificate that verifies (default off). Implies
+/** Servers: require the client to present a certificate that verifies (default off). Implies
  * verification. */
 int weft_cert_options_set_require_certificate(weft_cert_options *options, int on);
 
-/* Trust anchors. Adding any replaces the default (the system trust store, used by clients
+/** @{ */
+/** Trust anchors. Adding any replaces the default (the system trust store, used by clients
  * only when no CA was given). */
 int weft_cert_options_add_ca_certificate(weft_cert_options *options, void *x509);
 int weft_cert_options_load_ca_file(weft_cert_options *options, const char *path);
 int weft_cert_options_load_ca_dir(weft_cert_options *options, const char *path);
+/** @} */
 
-/* Maximum verification chain depth (default 9; 0..100). */
+/** Maximum verification chain depth (default 9; 0..100). */
 int weft_cert_options_set_verify_depth(weft_cert_options *options, int depth);
 
-/* Clients: the server's host name, sent as SNI when it is a DNS name (never for IP literals)
+/** Clients: the server's host name, sent as SNI when it is a DNS name (never for IP literals)
  * and matched against the certificate (DNS name, or IP address subjectAltName). A connection's
  * own server_name (weft_connect_ssl) takes precedence. */
 int weft_cert_options_set_server_name(weft_cert_options *options, const char *name);
 
 /* --- Protocol versions and algorithms --------------------------------------------------- */
 
-/* Inclusive range of TLS versions, WEFT_TLS1_2 or WEFT_TLS1_3 (default 1.2 to 1.3). An empty
+/** Inclusive range of TLS versions, WEFT_TLS1_2 or WEFT_TLS1_3 (default 1.2 to 1.3). An empty
  * range (MIN > MAX) or an unknown version is refused with WEFT_EINVAL. */
 int weft_cert_options_set_tls_versions(weft_cert_options *options, int min_version,
                                        int max_version);
 
-/* TLS 1.2 cipher list (OpenSSL syntax) and TLS 1.3 cipher suites. Unknown names are refused
+/** @{ */
+/** TLS 1.2 cipher list (OpenSSL syntax) and TLS 1.3 cipher suites. Unknown names are refused
  * with WEFT_EINVAL. The defaults allow only forward-secret AEAD ciphers. */
 int weft_cert_options_set_cipher_list(weft_cert_options *options, const char *ciphers);
 int weft_cert_options_set_ciphersuites(weft_cert_options *options, const char *suites);
+/** @} */
 
-/* Key-exchange groups, colon separated ("X25519:P-256"). Unknown names: WEFT_EINVAL. */
+/** Key-exchange groups, colon separated ("X25519:P-256"). Unknown names: WEFT_EINVAL. */
 int weft_cert_options_set_groups(weft_cert_options *options, const char *groups);
 
-/* Servers: the session cache (default on) and stateless session tickets (default on). */
+/** @{ */
+/** Servers: the session cache (default on) and stateless session tickets (default on). */
 int weft_cert_options_set_session_cache(weft_cert_options *options, int on);
 int weft_cert_options_set_session_tickets(weft_cert_options *options, int on);
+/** @} */
 
-/* Seconds a TLS handshake may take before the connection is cut (default 30; > 0), and seconds
- * lose_connection waits for the peer's close_notify (default 5; >= 0). */
+/** @{ */
+/** Seconds a TLS handshake may take before the connection is cut (default 30; > 0), and seconds
+ * lose_connection waits for the peer's close_notify (default 5; >= 0). On a server, the
+ * handshake time-out is what ends a client that connects and never completes its handshake
+ * (WEFT_EHANDSHAKETIMEOUT to handshake_failed); until then that connection holds a slot of the
+ * listener's connection limit (weft_listener_set_connection_limit). */
 int weft_cert_options_set_handshake_timeout(weft_cert_options *options, double seconds);
 int weft_cert_options_set_close_timeout(weft_cert_options *options, double seconds);
+/** @} */
 
 /* --- Next-protocol negotiation (ALPN and NPN) ------------------------------------------
  *
@@ -162,27 +185,28 @@ int weft_cert_options_set_close_timeout(weft_cert_options *options, double secon
  * policy of the selecting side (the server for ALPN, the client for NPN) decides.
  */
 
-/* Sets the list from COUNT NUL-terminated names. Each name must be 1 to 255 bytes and the
+/** Sets the list from COUNT NUL-terminated names. Each name must be 1 to 255 bytes and the
  * encoded list (each name prefixed by its length byte) at most 65535 bytes. COUNT 0 clears it.
  * Errors: WEFT_EINVAL (bad name or list too long; the message says which), WEFT_ENOTSUP
  * (non-empty list and this build supports neither mechanism), WEFT_EFROZEN, WEFT_ENOMEM. */
 int weft_cert_options_set_next_protocols(weft_cert_options *options, const char *const *names,
                                          size_t count);
 
-/* Same, from the wire form (length-prefixed names, as in the ALPN extension), for names that
+/** Same, from the wire form (length-prefixed names, as in the ALPN extension), for names that
  * may hold any byte. Same errors; a malformed encoding is WEFT_EINVAL. */
 int weft_cert_options_set_next_protocols_wire(weft_cert_options *options, const uint8_t *wire,
                                               size_t len);
 
-/* Restricts negotiation to a mask of WEFT_MECH_ALPN and WEFT_MECH_NPN (default: both, where
+/** Restricts negotiation to a mask of WEFT_MECH_ALPN and WEFT_MECH_NPN (default: both, where
  * available). 0 or unknown bits: WEFT_EINVAL. A mechanism this build lacks: WEFT_ENOTSUP. */
 int weft_cert_options_set_negotiation_mechanisms(weft_cert_options *options, unsigned mask);
 
-/* What to do when the lists do not overlap (default WEFT_NO_OVERLAP_FAIL). */
+/** What to do when the lists do not overlap (default WEFT_NO_OVERLAP_FAIL). */
 int weft_cert_options_set_no_overlap_policy(weft_cert_options *options,
                                             weft_no_overlap_policy policy);
 
-/* Servers: a callback that picks the ALPN protocol per connection, instead of the list order.
+/** @{ */
+/** Servers: a callback that picks the ALPN protocol per connection, instead of the list order.
  * OFFER is the client's list in wire form (OFFER_LEN bytes), SERVER_NAME the SNI name (or
  * NULL). Return the index (0-based) of the chosen protocol within the offer, -1 for "none"
  * (the no-overlap policy then applies), or -2 to fail the handshake with
@@ -193,48 +217,52 @@ typedef int (*weft_protocol_selector)(void *arg, const uint8_t *offer, size_t of
                                       const char *server_name);
 int weft_cert_options_set_protocol_selector(weft_cert_options *options,
                                             weft_protocol_selector selector, void *arg);
+/** @} */
 
 /* --- Keys and certificates, in memory ---------------------------------------------------- */
 
+/** The key types weft_key_generate makes. */
 typedef enum weft_key_type {
-  WEFT_KEY_EC_P256 = 0,
-  WEFT_KEY_ED25519 = 1,
-  WEFT_KEY_RSA = 2 /* BITS >= 2048 */
+  WEFT_KEY_EC_P256 = 0, /**< ECDSA on the NIST P-256 curve */
+  WEFT_KEY_ED25519 = 1, /**< Ed25519 */
+  WEFT_KEY_RSA = 2 /**< BITS >= 2048 */
 } weft_key_type;
 
-/* Generates a key pair. BITS is used for RSA only (0 means 2048; below 2048 is WEFT_EINVAL).
+/** Generates a key pair. BITS is used for RSA only (0 means 2048; below 2048 is WEFT_EINVAL).
  * Stores a new EVP_PKEY * in *OUT, owned by the caller (EVP_PKEY_free). */
 int weft_key_generate(weft_key_type type, int bits, void **out);
 
-/* What a generated certificate says. Zeroed fields take the defaults noted. */
+/** What a generated certificate says. Zeroed fields take the defaults noted. */
 typedef struct weft_cert_spec {
-  const char *common_name;          /* subject CN; NULL: none */
-  const char *organization;         /* subject O; NULL: none */
-  const char *const *dns_names;     /* subjectAltName DNS entries */
-  size_t dns_count;
-  const char *const *ip_addresses;  /* subjectAltName IP entries (IPv4 or IPv6 literals) */
-  size_t ip_count;
-  long not_before;                  /* seconds relative to now (may be negative); default 0
-                                       is "now minus 60 s" to absorb clock skew */
-  long not_after;                   /* seconds relative to now; 0: one year */
-  int is_ca;                        /* basicConstraints CA:TRUE, keyCertSign */
-  long serial;                      /* 0: random */
+  const char *common_name;          /**< subject CN; NULL: none */
+  const char *organization;         /**< subject O; NULL: none */
+  const char *const *dns_names;     /**< subjectAltName DNS entries */
+  size_t dns_count;                 /**< number of dns_names */
+  const char *const *ip_addresses;  /**< subjectAltName IP entries (IPv4 or IPv6 literals) */
+  size_t ip_count;                  /**< number of ip_addresses */
+  long not_before;                  /**< seconds relative to now (may be negative); default 0
+                                         is "now minus 60 s" to absorb clock skew */
+  long not_after;                   /**< seconds relative to now; 0: one year */
+  int is_ca;                        /**< basicConstraints CA:TRUE, keyCertSign */
+  long serial;                      /**< 0: random */
 } weft_cert_spec;
 
-/* Makes an X509 certificate for KEY (EVP_PKEY *) as SPEC says, signed by ISSUER_KEY with issuer
+/** Makes an X509 certificate for KEY (EVP_PKEY *) as SPEC says, signed by ISSUER_KEY with issuer
  * name from ISSUER_CERT (X509 *), or self-signed when both are NULL. Stores a new X509 * in
  * *OUT, owned by the caller (X509_free). Errors: WEFT_EINVAL (bad IP literal, only one of the
  * issuer pair given, issuer key that does not match its certificate), WEFT_ETLS, WEFT_ENOMEM. */
 int weft_cert_generate(const weft_cert_spec *spec, void *key, void *issuer_key,
                        void *issuer_cert, void **out);
 
-/* PEM in and out of memory. *_from_pem store a new object owned by the caller; *_to_pem store a
+/** @{ */
+/** PEM in and out of memory. *_from_pem store a new object owned by the caller; *_to_pem store a
  * malloc'd NUL-terminated PEM text (free with free()) and its length (LEN may be NULL).
  * Errors: WEFT_EINVAL, WEFT_EPEM, WEFT_ENOMEM. */
 int weft_key_from_pem(const char *pem, size_t len, void **out);
 int weft_cert_from_pem(const char *pem, size_t len, void **out);
 int weft_key_to_pem(void *key, char **out, size_t *len);
 int weft_cert_to_pem(void *x509, char **out, size_t *len);
+/** @} */
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,5 @@
-/* weft/transport.h: what a protocol uses to talk to the connection: write, pause, close, ask.
+/** @file
+ * weft/transport.h: what a protocol uses to talk to the connection: write, pause, close, ask.
  *
  * A transport belongs to the library. It is valid from build_protocol until connection_lost
  * returns; after that every pointer to it is dangling. All functions here must be called from
@@ -21,133 +22,159 @@
 extern "C" {
 #endif
 
+/** The reactor (see weft/reactor.h). */
 typedef struct weft_reactor weft_reactor;
+/** Certificate options (see weft/tls.h). */
 typedef struct weft_cert_options weft_cert_options;
 
-/* One buffer of a gathered write. */
+/** One buffer of a gathered write. */
 typedef struct weft_buf {
-  const void *base;
-  size_t len;
+  const void *base; /**< the first byte */
+  size_t len;       /**< the number of bytes */
 } weft_buf;
 
-/* Queues LEN bytes for sending; weft copies them, so DATA may be reused at once. Never blocks;
+/** Queues LEN bytes for sending; weft copies them, so DATA may be reused at once. Never blocks;
  * the bytes wait in the transport's output buffer (see weft_transport_pending_output).
  * Errors: WEFT_EINVAL (DATA NULL with LEN > 0), WEFT_ECLOSED (after lose_connection,
  * abort_connection, half_close or once the connection is lost), WEFT_ENOMEM. LEN 0 is a no-op. */
 int weft_transport_write(weft_transport *transport, const void *data, size_t len);
 
-/* Queues COUNT buffers as one write, in order; all or nothing. Errors as weft_transport_write. */
+/** Queues COUNT buffers as one write, in order; all or nothing. Errors as weft_transport_write. */
 int weft_transport_write_sequence(weft_transport *transport, const weft_buf *bufs, size_t count);
 
-/* Closes the connection gracefully: what was written is sent first; then for TCP a FIN is
+/** Closes the connection gracefully: what was written is sent first; then for TCP a FIN is
  * sent and input is read and discarded until the peer's FIN (so that closing with unread input
  * cannot make the kernel reset the connection and destroy data in flight), for at most 5 s;
  * for TLS a close_notify is sent once, and the peer's close_notify is awaited for at most the
- * close timeout (5 s by default); then the socket is closed and connection_lost follows, from the loop, with WEFT_OK
+ * close timeout (5 s by default); then the socket is closed and connection_lost follows, from the
+ * loop, with WEFT_OK
  * (also when the peer did not answer close_notify in time: everything written was delivered to
  * the kernel; the message says so), or the error that broke the connection while flushing.
  * Incoming data is discarded from now on. Further writes fail with WEFT_ECLOSED.
  * Calling it again, or after abort, returns 0 and does nothing. */
 int weft_transport_lose_connection(weft_transport *transport);
 
-/* Closes the connection at once, dropping pending output. connection_lost follows with
+/** Closes the connection at once, dropping pending output. connection_lost follows with
  * WEFT_EABORTED, from the reactor loop (not from inside this call). Calling it again returns 0. */
 int weft_transport_abort_connection(weft_transport *transport);
 
-/* Shuts down the write side once pending output is sent (TCP FIN); reading goes on. Further
+/** Shuts down the write side once pending output is sent (TCP FIN); reading goes on. Further
  * writes fail with WEFT_ECLOSED. TLS transports return WEFT_ENOTSUP: weft does not offer a TLS
  * half-close (close_notify ends the whole connection). */
 int weft_transport_half_close(weft_transport *transport);
 
-/* Stops / restarts delivering data_received. Data keeps arriving in the kernel's buffer, so a
+/** @{ */
+/** Stops / restarts delivering data_received. Data keeps arriving in the kernel's buffer, so a
  * paused peer is eventually slowed by TCP flow control. Idempotent. */
 int weft_transport_pause_reading(weft_transport *transport);
 int weft_transport_resume_reading(weft_transport *transport);
+/** @} */
 
-/* Bytes written but not yet handed to the kernel (for TLS: plaintext not yet encrypted and
+/** Bytes written but not yet handed to the kernel (for TLS: plaintext not yet encrypted and
  * sent). 0 for NULL. */
 size_t weft_transport_pending_output(weft_transport *transport);
 
-/* Sets the low-water mark for write_drained (default 0): when pending output falls to LOW
+/** Sets the low-water mark for write_drained (default 0): when pending output falls to LOW
  * bytes or fewer, after a write left it above, the protocol's write_drained is called. A
  * producer writes until pending output passes its own high mark, then waits for
  * write_drained. */
 int weft_transport_set_write_low_water(weft_transport *transport, size_t low);
 
-/* TCP_NODELAY on or off (weft turns it on for every connection by default). */
+/** Cuts the connection when pending output makes no progress for SECONDS: the socket took not
+ * one byte for that long, typically because the peer stopped reading and its window and the
+ * kernel buffers are full. connection_lost then follows with WEFT_ETIMEDOUT and the message
+ * "write timed out: the peer read nothing for N s". Any write that leaves the buffer restarts
+ * the clock; with nothing pending, an idle connection is never cut. It also bounds
+ * lose_connection's flush of pending output (the reason is then WEFT_ETIMEDOUT, not WEFT_OK).
+ * SECONDS 0 turns it off (the default, unless the listener set one: see
+ * weft_listener_set_write_timeout). Kept across weft_transport_start_tls; when it fires during
+ * the STARTTLS handshake, tls_started gets WEFT_ETIMEDOUT before connection_lost. Costs nothing
+ * per write: libevent's write event carries the time-out.
+ * Errors: WEFT_EINVAL (SECONDS negative, above 1e6 or not a number), WEFT_ECLOSED (after the
+ * connection was lost), WEFT_ENOMEM. */
+int weft_transport_set_write_timeout(weft_transport *transport, double seconds);
+
+/** TCP_NODELAY on or off (weft turns it on for every connection by default). */
 int weft_transport_set_nodelay(weft_transport *transport, int on);
 
-/* SO_KEEPALIVE on or off; with IDLE_SECONDS > 0 also the idle time before the first probe. */
+/** SO_KEEPALIVE on or off; with IDLE_SECONDS > 0 also the idle time before the first probe. */
 int weft_transport_set_keepalive(weft_transport *transport, int on, int idle_seconds);
 
-/* Copies the peer's (remote) or the host's (local) address into *ADDR (which must hold
+/** @{ */
+/** Copies the peer's (remote) or the host's (local) address into *ADDR (which must hold
  * *LEN bytes; a struct sockaddr_storage always fits) and sets *LEN to the address length.
  * Errors: WEFT_EINVAL. */
 int weft_transport_peer_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len);
 int weft_transport_host_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len);
+/** @} */
 
-/* Formats ADDR as "1.2.3.4:80" or "[::1]:80" into BUF (at most SIZE bytes, always terminated
+/** Formats ADDR as "1.2.3.4:80" or "[::1]:80" into BUF (at most SIZE bytes, always terminated
  * when SIZE > 0). Returns BUF, or "?" for an unknown family. Any thread. */
 const char *weft_address_format(const struct sockaddr *addr, char *buf, size_t size);
 
-/* The reactor this transport belongs to. */
+/** The reactor this transport belongs to. */
 weft_reactor *weft_transport_reactor(weft_transport *transport);
 
-/* The protocol attached to this transport (NULL before build_protocol returned). */
+/** The protocol attached to this transport (NULL before build_protocol returned). */
 weft_protocol *weft_transport_protocol(weft_transport *transport);
 
-/* 1 if the transport is TLS (from the start, or after start_tls completed), else 0. */
+/** 1 if the transport is TLS (from the start, or after start_tls completed), else 0. */
 int weft_transport_is_tls(weft_transport *transport);
 
 /* --- Next-protocol negotiation (see weft/tls.h for how it is configured) ------------------ */
 
-/* Which mechanism produced the negotiated protocol. */
+/** Which mechanism produced the negotiated protocol. */
 typedef enum weft_negotiation_mechanism {
-  WEFT_NEGOTIATED_NONE = 0, /* nothing negotiated (plain TCP, empty list, no overlap) */
-  WEFT_NEGOTIATED_ALPN = 1,
-  WEFT_NEGOTIATED_NPN = 2
+  WEFT_NEGOTIATED_NONE = 0, /**< nothing negotiated (plain TCP, empty list, no overlap) */
+  WEFT_NEGOTIATED_ALPN = 1, /**< negotiated by ALPN */
+  WEFT_NEGOTIATED_NPN = 2   /**< negotiated by NPN (TLS 1.2 and lower) */
 } weft_negotiation_mechanism;
 
-/* The protocol negotiated by ALPN or NPN: its bytes (not NUL-terminated) and, if LEN is not
+/** The protocol negotiated by ALPN or NPN: its bytes (not NUL-terminated) and, if LEN is not
  * NULL, its length in *LEN. NULL (and *LEN 0) when nothing was negotiated. Final by
  * connection_made (or tls_started after STARTTLS) and still readable in connection_lost. When
  * both mechanisms ran, the ALPN result is reported. */
 const uint8_t *weft_transport_next_protocol(weft_transport *transport, size_t *len);
 
-/* Which mechanism produced weft_transport_next_protocol's result. */
+/** Which mechanism produced weft_transport_next_protocol's result. */
 weft_negotiation_mechanism weft_transport_negotiation_mechanism(weft_transport *transport);
 
 /* --- TLS details ---------------------------------------------------------------------- */
 
-/* "TLSv1.2", "TLSv1.3", ... or NULL when not TLS. Static string. */
+/** "TLSv1.2", "TLSv1.3", ... or NULL when not TLS. Static string. */
 const char *weft_transport_tls_version(weft_transport *transport);
 
-/* The cipher in use, e.g. "TLS_AES_256_GCM_SHA384", or NULL when not TLS. Static string. */
+/** The cipher in use, e.g.\ "TLS_AES_256_GCM_SHA384", or NULL when not TLS. Static string. */
 const char *weft_transport_tls_cipher(weft_transport *transport);
 
-/* 1 if the TLS session was resumed, 0 if not or not TLS. */
+/** 1 if the TLS session was resumed, 0 if not or not TLS. */
 int weft_transport_tls_session_reused(weft_transport *transport);
 
-/* The peer's certificate (X509 *), or NULL if none or not TLS. Borrowed: valid while the
+/** The peer's certificate (X509 *), or NULL if none or not TLS. Borrowed: valid while the
  * transport is; call X509_up_ref to keep it. Declared as void * to keep OpenSSL headers out of
  * this one; cast to X509 *. */
 void *weft_transport_peer_certificate(weft_transport *transport);
 
-/* Writes the peer certificate's subject or issuer (one line, OpenSSL's RFC 2253 form) or its
+/** @{ */
+/** Writes the peer certificate's subject or issuer (one line, OpenSSL's RFC 2253 form) or its
  * SHA-256 fingerprint (hex with colons) into BUF of SIZE bytes. Errors: WEFT_EINVAL,
  * WEFT_ENOTTLS, WEFT_ENOPEERCERT, WEFT_ENOMEM (BUF too small). */
 int weft_transport_peer_subject(weft_transport *transport, char *buf, size_t size);
 int weft_transport_peer_issuer(weft_transport *transport, char *buf, size_t size);
 int weft_transport_peer_fingerprint(weft_transport *transport, char *buf, size_t size);
+/** @} */
 
-/* The SSL * of the connection for advanced use (NULL if not TLS). Borrowed. Changing its
+/** The SSL * of the connection for advanced use (NULL if not TLS). Borrowed. Changing its
  * configuration after the handshake is at the user's risk. */
 void *weft_transport_ssl(weft_transport *transport);
 
-/* Which side of a TLS handshake this end plays in weft_transport_start_tls. */
-typedef enum weft_tls_role { WEFT_TLS_CLIENT = 0, WEFT_TLS_SERVER = 1 } weft_tls_role;
+/** Which side of a TLS handshake this end plays in weft_transport_start_tls. */
+typedef enum weft_tls_role {
+  WEFT_TLS_CLIENT = 0, /**< the TLS client: starts the handshake, sends SNI, verifies the server */
+  WEFT_TLS_SERVER = 1  /**< the TLS server: answers the handshake with its certificate */
+} weft_tls_role;
 
-/* STARTTLS: upgrades this live TCP connection to TLS in place with OPTIONS, in ROLE. Output
+/** STARTTLS: upgrades this live TCP connection to TLS in place with OPTIONS, in ROLE. Output
  * already written is sent in clear first; bytes read after this call are TLS. The protocol keeps
  * its transport; when the handshake ends, its tls_started callback runs (0 on success). For a
  * client, SERVER_NAME (may be NULL) is the SNI and verification name.

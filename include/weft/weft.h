@@ -1,4 +1,5 @@
-/* weft/weft.h: includes every public weft header. */
+/** @file
+ * weft/weft.h: includes every public weft header. */
 #ifndef WEFT_WEFT_H
 #define WEFT_WEFT_H
 

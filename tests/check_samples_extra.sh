@@ -95,6 +95,30 @@ ticks=$(grep -c '^app tick [0-9][0-9]*$' "$tmp/embedded.out")
 [ "$ticks" -ge 3 ] || fail "embedded-loop printed $ticks 'app tick' lines, want at least 3"
 pass "embedded-loop: echo: ping, $ticks ticks, exit 0"
 
+# --- reconnecting-client -------------------------------------------------------------------------
+
+# Against a server: it connects (and would reconnect); stop it once it said so.
+start echo-server --listen 127.0.0.1:0
+echo_pid=$pid
+"$samples/reconnecting-client" --connect "127.0.0.1:$port" >"$tmp/reconnect.out" \
+  2>"$tmp/reconnect.err" &
+rc_pid=$!
+pids="$pids $rc_pid"
+wait_for "$tmp/reconnect.out" '^connected' "$rc_pid"
+kill "$rc_pid" 2>/dev/null
+wait "$rc_pid" 2>/dev/null
+stop "$echo_pid" echo-server
+# Against a closed port: one retry after the back-off, then it gives up with status 1.
+timeout 20 "$samples/reconnecting-client" --connect "127.0.0.1:$port" --max-retries 1 \
+  >"$tmp/giveup.out" 2>"$tmp/giveup.err"
+status=$?
+[ "$status" -eq 1 ] || fail "reconnecting-client exited $status against a closed port, want 1"
+grep -q '^retrying in [0-9.]* s' "$tmp/giveup.out" "$tmp/giveup.err" ||
+  fail "reconnecting-client printed no 'retrying in' line"
+grep -q '^giving up: .*refused' "$tmp/giveup.out" "$tmp/giveup.err" ||
+  fail "reconnecting-client printed no 'giving up: ... refused' line"
+pass "reconnecting-client: connected; against a closed port retried once and gave up"
+
 # --- starttls-line ------------------------------------------------------------------------------
 
 start starttls-line --listen 127.0.0.1:0 --write-cert "$tmp/server.pem"

@@ -520,7 +520,6 @@ typedef struct stop_state {
   atomic_int round;     /* the round the stoppers should act in (-1: quit) */
   atomic_int acted;     /* stoppers that acted in the current round */
   atomic_int calls_run; /* call_from_thread calls that ran */
-  int posted;           /* written by stoppers before acting; read after joins */
   atomic_int post_errors, stop_errors;
 } stop_state;
 

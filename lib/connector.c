@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "alloc-internal.h"
 #include "transport-internal.h"
 
 #define WEFT__MAX_ADDRS 16
@@ -68,9 +69,9 @@ static void connector_free(weft_connector *c) {
     close(c->fd);
   if (c->options)
     weft_cert_options_unref(c->options);
-  free(c->host);
-  free(c->server_name);
-  free(c);
+  weft__free(c->host);
+  weft__free(c->server_name);
+  weft__free(c);
 }
 
 static void on_fail_event(evutil_socket_t fd, short what, void *arg) {
@@ -283,7 +284,7 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
   if (timeout <= 0 || timeout > 1e6)
     timeout = WEFT__DEFAULT_CONNECT_TIMEOUT;
 
-  weft_connector *c = calloc(1, sizeof *c);
+  weft_connector *c = weft__calloc(1, sizeof *c);
   if (!c)
     return WEFT_ENOMEM;
   c->reactor = reactor;
@@ -297,8 +298,8 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
     c->bind_addr = bind_ss;
     c->bind_len = bind_len;
   }
-  c->host = strdup(host);
-  c->server_name = server_name ? strdup(server_name) : NULL;
+  c->host = weft__strdup(host);
+  c->server_name = server_name ? weft__strdup(server_name) : NULL;
   c->timer = evtimer_new(reactor->base, on_timeout, c);
   c->fail_event = event_new(reactor->base, -1, 0, on_fail_event, c);
   c->step_event = event_new(reactor->base, -1, 0, on_step, c);

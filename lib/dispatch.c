@@ -7,6 +7,8 @@
 #include <weft/protocol.h>
 #include <weft/transport.h>
 
+#include "alloc-internal.h"
+
 typedef struct dispatch_route {
   char *protocol;
   size_t len;
@@ -55,9 +57,9 @@ void weft_dispatch_factory_free(weft_factory *factory) {
   if (!d)
     return;
   for (size_t i = 0; i < d->count; i++)
-    free(d->routes[i].protocol);
-  free(d->routes);
-  free(d);
+    weft__free(d->routes[i].protocol);
+  weft__free(d->routes);
+  weft__free(d);
 }
 
 int weft_dispatch_factory_new(const weft_dispatch_entry *entries, size_t count,
@@ -71,13 +73,13 @@ int weft_dispatch_factory_new(const weft_dispatch_entry *entries, size_t count,
     if (!entries[i].protocol || !*entries[i].protocol || !entries[i].factory ||
         !entries[i].factory->build_protocol)
       return WEFT_EINVAL;
-  dispatch_factory *d = calloc(1, sizeof *d);
-  if (!d || (count > 0 && !(d->routes = calloc(count, sizeof *d->routes)))) {
-    free(d);
+  dispatch_factory *d = weft__calloc(1, sizeof *d);
+  if (!d || (count > 0 && !(d->routes = weft__calloc(count, sizeof *d->routes)))) {
+    weft__free(d);
     return WEFT_ENOMEM;
   }
   for (size_t i = 0; i < count; i++) {
-    d->routes[i].protocol = strdup(entries[i].protocol);
+    d->routes[i].protocol = weft__strdup(entries[i].protocol);
     if (!d->routes[i].protocol) {
       d->count = i;
       weft_dispatch_factory_free(&d->base);

@@ -10,6 +10,7 @@
 
 #include <event2/listener.h>
 
+#include "alloc-internal.h"
 #include "transport-internal.h"
 
 struct weft_listener {
@@ -95,7 +96,7 @@ static void listener_free(weft_listener *l) {
     event_free(l->backoff);
   if (l->options)
     weft_cert_options_unref(l->options);
-  free(l);
+  weft__free(l);
 }
 
 static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int backlog, int *out) {
@@ -133,7 +134,7 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
     if (rc != 0)
       return rc;
   }
-  weft_listener *l = calloc(1, sizeof *l);
+  weft_listener *l = weft__calloc(1, sizeof *l);
   if (!l)
     return WEFT_ENOMEM;
   l->reactor = reactor;

@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "alloc-internal.h"
 #include "tls-internal.h"
 
 #if defined(HAVE_SSL_CTX_SET_ALPN_SELECT_CB) && !defined(WEFT_DISABLE_ALPN)
@@ -145,7 +146,7 @@ int weft__nego_encode(const char *const *names, size_t count, uint8_t **wire, si
       return WEFT_EINVAL;
     }
   }
-  uint8_t *buf = malloc(total);
+  uint8_t *buf = weft__malloc(total);
   if (buf == NULL) {
     weft__reason_set(err, WEFT_ENOMEM, "out of memory encoding the protocol list");
     return WEFT_ENOMEM;

@@ -14,6 +14,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include "alloc-internal.h"
 #include "reactor-internal.h"
 #include "transport-internal.h"
 
@@ -55,7 +56,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg) {
   while (call) {
     weft__thread_call *next = call->next;
     call->fn(call->arg);
-    free(call);
+    weft__free(call);
     call = next;
   }
   if (atomic_load(&r->stop_requested))
@@ -99,14 +100,14 @@ static void reactor_release(weft_reactor *r) {
   pthread_mutex_destroy(&r->queue_lock);
   if (r->owns_base && r->base)
     event_base_free(r->base);
-  free(r);
+  weft__free(r);
 }
 
 int weft_reactor_new(weft_reactor **out) {
   if (!out)
     return WEFT_EINVAL;
   *out = NULL;
-  weft_reactor *r = calloc(1, sizeof *r);
+  weft_reactor *r = weft__calloc(1, sizeof *r);
   if (!r)
     return WEFT_ENOMEM;
   /* Precise timers: libevent's default coarse clock can fire a delayed call 4 ms early. */
@@ -118,7 +119,7 @@ int weft_reactor_new(weft_reactor **out) {
     event_config_free(cfg);
   }
   if (!base) {
-    free(r);
+    weft__free(r);
     return WEFT_ENOMEM;
   }
   int rc = reactor_init(r, base, 1);
@@ -136,7 +137,7 @@ int weft_reactor_new_with_base(struct event_base *base, weft_reactor **out) {
   *out = NULL;
   if (!base)
     return WEFT_EINVAL;
-  weft_reactor *r = calloc(1, sizeof *r);
+  weft_reactor *r = weft__calloc(1, sizeof *r);
   if (!r)
     return WEFT_ENOMEM;
   int rc = reactor_init(r, base, 0);
@@ -253,7 +254,7 @@ void weft_reactor_free(weft_reactor *reactor) {
     event_free(call->event);
     weft_callback on_drop = call->on_drop;
     void *arg = call->arg;
-    free(call);
+    weft__free(call);
     if (on_drop)
       on_drop(arg);
   }
@@ -267,7 +268,7 @@ void weft_reactor_free(weft_reactor *reactor) {
   pthread_mutex_unlock(&reactor->queue_lock);
   while (q) {
     weft__thread_call *next = q->next;
-    free(q);
+    weft__free(q);
     q = next;
   }
   /* Freed bufferevents finish in a deferred callback (libevent holds a reference until its
@@ -295,7 +296,7 @@ static void on_delayed(evutil_socket_t fd, short what, void *arg) {
   void *fn_arg = call->arg;
   TAILQ_REMOVE(&call->reactor->delayed, call, link);
   event_free(call->event);
-  free(call);
+  weft__free(call);
   fn(fn_arg);
 }
 
@@ -311,7 +312,7 @@ int weft__reactor_call_later_full(weft_reactor *reactor, double seconds, weft_ca
     *out = NULL;
   if (!reactor || !fn || seconds_to_tv(seconds, &tv) != 0)
     return WEFT_EINVAL;
-  weft_delayed_call *call = calloc(1, sizeof *call);
+  weft_delayed_call *call = weft__calloc(1, sizeof *call);
   if (!call)
     return WEFT_ENOMEM;
   call->reactor = reactor;
@@ -324,7 +325,7 @@ int weft__reactor_call_later_full(weft_reactor *reactor, double seconds, weft_ca
   if (!call->event || evtimer_add(call->event, &tv) != 0) {
     if (call->event)
       event_free(call->event);
-    free(call);
+    weft__free(call);
     return WEFT_ENOMEM;
   }
   TAILQ_INSERT_TAIL(&reactor->delayed, call, link);
@@ -338,7 +339,7 @@ int weft_delayed_call_cancel(weft_delayed_call *call) {
     return WEFT_EINVAL;
   TAILQ_REMOVE(&call->reactor->delayed, call, link);
   event_free(call->event);
-  free(call);
+  weft__free(call);
   return 0;
 }
 
@@ -355,7 +356,7 @@ int weft_delayed_call_reset(weft_delayed_call *call, double seconds) {
 int weft_reactor_call_from_thread(weft_reactor *reactor, weft_callback fn, void *arg) {
   if (!reactor || !fn)
     return WEFT_EINVAL;
-  weft__thread_call *call = malloc(sizeof *call);
+  weft__thread_call *call = weft__malloc(sizeof *call);
   if (!call)
     return WEFT_ENOMEM;
   call->fn = fn;
@@ -390,7 +391,7 @@ int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
   if (!reactor || !servers || !*servers)
     return WEFT_EINVAL;
   /* Check the whole list before touching the resolver, so a bad list changes nothing. */
-  char *copy = strdup(servers);
+  char *copy = weft__strdup(servers);
   if (!copy)
     return WEFT_ENOMEM;
   int count = 0;
@@ -400,12 +401,12 @@ int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
     struct sockaddr_storage ss;
     int len = (int)sizeof ss;
     if (*tok && evutil_parse_sockaddr_port(tok, (struct sockaddr *)&ss, &len) != 0) {
-      free(copy);
+      weft__free(copy);
       return WEFT_EINVAL;
     }
     count += *tok != '\0';
   }
-  free(copy);
+  weft__free(copy);
   if (count == 0)
     return WEFT_EINVAL;
   if (!reactor->dns) {
@@ -416,7 +417,7 @@ int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
   } else {
     evdns_base_clear_nameservers_and_suspend(reactor->dns);
   }
-  copy = strdup(servers);
+  copy = weft__strdup(servers);
   if (!copy)
     return WEFT_ENOMEM;
   int rc = 0;
@@ -426,7 +427,7 @@ int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
     if (*tok && evdns_base_nameserver_ip_add(reactor->dns, tok) != 0)
       rc = WEFT_EINVAL;
   }
-  free(copy);
+  weft__free(copy);
   evdns_base_resume(reactor->dns);
   return rc;
 }

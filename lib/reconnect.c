@@ -19,6 +19,7 @@
 
 #include <event2/event.h>
 
+#include "alloc-internal.h"
 #include "reactor-internal.h"
 
 #include <weft/endpoint.h>
@@ -85,10 +86,10 @@ static int options_valid(const weft_reconnect_options *o) {
 
 static void rc_destroy(weft_reconnector *rc) {
   weft_cert_options_unref(rc->cert_options);
-  free(rc->host);
-  free(rc->server_name);
-  free(rc->bind_address);
-  free(rc);
+  weft__free(rc->host);
+  weft__free(rc->server_name);
+  weft__free(rc->bind_address);
+  weft__free(rc);
 }
 
 /* Every call into user code that might free the reconnector is bracketed by depth++ and
@@ -262,7 +263,7 @@ static void fwd_lost(weft_protocol *p, weft_transport *t, const weft_reason *rea
     rc->depth++;
   if (a->user_ops && a->user_ops->connection_lost)
     a->user_ops->connection_lost(p, t, reason);
-  free(a); /* detached by a free above, or still rc->attempt */
+  weft__free(a); /* detached by a free above, or still rc->attempt */
   if (!rc || rc_leave(rc))
     return;
   rc->attempt = NULL;
@@ -284,7 +285,7 @@ static weft_protocol *attempt_build(weft_factory *factory, weft_transport *trans
   weft_reconnector *rc = a->rc;
   a->connector = NULL; /* invalid from now on */
   if (!rc) { /* stopped meanwhile: refuse quietly */
-    free(a);
+    weft__free(a);
     return NULL;
   }
   a->building = 1;
@@ -296,7 +297,7 @@ static weft_protocol *attempt_build(weft_factory *factory, weft_transport *trans
     /* Refused: the connection closes quietly (protocol.h rule 1) and counts as a failure. */
     if (!gone)
       rc->attempt = NULL;
-    free(a);
+    weft__free(a);
     if (!gone) {
       char msg[160];
       snprintf(msg, sizeof msg, "%s port %d: %s", rc->host, rc->port,
@@ -316,7 +317,7 @@ static weft_protocol *attempt_build(weft_factory *factory, weft_transport *trans
 static void attempt_connection_failed(weft_factory *factory, const weft_reason *reason) {
   struct attempt *a = ATTEMPT_OF(factory, factory);
   weft_reconnector *rc = a->rc;
-  free(a);
+  weft__free(a);
   if (!rc) /* cancelled by stop or free: nobody is told (reconnect.h rule 4) */
     return;
   rc->attempt = NULL;
@@ -325,7 +326,7 @@ static void attempt_connection_failed(weft_factory *factory, const weft_reason *
 
 /* Starts the next attempt. Returns 0 or the error of weft_connect_* (nothing started then). */
 static int start_attempt(weft_reconnector *rc) {
-  struct attempt *a = calloc(1, sizeof *a);
+  struct attempt *a = weft__calloc(1, sizeof *a);
   if (!a)
     return WEFT_ENOMEM;
   a->factory.build_protocol = attempt_build;
@@ -341,7 +342,7 @@ static int start_attempt(weft_reconnector *rc) {
     err = weft_connect_tcp(rc->reactor, rc->host, rc->port, &a->factory,
                            rc->opts.connect_timeout, rc->bind_address, &a->connector);
   if (err != 0) {
-    free(a);
+    weft__free(a);
     return err;
   }
   rc->attempt = a;
@@ -377,7 +378,7 @@ int weft_reconnect_start(weft_reactor *reactor, const char *host, int port,
   if (!reactor || !host || !*host || !factory || !factory->build_protocol || !out ||
       port < 1 || port > 65535 || (server_name && !cert_options) || !options_valid(options))
     return WEFT_EINVAL;
-  weft_reconnector *rc = calloc(1, sizeof *rc);
+  weft_reconnector *rc = weft__calloc(1, sizeof *rc);
   if (!rc)
     return WEFT_ENOMEM;
   rc->reactor = reactor;
@@ -386,9 +387,9 @@ int weft_reconnect_start(weft_reactor *reactor, const char *host, int port,
   rc->opts = *options;
   rc->opts.bind_address = NULL; /* the copy below is used */
   rc->delay = options->initial_delay;
-  rc->host = strdup(host);
-  rc->server_name = server_name ? strdup(server_name) : NULL;
-  rc->bind_address = options->bind_address ? strdup(options->bind_address) : NULL;
+  rc->host = weft__strdup(host);
+  rc->server_name = server_name ? weft__strdup(server_name) : NULL;
+  rc->bind_address = options->bind_address ? weft__strdup(options->bind_address) : NULL;
   if (cert_options)
     rc->cert_options = weft_cert_options_ref(cert_options);
   if (!rc->host || (server_name && !rc->server_name) ||

@@ -23,6 +23,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "alloc-internal.h"
 #include "tls-internal.h"
 
 /* TLS 1.2: forward-secret AEAD only. TLS 1.3 suites are all AEAD and forward secret. */
@@ -110,7 +111,7 @@ int weft_cert_options_new(weft_cert_options **out) {
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
-  weft_cert_options *o = calloc(1, sizeof *o);
+  weft_cert_options *o = weft__calloc(1, sizeof *o);
   if (o == NULL)
     return WEFT_ENOMEM;
   o->lock = CRYPTO_THREAD_lock_new();
@@ -120,7 +121,7 @@ int weft_cert_options_new(weft_cert_options **out) {
     CRYPTO_THREAD_lock_free(o->lock);
     sk_X509_free(o->chain);
     sk_X509_free(o->cas);
-    free(o);
+    weft__free(o);
     ERR_clear_error();
     return WEFT_ENOMEM;
   }
@@ -157,15 +158,15 @@ void weft_cert_options_unref(weft_cert_options *options) {
   sk_X509_pop_free(options->chain, X509_free);
   sk_X509_pop_free(options->cas, X509_free);
   for (size_t i = 0; i < options->ca_dir_count; i++)
-    free(options->ca_dirs[i]);
-  free(options->ca_dirs);
-  free(options->server_name);
-  free(options->cipher_list);
-  free(options->ciphersuites);
-  free(options->groups);
-  free(options->nego.wire);
+    weft__free(options->ca_dirs[i]);
+  weft__free(options->ca_dirs);
+  weft__free(options->server_name);
+  weft__free(options->cipher_list);
+  weft__free(options->ciphersuites);
+  weft__free(options->groups);
+  weft__free(options->nego.wire);
   CRYPTO_THREAD_lock_free(options->lock);
-  free(options);
+  weft__free(options);
 }
 
 const char *weft_cert_options_last_error(const weft_cert_options *options) {
@@ -187,9 +188,9 @@ const char *weft__tls_options_server_name(const weft_cert_options *options) {
 /* Replaces *SLOT with a copy of VALUE (NULL clears). */
 static int set_string(weft_cert_options *o, char **slot, const char *value) {
   char *copy = NULL;
-  if (value != NULL && (copy = strdup(value)) == NULL)
+  if (value != NULL && (copy = weft__strdup(value)) == NULL)
     return fail(o, WEFT_ENOMEM, "out of memory");
-  free(*slot);
+  weft__free(*slot);
   *slot = copy;
   return 0;
 }
@@ -412,11 +413,11 @@ int weft_cert_options_load_ca_dir(weft_cert_options *options, const char *path) 
                 strerror(errno));
   if (!S_ISDIR(st.st_mode))
     return fail(options, WEFT_EPEM, "the CA directory '%s' is not a directory", path);
-  char **dirs = realloc(options->ca_dirs, (options->ca_dir_count + 1) * sizeof *dirs);
+  char **dirs = weft__realloc(options->ca_dirs, (options->ca_dir_count + 1) * sizeof *dirs);
   if (dirs == NULL)
     return fail(options, WEFT_ENOMEM, "out of memory");
   options->ca_dirs = dirs;
-  if ((dirs[options->ca_dir_count] = strdup(path)) == NULL)
+  if ((dirs[options->ca_dir_count] = weft__strdup(path)) == NULL)
     return fail(options, WEFT_ENOMEM, "out of memory");
   options->ca_dir_count++;
   return 0;
@@ -597,7 +598,7 @@ static int no_mechanism(weft_cert_options *o) {
 }
 
 static int set_wire(weft_cert_options *o, uint8_t *wire, size_t len) {
-  free(o->nego.wire);
+  weft__free(o->nego.wire);
   o->nego.wire = wire;
   o->nego.wire_len = len;
   return 0;
@@ -628,7 +629,7 @@ int weft_cert_options_set_next_protocols_wire(weft_cert_options *options, const 
     return fail(options, rc, "%s", err.msg);
   uint8_t *copy = NULL;
   if (len > 0) {
-    if ((copy = malloc(len)) == NULL)
+    if ((copy = weft__malloc(len)) == NULL)
       return fail(options, WEFT_ENOMEM, "out of memory");
     memcpy(copy, wire, len);
   }

@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "alloc-internal.h"
 #include "transport-internal.h"
 
 /* STARTTLS: ciphertext the socket bufferevent under a TLS filter may hold (see start_tls). */
@@ -59,8 +60,8 @@ static void transport_free(weft_transport *t) {
     close(t->fd);
   if (t->tls.options)
     weft_cert_options_unref(t->tls.options);
-  free(t->server_name);
-  free(t);
+  weft__free(t->server_name);
+  weft__free(t);
   /* Last, once the transport is gone: this may resume accepting (connection limit). */
   if (listener)
     weft__listener_connection_closed(listener);
@@ -445,7 +446,7 @@ static int setup_tls(weft_transport *t, weft_cert_options *options, weft_tls_rol
   t->tls.alert_received = t->tls.alert_sent = -1;
   t->tls.role = role;
   t->tls.options = weft_cert_options_ref(options);
-  if (server_name && !(t->server_name = strdup(server_name)))
+  if (server_name && !(t->server_name = weft__strdup(server_name)))
     return WEFT_ENOMEM;
   t->tls.server_name = t->server_name;
   return weft__tls_new_ssl(options, role, t->server_name, &t->tls, &t->ssl, &t->reason);
@@ -456,7 +457,7 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
                            weft_tls_role role, const char *server_name,
                            struct weft_connector *connector, struct weft_listener *listener,
                            double write_timeout) {
-  weft_transport *t = calloc(1, sizeof *t);
+  weft_transport *t = weft__calloc(1, sizeof *t);
   if (!t) {
     close(fd);
     return WEFT_ENOMEM;
@@ -899,7 +900,7 @@ int weft_transport_start_tls(weft_transport *transport, weft_cert_options *optio
   if (rc != 0) {
     weft_cert_options_unref(t->tls.options);
     t->tls.options = NULL;
-    free(t->server_name);
+    weft__free(t->server_name);
     t->server_name = NULL;
     return rc;
   }

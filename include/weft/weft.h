@@ -10,5 +10,6 @@
 #include <weft/endpoint.h>
 #include <weft/tls.h>
 #include <weft/reconnect.h>
+#include <weft/alloc.h>
 
 #endif /* WEFT_WEFT_H */

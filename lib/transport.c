@@ -551,8 +551,17 @@ int weft__transport_accept(weft_reactor *reactor, struct weft_listener *listener
                            evutil_socket_t fd, const struct sockaddr *peer, socklen_t peer_len,
                            weft_factory *factory, weft_cert_options *options,
                            double write_timeout) {
-  return transport_start(reactor, fd, peer, peer_len, factory, options, WEFT_TLS_SERVER, NULL,
-                         NULL, listener, write_timeout);
+  int rc = transport_start(reactor, fd, peer, peer_len, factory, options, WEFT_TLS_SERVER, NULL,
+                           NULL, listener, write_timeout);
+  /* The descriptor is closed already. Nobody else hears of this connection: tell the factory,
+   * from the loop (we are in the listener's accept callback). */
+  if (rc != 0 && factory->handshake_failed) {
+    weft__reason_buf reason;
+    weft__reason_set(&reason, rc, "could not set up an accepted connection: %s",
+                     weft_strerror(rc));
+    factory->handshake_failed(factory, peer, &reason.reason);
+  }
+  return rc;
 }
 
 void weft__transport_forget_listener(weft_reactor *reactor, struct weft_listener *listener) {

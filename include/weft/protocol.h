@@ -91,7 +91,9 @@ struct weft_factory {
   /** Client factories: the connection attempt failed for REASON. Called exactly once per failed
    * attempt, never after connection_made. May be NULL. */
   void (*connection_failed)(weft_factory *factory, const weft_reason *reason);
-  /** Server factories with TLS: a handshake with PEER failed for REASON. May be NULL. */
+  /** Server factories: a connection from PEER ended before build_protocol. With TLS, its
+   * handshake failed for REASON; with TLS or TCP, the accepted connection could not be set up
+   * (REASON->code WEFT_ENOMEM: memory ran out, the connection was closed). May be NULL. */
   void (*handshake_failed)(weft_factory *factory, const struct sockaddr *peer,
                            const weft_reason *reason);
   void *data; /**< free for the user */

@@ -16,6 +16,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
@@ -32,6 +33,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg);
 static void become_ready(weft_transport *t);
 static int send_close_notify(weft_transport *t);
 static void deliver_input(weft_transport *t);
+static void check_read_ahead(weft_transport *t);
 
 /* --- ending a connection ------------------------------------------------------------------ */
 
@@ -195,6 +197,7 @@ static void handshake_complete(weft_transport *t) {
    * further read event may come for them: deliver them now, after connection_made /
    * tls_started. */
   deliver_input(t);
+  check_read_ahead(t);
 }
 
 /* The reason is set: tell a STARTTLS protocol its upgrade failed, then close. */
@@ -309,6 +312,18 @@ static void deliver_input(weft_transport *t) {
     struct evbuffer_iovec v;
     if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
       break;
+    if (t->ssl) {
+      /* A TLS transport can never be upgraded again (start_tls says WEFT_EBUSY), so the
+       * piece is handed over where it lies and drained afterwards: no copy, no allocation. */
+      size_t len = v.iov_len;
+      t->in_callback++;
+      if (t->protocol->ops->data_received)
+        t->protocol->ops->data_received(t->protocol, t, v.iov_base, len);
+      t->in_callback--;
+      if (t->bev == bev)
+        evbuffer_drain(in, len);
+      continue;
+    }
     if (!piece && !(piece = evbuffer_new()))
       break; /* out of memory: the bytes stay buffered until the next read event */
     if (evbuffer_remove_buffer(in, piece, v.iov_len) != (int)v.iov_len ||
@@ -328,9 +343,21 @@ static void deliver_input(weft_transport *t) {
     evbuffer_drain(in, evbuffer_get_length(in));
 }
 
+/* Read-ahead (set on TLS sockets, see transport_start) lets OpenSSL take several records in
+ * one read(2). libevent 2.1.12's bufferevent_openssl stops once SSL_pending() is 0, which
+ * counts only the rest of the record being returned: whole records read ahead would wait in
+ * OpenSSL's buffer for a readable event that may never come. SSL_has_pending() sees them; run
+ * the bufferevent's read callback again, from the loop, to take them. */
+static void check_read_ahead(weft_transport *t) {
+  if (t->ssl && !t->starttls && t->state == WEFT__T_OPEN && !t->read_paused &&
+      t->bev && SSL_has_pending(t->ssl))
+    event_active(&t->bev->ev_read, EV_READ, 1);
+}
+
 static void on_read(struct bufferevent *bev, void *arg) {
   (void)bev;
   deliver_input(arg);
+  check_read_ahead(arg);
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg) {
@@ -347,6 +374,7 @@ static void on_resume(evutil_socket_t fd, short what, void *arg) {
     ERR_clear_error();
   }
   deliver_input(t);
+  check_read_ahead(t);
 }
 
 static void on_write(struct bufferevent *bev, void *arg) {
@@ -449,6 +477,7 @@ static int setup_tls(weft_transport *t, weft_cert_options *options, weft_tls_rol
   if (server_name && !(t->server_name = weft__strdup(server_name)))
     return WEFT_ENOMEM;
   t->tls.server_name = t->server_name;
+  t->tls.peer = t->peer_len ? (const struct sockaddr *)&t->peer : NULL; /* session cache key */
   return weft__tls_new_ssl(options, role, t->server_name, &t->tls, &t->ssl, &t->reason);
 }
 
@@ -499,6 +528,11 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
     rc = setup_tls(t, options, role, server_name);
     if (rc != 0)
       goto fail;
+    /* One read(2) per burst of records instead of two per record (header, then body); see
+     * check_read_ahead for the catch. Writes may be retried from another address (the
+     * bufferevent retries one that write_through left unfinished). */
+    SSL_set_read_ahead(t->ssl, 1);
+    SSL_set_mode(t->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     t->bev = bufferevent_openssl_socket_new(
         reactor->base, fd, t->ssl,
         role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
@@ -592,6 +626,41 @@ static void note_pending(weft_transport *t) {
     t->above_low_water = 1;
 }
 
+/* The largest write that write_through takes: one TLS record. */
+#define WRITE_THROUGH_MAX 16384
+
+/* A TLS socket with nothing queued: the bytes go to SSL_write now. Queued instead, the
+ * bufferevent would arm its write event, wait a loop iteration for the socket to be writable,
+ * write, and disarm the event again: two epoll_ctl(2) calls and one more epoll_wait(2) per
+ * response. Returns 1 when it took the bytes (sent; or left to the bufferevent to finish; or,
+ * on a fatal error, reported as lost through connection_lost), 0 when the caller queues them. */
+static int write_through(weft_transport *t, const void *data, size_t len) {
+  if (!t->ssl || t->starttls || !t->tls.handshake_done || len == 0 || len > WRITE_THROUGH_MAX)
+    return 0;
+  struct evbuffer *out = bufferevent_get_output(t->bev);
+  /* Something queued (or OpenSSL holding a record half-written): keep the order, queue. */
+  if (evbuffer_get_length(out) != 0 || SSL_want_write(t->ssl))
+    return 0;
+  ERR_clear_error();
+  errno = 0;
+  int n = SSL_write(t->ssl, data, (int)len);
+  if (n == (int)len)
+    return 1;
+  int err = SSL_get_error(t->ssl, n);
+  if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+    /* OpenSSL keeps the record it could not finish; the bufferevent's retry must pass the same
+     * bytes, which is what it finds at the head of its (empty until now) output buffer. */
+    ERR_clear_error();
+    if (evbuffer_add(out, data, len) == 0)
+      return 1;
+    weft__reason_set(&t->reason, WEFT_ENOMEM, "out of memory queueing a TLS write");
+    end_handshake_failed(t);
+    return 1;
+  }
+  tls_failed(t, err == SSL_ERROR_SYSCALL ? errno : 0);
+  return 1;
+}
+
 int weft_transport_write(weft_transport *transport, const void *data, size_t len) {
   int rc = writable(transport);
   if (rc != 0)
@@ -600,6 +669,8 @@ int weft_transport_write(weft_transport *transport, const void *data, size_t len
     return 0;
   if (!data)
     return WEFT_EINVAL;
+  if (write_through(transport, data, len))
+    return 0;
   if (bufferevent_write(transport->bev, data, len) != 0)
     return WEFT_ENOMEM;
   note_pending(transport);
@@ -615,21 +686,36 @@ int weft_transport_write_sequence(weft_transport *transport, const weft_buf *buf
   for (size_t i = 0; i < count; i++)
     if (bufs[i].len > 0 && !bufs[i].base)
       return WEFT_EINVAL;
-  /* Gather into a scratch buffer first, so the write is all or nothing. */
-  struct evbuffer *gather = evbuffer_new();
-  if (!gather)
+  size_t total = 0;
+  for (size_t i = 0; i < count; i++) {
+    if (bufs[i].len > SIZE_MAX - total)
+      return WEFT_EINVAL;
+    total += bufs[i].len;
+  }
+  if (total == 0)
+    return 0;
+  if (total <= WRITE_THROUGH_MAX && transport->ssl) {
+    char gather[WRITE_THROUGH_MAX]; /* one record: header and body leave together */
+    size_t at = 0;
+    for (size_t i = 0; i < count; i++) {
+      if (bufs[i].len > 0)
+        memcpy(gather + at, bufs[i].base, bufs[i].len);
+      at += bufs[i].len;
+    }
+    if (write_through(transport, gather, total))
+      return 0;
+    return weft_transport_write(transport, gather, total);
+  }
+  /* All or nothing: room for every byte first, so that no add below can fail half-way. */
+  struct evbuffer *out = bufferevent_get_output(transport->bev);
+  if (evbuffer_expand(out, total) != 0)
     return WEFT_ENOMEM;
   for (size_t i = 0; i < count; i++) {
-    if (bufs[i].len > 0 && evbuffer_add(gather, bufs[i].base, bufs[i].len) != 0) {
-      evbuffer_free(gather);
-      return WEFT_ENOMEM;
-    }
+    if (bufs[i].len > 0 && evbuffer_add(out, bufs[i].base, bufs[i].len) != 0)
+      return WEFT_ENOMEM; /* cannot happen after the expand above */
   }
-  rc = bufferevent_write_buffer(transport->bev, gather) == 0 ? 0 : WEFT_ENOMEM;
-  evbuffer_free(gather);
-  if (rc == 0)
-    note_pending(transport);
-  return rc;
+  note_pending(transport);
+  return 0;
 }
 
 int weft_transport_lose_connection(weft_transport *transport) {

@@ -1080,6 +1080,65 @@ static void write_after_close(tu_conn *c, weft_transport *t, const uint8_t *data
  * peer corks its last flight and its first record): weft must deliver it after
  * connection_made without waiting for more bytes. 0: weft server, TLS 1.3 (the client's
  * Finished + data); 1: weft client, TLS 1.2 (the server's Finished + data). */
+/* Many small writes, each short enough to go straight to SSL_write, into a connection whose
+ * peer cannot read them yet (the writer runs inside one callback, so the reader gets no turn):
+ * once the socket is full, OpenSSL keeps a half-written record and the rest must queue behind
+ * it. Every byte must arrive, once, in order. _i 0: weft_transport_write; 1: write_sequence
+ * (two pieces per write). */
+#define SMALL_WRITES 12000
+#define SMALL_WRITE_LEN 700
+static size_t small_writes_pending; /* the writer's pending output right after writing */
+static int small_writes_failed;
+static int small_writes_sequence; /* use write_sequence */
+
+static void write_small_blocks(tu_conn *c, weft_transport *t) {
+  uint8_t block[SMALL_WRITE_LEN];
+  uint64_t offset = 0;
+  for (int i = 0; i < SMALL_WRITES; i++) {
+    tu_pattern_fill(block, sizeof block, offset);
+    int rc;
+    if (small_writes_sequence) {
+      weft_buf bufs[2] = {{block, 100}, {block + 100, sizeof block - 100}};
+      rc = weft_transport_write_sequence(t, bufs, 2);
+    } else {
+      rc = weft_transport_write(t, block, sizeof block);
+    }
+    if (rc != 0)
+      small_writes_failed++;
+    offset += sizeof block;
+  }
+  small_writes_pending = weft_transport_pending_output(t);
+  (void)c;
+}
+
+START_TEST(test_small_writes_queue_in_order) {
+  world w;
+  world_init(&w);
+  small_writes_pending = 0;
+  small_writes_failed = 0;
+  w.sopts = tu_server_options(&w.pki);
+  w.copts = tu_client_options(&w.pki);
+  w.server.conn_config.on_made = write_small_blocks;
+  small_writes_sequence = _i;
+  w.client.conn_config.keep_rx = 1;
+  world_listen(&w);
+  world_connect(&w, "localhost");
+  tu_conn *c, *s;
+  world_wait_made(&w, &c, &s);
+  const size_t total = (size_t)SMALL_WRITES * SMALL_WRITE_LEN;
+  ck_assert_int_eq(small_writes_failed, 0);
+  /* Otherwise the socket took everything and the queueing path was not exercised. */
+  ck_assert_msg(small_writes_pending > 0, "all %zu bytes left at once", total);
+  tu_wait_size(w.r, &c->rx_len, total, 30.0);
+  ck_assert_uint_eq(c->rx_len, total);
+  size_t bad = tu_pattern_check(c->rx, c->rx_len, 0);
+  ck_assert_msg(bad == total, "byte %zu of %zu differs (pending after writing: %zu)", bad, total,
+                small_writes_pending);
+  world_close_clean(&w, c, s);
+  world_free(&w);
+}
+END_TEST
+
 START_TEST(test_data_with_handshake_end) {
   int weft_is_server = _i == 0;
   int v = weft_is_server ? WEFT_TLS1_3 : WEFT_TLS1_2;
@@ -1827,6 +1886,7 @@ static Suite *tls_suite(void) {
   tcase_add_loop_test(tc, test_truncation_seen_by_client, 0, 2);
   tcase_add_loop_test(tc, test_abort, 0, 4);
   tcase_add_loop_test(tc, test_data_with_handshake_end, 0, 2);
+  tcase_add_loop_test(tc, test_small_writes_queue_in_order, 0, 2);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
 

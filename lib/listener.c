@@ -1,5 +1,7 @@
 /* Listeners: a listening socket under an evconnlistener; each accepted socket becomes a
- * transport (TCP ready at once, TLS after its handshake). */
+ * transport (TCP ready at once, TLS after its handshake). With WEFT_LISTEN_REUSEPORT the socket
+ * sets SO_REUSEPORT, so that listeners of several reactors (one per thread) share one port and
+ * the kernel spreads new connections among them. */
 #include "config.h"
 
 #include <errno.h>
@@ -99,7 +101,16 @@ static void listener_free(weft_listener *l) {
   weft__free(l);
 }
 
-static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int backlog, int *out) {
+/* SO_REUSEPORT could not be set: the option does not exist in this kernel (ENOPROTOOPT, Linux
+ * before 3.9) or not for this socket. */
+static int reuseport_error(int err) {
+  return err == ENOPROTOOPT || err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP
+             ? WEFT_ENOTSUP
+             : weft__errno_to_code(err);
+}
+
+static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int backlog,
+                       unsigned flags, int *out) {
   int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return weft__errno_to_code(errno);
@@ -107,6 +118,18 @@ static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int bac
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (ss->ss_family == AF_INET6)
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+#ifdef SO_REUSEPORT
+  /* Before bind: the kernel lets a socket join a port's group only if every socket bound to
+   * it set the option (and has the same effective uid, on Linux). */
+  if ((flags & WEFT_LISTEN_REUSEPORT) &&
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    int err = errno;
+    close(fd);
+    return reuseport_error(err);
+  }
+#else
+  (void)flags; /* listen_common refused WEFT_LISTEN_REUSEPORT already */
+#endif
   if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, backlog) != 0) {
     int err = errno;
     close(fd);
@@ -118,11 +141,16 @@ static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int bac
 
 static int listen_common(weft_reactor *reactor, const char *interface, int port,
                          weft_factory *factory, weft_cert_options *options, int backlog,
-                         weft_listener **out) {
+                         unsigned flags, weft_listener **out) {
   if (out)
     *out = NULL;
-  if (!reactor || !factory || !factory->build_protocol || port < 0 || port > 65535)
+  if (!reactor || !factory || !factory->build_protocol || port < 0 || port > 65535 ||
+      (flags & ~(unsigned)WEFT_LISTEN_REUSEPORT) != 0)
     return WEFT_EINVAL;
+#ifndef SO_REUSEPORT
+  if (flags & WEFT_LISTEN_REUSEPORT)
+    return WEFT_ENOTSUP;
+#endif
   if (reactor->freeing)
     return WEFT_ESHUTDOWN;
   struct sockaddr_storage ss;
@@ -143,7 +171,7 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
   if (options)
     l->options = weft_cert_options_ref(options);
   int fd = -1;
-  int rc = open_socket(&ss, len, backlog > 0 ? backlog : 511, &fd);
+  int rc = open_socket(&ss, len, backlog > 0 ? backlog : 511, flags, &fd);
   if (rc != 0) {
     listener_free(l);
     return rc;
@@ -168,18 +196,29 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
 
 int weft_listen_tcp(weft_reactor *reactor, const char *interface, int port,
                     weft_factory *factory, int backlog, weft_listener **out) {
-  return listen_common(reactor, interface, port, factory, NULL, backlog, out);
+  return listen_common(reactor, interface, port, factory, NULL, backlog, 0, out);
 }
 
-int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
-                    weft_factory *factory, weft_cert_options *options, int backlog,
-                    weft_listener **out) {
+int weft_listen_tcp_ex(weft_reactor *reactor, const char *interface, int port,
+                       weft_factory *factory, int backlog, unsigned flags, weft_listener **out) {
+  return listen_common(reactor, interface, port, factory, NULL, backlog, flags, out);
+}
+
+int weft_listen_ssl_ex(weft_reactor *reactor, const char *interface, int port,
+                       weft_factory *factory, weft_cert_options *options, int backlog,
+                       unsigned flags, weft_listener **out) {
   if (!options) {
     if (out)
       *out = NULL;
     return WEFT_EINVAL;
   }
-  return listen_common(reactor, interface, port, factory, options, backlog, out);
+  return listen_common(reactor, interface, port, factory, options, backlog, flags, out);
+}
+
+int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
+                    weft_factory *factory, weft_cert_options *options, int backlog,
+                    weft_listener **out) {
+  return weft_listen_ssl_ex(reactor, interface, port, factory, options, backlog, 0, out);
 }
 
 int weft_listener_port(weft_listener *listener) {

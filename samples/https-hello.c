@@ -1,18 +1,32 @@
 /* https-hello: a small HTTP/1.1 server over TLS, with keep-alive and pipelining.
  *
  *   https-hello --listen 127.0.0.1:8443          then: curl -k https://127.0.0.1:8443/
+ *   https-hello --listen 127.0.0.1:8443 --threads 4     (four reactors, one port)
  *
  * GET / answers "Hello, World!"; GET /bytes/N answers N bytes, streamed in 64 KiB chunks as
  * the peer reads them (write_drained), never from one giant buffer. ALPN offers http/1.1.
- * Prints "listening on HOST:PORT" when ready; exits with status 0 on SIGTERM or SIGINT.
+ *
+ * Multi-core: --threads N runs N threads, each with its own reactor and its own listener on
+ * the same address (weft_listen_ssl_ex with WEFT_LISTEN_REUSEPORT when N > 1), so the kernel
+ * spreads new connections among them; a connection stays on the thread that accepted it, and
+ * the threads share nothing but the frozen TLS options. The main thread only waits for SIGTERM
+ * or SIGINT (sigwait), then stops every reactor (weft_reactor_stop, safe from any thread) and
+ * joins the threads.
+ *
+ * Prints "listening on HOST:PORT" once every listener is up; on SIGTERM or SIGINT prints
+ * "thread I: C connections, R requests" for each thread to stderr (C: connections that
+ * completed the TLS handshake, R: responses sent) and exits with status 0.
  */
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
-#include <event2/event.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -23,18 +37,43 @@
 #define CHUNK (64 * 1024)         /* body bytes per write */
 #define HIGH_WATER (256 * 1024)   /* stop writing body while this much output waits... */
 #define LOW_WATER (64 * 1024)     /* ... and resume (write_drained) once it is down to this */
+#define MAX_THREADS 64
 
 static const char usage[] =
     "usage: https-hello --listen HOST:PORT [--cert PEM --key PEM] [--threads N]\n"
     "HOST is an IP literal (\"[::1]:PORT\" for IPv6); PORT 0 picks a free port. Without\n"
-    "--cert a self-signed certificate for localhost is generated.\n";
+    "--cert a self-signed certificate for localhost is generated.\n"
+    "--threads N (1 to 64, default 1): N threads, each with its own reactor, listening on\n"
+    "the same port with SO_REUSEPORT; the kernel spreads connections among them. On exit\n"
+    "each thread's connection and request counts are printed to stderr.\n";
 
 static char body_chunk[CHUNK]; /* the bytes of /bytes/N, filled once in main */
+
+/* One server thread. Its counters are touched by its own thread only (no locks, no atomics on
+ * the request path) and read by the main thread after pthread_join. Aligned so that two
+ * threads' counters never share a cache line. */
+struct server {
+  _Alignas(64) unsigned long long connections, requests;
+  int index;
+  pthread_t thread;
+  weft_reactor *reactor;     /* made, run and freed by the thread itself */
+  weft_factory factory;      /* data: this struct */
+  weft_cert_options *opts;   /* shared, prepared (frozen) before the threads start */
+  const char *host;
+  int port;                  /* where to listen; the port actually bound once ready */
+  unsigned flags;            /* WEFT_LISTEN_REUSEPORT when there are several threads */
+  char addr[64];             /* "HOST:PORT" bound, for the "listening on" line */
+  sem_t *ready;              /* posted by the thread once its listener is up or setup failed */
+  sem_t *release;            /* posted by the main thread after its last weft_reactor_stop */
+  int setup_rc;              /* written before posting ready */
+  int run_rc;                /* written after run; read after pthread_join */
+};
 
 /* One connection: the bytes not parsed yet, and the response being streamed. */
 struct http_conn {
   weft_protocol base; /* first member: the weft_protocol * we hand out is this struct */
   weft_transport *transport;
+  struct server *server;       /* the thread that accepted it, for its counters */
   char *in;                    /* received, unparsed bytes (malloc'd, at most MAX_BUFFERED) */
   size_t in_len, in_size;
   size_t discard;              /* request body bytes still to skip (we ignore bodies) */
@@ -48,6 +87,7 @@ struct http_conn {
 static void respond(struct http_conn *c, const char *status, const char *body,
                     unsigned long long length) {
   char head[256];
+  c->server->requests++;
   if (body) length = strlen(body);
   if (c->head_only) body = NULL;
   int n = snprintf(head, sizeof head,
@@ -202,10 +242,12 @@ static const weft_protocol_ops http_ops = {
 };
 
 static weft_protocol *build_http(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
-  (void)f, (void)t, (void)peer;
+  (void)t, (void)peer;
   struct http_conn *c = calloc(1, sizeof *c);
   if (!c) return NULL; /* refuses the connection */
   c->base.ops = &http_ops;
+  c->server = f->data;
+  c->server->connections++;
   return &c->base;
 }
 
@@ -244,9 +286,37 @@ static int use_generated_cert(weft_cert_options *o) {
   return rc;
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *reactor) {
-  (void)sig, (void)what;
-  weft_reactor_stop(reactor);
+/* A server thread: sets up its reactor and listener, says so, then runs until stopped. */
+/* A server thread: sets up its reactor and listener, says so, then runs until stopped. */
+static void *server_main(void *arg) {
+  struct server *sv = arg;
+  weft_listener *listener = NULL;
+  int rc = weft_reactor_new(&sv->reactor);
+  if (rc == 0)
+    rc = weft_listen_ssl_ex(sv->reactor, sv->host, sv->port, &sv->factory, sv->opts, 0,
+                            sv->flags, &listener);
+  if (rc == 0) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    snprintf(sv->addr, sizeof sv->addr, "?");
+    if (weft_listener_address(listener, (struct sockaddr *)&ss, &len) == 0)
+      weft_address_format((struct sockaddr *)&ss, sv->addr, sizeof sv->addr);
+    sv->port = weft_listener_port(listener);
+  } else {
+    weft_reactor_free(sv->reactor); /* NULL is ignored; the main thread will not touch it */
+    sv->reactor = NULL;
+  }
+  sv->setup_rc = rc;
+  sem_post(sv->ready); /* the main thread reads setup_rc, port and addr after this */
+  if (rc != 0) return NULL;
+  /* A stop from the main thread that comes before run makes run return at once. */
+  sv->run_rc = weft_reactor_run(sv->reactor);
+  if (sv->run_rc != 0) kill(getpid(), SIGTERM); /* wakes the main thread's sigwait */
+  /* The main thread may still call weft_reactor_stop: free the reactor only after its last. */
+  while (sem_wait(sv->release) != 0 && errno == EINTR) {
+  }
+  weft_reactor_free(sv->reactor); /* closes every connection: each gets connection_lost */
+  return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -273,15 +343,11 @@ int main(int argc, char **argv) {
   if (parse_host_port(listen, &host, &port) != 0)
     return fprintf(stderr, "error: bad --listen address: %s\n", listen), 2;
   if (!cert != !key) return fputs("error: --cert and --key go together\n", stderr), 2;
-  if (*end || nthreads < 1) return fputs("error: --threads needs a number >= 1\n", stderr), 2;
-  /* N reactors in N threads would each listen on the port with SO_REUSEPORT, which the API
-   * does not offer yet. */
-  if (nthreads > 1) {
-    fputs("error: --threads > 1 needs SO_REUSEPORT support (not yet available)\n", stderr);
-    return 2;
-  }
+  if (*end || end == threads || nthreads < 1 || nthreads > MAX_THREADS)
+    return fprintf(stderr, "error: --threads needs a number from 1 to %d\n", MAX_THREADS), 2;
 
-  /* TLS options: identity, and ALPN (and NPN) offering http/1.1. */
+  /* TLS options: identity, and ALPN (and NPN) offering http/1.1. Prepared (frozen) here, so
+   * the threads only ever read them. */
   static const char *const protocols[] = {"http/1.1"};
   weft_cert_options *opts;
   if (weft_cert_options_new(&opts) != 0) return fputs("error: out of memory\n", stderr), 1;
@@ -298,38 +364,70 @@ int main(int argc, char **argv) {
   }
   memset(body_chunk, 'x', sizeof body_chunk);
 
-  weft_reactor *reactor;
-  if (weft_reactor_new(&reactor) != 0) return fputs("error: no reactor\n", stderr), 1;
-  static weft_factory factory = {.build_protocol = build_http};
-  weft_listener *listener;
-  rc = weft_listen_ssl(reactor, host, port, &factory, opts, 0, &listener);
-  weft_cert_options_unref(opts); /* the listener holds its own reference */
-  if (rc != 0) {
-    fprintf(stderr, "error: cannot listen on %s:%d: %s\n", host ? host : "*", port,
-            weft_strerror(rc));
-    weft_reactor_free(reactor);
-    return 1;
+  /* SIGTERM and SIGINT are blocked in every thread (the threads inherit this mask) and taken
+   * by the main thread's sigwait below. */
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+
+  /* Start the threads one at a time: the first one's port (chosen by the kernel for port 0)
+   * is the port of all the others. */
+  static struct server servers[MAX_THREADS];
+  sem_t ready, release;
+  sem_init(&ready, 0, 0);
+  sem_init(&release, 0, 0);
+  int started = 0, running = 0;
+  for (int i = 0; i < nthreads; i++) {
+    struct server *sv = &servers[i];
+    sv->index = i;
+    sv->factory.build_protocol = build_http;
+    sv->factory.data = sv;
+    sv->opts = opts;
+    sv->host = host;
+    sv->port = i == 0 ? port : servers[0].port;
+    sv->flags = nthreads > 1 ? WEFT_LISTEN_REUSEPORT : 0;
+    sv->ready = &ready;
+    sv->release = &release;
+    if (pthread_create(&sv->thread, NULL, server_main, sv) != 0) {
+      fputs("error: cannot start a thread\n", stderr);
+      rc = 1;
+      break;
+    }
+    started++;
+    while (sem_wait(&ready) != 0 && errno == EINTR) {
+    }
+    if (sv->setup_rc != 0) {
+      fprintf(stderr, "error: cannot listen on %s:%d (thread %d): %s\n", host ? host : "*",
+              sv->port, i, weft_strerror(sv->setup_rc));
+      rc = 1;
+      break;
+    }
+    running++; /* threads 0 .. running-1 run their reactor */
   }
 
-  /* Stop cleanly on SIGTERM and SIGINT: libevent turns the signals into events. */
-  struct event_base *base = weft_reactor_event_base(reactor);
-  struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, reactor);
-  struct event *sigint = evsignal_new(base, SIGINT, on_signal, reactor);
-  if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL))
-    return fputs("error: cannot install signal handlers\n", stderr), 1;
+  if (rc == 0) {
+    printf("listening on %s\n", servers[0].addr);
+    fflush(stdout); /* a driver waits for this line: do not leave it in stdio's buffer */
+    int sig;
+    sigwait(&stop_signals, &sig);
+  }
+  for (int i = 0; i < running; i++) weft_reactor_stop(servers[i].reactor);
+  for (int i = 0; i < running; i++) sem_post(&release);
+  for (int i = 0; i < started; i++) pthread_join(servers[i].thread, NULL);
+  sem_destroy(&ready);
+  sem_destroy(&release);
+  weft_cert_options_unref(opts);
+  if (rc != 0) return 1;
 
-  struct sockaddr_storage ss;
-  socklen_t len = sizeof ss;
-  char addr[64] = "?";
-  if (weft_listener_address(listener, (struct sockaddr *)&ss, &len) == 0)
-    weft_address_format((struct sockaddr *)&ss, addr, sizeof addr);
-  printf("listening on %s\n", addr);
-  fflush(stdout); /* a driver waits for this line: do not leave it in stdio's buffer */
-
-  rc = weft_reactor_run(reactor);
-  event_free(sigterm);
-  event_free(sigint);
-  weft_reactor_free(reactor); /* closes every connection: each gets connection_lost */
-  if (rc != 0) fprintf(stderr, "error: %s\n", weft_strerror(rc));
-  return rc == 0 ? 0 : 1;
+  for (int i = 0; i < running; i++) {
+    fprintf(stderr, "thread %d: %llu connections, %llu requests\n", i, servers[i].connections,
+            servers[i].requests);
+    if (servers[i].run_rc != 0) {
+      fprintf(stderr, "error: thread %d: %s\n", i, weft_strerror(servers[i].run_rc));
+      rc = 1;
+    }
+  }
+  return rc;
 }

@@ -189,8 +189,8 @@ if command -v openssl >/dev/null 2>&1; then
   pass "https-hello: pipelining, 400"
 fi
 
-timeout 10 "$samples/https-hello" --listen 127.0.0.1:0 --threads 2 >/dev/null 2>"$tmp/bad.err"
-[ $? -eq 2 ] || fail "https-hello --threads 2 should exit 2 (not yet supported)"
+timeout 10 "$samples/https-hello" --listen 127.0.0.1:0 --threads 0 >/dev/null 2>"$tmp/bad.err"
+[ $? -eq 2 ] || fail "https-hello --threads 0 should exit 2"
 stop "$hello" https-hello
 pass "https-hello exits 0 on SIGTERM"
 exit 0

@@ -1,11 +1,14 @@
 #!/bin/sh
-# tests/check_samples_extra.sh: drives samples/alpn-dispatch, samples/starttls-line and
-# samples/embedded-loop the way a user would, and checks their output lines and exit statuses.
+# tests/check_samples_extra.sh: drives samples/alpn-dispatch, samples/starttls-line,
+# samples/embedded-loop, samples/reconnecting-client and samples/https-hello --threads (several
+# reactors sharing a port) the way a user would, and checks their output lines and exit
+# statuses.
 #
 # Uses $WEFT_BUILDDIR (set by `make check`) or the current directory to find samples/.
 # Every wait is bounded (polling with short sleeps, at most about 10 s each).
-# Exit status: 0 pass, 1 fail, 77 skip (only when openssl or curl, needed for alpn-dispatch,
-# is absent; the other samples are tested first, and a failure there is still a failure).
+# Exit status: 0 pass, 1 fail, 77 skip (only when openssl or curl, needed for alpn-dispatch and
+# https-hello, is absent; the other samples are tested first, and a failure there is still a
+# failure).
 
 set -u
 builddir=${WEFT_BUILDDIR:-.}
@@ -191,4 +194,43 @@ wait_for "$out" "^dispatched peer=$peer protocol=none handler=fallback-handler\$
 [ "$(grep -c '^dispatched ' "$out")" -eq 3 ] || fail "alpn-dispatch: not 3 'dispatched' lines"
 stop "$server" alpn-dispatch
 pass "alpn-dispatch: three 'dispatched' lines; exit 0 on SIGTERM"
+
+# --- https-hello --threads 2: two reactors, one port (SO_REUSEPORT) ----------------------------
+
+for bad in 0 65 x; do
+  "$samples/https-hello" --listen 127.0.0.1:0 --threads $bad >/dev/null 2>"$tmp/bad.err" &&
+    fail "https-hello --threads $bad exited 0"
+  grep -q '^error: ' "$tmp/bad.err" || fail "https-hello --threads $bad printed no 'error:' line"
+done
+start https-hello --listen 127.0.0.1:0 --threads 2
+server=$pid
+# Each curl is a new connection from a new ephemeral port; the kernel hashes the 4-tuple to
+# pick a listener, so the two threads get about half each.
+requests=40
+i=0
+while [ $i -lt $requests ]; do
+  body=$(curl -sk --http1.1 --max-time 20 "https://127.0.0.1:$port/") ||
+    fail "https-hello: curl request $i failed"
+  [ "$body" = "Hello, World!" ] || fail "https-hello: request $i got '$body'"
+  i=$((i + 1))
+done
+stop "$server" https-hello
+# One line per thread on stderr: "thread I: C connections, R requests". Each thread must have
+# served at least a quarter of its fair share (requests / 8 = 5: for an even hash, a 2e-7
+# chance of falling below), and the counts must add up to the requests made.
+err=$tmp/https-hello.err
+lines=$(grep -c '^thread [0-9][0-9]*: [0-9][0-9]* connections, [0-9][0-9]* requests$' "$err")
+[ "$lines" -eq 2 ] || fail "https-hello --threads 2 printed $lines 'thread I:' lines, want 2"
+for t in 0 1; do
+  grep -q "^thread $t: " "$err" || fail "https-hello printed no line for thread $t"
+done
+# shellcheck disable=SC2046 # word splitting wanted: connections, requests, the minimum
+set -- $(awk '/^thread [0-9]+: / { tc += $3; tr += $5; if (n++ == 0 || $3 < min) min = $3 }
+  END { print tc + 0, tr + 0, min + 0 }' "$err")
+[ "$1" -eq $requests ] || fail "https-hello: connections add up to $1, want $requests"
+[ "$2" -eq $requests ] || fail "https-hello: requests add up to $2, want $requests"
+[ "$3" -ge $((requests / 8)) ] ||
+  fail "https-hello: a thread served $3 of $requests connections, want at least $((requests / 8))"
+spread=$(awk '/^thread [0-9]+: / { printf "%s%s", sep, $3; sep = "+" }' "$err")
+pass "https-hello --threads 2: $requests connections served $spread by the threads; exit 0"
 exit 0

@@ -44,6 +44,36 @@ int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
                     weft_factory *factory, weft_cert_options *options, int backlog,
                     weft_listener **out);
 
+/** Flags for weft_listen_tcp_ex and weft_listen_ssl_ex (bitwise OR; 0 gives the plain
+ * weft_listen_tcp / weft_listen_ssl behaviour). */
+enum {
+  /** Share the port with other listeners, typically one per reactor and thread in a multi-core
+   * server: the socket sets SO_REUSEPORT before bind, and the kernel hands each new connection
+   * to one listener of the group (on Linux, by a hash of the connection's addresses and ports,
+   * so many clients spread about evenly; the load of each reactor plays no part). Every
+   * listener on the address and port must set this flag, and on Linux run with the same
+   * effective uid. Port 0 on the first listener picks a free port; pass weft_listener_port()
+   * of it to the others (another port 0 gets another port). Connections waiting in the
+   * backlog of a listener when it stops are dropped by the kernel (Linux resets them), not
+   * moved to the others: stop the listeners of a group together, at shutdown. */
+  WEFT_LISTEN_REUSEPORT = 1u << 0
+};
+
+/** As weft_listen_tcp, with FLAGS (WEFT_LISTEN_* bits). Extra errors: WEFT_EINVAL (an unknown
+ * bit in FLAGS), WEFT_ENOTSUP (WEFT_LISTEN_REUSEPORT where the system has no SO_REUSEPORT, or
+ * the kernel refuses the option), WEFT_EADDRINUSE also when the port is held by a socket that
+ * did not set SO_REUSEPORT, or (Linux) by another user's. Ownership and thread: as
+ * weft_listen_tcp. */
+int weft_listen_tcp_ex(weft_reactor *reactor, const char *interface, int port,
+                       weft_factory *factory, int backlog, unsigned flags, weft_listener **out);
+
+/** As weft_listen_ssl, with FLAGS as for weft_listen_tcp_ex (same extra errors). Once configured,
+ * OPTIONS may be shared by the listeners of several reactors in several threads (see
+ * "Threading" in weft/tls.h). */
+int weft_listen_ssl_ex(weft_reactor *reactor, const char *interface, int port,
+                       weft_factory *factory, weft_cert_options *options, int backlog,
+                       unsigned flags, weft_listener **out);
+
 /** The port the listener is bound to (useful after asking for port 0), or -1 for NULL. */
 int weft_listener_port(weft_listener *listener);
 

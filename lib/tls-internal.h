@@ -4,8 +4,10 @@
 #ifndef WEFT_TLS_INTERNAL_H
 #define WEFT_TLS_INTERNAL_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include <openssl/ssl.h>
 
@@ -28,6 +30,9 @@ typedef struct weft__tls_conn {
   int cert_requested;         /* client: the server sent a CertificateRequest (set by the TLS
                                  code's info callback; tells "server wanted our certificate"
                                  from other handshake_failure alerts) */
+  const struct sockaddr *peer; /* the peer's address (borrowed from the transport, set before
+                                  weft__tls_new_ssl; may be NULL). Clients: its port, and its
+                                  IP when there is no server name, key the session cache */
 } weft__tls_conn;
 
 /* The SSL ex_data index for weft__tls_conn (created once, thread-safe). -1 on failure. */
@@ -41,7 +46,9 @@ int weft__tls_ctx(weft_cert_options *options, weft_tls_role role, SSL_CTX **out)
  * must outlive the SSL) and, for clients, sets SNI (DNS names only) and host name or IP
  * verification for SERVER_NAME (may be NULL: the options' server name, and if none, no name
  * check, only chain verification). Resets CONN's handshake state (role, alerts -1, flags 0);
- * CONN->options and CONN->server_name are left as the transport set them. The SSL is in
+ * CONN->options, CONN->server_name (which must be SERVER_NAME) and CONN->peer are left as the
+ * transport set them. A client SSL gets the session cached for its server name (else the
+ * peer's IP) and port, if the options reuse sessions (see tls_session.c). The SSL is in
  * connect or accept state for ROLE. The options must stay referenced while the SSL lives (its
  * callbacks read them). Errors: WEFT_ENOMEM, WEFT_ETLS, WEFT_EINVAL (or the options' own error
  * when the context cannot be built); the message goes into ERR. */
@@ -127,5 +134,84 @@ typedef struct weft__nego_config {
  * WEFT_ETLS / WEFT_ENOMEM with a sentence in ERR. */
 int weft__nego_install(SSL_CTX *ctx, weft_tls_role role, const weft__nego_config *cfg,
                        weft__reason_buf *err);
+
+/* --- tls_session.c: session resumption --------------------------------------------------- */
+
+/* A ticket key in nginx's 80-byte file layout: name, HMAC-SHA256 secret, AES-256-CBC key. */
+#define WEFT__TICKET_KEY_LEN WEFT_TICKET_KEY_SIZE
+#define WEFT__TICKET_KEY_NAME_LEN 16
+#define WEFT__TICKET_KEY_SECRET_LEN 32
+
+typedef struct weft__ticket_key {
+  uint8_t name[WEFT__TICKET_KEY_NAME_LEN];
+  uint8_t hmac[WEFT__TICKET_KEY_SECRET_LEN];
+  uint8_t aes[WEFT__TICKET_KEY_SECRET_LEN];
+  double created; /* monotonic seconds (automatic keys only) */
+} weft__ticket_key;
+
+/* One session of a client cache. The key is the SHA-256 digest of "name|port" (fixed size:
+ * the whole table is allocated with the client SSL_CTX, so storing a session never allocates
+ * and never fails). */
+typedef struct weft__session_slot {
+  uint8_t key[32];
+  SSL_SESSION *session; /* one reference, or NULL for a free slot */
+  uint64_t used;        /* when last stored or offered: the smallest is evicted first */
+} weft__session_slot;
+
+/* The resumption state of one options object: the server's ticket keys and the client's
+ * session cache. Lives inside the options, so it outlives both SSL_CTXs; the SSL_CTXs find it
+ * through their ex_data. LOCK guards what changes once the options are frozen (automatic key
+ * rotation, the client cache): reactors in several threads may share the options. The
+ * configuration fields are written only before the freeze. */
+typedef struct weft__sessions {
+  pthread_mutex_t lock;
+  /* servers */
+  weft__ticket_key *keys;         /* keys the user gave, in order: [0] encrypts */
+  size_t key_count;
+  weft__ticket_key auto_keys[2];  /* without user keys: [0] encrypts, [1] the previous one */
+  size_t auto_count;
+  double key_lifetime;            /* seconds an automatic key encrypts */
+  /* clients */
+  int reuse;                      /* keep sessions and offer them again */
+  weft__session_slot *slots;      /* WEFT__SESSION_CACHE_MAX, made with the client SSL_CTX */
+  uint64_t clock;                 /* counts stores and offers, for the slots' USED */
+  uint64_t stored;                /* sessions stored so far (for tests) */
+} weft__sessions;
+
+/* Default lifetime of an automatic ticket key, and the client cache's size. */
+#define WEFT__TICKET_KEY_LIFETIME 7200.0
+#define WEFT__SESSION_CACHE_MAX 100
+
+/* Initialises / frees S (key material is cleansed, cached sessions freed). Init returns 0 or
+ * WEFT_ENOMEM. */
+int weft__sessions_init(weft__sessions *s);
+void weft__sessions_cleanup(weft__sessions *s);
+
+/* Appends an 80-byte key (before the freeze). Returns 0, or WEFT_EINVAL (a key with the same
+ * name is already there) / WEFT_ENOMEM with a sentence in ERR. */
+int weft__sessions_add_ticket_key(weft__sessions *s, const uint8_t *key, weft__reason_buf *err);
+
+/* Installs resumption on a freshly built CTX: for a server with TICKETS, the ticket key
+ * callback; for a client that reuses sessions, the client cache (its table is allocated here;
+ * SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE and a new-session callback).
+ * Returns 0, or WEFT_ETLS / WEFT_ENOMEM with a sentence in ERR. */
+int weft__sessions_install(SSL_CTX *ctx, weft_tls_role role, weft__sessions *s, int tickets,
+                           weft__reason_buf *err);
+
+/* Client: SSL_set_session with the cached session for NAME (NULL: CONN->peer's IP) and
+ * CONN->peer's port, if any. The session stays cached until a newer one for the same key
+ * replaces it (at TLS 1.3, the tickets the server sends on that connection). Expired and
+ * non-resumable sessions are dropped. Never fails: no session means a full handshake. */
+void weft__sessions_client_offer(weft__sessions *s, SSL *ssl, const char *name,
+                                 const weft__tls_conn *conn);
+
+/* Client, from the info callback at the end of a handshake: a resumed TLS 1.2 session whose
+ * ticket the server renewed is stored again (OpenSSL calls no new-session callback then). */
+void weft__sessions_client_handshake_done(SSL *ssl, const weft__tls_conn *conn);
+
+/* How many sessions the client cache of S / of OPTIONS holds, and (STORED, may be NULL) how
+ * many new sessions it has stored so far (for tests). */
+size_t weft__sessions_cached(weft__sessions *s, uint64_t *stored);
+size_t weft__tls_cached_sessions(weft_cert_options *options, uint64_t *stored);
 
 #endif

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -65,6 +67,7 @@ struct weft_cert_options {
   double close_timeout;
 
   weft__nego_config nego;
+  weft__sessions sessions; /* ticket keys (servers), session cache (clients): tls_session.c */
 };
 
 /* --- Errors ------------------------------------------------------------------------------- */
@@ -117,7 +120,10 @@ int weft_cert_options_new(weft_cert_options **out) {
   o->lock = CRYPTO_THREAD_lock_new();
   o->chain = sk_X509_new_null();
   o->cas = sk_X509_new_null();
-  if (o->lock == NULL || o->chain == NULL || o->cas == NULL) {
+  int sessions_rc = weft__sessions_init(&o->sessions);
+  if (o->lock == NULL || o->chain == NULL || o->cas == NULL || sessions_rc != 0) {
+    if (sessions_rc == 0)
+      weft__sessions_cleanup(&o->sessions);
     CRYPTO_THREAD_lock_free(o->lock);
     sk_X509_free(o->chain);
     sk_X509_free(o->cas);
@@ -153,6 +159,7 @@ void weft_cert_options_unref(weft_cert_options *options) {
     return;
   for (int i = 0; i < 2; i++)
     SSL_CTX_free(options->ctx[i]);
+  weft__sessions_cleanup(&options->sessions); /* after the contexts: they point into it */
   EVP_PKEY_free(options->key);
   X509_free(options->cert);
   sk_X509_pop_free(options->chain, X509_free);
@@ -570,6 +577,93 @@ int weft_cert_options_set_session_tickets(weft_cert_options *options, int on) {
   return 0;
 }
 
+/* --- Session resumption ------------------------------------------------------------------- */
+
+int weft_cert_options_add_ticket_key(weft_cert_options *options, const uint8_t *key,
+                                     size_t len) {
+  CHECK_SETTABLE(options);
+  if (key == NULL)
+    return fail(options, WEFT_EINVAL, "the ticket key is NULL");
+  if (len != WEFT__TICKET_KEY_LEN)
+    return fail(options, WEFT_EINVAL,
+                "a ticket key is exactly %d bytes (16 name, 32 HMAC secret, 32 AES key), not "
+                "%zu",
+                WEFT__TICKET_KEY_LEN, len);
+  weft__reason_buf err;
+  int rc = weft__sessions_add_ticket_key(&options->sessions, key, &err);
+  return rc != 0 ? fail(options, rc, "%s", err.msg) : 0;
+}
+
+int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char *path) {
+  CHECK_SETTABLE(options);
+  if (path == NULL)
+    return fail(options, WEFT_EINVAL, "the ticket key file name is NULL");
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return fail(options, WEFT_EIO, "cannot read the ticket key file '%s': %s", path,
+                strerror(errno));
+  /* one byte more than a key, to tell a longer file */
+  uint8_t key[WEFT__TICKET_KEY_LEN + 1];
+  size_t got = 0;
+  int read_errno = 0;
+  while (got < sizeof key) {
+    ssize_t n = read(fd, key + got, sizeof key - got);
+    if (n > 0) {
+      got += (size_t)n;
+    } else if (n == 0) {
+      break;
+    } else if (errno != EINTR) {
+      read_errno = errno;
+      break;
+    }
+  }
+  struct stat st;
+  long long size = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (long long)st.st_size : -1;
+  close(fd);
+  int rc;
+  if (read_errno != 0)
+    rc = fail(options, WEFT_EIO, "cannot read the ticket key file '%s': %s", path,
+              strerror(read_errno));
+  else if (got != WEFT__TICKET_KEY_LEN && size >= 0)
+    rc = fail(options, WEFT_EINVAL,
+              "the ticket key file '%s' holds %lld bytes; a key is exactly %d (make one with "
+              "`openssl rand 80 > FILE`)",
+              path, size, WEFT__TICKET_KEY_LEN);
+  else if (got > WEFT__TICKET_KEY_LEN)
+    rc = fail(options, WEFT_EINVAL,
+              "the ticket key file '%s' holds more than %d bytes; a key is exactly %d", path,
+              WEFT__TICKET_KEY_LEN, WEFT__TICKET_KEY_LEN);
+  else if (got != WEFT__TICKET_KEY_LEN)
+    rc = fail(options, WEFT_EINVAL,
+              "the ticket key file '%s' holds %zu bytes; a key is exactly %d", path, got,
+              WEFT__TICKET_KEY_LEN);
+  else
+    rc = weft_cert_options_add_ticket_key(options, key, WEFT__TICKET_KEY_LEN);
+  OPENSSL_cleanse(key, sizeof key);
+  return rc;
+}
+
+int weft_cert_options_set_ticket_key_lifetime(weft_cert_options *options, double seconds) {
+  CHECK_SETTABLE(options);
+  if (!isfinite(seconds) || seconds <= 0)
+    return fail(options, WEFT_EINVAL, "the ticket key lifetime must be a positive number of "
+                                      "seconds");
+  options->sessions.key_lifetime = seconds;
+  return 0;
+}
+
+int weft_cert_options_set_session_reuse(weft_cert_options *options, int on) {
+  CHECK_SETTABLE(options);
+  options->sessions.reuse = on != 0;
+  return 0;
+}
+
+size_t weft__tls_cached_sessions(weft_cert_options *options, uint64_t *stored) {
+  if (stored != NULL)
+    *stored = 0;
+  return options != NULL ? weft__sessions_cached(&options->sessions, stored) : 0;
+}
+
 int weft_cert_options_set_handshake_timeout(weft_cert_options *options, double seconds) {
   CHECK_SETTABLE(options);
   if (!isfinite(seconds) || seconds <= 0)
@@ -704,8 +798,10 @@ static void info_callback(const SSL *ssl, int where, int ret) {
   }
   if ((where & SSL_CB_HANDSHAKE_START) && conn->handshake_done && SSL_is_server(ssl))
     conn->renegotiation_attempt = 1;
-  if (where & SSL_CB_HANDSHAKE_DONE)
+  if (where & SSL_CB_HANDSHAKE_DONE) {
     conn->handshake_done = 1;
+    weft__sessions_client_handshake_done((SSL *)ssl, conn);
+  }
   if ((where & SSL_CB_LOOP) && !SSL_is_server(ssl) && SSL_get_state(ssl) == TLS_ST_CR_CERT_REQ)
     conn->cert_requested = 1;
 }
@@ -795,6 +891,10 @@ static int ctx_algorithms(weft_cert_options *o, SSL_CTX *ctx) {
 }
 
 static int ctx_sessions(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx) {
+  weft__reason_buf err;
+  int rc = weft__sessions_install(ctx, role, &o->sessions, o->session_tickets, &err);
+  if (rc != 0)
+    return fail(o, rc, "%s", err.msg);
   if (role != WEFT_TLS_SERVER)
     return 0;
   if (SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SESSION_ID_CONTEXT,
@@ -983,6 +1083,7 @@ int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char
       SSL_free(ssl);
       return rc;
     }
+    weft__sessions_client_offer(&options->sessions, ssl, name, conn);
     SSL_set_connect_state(ssl);
   } else {
     SSL_set_accept_state(ssl);

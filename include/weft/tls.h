@@ -17,9 +17,11 @@
  * Errors: every setter returns 0 or a negative WEFT_E* code and then records a sentence saying
  * what was wrong, readable with weft_cert_options_last_error.
  *
- * Threading: configure options in one thread. Once frozen they are read-only and may be shared
- * by reactors in several threads (the reference count is atomic). Key and certificate
- * functions may be called from any thread.
+ * Threading: configure options in one thread. Once frozen their configuration is read-only and
+ * they may be shared by reactors in several threads (the reference count is atomic; the
+ * client session cache and the rotation of automatic ticket keys, the only state that still
+ * changes, are guarded by a mutex). Key and certificate functions may be called from any
+ * thread.
  */
 #ifndef WEFT_TLS_H
 #define WEFT_TLS_H
@@ -157,11 +159,90 @@ int weft_cert_options_set_ciphersuites(weft_cert_options *options, const char *s
 /** Key-exchange groups, colon separated ("X25519:P-256"). Unknown names: WEFT_EINVAL. */
 int weft_cert_options_set_groups(weft_cert_options *options, const char *groups);
 
+/* --- Session resumption ----------------------------------------------------------------
+ *
+ * A resumed handshake skips the certificate exchange and, at TLS 1.2, the key exchange: it is
+ * cheaper for both sides and saves a round trip at TLS 1.2. weft_transport_tls_session_reused
+ * tells whether a connection was resumed.
+ *
+ * Servers resume through their session cache (stateful: the session stays in this process)
+ * and through session tickets (stateless: the session travels to the client sealed with a
+ * ticket key, AES-256-CBC with HMAC-SHA256). Ticket keys are either given (several servers
+ * given the same keys, e.g. a fleet behind a load balancer, resume each other's sessions) or,
+ * by default, made at random in this process and rotated (see
+ * weft_cert_options_set_ticket_key_lifetime).
+ *
+ * Clients keep the sessions servers give them in a cache inside the options and offer them to
+ * the next connection with the same options to the same server name and port (see
+ * weft_cert_options_set_session_reuse).
+ *
+ * A session survives a connection closed cleanly by either side (lose_connection, or the
+ * peer's close_notify: weft always answers with its own). A connection that ends with an
+ * error, a truncated stream or abort_connection makes its session unusable (OpenSSL's rule:
+ * the session may have been attacked), so the next connection to that server does a full
+ * handshake.
+ */
+
 /** @{ */
-/** Servers: the session cache (default on) and stateless session tickets (default on). */
+/** Servers: the session cache (default on) and stateless session tickets (default on). With
+ * both off, no session is ever resumed. */
 int weft_cert_options_set_session_cache(weft_cert_options *options, int on);
 int weft_cert_options_set_session_tickets(weft_cert_options *options, int on);
 /** @} */
+
+/** Size in bytes of a session ticket key: 16 bytes of key name, 32 of HMAC-SHA256 secret and 32
+ * of AES-256 key, nginx's ssl_session_ticket_key layout: `openssl rand 80 > FILE` makes one. */
+#define WEFT_TICKET_KEY_SIZE 80
+
+/** @{ */
+/** Servers: adds a session ticket key, from LEN bytes at KEY (copied; LEN must be
+ * WEFT_TICKET_KEY_SIZE) or from the file PATH (which must hold exactly WEFT_TICKET_KEY_SIZE
+ * bytes; read now, not kept open). Keys are used in the order added: the first seals new
+ * tickets, the others only open tickets sealed before; a ticket opened with another key than
+ * the first is renewed under the first (the client gets a new ticket). So to rotate keys
+ * across a fleet, give every server [new, old] (each server then issues tickets under NEW and
+ * still accepts the old ones), then later [new] alone. A ticket sealed with a key no longer
+ * given is ignored: a full handshake follows, without error. Once a key is given, keys are no
+ * longer generated nor rotated automatically. Keys are secrets: keep the files readable by the
+ * server only; weft wipes its copies (OPENSSL_cleanse) when the options are freed. Tickets are
+ * used only while session tickets are on (weft_cert_options_set_session_tickets). At TLS 1.3
+ * every resumed connection also gets new tickets, so that clients can use each ticket once.
+ * Errors: WEFT_EINVAL (NULL argument; wrong size, the message gives the size found; a key
+ * whose 16-byte name is already in use), WEFT_EIO (the file cannot be read; the message names
+ * PATH and the system's reason), WEFT_EFROZEN, WEFT_ENOMEM. */
+int weft_cert_options_add_ticket_key(weft_cert_options *options, const uint8_t *key, size_t len);
+int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char *path);
+/** @} */
+
+/** Servers without ticket keys of their own (weft_cert_options_add_ticket_key): every SECONDS
+ * a new random key starts sealing tickets, and the previous one keeps opening them for SECONDS
+ * more; so a ticket resumes for at least SECONDS and at most twice that. The default, 7200 s
+ * (2 hours), is OpenSSL's session lifetime (the lifetime a ticket announces to the client), so
+ * rotation never refuses a ticket the client still considers valid, while a key stolen from
+ * the process memory opens at most 4 hours of tickets. Keys are made on first use, per options
+ * object (so per SSL_CTX, shared by every listener of these options, in any thread), and
+ * rotation happens on the next handshake after the deadline, under a mutex. Keys generated
+ * in one process are unknown to others: for a fleet, give keys.
+ * Errors: WEFT_EINVAL (SECONDS not a positive number), WEFT_EFROZEN. */
+int weft_cert_options_set_ticket_key_lifetime(weft_cert_options *options, double seconds);
+
+/** Clients: keep the sessions servers give (default on) and offer them again to the next
+ * connection made with these options to the same server name and port (the server name is
+ * the connection's, else the options', else the host given to weft_connect_ssl; with no name
+ * at all, as in STARTTLS without one, the peer's IP address). The cache holds one session per
+ * name and port, at most 100 (the least recently used goes first), and lives as long as the
+ * options; expired sessions and sessions made unusable by a failed connection are dropped. A
+ * session is offered until the server gives a newer one for the same name and port: at TLS
+ * 1.3 servers send new tickets on each connection (weft servers always do), so each ticket is
+ * normally used once, as RFC 8446 advises; a server that sends none gets the same ticket
+ * again.
+ * On by default, as in browsers and curl: a session is only offered under the same options
+ * (same trust anchors, client certificate, versions, protocol list) and for the name whose
+ * certificate it verified, so it grants nothing a full handshake would not. Turn it off for
+ * clients that must not be linkable across connections (a resumed session identifies the
+ * client to the server). Thread: the cache is guarded by a mutex; options may be shared by
+ * reactors in several threads. Errors: WEFT_EINVAL (NULL), WEFT_EFROZEN. */
+int weft_cert_options_set_session_reuse(weft_cert_options *options, int on);
 
 /** @{ */
 /** Seconds a TLS handshake may take before the connection is cut (default 30; > 0), and seconds

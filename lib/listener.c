@@ -176,17 +176,20 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
     listener_free(l);
     return rc;
   }
+  /* Created disabled and enabled below: evconnlistener_new ignores a failure to enable
+   * (out of memory in event_add), which would leave a listener that never accepts. */
   l->evl = evconnlistener_new(reactor->base, on_accept, l,
-                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
+                              0, fd);
   l->backoff = evtimer_new(reactor->base, on_backoff_done, l);
-  if (!l->evl || !l->backoff) {
+  if (!l->evl || !l->backoff || evconnlistener_enable(l->evl) != 0) {
     if (!l->evl)
       close(fd);
     listener_free(l);
     return WEFT_ENOMEM;
   }
   evconnlistener_set_error_cb(l->evl, on_accept_error);
-  l->accepting = 1; /* evconnlistener_new enables it */
+  l->accepting = 1;
   l->addr_len = sizeof l->addr;
   getsockname(fd, (struct sockaddr *)&l->addr, &l->addr_len);
   if (out)

@@ -110,14 +110,12 @@ int weft_reactor_new(weft_reactor **out) {
   weft_reactor *r = weft__calloc(1, sizeof *r);
   if (!r)
     return WEFT_ENOMEM;
-  /* Precise timers: libevent's default coarse clock can fire a delayed call 4 ms early. */
-  struct event_config *cfg = event_config_new();
-  struct event_base *base = NULL;
-  if (cfg) {
-    event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
-    base = event_base_new_with_config(cfg);
-    event_config_free(cfg);
-  }
+  /* No EVENT_BASE_FLAG_PRECISE_TIMER: with it, libevent's epoll backend makes a
+   * timerfd_settime(2) call before every epoll_wait(2), one more system call per loop
+   * iteration (per request, at a moderate rate). Without it timers run on the coarse
+   * monotonic clock and epoll_wait's millisecond time-out: a delayed call may run up to one
+   * clock tick (a few ms) early as seen from CLOCK_MONOTONIC; see weft_reactor_call_later. */
+  struct event_base *base = event_base_new();
   if (!base) {
     weft__free(r);
     return WEFT_ENOMEM;

@@ -516,7 +516,8 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
     t->host_len = 0;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  evutil_make_socket_nonblocking(fd);
+  /* Already non-blocking: the listener accepts with accept4(SOCK_NONBLOCK) (libevent's
+   * evconnlistener) and the connector creates its sockets with SOCK_NONBLOCK. */
 
   int rc = WEFT_ENOMEM;
   t->finish_event = event_new(reactor->base, -1, 0, on_finish, t);
@@ -538,7 +539,8 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
         role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
         BEV_OPT_CLOSE_ON_FREE);
     if (!t->bev) {
-      SSL_free(t->ssl);
+      /* With BEV_OPT_CLOSE_ON_FREE, libevent frees the SSL itself when it fails (its socket
+       * BIO does not own the descriptor, which the failure path below closes). */
       t->ssl = NULL;
       rc = WEFT_ENOMEM;
       goto fail;
@@ -673,6 +675,49 @@ int weft_transport_write(weft_transport *transport, const void *data, size_t len
     return 0;
   if (bufferevent_write(transport->bev, data, len) != 0)
     return WEFT_ENOMEM;
+  note_pending(transport);
+  return 0;
+}
+
+typedef struct release_ctx {
+  weft_release_fn release;
+  void *arg;
+} release_ctx;
+
+static void release_reference(const void *data, size_t len, void *arg) {
+  release_ctx ctx = *(release_ctx *)arg;
+  weft__free(arg);
+  if (ctx.release)
+    ctx.release(data, len, ctx.arg);
+}
+
+int weft_transport_write_reference(weft_transport *transport, const void *data, size_t len,
+                                   weft_release_fn release, void *arg) {
+  int rc = writable(transport);
+  if (rc != 0)
+    return rc;
+  if (len > 0 && !data)
+    return WEFT_EINVAL;
+  if (len == 0 || write_through(transport, data, len)) {
+    /* Sent (or, if OpenSSL must finish the record later, copied: see write_through). */
+    if (release)
+      release(data, len, arg);
+    return 0;
+  }
+  /* The bufferevent reads the bytes in place; libevent's cleanup takes one pointer, so the
+   * caller's pair travels in a small block (none at all for RELEASE NULL). */
+  release_ctx *ctx = NULL;
+  if (release) {
+    if (!(ctx = weft__malloc(sizeof *ctx)))
+      return WEFT_ENOMEM;
+    ctx->release = release;
+    ctx->arg = arg;
+  }
+  if (evbuffer_add_reference(bufferevent_get_output(transport->bev), data, len,
+                             release ? release_reference : NULL, ctx) != 0) {
+    weft__free(ctx);
+    return WEFT_ENOMEM;
+  }
   note_pending(transport);
   return 0;
 }
@@ -1006,8 +1051,7 @@ int weft_transport_start_tls(weft_transport *transport, weft_cert_options *optio
       role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
       BEV_OPT_CLOSE_ON_FREE);
   if (!tls) {
-    SSL_free(t->ssl);
-    t->ssl = NULL;
+    t->ssl = NULL; /* freed by libevent on failure (BEV_OPT_CLOSE_ON_FREE) */
     return WEFT_ENOMEM;
   }
   /* Report the plain bufferevent's EOF as EOF (not as an error with no reason): on_eof tells

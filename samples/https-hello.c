@@ -36,7 +36,8 @@
 #define MAX_BUFFERED (256 * 1024) /* pipelined bytes kept while a response streams */
 #define CHUNK (64 * 1024)         /* body bytes per write */
 #define HIGH_WATER (256 * 1024)   /* stop writing body while this much output waits... */
-#define LOW_WATER (64 * 1024)     /* ... and resume (write_drained) once it is down to this */
+#define LOW_WATER (64 * 1024)
+#define SCRATCH (32 * 1024)       /* per thread: input is parsed here, not in the connection */     /* ... and resume (write_drained) once it is down to this */
 #define MAX_THREADS 64
 
 static const char usage[] =
@@ -67,6 +68,7 @@ struct server {
   sem_t *release;            /* posted by the main thread after its last weft_reactor_stop */
   int setup_rc;              /* written before posting ready */
   int run_rc;                /* written after run; read after pthread_join */
+  char scratch[SCRATCH];     /* where a connection with nothing buffered parses its input */
 };
 
 /* One connection: the bytes not parsed yet, and the response being streamed. */
@@ -101,7 +103,9 @@ static void respond(struct http_conn *c, const char *status, const char *body,
 static int pump_body(struct http_conn *c) {
   while (c->body_left > 0 && weft_transport_pending_output(c->transport) <= HIGH_WATER) {
     size_t n = c->body_left < CHUNK ? (size_t)c->body_left : CHUNK;
-    if (weft_transport_write(c->transport, body_chunk, n) != 0) return 0; /* closing */
+    /* The bytes are static: weft sends them in place, no copy and no release callback. */
+    if (weft_transport_write_reference(c->transport, body_chunk, n, NULL, NULL) != 0)
+      return 0; /* closing */
     c->body_left -= n;
   }
   return c->body_left == 0;
@@ -161,8 +165,10 @@ bad:
   respond(c, "400 Bad Request", "bad request\n", 0);
 }
 
-/* Answers every complete request in the buffer, in order, unless a response is streaming. */
-static void process_requests(struct http_conn *c) {
+/* Answers every complete request in BUF (LEN bytes; modified in place), in order, unless a
+ * response is streaming. Returns how many bytes it used; the rest is an incomplete request, or
+ * requests pipelined behind a streaming body. */
+static size_t parse_requests(struct http_conn *c, char *buf, size_t len) {
   size_t used = 0;
   while (!c->closing && c->body_left == 0) {
     if (c->close_after) { /* the last response is out: Connection: close, or an error */
@@ -171,12 +177,12 @@ static void process_requests(struct http_conn *c) {
       break;
     }
     if (c->discard) { /* skip a request body */
-      size_t n = c->in_len - used < c->discard ? c->in_len - used : c->discard;
+      size_t n = len - used < c->discard ? len - used : c->discard;
       used += n, c->discard -= n;
       if (c->discard) break;
     }
-    char *start = c->in + used, *end = memmem(start, c->in_len - used, "\r\n\r\n", 4);
-    size_t head_len = end ? (size_t)(end - start) + 4 : c->in_len - used;
+    char *start = buf + used, *end = memmem(start, len - used, "\r\n\r\n", 4);
+    size_t head_len = end ? (size_t)(end - start) + 4 : len - used;
     if (head_len > MAX_HEAD) {
       c->close_after = 1;
       c->head_only = 0;
@@ -189,10 +195,36 @@ static void process_requests(struct http_conn *c) {
       used += head_len;
     }
   }
-  memmove(c->in, c->in + used, c->in_len - used); /* keep the unparsed rest */
-  c->in_len -= used;
   /* While a body streams, stop reading: pipelined requests wait in the kernel, not here. */
   if (c->body_left) weft_transport_pause_reading(c->transport);
+  return used;
+}
+
+/* Keeps LEN unparsed bytes at DATA in the connection's own buffer, after those already there.
+ * Returns 0, or -1 when that would pass MAX_BUFFERED (or memory ran out). */
+static int keep_input(struct http_conn *c, const void *data, size_t len) {
+  if (c->in_len + len > c->in_size) { /* grow the buffer, within bounds */
+    size_t size = c->in_size ? c->in_size * 2 : 4096;
+    while (size < c->in_len + len) size *= 2;
+    char *in = size <= MAX_BUFFERED ? realloc(c->in, size) : NULL;
+    if (!in) return -1; /* only a client that ignores every limit gets here */
+    c->in = in, c->in_size = size;
+  }
+  memcpy(c->in + c->in_len, data, len);
+  c->in_len += len;
+  return 0;
+}
+
+/* Parses what the connection keeps, and frees the buffer once it is empty: an idle keep-alive
+ * connection holds no input buffer at all. */
+static void process_requests(struct http_conn *c) {
+  size_t used = parse_requests(c, c->in, c->in_len);
+  memmove(c->in, c->in + used, c->in_len - used); /* keep the unparsed rest */
+  c->in_len -= used;
+  if (c->in_len == 0) {
+    free(c->in);
+    c->in = NULL, c->in_size = 0;
+  }
 }
 
 static void http_made(weft_protocol *p, weft_transport *t) {
@@ -204,19 +236,23 @@ static void http_made(weft_protocol *p, weft_transport *t) {
 static void http_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
   struct http_conn *c = (struct http_conn *)p;
   if (c->closing) return;
-  if (c->in_len + len > c->in_size) { /* grow the buffer, within bounds */
-    size_t size = c->in_size ? c->in_size * 2 : 4096;
-    while (size < c->in_len + len) size *= 2;
-    char *in = size <= MAX_BUFFERED ? realloc(c->in, size) : NULL;
-    if (!in) { /* only a client that ignores every limit gets here */
+  if (c->in_len == 0 && len <= SCRATCH) {
+    /* The usual case, a whole request and nothing kept from before: parse it in the thread's
+     * scratch buffer, and keep only what is left over (a partial or pipelined request). */
+    char *buf = c->server->scratch;
+    memcpy(buf, data, len);
+    size_t used = parse_requests(c, buf, len);
+    if (used < len && !c->closing && keep_input(c, buf + used, len - used) != 0) {
       weft_transport_abort_connection(t);
       c->closing = 1;
-      return;
     }
-    c->in = in, c->in_size = size;
+    return;
   }
-  memcpy(c->in + c->in_len, data, len);
-  c->in_len += len;
+  if (keep_input(c, data, len) != 0) {
+    weft_transport_abort_connection(t);
+    c->closing = 1;
+    return;
+  }
   process_requests(c);
 }
 

@@ -20,7 +20,9 @@
  * not part of the suite because libevent 2.1.12 itself ignores some failures, and the walk
  * then hangs where weft cannot see the failure: evconnlistener_new ignores the result of
  * evconnlistener_enable (a listener that never accepts), and bufferevent_socket_new ignores
- * the result of evbuffer_add_cb (a connection whose output is never flushed). Failures that
+ * the result of evbuffer_add_cb (a connection whose output is never flushed); and a failure
+ * inside bufferevent_openssl_socket_new after its bufferevent is allocated crashes in its own
+ * clean-up (bufferevent_free on a half-built bufferevent). Failures that
  * libevent does report (event_base_new, event_new, bufferevent_*_new returning NULL) reach
  * the caller as WEFT_ENOMEM. OpenSSL's allocations are not failed here.
  */

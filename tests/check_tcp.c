@@ -85,6 +85,95 @@ START_TEST(test_echo) {
 }
 END_TEST
 
+/* --- Writes by reference ---------------------------------------------------------------- */
+
+typedef struct released {
+  int calls;
+  const void *data;
+  size_t len;
+  void *arg;
+} released;
+
+static void on_release(const void *data, size_t len, void *arg) {
+  released *r = arg;
+  r->calls++;
+  r->data = data;
+  r->len = len;
+  r->arg = arg;
+}
+
+/* 4 MiB by reference, with a copied write before and after: all arrive in order, and the
+ * bytes are released once, after they left (never while the peer still waits for them). */
+START_TEST(test_write_reference) {
+  pair p;
+  pair_init(&p);
+  pair_connect(&p);
+  const size_t big = 4u << 20;
+  uint8_t *body = malloc(big);
+  ck_assert_ptr_nonnull(body);
+  tu_pattern_fill(body, big, 3);
+  uint8_t head[3], tail[5];
+  tu_pattern_fill(head, sizeof head, 0);
+  tu_pattern_fill(tail, sizeof tail, 3 + big);
+  released rel = {0};
+  ck_assert_int_eq(weft_transport_write(p.s->transport, head, sizeof head), 0);
+  ck_assert_int_eq(weft_transport_write_reference(p.s->transport, body, big, on_release, &rel), 0);
+  ck_assert_int_eq(weft_transport_write(p.s->transport, tail, sizeof tail), 0);
+  ck_assert_int_eq(rel.calls, 0); /* 4 MiB cannot have left yet: the loop has not run */
+  const size_t total = sizeof head + big + sizeof tail;
+  tu_wait_size(p.r, &p.c->rx_len, total, 20.0);
+  tu_wait_int(p.r, &rel.calls, 1, 10.0);
+  tu_settle(p.r, 0.05);
+  ck_assert_int_eq(rel.calls, 1);
+  ck_assert_ptr_eq(rel.data, body);
+  ck_assert_uint_eq(rel.len, big);
+  ck_assert_ptr_eq(rel.arg, &rel);
+  ck_assert_uint_eq(p.c->rx_len, total);
+  ck_assert_uint_eq(tu_pattern_check(p.c->rx, total, 0), total);
+
+  /* Errors: nothing queued, nothing released; the bytes stay the caller's. */
+  ck_assert_int_eq(weft_transport_write_reference(NULL, body, 1, on_release, &rel), WEFT_EINVAL);
+  ck_assert_int_eq(weft_transport_write_reference(p.s->transport, NULL, 1, on_release, &rel),
+                   WEFT_EINVAL);
+  /* LEN 0: nothing to send, released at once. A NULL release is allowed. */
+  ck_assert_int_eq(weft_transport_write_reference(p.s->transport, body, 0, on_release, &rel), 0);
+  ck_assert_int_eq(rel.calls, 2);
+  ck_assert_int_eq(weft_transport_write_reference(p.s->transport, "x", 1, NULL, NULL), 0);
+  ck_assert_int_eq(weft_transport_lose_connection(p.s->transport), 0);
+  ck_assert_int_eq(weft_transport_write_reference(p.s->transport, body, 1, on_release, &rel),
+                   WEFT_ECLOSED);
+  ck_assert_int_eq(rel.calls, 2);
+  tu_wait_int(p.r, &p.c->lost, 1, 10.0);
+  pair_free(&p);
+  free(body);
+}
+END_TEST
+
+/* Bytes that never left are released when the connection is aborted, exactly once. */
+START_TEST(test_write_reference_abort) {
+  pair p;
+  pair_init(&p);
+  pair_connect(&p);
+  ck_assert_int_eq(weft_transport_pause_reading(p.c->transport), 0); /* the peer stops reading */
+  const size_t big = 32u << 20; /* more than the kernel buffers hold */
+  uint8_t *body = calloc(1, big);
+  ck_assert_ptr_nonnull(body);
+  released rel = {0};
+  ck_assert_int_eq(weft_transport_write_reference(p.s->transport, body, big, on_release, &rel), 0);
+  tu_settle(p.r, 0.1);
+  ck_assert_int_eq(rel.calls, 0);
+  ck_assert_uint_gt(weft_transport_pending_output(p.s->transport), 0);
+  ck_assert_int_eq(weft_transport_abort_connection(p.s->transport), 0);
+  tu_wait_int(p.r, &p.s->lost, 1, 10.0);
+  tu_wait_int(p.r, &rel.calls, 1, 10.0);
+  tu_settle(p.r, 0.05);
+  ck_assert_int_eq(rel.calls, 1);
+  ck_assert_int_eq(p.s->lost_reason.code, WEFT_EABORTED);
+  pair_free(&p);
+  free(body);
+}
+END_TEST
+
 /* --- Pause and resume ------------------------------------------------------------------- */
 
 static void pause_on_made(tu_conn *c, weft_transport *t) {
@@ -1445,6 +1534,8 @@ static Suite *tcp_suite(void) {
   Suite *s = suite_create("tcp");
   TCase *tc = tcase_create("data");
   tcase_add_test(tc, test_echo);
+  tcase_add_test(tc, test_write_reference);
+  tcase_add_test(tc, test_write_reference_abort);
   tcase_add_test(tc, test_pause_resume);
   tcase_add_test(tc, test_pause_until_eof);
   tcase_add_test(tc, test_write_drained);

@@ -1139,6 +1139,46 @@ START_TEST(test_small_writes_queue_in_order) {
 }
 END_TEST
 
+/* A small write by reference into an idle TLS connection goes out at once (write-through):
+ * its bytes are released before the call returns. A large one is released after it left. */
+static int tls_release_calls;
+static void tls_release(const void *data, size_t len, void *arg) {
+  (void)data;
+  (void)len;
+  (void)arg;
+  tls_release_calls++;
+}
+
+START_TEST(test_write_reference_tls) {
+  world w;
+  world_init(&w);
+  tls_release_calls = 0;
+  w.sopts = tu_server_options(&w.pki);
+  w.copts = tu_client_options(&w.pki);
+  world_listen(&w);
+  world_connect(&w, "localhost");
+  tu_conn *c, *s;
+  world_wait_made(&w, &c, &s);
+  static const char hello[] = "hello";
+  ck_assert_int_eq(weft_transport_write_reference(s->transport, hello, 5, tls_release, NULL), 0);
+  ck_assert_int_eq(tls_release_calls, 1);
+  ck_assert_uint_eq(weft_transport_pending_output(s->transport), 0);
+  const size_t big = 1u << 20;
+  uint8_t *body = malloc(big);
+  ck_assert_ptr_nonnull(body);
+  tu_pattern_fill(body, big, 5);
+  ck_assert_int_eq(weft_transport_write_reference(s->transport, body, big, tls_release, NULL), 0);
+  ck_assert_int_eq(tls_release_calls, 1);
+  tu_wait_size(w.r, &c->rx_len, 5 + big, 20.0);
+  tu_wait_int(w.r, &tls_release_calls, 2, 10.0);
+  ck_assert_msg(memcmp(c->rx, hello, 5) == 0, "the first bytes are not hello");
+  ck_assert_uint_eq(tu_pattern_check(c->rx + 5, big, 5), big);
+  world_close_clean(&w, c, s);
+  world_free(&w);
+  free(body);
+}
+END_TEST
+
 START_TEST(test_data_with_handshake_end) {
   int weft_is_server = _i == 0;
   int v = weft_is_server ? WEFT_TLS1_3 : WEFT_TLS1_2;
@@ -1887,6 +1927,7 @@ static Suite *tls_suite(void) {
   tcase_add_loop_test(tc, test_abort, 0, 4);
   tcase_add_loop_test(tc, test_data_with_handshake_end, 0, 2);
   tcase_add_loop_test(tc, test_small_writes_queue_in_order, 0, 2);
+  tcase_add_test(tc, test_write_reference_tls);
   tcase_set_timeout(tc, 60);
   suite_add_tcase(s, tc);
 

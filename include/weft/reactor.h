@@ -80,7 +80,11 @@ int weft_reactor_stop(weft_reactor *reactor);
 void weft_reactor_free(weft_reactor *reactor);
 
 /** Schedules FN(ARG) to run once, SECONDS from now (0 or more, finite). If OUT is not NULL it
- * receives a handle valid until FN starts running or the call is cancelled.
+ * receives a handle valid until FN starts running or the call is cancelled. Timing follows
+ * libevent's clock (CLOCK_MONOTONIC_COARSE on Linux, and epoll_wait's millisecond time-out):
+ * FN may run up to one clock tick (a few milliseconds) early as measured with CLOCK_MONOTONIC,
+ * and later under load; the reactor does not pay a system call per loop iteration for a finer
+ * timer.
  * Errors: WEFT_EINVAL (NULL reactor or FN, negative or non-finite SECONDS), WEFT_ENOMEM. */
 int weft_reactor_call_later(weft_reactor *reactor, double seconds, weft_callback fn, void *arg,
                             weft_delayed_call **out);

@@ -42,6 +42,24 @@ int weft_transport_write(weft_transport *transport, const void *data, size_t len
 /** Queues COUNT buffers as one write, in order; all or nothing. Errors as weft_transport_write. */
 int weft_transport_write_sequence(weft_transport *transport, const weft_buf *bufs, size_t count);
 
+/** Releases the bytes given to weft_transport_write_reference: DATA and LEN as given, ARG the
+ * caller's pointer. */
+typedef void (*weft_release_fn)(const void *data, size_t len, void *arg);
+
+/** Queues LEN bytes at DATA without copying them: weft reads them in place until they are
+ * sent, or dropped because the connection ended, and then calls RELEASE(DATA, LEN, ARG) once
+ * (RELEASE may be NULL: for static or long-lived bytes). Until then the caller must keep the
+ * bytes alive and unchanged. Use it for large or shared bodies (a file mapped in memory, a
+ * static response) where weft_transport_write's copy would cost more than the send.
+ * RELEASE runs on the reactor's thread: sometimes before this function returns (the bytes were
+ * sent at once), otherwise later from the loop, or from inside a later call on this transport
+ * that drops output (abort_connection) or frees it (weft_reactor_free). It must not call weft
+ * functions on this transport.
+ * Errors as weft_transport_write; on error nothing is queued and RELEASE is not called, so the
+ * bytes are still the caller's. LEN 0 returns 0 and calls RELEASE at once. */
+int weft_transport_write_reference(weft_transport *transport, const void *data, size_t len,
+                                   weft_release_fn release, void *arg);
+
 /** Closes the connection gracefully: what was written is sent first; then for TCP a FIN is
  * sent and input is read and discarded until the peer's FIN (so that closing with unread input
  * cannot make the kernel reset the connection and destroy data in flight), for at most 5 s;

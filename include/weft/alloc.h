@@ -28,11 +28,11 @@ extern "C" {
  * nothing. They may be called from any thread that calls weft (weft_reactor_call_from_thread
  * allocates in the calling thread), so they must be thread-safe. */
 typedef struct weft_allocator {
-  void *(*malloc)(size_t size, void *user_data);
-  void (*free)(void *ptr, void *user_data);
-  void *(*calloc)(size_t count, size_t size, void *user_data);
-  void *(*realloc)(void *ptr, size_t size, void *user_data);
-  void *user_data;
+  void *(*malloc)(size_t size, void *user_data);                /**< like malloc(3) */
+  void (*free)(void *ptr, void *user_data);                     /**< like free(3) */
+  void *(*calloc)(size_t count, size_t size, void *user_data);  /**< like calloc(3) */
+  void *(*realloc)(void *ptr, size_t size, void *user_data);    /**< like realloc(3) */
+  void *user_data; /**< passed to each function as its last argument */
 } weft_allocator;
 
 /** Makes ALLOCATOR (copied; NULL restores the C library's allocator) the one weft uses from

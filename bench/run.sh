@@ -1,0 +1,474 @@
+#!/usr/bin/env bash
+# bench/run.sh: compares weft's samples/https-hello with a hand-written libevent
+# bufferevent_openssl server (bench/baseline.c) and nginx, by SERVER CPU time per unit of work.
+#
+#   bench/run.sh [--quick] [--reps N] [--servers weft,baseline,nginx] [--weft-threads N]
+#                [--no-build]   (--no-build: use the weft already built, do not run make)
+#
+# Installs what is missing (apt-get), builds weft, the baseline and the load clients, makes an
+# ECDSA P-256 certificate, then runs scenarios S1..S5 interleaved (weft, baseline, nginx,
+# weft, ...), the server pinned to CPU 0 and the load generator to CPU 1. Prints a Markdown
+# table and writes bench/results/latest.md and bench/results/latest.csv. See bench/README.md.
+set -euo pipefail
+
+BENCH=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$BENCH")
+BIN=$BENCH/bin
+RESULTS=$BENCH/results
+
+REPS=3
+QUICK=0
+SERVERS=weft,baseline,nginx
+WEFT_THREADS=
+NO_BUILD=0
+usage() {
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit "${1:-2}"
+}
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) QUICK=1; REPS=1 ;;
+        --reps) REPS=${2:?--reps needs a number}; shift ;;
+        --servers) SERVERS=${2:?--servers needs a list}; shift ;;
+        --weft-threads) WEFT_THREADS=${2:?--weft-threads needs a number}; shift ;;
+        --no-build) NO_BUILD=1 ;;
+        -h|--help) usage 0 ;;
+        *) echo "run.sh: unknown option $1" >&2; usage ;;
+    esac
+    shift
+done
+case $REPS in ''|*[!0-9]*|0) echo "run.sh: --reps needs a number >= 1" >&2; exit 2 ;; esac
+
+log() { echo "[bench $(date +%T)] $*" >&2; }
+die() { echo "run.sh: error: $*" >&2; exit 1; }
+
+# Work sizes: full run, then --quick.
+if [ "$QUICK" = 1 ]; then
+    S1_N=30000;  S1_WARM=3000
+    S2_N=600;    S2_WARM=100
+    S3_N=60;     S3_WARM=10
+    S4_N=5000
+    S5_SECS=3;   S5_WARM=1
+else
+    S1_N=300000; S1_WARM=20000
+    S2_N=4000;   S2_WARM=300
+    S3_N=1000;   S3_WARM=50
+    S4_N=5000
+    S5_SECS=10;  S5_WARM=2
+fi
+S5_RATE=2000
+S5_CONNS=20
+
+# --- 1. Dependencies ---------------------------------------------------------------------------
+missing=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have nginx || missing+=(nginx)
+have h2load || missing+=(nghttp2-client)
+have wrk || missing+=(wrk)
+have gcc && have make || missing+=(build-essential)
+have pkg-config || missing+=(pkg-config)
+have openssl || missing+=(openssl)
+have taskset || missing+=(util-linux)
+if have pkg-config; then
+    pkg-config --exists libevent_openssl || missing+=(libevent-dev)
+    pkg-config --exists openssl || missing+=(libssl-dev)
+else
+    missing+=(libevent-dev libssl-dev)
+fi
+if [ ! -x "$ROOT/configure" ] && ! { have autoreconf && have libtoolize && have automake; }; then
+    missing+=(autoconf automake libtool)
+fi
+installed_nginx=0
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}); run as root to install them"
+    log "installing: ${missing[*]}"
+    apt-get update >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
+    case " ${missing[*]} " in *" nginx "*) installed_nginx=1 ;; esac
+fi
+# Debian's nginx package starts the system service on :80 when installed; stop that one (only
+# if we installed it just now): it is not ours and would only sit on the CPUs.
+if [ $installed_nginx = 1 ] && [ -s /run/nginx.pid ]; then
+    log "stopping the nginx service that the package started"
+    service nginx stop >/dev/null 2>&1 || kill "$(cat /run/nginx.pid)" 2>/dev/null || true
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# --- 2. Build ---------------------------------------------------------------------------------
+HELLO=$ROOT/samples/https-hello
+if [ ! -f "$ROOT/Makefile" ]; then
+    log "building weft (autogen, configure, make)"
+    (cd "$ROOT" && { [ -x configure ] || ./autogen.sh; } && ./configure >&2 && make -j2 >&2) ||
+        die "weft does not build"
+elif [ $NO_BUILD = 1 ] && [ -x "$HELLO" ]; then
+    log "--no-build: using the samples/https-hello already built"
+elif ! (cd "$ROOT" && make -j2 >/dev/null 2>"$BENCH/.make.err"); then
+    [ -x "$HELLO" ] || { cat "$BENCH/.make.err" >&2; die "weft does not build"; }
+    log "WARNING: 'make' failed (someone mid-edit?); using the samples/https-hello already built"
+    tail -5 "$BENCH/.make.err" >&2
+fi
+rm -f "$BENCH/.make.err"
+[ -x "$HELLO" ] || die "samples/https-hello was not built"
+
+mkdir -p "$BIN" "$RESULTS"
+CFLAGS="-std=c11 -O2 -g -Wall -Wextra -Werror"
+build() { # NAME PKGS [EXTRA...]
+    local name=$1 pkgs=$2
+    shift 2
+    if [ ! -x "$BIN/$name" ] || [ "$BENCH/$name.c" -nt "$BIN/$name" ] ||
+        [ "$BENCH/benchcommon.h" -nt "$BIN/$name" ]; then
+        # shellcheck disable=SC2046,SC2086
+        gcc $CFLAGS $(pkg-config --cflags $pkgs) "$@" -o "$BIN/$name" "$BENCH/$name.c" \
+            $(pkg-config --libs $pkgs) || die "cannot build bench/$name.c"
+    fi
+}
+build baseline "libevent_openssl libevent openssl"
+build hsclient openssl -pthread
+build idleclient openssl -pthread
+build latclient openssl
+
+# --- 3. Certificate, nginx prefix ---------------------------------------------------------------
+TMP=$(mktemp -d /tmp/weft-bench.XXXXXX)
+SERVER_MAIN=     # PID we started (nginx: the master)
+CLIENT_PID=
+cleanup() {
+    if [ -n "$CLIENT_PID" ]; then kill "$CLIENT_PID" 2>/dev/null || true; fi
+    if [ -n "$SERVER_MAIN" ]; then # TERM, not KILL: nginx's master then stops its worker
+        kill "$SERVER_MAIN" 2>/dev/null || true
+        wait "$SERVER_MAIN" 2>/dev/null || true
+    fi
+    rm -rf "$TMP" "$RESULTS/latest.csv.tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null || die "openssl req failed"
+# Snapshot the weft build: every run then uses the same binary and library, even if someone
+# rebuilds the tree meanwhile (samples/https-hello is a libtool wrapper around .libs/).
+mkdir -p "$TMP/weft"
+if [ -x "$ROOT/samples/.libs/https-hello" ]; then
+    cp "$ROOT/samples/.libs/https-hello" "$TMP/weft/https-hello"
+    cp -P "$ROOT"/lib/.libs/libweft.so* "$TMP/weft/" 2>/dev/null || true
+else
+    cp "$HELLO" "$TMP/weft/https-hello"
+fi
+HELLO=$TMP/weft/https-hello
+LD_LIBRARY_PATH=$TMP/weft "$HELLO" --help >/dev/null 2>&1 || die "the weft snapshot does not run (${HELLO})"
+WEFT_BUILT=$(date -u -r "$ROOT/samples/https-hello" '+%Y-%m-%d %H:%M UTC')
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true # S4 holds 5,000 connections: servers inherit it
+
+mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
+head -c 1048576 /dev/zero | tr '\0' x >"$TMP/nginx/bytes-1m"
+CIPHERS="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+nginx_conf() { # PORT
+    cat <<EOF
+worker_processes 1;
+master_process on;
+daemon off;
+user root;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/logs/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 10000; }
+http {
+    access_log off;
+    server_tokens off;
+    etag off;
+    types { }
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $TMP/nginx/tmp/body;
+    proxy_temp_path $TMP/nginx/tmp/proxy;
+    fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
+    uwsgi_temp_path $TMP/nginx/tmp/uwsgi;
+    scgi_temp_path $TMP/nginx/tmp/scgi;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers $CIPHERS;
+    ssl_prefer_server_ciphers on;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;
+    server {
+        listen 127.0.0.1:$1 ssl;    # no "http2": HTTP/1.1 only, ALPN http/1.1
+        ssl_certificate $TMP/cert.pem;
+        ssl_certificate_key $TMP/key.pem;
+        location = / { return 200 "Hello, World!"; }
+        location = /bytes/1048576 { alias $TMP/nginx/bytes-1m; }
+    }
+}
+EOF
+}
+
+IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
+for s in "${SERVER_LIST[@]}"; do
+    case $s in weft|baseline|nginx) ;; *) die "unknown server '$s' (weft, baseline, nginx)" ;; esac
+done
+if [[ ",$SERVERS," == *,nginx,* ]] && [ ! -x "$NGINX" ]; then
+    log "WARNING: nginx is not installed: its column will be n/a"
+fi
+
+# --- 4. Server control and measurement ------------------------------------------------------------
+NEXT_PORT=21000
+PORT=
+SERVER_PID= # the process whose CPU and memory we read (nginx: the worker)
+
+cpu_ticks() { # utime + stime (fields 14, 15) of PID, in clock ticks
+    local s
+    s=$(cat "/proc/$1/stat") || return 1
+    s=${s##*') '}
+    awk '{print $12 + $13}' <<<"$s"
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+stop_server() {
+    if [ -n "$SERVER_MAIN" ]; then
+        kill -TERM "$SERVER_MAIN" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$SERVER_MAIN" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$SERVER_MAIN" 2>/dev/null || true
+        wait "$SERVER_MAIN" 2>/dev/null || true
+    fi
+    SERVER_MAIN= SERVER_PID=
+}
+
+start_server() { # NAME: sets PORT, SERVER_MAIN, SERVER_PID; returns 1 if it would not start
+    local name=$1 out=$TMP/$1.out
+    PORT=$NEXT_PORT
+    NEXT_PORT=$((NEXT_PORT + 1)) # a fresh port each start: no TIME_WAIT games
+    case $name in
+        weft)
+            local extra=()
+            [ -n "$WEFT_THREADS" ] && extra=(--threads "$WEFT_THREADS")
+            LD_LIBRARY_PATH=$TMP/weft taskset -c 0 "$HELLO" --listen "127.0.0.1:$PORT" --cert "$TMP/cert.pem" \
+                --key "$TMP/key.pem" "${extra[@]}" >"$out" 2>&1 &
+            ;;
+        baseline)
+            taskset -c 0 "$BIN/baseline" --listen "127.0.0.1:$PORT" --cert "$TMP/cert.pem" \
+                --key "$TMP/key.pem" >"$out" 2>&1 &
+            ;;
+        nginx)
+            [ -x "$NGINX" ] || return 1
+            nginx_conf "$PORT" >"$TMP/nginx/nginx.conf"
+            taskset -c 0 "$NGINX" -e "$TMP/nginx/logs/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" >"$out" 2>&1 &
+            ;;
+    esac
+    SERVER_MAIN=$!
+    local i
+    for i in $(seq 100); do
+        if ! kill -0 "$SERVER_MAIN" 2>/dev/null; then
+            log "$name exited at start: $(tail -3 "$out" | tr '\n' ' ')"
+            wait "$SERVER_MAIN" 2>/dev/null || true
+            SERVER_MAIN=
+            return 1
+        fi
+        if [ "$name" = nginx ]; then
+            SERVER_PID=$(pgrep -P "$SERVER_MAIN" | head -1 || true)
+            [ -n "$SERVER_PID" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+        elif grep -q "^listening on" "$out"; then
+            SERVER_PID=$SERVER_MAIN
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "$name did not start in 10 s: $(tail -3 "$out" | tr '\n' ' ')"
+    stop_server
+    return 1
+}
+
+CSV=$RESULTS/latest.csv.tmp
+echo "scenario,rep,server,value,unit,server_cpu_ticks,work,work_unit,client_rate_per_s,status,detail" >"$CSV"
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+record() { # SCENARIO REP SERVER VALUE UNIT TICKS WORK WORK_UNIT RATE STATUS DETAIL
+    echo "$1,$2,$3,$4,$5,$6,$7,$8,$9,${10},\"${11}\"" >>"$CSV"
+    log "$1 rep $2 $3: $4 $5 (status ${10}; ${11})"
+}
+us_per() { awk -v t="$1" -v w="$2" -v u="$TICK_US" 'BEGIN { if (w > 0) printf "%.1f", t * u / w; else print "NA" }'; }
+field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -1; } # KEY=value from a RESULT line
+
+# Each scenario function: NAME REP; the server is running (SERVER_PID, PORT).
+load() { taskset -c 1 "$@"; } # load generators on CPU 1
+
+h2load_run() { # N CONNS PATH -> prints "done elapsed"; 1 if a request failed
+    local out
+    out=$(load h2load --h1 -t 1 -c "$2" -n "$1" "https://127.0.0.1:$PORT$3" 2>&1) || true
+    local done fail secs
+    done=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' <<<"$out")
+    fail=$(sed -n 's/^requests: .* \([0-9]*\) failed.*/\1/p' <<<"$out")
+    secs=$(sed -n 's/^finished in \([0-9.]*\)\(m\{0,1\}s\).*/\1 \2/p' <<<"$out" |
+        awk '{print ($2 == "ms") ? $1 / 1000 : $1}')
+    echo "${done:-0} ${secs:-0}"
+    [ "${done:-0}" = "$1" ] && [ "${fail:-1}" = 0 ]
+}
+
+scenario_s1() {
+    h2load_run "$S1_WARM" 50 / >/dev/null || true
+    local c0 c1 res st=ok
+    c0=$(cpu_ticks "$SERVER_PID")
+    res=$(h2load_run "$S1_N" 50 /) || st=error
+    c1=$(cpu_ticks "$SERVER_PID")
+    local n=${res% *} secs=${res#* }
+    record S1 "$2" "$1" "$(us_per $((c1 - c0)) "$n")" us_cpu/req $((c1 - c0)) "$n" requests \
+        "$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print 0 }')" \
+        $st "h2load --h1 -c 50 -n $S1_N GET /"
+}
+
+scenario_s2() { # resume: "" or --resume
+    local resume=$3 sc=S2
+    [ -n "$resume" ] && sc=S2r
+    load "$BIN/hsclient" --port "$PORT" -n "$S2_WARM" -c 4 $resume >/dev/null 2>&1 || true
+    local c0 c1 out st=ok
+    c0=$(cpu_ticks "$SERVER_PID")
+    out=$(load "$BIN/hsclient" --port "$PORT" -n "$S2_N" -c 4 $resume 2>&1) || st=error
+    c1=$(cpu_ticks "$SERVER_PID")
+    local line ok
+    line=$(grep '^RESULT' <<<"$out" || echo "RESULT ok=0")
+    ok=$(field ok "$line")
+    [ "$st" = ok ] || log "hsclient: $(grep -v '^RESULT' <<<"$out" | tr '\n' ' ')"
+    record $sc "$2" "$1" "$(us_per $((c1 - c0)) "$ok")" us_cpu/conn $((c1 - c0)) "$ok" connections \
+        "$(field rate "$line")" $st \
+        "hsclient -c 4 TLS1.3 $resume resumed=$(field resumed "$line")/$(field resumable "$line") failed=$(field failed "$line")"
+}
+
+scenario_s3() {
+    h2load_run "$S3_WARM" 10 /bytes/1048576 >/dev/null || true
+    local c0 c1 res st=ok
+    c0=$(cpu_ticks "$SERVER_PID")
+    res=$(h2load_run "$S3_N" 10 /bytes/1048576) || st=error
+    c1=$(cpu_ticks "$SERVER_PID")
+    local n=${res% *} secs=${res#* }
+    # work unit: MiB of body sent (each response is exactly 1 MiB)
+    record S3 "$2" "$1" "$(us_per $((c1 - c0)) "$n")" us_cpu/MiB $((c1 - c0)) "$n" MiB \
+        "$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print 0 }')" \
+        $st "h2load --h1 -c 10 -n $S3_N GET /bytes/1048576 (rate in MiB/s)"
+}
+
+scenario_s4() {
+    load "$BIN/hsclient" --port "$PORT" -n 50 -c 1 >/dev/null 2>&1 || true # warm-up
+    sleep 0.5
+    local r0 r1 out=$TMP/idle.out st=ok line
+    r0=$(rss_kib "$SERVER_PID")
+    load "$BIN/idleclient" --port "$PORT" -n "$S4_N" -c 4 --hold 120 >"$out" 2>&1 &
+    CLIENT_PID=$!
+    for _ in $(seq 1200); do
+        grep -q '^READY' "$out" && break
+        kill -0 "$CLIENT_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 1 # let the server settle
+    r1=$(rss_kib "$SERVER_PID")
+    line=$(grep '^READY' "$out" || echo "READY open=0 failed=$S4_N")
+    kill -TERM "$CLIENT_PID" 2>/dev/null || true
+    wait "$CLIENT_PID" 2>/dev/null || true
+    CLIENT_PID=
+    local open
+    open=$(field open "$line")
+    [ "$(field failed "$line")" = 0 ] && [ "$open" = "$S4_N" ] || st=error
+    record S4 "$2" "$1" \
+        "$(awk -v a="$r0" -v b="$r1" -v n="$open" 'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "NA" }')" \
+        KiB_rss/conn 0 "$open" connections 0 $st \
+        "rss ${r0}KiB->${r1}KiB; $line"
+}
+
+scenario_s5() {
+    load "$BIN/latclient" --port "$PORT" --rate "$S5_RATE" -c "$S5_CONNS" --duration "$S5_WARM" >/dev/null 2>&1 || true
+    local c0 c1 out st=ok line
+    c0=$(cpu_ticks "$SERVER_PID")
+    out=$(load "$BIN/latclient" --port "$PORT" --rate "$S5_RATE" -c "$S5_CONNS" --duration "$S5_SECS" 2>&1) || st=error
+    c1=$(cpu_ticks "$SERVER_PID")
+    line=$(grep '^RESULT' <<<"$out" || echo "RESULT done=0")
+    record S5 "$2" "$1" "$(field p99_us "$line")" us_p99 $((c1 - c0)) "$(field done "$line")" requests \
+        "$(field rate "$line")" $st \
+        "latclient ${S5_RATE}/s x ${S5_SECS}s over $S5_CONNS conns: p50=$(field p50_us "$line") p90=$(field p90_us "$line") max=$(field max_us "$line") errors=$(field errors "$line") cpu_us/req=$(us_per $((c1 - c0)) "$(field done "$line")")"
+}
+
+run_one() { # SCENARIO REP SERVER
+    if ! start_server "$3"; then
+        record "$1" "$2" "$3" NA - 0 0 - 0 no_server "server did not start"
+        return
+    fi
+    case $1 in
+        S1) scenario_s1 "$3" "$2" ;;
+        S2) scenario_s2 "$3" "$2" "" ;;
+        S2r) scenario_s2 "$3" "$2" --resume ;;
+        S3) scenario_s3 "$3" "$2" ;;
+        S4) scenario_s4 "$3" "$2" ;;
+        S5) scenario_s5 "$3" "$2" ;;
+    esac
+    stop_server
+}
+
+# --- 5. Run ------------------------------------------------------------------------------------
+START=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(cd "$ROOT" && git status --porcelain --untracked-files=no -- lib include samples 2>/dev/null | wc -l)
+log "servers: ${SERVER_LIST[*]}; reps: $REPS; quick: $QUICK; weft at $REV ($DIRTY modified files in lib/include/samples)"
+for sc in S1 S2 S2r S3 S4 S5; do
+    for rep in $(seq "$REPS"); do
+        for s in "${SERVER_LIST[@]}"; do
+            run_one "$sc" "$rep" "$s"
+        done
+    done
+done
+mv "$CSV" "$RESULTS/latest.csv"
+CSV=$RESULTS/latest.csv
+
+# --- 6. Table ----------------------------------------------------------------------------------
+median() { # SCENARIO SERVER -> median of the ok values, or n/a
+    awk -F, -v sc="$1" -v sv="$2" 'NR > 1 && $1 == sc && $3 == sv && $10 == "ok" && $4 != "NA" { v[n++] = $4 }
+        END { if (!n) { print "n/a"; exit }
+              for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+              m = (n % 2) ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
+              printf (m >= 100 ? "%.0f" : "%.1f"), m }' "$CSV"
+}
+errors() { awk -F, -v sc="$1" 'NR > 1 && $1 == sc && $10 != "ok" { n++ } END { print n + 0 }' "$CSV"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a"; else print (a <= b) ? "yes" : "no" }'; }
+both() { if [ "$1" = no ] || [ "$2" = no ]; then echo no; elif [ "$1" = n/a ] && [ "$2" = n/a ]; then echo n/a; elif [ "$1" = n/a ] || [ "$2" = n/a ]; then echo "$1/$2" | sed 's#n/a/##; s#/n/a##'; else echo yes; fi; }
+want() { # SCENARIO SERVER: median only if SERVER was selected
+    [[ ",$SERVERS," == *",$2,"* ]] && median "$1" "$2" || echo n/a
+}
+
+TABLE=$TMP/table.md
+{
+    echo "| scenario | unit | weft | baseline | nginx | weft/baseline | weft/nginx | target | met |"
+    echo "|---|---|---:|---:|---:|---:|---:|---|---|"
+    for sc in S1 S2 S2r S3 S4 S5; do
+        w=$(want $sc weft) b=$(want $sc baseline) n=$(want $sc nginx)
+        rb=$(ratio "$w" "$b") rn=$(ratio "$w" "$n")
+        case $sc in
+            S1) name="S1 keep-alive GET /, 50 conns"; unit="µs CPU/req"
+                target="<= 0.8 x baseline and <= 0.85 x nginx"
+                met=$(both "$(le "$rb" 0.8)" "$(le "$rn" 0.85)") ;;
+            S2) name="S2 full TLS 1.3 handshake/conn"; unit="µs CPU/conn"
+                target="<= 1.02 x baseline"; met=$(le "$rb" 1.02) ;;
+            S2r) name="S2r resumed TLS 1.3/conn"; unit="µs CPU/conn"
+                 w2=$(want S2 weft)
+                 target="<= 0.85 x weft S2 ($w2)"; met=$(le "$(ratio "$w" "$w2")" 0.85) ;;
+            S3) name="S3 GET 1 MiB, 10 conns"; unit="µs CPU/MiB"
+                target="<= 0.9 x baseline"; met=$(le "$rb" 0.9) ;;
+            S4) name="S4 5,000 idle TLS conns"; unit="KiB RSS/conn"
+                target="<= 8 KiB/conn"; met=$(le "$w" 8) ;;
+            S5) name="S5 p99 at ${S5_RATE} req/s"; unit="µs p99"
+                target="<= nginx"; met=$(le "$w" "$n") ;;
+        esac
+        e=$(errors $sc)
+        [ "$e" != 0 ] && name="$name (**$e failed runs**)"
+        echo "| $name | $unit | $w | $b | $n | $rb | $rn | $target | $met |"
+    done
+} >"$TABLE"
+
+ELAPSED=$(($(date +%s) - START))
+{
+    echo "# weft bench: latest results"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(uname -r)); weft $REV ($DIRTY files modified in lib/include/samples; samples/https-hello built $WEFT_BUILT);"
+    echo "reps: $REPS (median shown); quick: $QUICK; servers: $SERVERS${WEFT_THREADS:+; weft --threads $WEFT_THREADS}; run took ${ELAPSED}s."
+    echo "nginx: $("$NGINX" -v 2>&1 | sed 's/.*version: //' || echo none); OpenSSL: $(openssl version | cut -d' ' -f2); libevent: $(pkg-config --modversion libevent)."
+    echo "Load average (1/5/15 min) at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg) (above ~1.5, other jobs shared the 2 CPUs)."
+    echo "Server on CPU 0, load generator on CPU 1. Lower is better everywhere. Raw runs: latest.csv."
+    echo
+    cat "$TABLE"
+} >"$RESULTS/latest.md"
+cat "$RESULTS/latest.md"

@@ -53,6 +53,8 @@ struct weft_transport {
   unsigned shutdown_sent : 1; /* TLS close_notify sent */
   unsigned eof_seen : 1;
   unsigned starttls : 1;      /* upgrading in place */
+  unsigned tls_socket : 1;    /* TLS from the start: bufferevent_openssl on the socket, read-ahead
+                                 on (not a STARTTLS filter) */
   int in_callback;            /* depth of user callbacks running on this transport */
 
   struct event *timer;        /* handshake or close time-out */

@@ -349,8 +349,7 @@ static void deliver_input(weft_transport *t) {
  * OpenSSL's buffer for a readable event that may never come. SSL_has_pending() sees them; run
  * the bufferevent's read callback again, from the loop, to take them. */
 static void check_read_ahead(weft_transport *t) {
-  if (t->ssl && !t->starttls && t->state == WEFT__T_OPEN && !t->read_paused &&
-      t->bev && SSL_has_pending(t->ssl))
+  if (t->tls_socket && t->state == WEFT__T_OPEN && !t->read_paused && SSL_has_pending(t->ssl))
     event_active(&t->bev->ev_read, EV_READ, 1);
 }
 
@@ -534,6 +533,7 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
      * bufferevent retries one that write_through left unfinished). */
     SSL_set_read_ahead(t->ssl, 1);
     SSL_set_mode(t->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    t->tls_socket = 1;
     t->bev = bufferevent_openssl_socket_new(
         reactor->base, fd, t->ssl,
         role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
@@ -637,7 +637,8 @@ static void note_pending(weft_transport *t) {
  * response. Returns 1 when it took the bytes (sent; or left to the bufferevent to finish; or,
  * on a fatal error, reported as lost through connection_lost), 0 when the caller queues them. */
 static int write_through(weft_transport *t, const void *data, size_t len) {
-  if (!t->ssl || t->starttls || !t->tls.handshake_done || len == 0 || len > WRITE_THROUGH_MAX)
+  /* Socket mode only: under a STARTTLS filter the SSL writes into another bufferevent. */
+  if (!t->tls_socket || !t->tls.handshake_done || len == 0 || len > WRITE_THROUGH_MAX)
     return 0;
   struct evbuffer *out = bufferevent_get_output(t->bev);
   /* Something queued (or OpenSSL holding a record half-written): keep the order, queue. */
@@ -739,7 +740,7 @@ int weft_transport_write_sequence(weft_transport *transport, const weft_buf *buf
   }
   if (total == 0)
     return 0;
-  if (total <= WRITE_THROUGH_MAX && transport->ssl) {
+  if (total <= WRITE_THROUGH_MAX && transport->tls_socket) {
     char gather[WRITE_THROUGH_MAX]; /* one record: header and body leave together */
     size_t at = 0;
     for (size_t i = 0; i < count; i++) {
@@ -747,9 +748,12 @@ int weft_transport_write_sequence(weft_transport *transport, const weft_buf *buf
         memcpy(gather + at, bufs[i].base, bufs[i].len);
       at += bufs[i].len;
     }
-    if (write_through(transport, gather, total))
-      return 0;
-    return weft_transport_write(transport, gather, total);
+    if (!write_through(transport, gather, total)) {
+      if (bufferevent_write(transport->bev, gather, total) != 0)
+        return WEFT_ENOMEM;
+      note_pending(transport);
+    }
+    return 0;
   }
   /* All or nothing: room for every byte first, so that no add below can fail half-way. */
   struct evbuffer *out = bufferevent_get_output(transport->bev);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ci/chaos.sh BUILDDIR: the big run of the chaos peer (tests/check_chaos) in an already
 # configured and built tree; .ci/run gives it the ASan + UBSan tree of its sanitizers stage, so
-# that a sanitizer report fails it. `make check` runs the same suite with 200 connections per
-# server, valgrind with a few dozen.
+# that a sanitizer report fails it. `make check` (and so ci/valgrind.sh and ci/tsan.sh) runs
+# the same suite with 200 connections per server.
 #
 #   WEFT_CHAOS_CONNECTIONS  connections per server, TLS and STARTTLS (default 10000 here)
 #   WEFT_CHAOS_CONCURRENCY  chaos connections at once (default 64 here)

@@ -84,10 +84,8 @@ run_suite() {
   log=$LOGS/$name.log
   t0=$(date +%s)
   # The test environment of Makefile.am's AM_TESTS_ENVIRONMENT; CK_FORK=no disables Check's
-  # timeouts, so `timeout` bounds the suite instead. tests/check_chaos runs a few dozen
-  # connections per server here (its big run is .ci/run's chaos stage).
+  # timeouts, so `timeout` bounds the suite instead.
   CK_FORK=no CK_VERBOSITY=normal WEFT_BUILDDIR="$BUILD" WEFT_SRCDIR="$ROOT" \
-    WEFT_CHAOS_CONNECTIONS="${WEFT_CHAOS_CONNECTIONS:-40}" \
     timeout -k 10 "$SUITE_TIMEOUT" ./libtool --mode=execute "${VALGRIND[@]}" "./$suite" \
     >"$log" 2>&1 || rc=$?
   errors=$(sed -n 's/^==[0-9]*== ERROR SUMMARY: \([0-9]*\) errors.*/\1/p' "$log" | tail -n 1)

@@ -230,8 +230,9 @@ PEER
       >"$tmp/client.out" 2>"$tmp/client.err"
     status=$?
     wait "$peer" || fail "starttls-line ($mode): the python3 peer failed: $(cat "$tmp/peer.err")"
-    [ "$status" -ne 0 ] && [ "$status" -ne 124 ] ||
+    if [ "$status" -eq 0 ] || [ "$status" -eq 124 ]; then
       fail "starttls-line client exited $status on clear text after GO ($mode), want an error"
+    fi
     grep -q 'SECRET' "$tmp/client.out" &&
       fail "starttls-line client accepted a clear-text line after GO as protected ($mode)"
     grep -q '^error: ' "$tmp/client.err" || fail "starttls-line client ($mode): no 'error:' line"

@@ -39,11 +39,17 @@ static void check_read_ahead(weft_transport *t);
 
 /* After STARTTLS the TLS engine writes into the plain bufferevent's output buffer, not the
  * socket: push what is there (a final alert or close_notify) before the socket closes. Best
- * effort: the socket is non-blocking and about to close. */
+ * effort: the socket is non-blocking and about to close. A socket bufferevent keeps the start
+ * of its output buffer frozen (only its own write callback drains it), and evbuffer_write on a
+ * frozen buffer writes nothing: thaw it for the write. */
 static void flush_filter_output(weft_transport *t) {
   struct bufferevent *under = t->bev ? bufferevent_get_underlying(t->bev) : NULL;
-  if (under && t->fd >= 0)
-    evbuffer_write(bufferevent_get_output(under), t->fd);
+  if (under && t->fd >= 0) {
+    struct evbuffer *out = bufferevent_get_output(under);
+    evbuffer_unfreeze(out, 1);
+    evbuffer_write(out, t->fd);
+    evbuffer_freeze(out, 1);
+  }
 }
 
 static void transport_free(weft_transport *t) {

@@ -11,6 +11,20 @@
  * receives and exits 0 after the last. The server generates a certificate for localhost at
  * start, prints "listening on HOST:PORT" and exits 0 on SIGTERM or SIGINT. The client verifies
  * the server (system trust store, or --ca FILE) unless --insecure is given.
+ *
+ * This is the model of a safe STARTTLS (copy it). Both sides keep an explicit state, and:
+ *  1. the line that triggers the switch (STARTTLS for the server, GO for the client) must be the
+ *     last byte of clear text: anything after it in the same read was sent by someone before the
+ *     handshake, in clear, and an attacker on the path can inject it (CVE-2011-0411, where a
+ *     "STARTTLS
+RSET
+" made the server run RSET as if it came over TLS). Such bytes are a
+ *     protocol violation: the connection is aborted, they are never parsed. weft hands the TLS
+ *     engine every byte read after weft_transport_start_tls, so nothing else can slip through;
+ *  2. protected lines (SECRET, and its answer) are accepted only once tls_started reported
+ *     success and weft_transport_is_tls says 1, never while the handshake runs;
+ *  3. a line that does not fit the state (GO that was not asked for, a second STARTTLS...) ends
+ *     the connection: the client prints "error: MESSAGE" on stderr and exits non-zero.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -34,8 +48,19 @@ static weft_reactor *reactor;
 static weft_cert_options *tls;  /* the server's or the client's options, shared by connections */
 static int client_mode, status = 1; /* the client's exit status */
 
+/* Where a connection is in the dialogue. Bytes are only ever interpreted against it. */
+typedef enum line_state {
+  LINE_PLAIN,     /* clear text: HELLO (server: also STARTTLS) */
+  LINE_ASKED,     /* client: STARTTLS sent, only GO may follow */
+  LINE_UPGRADING, /* start_tls called: nothing is trusted until tls_started(0) */
+  LINE_TLS,       /* the handshake succeeded: protected lines are allowed */
+  LINE_CLOSED     /* we closed (or aborted): the rest of the input is ignored */
+} line_state;
+
 typedef struct line_conn {
   weft_protocol base; /* first member: a weft_protocol * we hand out is a line_conn * */
+  line_state state;
+  const char *error; /* why we aborted (a protocol violation), for connection_lost's message */
   char line[1024];
   size_t len;
 } line_conn;
@@ -45,36 +70,58 @@ static void send_line(weft_transport *t, const char *a, const char *b) {
   weft_transport_write_sequence(t, bufs, 3);
 }
 
+/* Ends the connection at once because the peer broke the protocol; WHY is reported when the
+ * connection is lost (client: "error: WHY", server: "refused: WHY"). */
+static void refuse(line_conn *c, weft_transport *t, const char *why) {
+  c->error = why;
+  c->state = LINE_CLOSED;
+  weft_transport_abort_connection(t);
+}
+
+/* Switches to TLS in ROLE after the line that asked for it. PENDING is the number of bytes that
+ * arrived after that line in the same read: they came in clear text, before the handshake, so
+ * they must not be read as if they were protected (nor handed to the TLS engine). */
+static void upgrade(line_conn *c, weft_transport *t, weft_tls_role role, size_t pending) {
+  if (pending > 0) {
+    refuse(c, t, "clear text pipelined after the STARTTLS switch (possible injection)");
+    return;
+  }
+  if (role == WEFT_TLS_SERVER) send_line(t, "GO", ""); /* written before start_tls: in clear */
+  /* The client checks the server's name: "localhost" is the name its certificate must carry
+   * (and the SNI sent). */
+  if (weft_transport_start_tls(t, tls, role, role == WEFT_TLS_CLIENT ? "localhost" : NULL) < 0) {
+    refuse(c, t, "cannot start TLS");
+    return;
+  }
+  c->state = LINE_UPGRADING;
+}
+
 /* The client got LINE: print it and take the next step of the dialogue. */
-static void client_line(weft_transport *t, const char *line) {
+static void client_line(line_conn *c, weft_transport *t, const char *line, size_t pending) {
   printf("%s\n", line);
   fflush(stdout);
-  if (!strcmp(line, "HELLO plain")) {
+  if (c->state == LINE_PLAIN && !strcmp(line, "HELLO plain")) {
     send_line(t, "STARTTLS", "");
-  } else if (!strcmp(line, "GO")) {
-    /* "localhost" is the name the server's certificate must carry (and the SNI sent). */
-    if (weft_transport_start_tls(t, tls, WEFT_TLS_CLIENT, "localhost") < 0)
-      weft_transport_abort_connection(t);
-  } else if (!strncmp(line, "SECRET over ", 12)) {
-    status = 0; /* the last line: done */
+    c->state = LINE_ASKED;
+  } else if (c->state == LINE_ASKED && !strcmp(line, "GO")) {
+    upgrade(c, t, WEFT_TLS_CLIENT, pending);
+  } else if (c->state == LINE_TLS && weft_transport_is_tls(t) &&
+             !strncmp(line, "SECRET over ", 12)) {
+    status = 0; /* the last line, received over TLS: done */
+    c->state = LINE_CLOSED;
     weft_transport_lose_connection(t);
+  } else {
+    refuse(c, t, "unexpected line from the server");
   }
 }
 
 /* The server got LINE; PENDING bytes arrived after it in the same read. */
-static void server_line(weft_transport *t, const char *line, size_t pending) {
-  int is_tls = weft_transport_is_tls(t);
+static void server_line(line_conn *c, weft_transport *t, const char *line, size_t pending) {
+  int is_tls = c->state == LINE_TLS && weft_transport_is_tls(t);
   if (!strcmp(line, "HELLO")) {
     send_line(t, "HELLO ", is_tls ? "tls" : "plain");
-  } else if (!strcmp(line, "STARTTLS") && !is_tls) {
-    /* Bytes after the command came in clear text: never let them pass as if sent over TLS. */
-    if (pending > 0) {
-      weft_transport_abort_connection(t);
-      return;
-    }
-    send_line(t, "GO", ""); /* written before start_tls, so it goes out in clear */
-    if (weft_transport_start_tls(t, tls, WEFT_TLS_SERVER, NULL) < 0)
-      weft_transport_abort_connection(t);
+  } else if (!strcmp(line, "STARTTLS") && c->state == LINE_PLAIN) {
+    upgrade(c, t, WEFT_TLS_SERVER, pending);
   } else if (!strcmp(line, "SECRET") && is_tls) {
     send_line(t, "SECRET over ", weft_transport_tls_version(t));
   } else {
@@ -84,11 +131,15 @@ static void server_line(weft_transport *t, const char *line, size_t pending) {
 
 static void line_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
   line_conn *c = (line_conn *)p;
-  for (size_t i = 0; i < len; i++) {
+  /* Stop at once when a line changed the state to one where the bytes that follow must not be
+   * read as lines of the same stream: after an abort, or after start_tls (the rest, if any, was
+   * refused above; what arrives later is TLS and comes back through data_received). */
+  for (size_t i = 0; i < len && (c->state == LINE_PLAIN || c->state == LINE_ASKED ||
+                                 c->state == LINE_TLS); i++) {
     if (data[i] == '\r') continue;
     if (data[i] != '\n') {
       if (c->len + 1 == sizeof c->line) { /* no room for the byte and the final NUL */
-        weft_transport_abort_connection(t);
+        refuse(c, t, "line too long");
         return;
       }
       c->line[c->len++] = (char)data[i];
@@ -96,8 +147,8 @@ static void line_data(weft_protocol *p, weft_transport *t, const uint8_t *data, 
     }
     c->line[c->len] = '\0';
     c->len = 0;
-    if (client_mode) client_line(t, c->line);
-    else server_line(t, c->line, len - i - 1);
+    if (client_mode) client_line(c, t, c->line, len - i - 1);
+    else server_line(c, t, c->line, len - i - 1);
   }
 }
 
@@ -107,17 +158,25 @@ static void line_made(weft_protocol *p, weft_transport *t) {
 }
 
 static void line_tls_started(weft_protocol *p, weft_transport *t, int rc) {
-  (void)p;
+  line_conn *c = (line_conn *)p;
   if (rc < 0) return; /* the connection is closed; connection_lost follows with the reason */
+  if (c->state != LINE_UPGRADING || !weft_transport_is_tls(t)) { /* cannot happen: belt, braces */
+    refuse(c, t, "TLS reported started in the wrong state");
+    return;
+  }
+  c->state = LINE_TLS; /* from now on, and only now, protected lines are accepted */
   printf("tls: %s\n", weft_transport_tls_version(t));
   fflush(stdout);
   if (client_mode) send_line(t, "SECRET", "");
 }
 
 static void line_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
+  line_conn *c = (line_conn *)p;
   (void)t;
-  if (client_mode && status != 0) fprintf(stderr, "error: %s\n", reason->message);
-  if (!client_mode && reason->code != WEFT_OK)
+  if (client_mode && status != 0)
+    fprintf(stderr, "error: %s\n", c->error ? c->error : reason->message);
+  if (!client_mode && c->error) fprintf(stderr, "refused: %s\n", c->error);
+  else if (!client_mode && reason->code != WEFT_OK)
     fprintf(stderr, "lost: %s (%s)\n", reason->message, weft_err_name(reason->code));
   if (client_mode) weft_reactor_stop(reactor); /* the client's one connection is over */
   else free(p); /* weft never frees a protocol: connection_lost is its last callback */

@@ -151,6 +151,105 @@ wait_for "$tmp/starttls-line.out" '^tls: TLSv1.3$' "$server"
 stop "$server" starttls-line
 pass "starttls-line: HELLO plain, STARTTLS, SECRET over TLSv1.3 (--insecure and --ca); exit 0"
 
+# STARTTLS injection (CVE-2011-0411): a hostile peer pipelines clear text after the switch. The
+# sample must never take those bytes as protected. A python3 peer plays the other side.
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "SKIP: python3 not found, STARTTLS injection not tested"
+else
+  cat >"$tmp/peer.py" <<'PEER'
+import socket, sys
+
+def read_line(sock, buf):
+    while b"\n" not in buf[0]:
+        data = sock.recv(4096)
+        if not data:
+            raise SystemExit("peer: connection closed while waiting for a line")
+        buf[0] += data
+    line, buf[0] = buf[0].split(b"\n", 1)
+    return line.rstrip(b"\r")
+
+def drain(sock):
+    """Reads until EOF or reset (at most 10 s); returns what came."""
+    got = b""
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            got += data
+    except (ConnectionResetError, socket.timeout):
+        pass
+    return got
+
+mode = sys.argv[1]
+if mode in ("inject", "after-hello"):
+    # A hostile server: the sample's client connects to it.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+    print(srv.getsockname()[1], flush=True)
+    conn, _ = srv.accept()
+    conn.settimeout(10)
+    buf = [b""]
+    assert read_line(conn, buf) == b"HELLO"
+    conn.sendall(b"HELLO plain\r\n")
+    assert read_line(conn, buf) == b"STARTTLS"
+    if mode == "inject":
+        # GO and a forged protected line in one segment, as a man in the middle would.
+        conn.sendall(b"GO\r\nSECRET over TLSv1.3\r\n")
+        try:
+            conn.recv(65536)  # the client's ClientHello (old sample) or its abort
+        except (ConnectionResetError, socket.timeout):
+            pass
+    else:
+        # GO alone; once the client's ClientHello is here, the forged line in clear text.
+        conn.sendall(b"GO\r\n")
+        conn.recv(65536)
+        try:
+            conn.sendall(b"SECRET over TLSv1.3\r\n")
+        except OSError:
+            pass
+        drain(conn)
+    conn.close()
+else:
+    # A hostile client against the sample's server: STARTTLS and a protected command pipelined.
+    port = int(sys.argv[2])
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(b"HELLO\r\nSTARTTLS\r\nSECRET\r\n")
+    sys.stdout.buffer.write(drain(conn))
+    conn.close()
+PEER
+  for mode in inject after-hello; do
+    python3 "$tmp/peer.py" $mode >"$tmp/peer.out" 2>"$tmp/peer.err" &
+    peer=$!
+    pids="$pids $peer"
+    wait_for "$tmp/peer.out" '^[0-9][0-9]*$' "$peer"
+    peer_port=$(head -n 1 "$tmp/peer.out")
+    timeout 20 "$samples/starttls-line" --connect "127.0.0.1:$peer_port" --insecure \
+      >"$tmp/client.out" 2>"$tmp/client.err"
+    status=$?
+    wait "$peer" || fail "starttls-line ($mode): the python3 peer failed: $(cat "$tmp/peer.err")"
+    if [ "$status" -eq 0 ] || [ "$status" -eq 124 ]; then
+      fail "starttls-line client exited $status on clear text after GO ($mode), want an error"
+    fi
+    grep -q 'SECRET' "$tmp/client.out" &&
+      fail "starttls-line client accepted a clear-text line after GO as protected ($mode)"
+    grep -q '^error: ' "$tmp/client.err" || fail "starttls-line client ($mode): no 'error:' line"
+  done
+  pass "starttls-line client: clear text after GO (same segment or later) refused, exit non-zero"
+
+  start starttls-line --listen 127.0.0.1:0
+  server=$pid
+  timeout 20 python3 "$tmp/peer.py" pipeline "$port" >"$tmp/pipeline.out" 2>"$tmp/pipeline.err" ||
+    fail "starttls-line server: the python3 client failed: $(cat "$tmp/pipeline.err")"
+  grep -q -e 'SECRET' -e '^GO' "$tmp/pipeline.out" &&
+    fail "starttls-line server answered a command pipelined after STARTTLS"
+  wait_for "$tmp/starttls-line.err" '^refused: .*pipelined' "$server"
+  stop "$server" starttls-line
+  pass "starttls-line server: SECRET pipelined after STARTTLS refused, connection closed"
+fi
+
 # --- alpn-dispatch, driven by openssl s_client and curl -----------------------------------------
 
 if ! command -v openssl >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then

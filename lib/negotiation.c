@@ -328,3 +328,47 @@ void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **
   (void)data;
   (void)n;
 }
+
+int weft__tls_check_negotiated(SSL *ssl, weft__tls_conn *conn, weft__reason_buf *out) {
+  if (ssl == NULL || conn == NULL || conn->role != WEFT_TLS_SERVER)
+    return 0;
+#ifdef WEFT__HAVE_NPN
+  const weft__nego_config *cfg = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+  if (cfg == NULL || cfg->wire_len == 0 || cfg->no_overlap_policy != WEFT_NO_OVERLAP_FAIL)
+    return 0;
+  const unsigned char *data = NULL;
+  unsigned int n = 0;
+#ifdef WEFT__HAVE_ALPN
+  SSL_get0_alpn_selected(ssl, &data, &n);
+  if (data != NULL && n > 0)
+    return 0; /* ALPN decided (and its own callback enforced the policy) */
+#endif
+  data = NULL;
+  n = 0;
+  SSL_get0_next_proto_negotiated(ssl, &data, &n);
+  if (data == NULL || n == 0 || weft__nego_contains(cfg->wire, cfg->wire_len, data, n))
+    return 0;
+  /* The client "selected" a protocol we never advertised: no protocol in common. */
+  char shown[64];
+  size_t k = 0;
+  unsigned int i = 0;
+  for (; i < n && k + 5 < sizeof shown; i++) {
+    unsigned char c = data[i];
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'')
+      shown[k++] = (char)c;
+    else
+      k += (size_t)snprintf(shown + k, sizeof shown - k, "\\x%02x", c);
+  }
+  shown[k] = '\0';
+  conn->no_overlap = 1;
+  conn->handshake_done = 0; /* not a success in weft's terms: handshake_failed hears of it */
+  weft__reason_set(out, WEFT_ENOPROTOCOL,
+                   "no application protocol in common (NPN: the client selected '%s%s', which "
+                   "this server does not offer)",
+                   shown, i < n ? "..." : "");
+  return 1;
+#else
+  (void)out;
+  return 0;
+#endif
+}

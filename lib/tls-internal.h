@@ -31,8 +31,13 @@ typedef struct weft__tls_conn {
                                  code's info callback; tells "server wanted our certificate"
                                  from other handshake_failure alerts) */
   const struct sockaddr *peer; /* the peer's address (borrowed from the transport, set before
-                                  weft__tls_new_ssl; may be NULL). Clients: its port, and its
-                                  IP when there is no server name, key the session cache */
+                                  weft__tls_new_ssl; may be NULL). Clients: its IP is the
+                                  identity checked when there is no server name, and its port
+                                  is part of the session cache key */
+  int session_key_set;        /* client: set by weft__tls_new_ssl when the connection checks an
+                                 identity (verification and identity checks on), so that its
+                                 session may be cached and offered under SESSION_KEY */
+  uint8_t session_key[32];    /* client: the session cache key, see weft__sessions_client_key */
 } weft__tls_conn;
 
 /* The SSL ex_data index for weft__tls_conn (created once, thread-safe). -1 on failure. */
@@ -43,15 +48,17 @@ int weft__tls_ex_index(void);
 int weft__tls_ctx(weft_cert_options *options, weft_tls_role role, SSL_CTX **out);
 
 /* Creates the SSL object for one connection from the options' context, attaches CONN (which
- * must outlive the SSL) and, for clients, sets SNI (DNS names only) and host name or IP
- * verification for SERVER_NAME (may be NULL: the options' server name, and if none, no name
- * check, only chain verification). Resets CONN's handshake state (role, alerts -1, flags 0);
- * CONN->options, CONN->server_name (which must be SERVER_NAME) and CONN->peer are left as the
- * transport set them. A client SSL gets the session cached for its server name (else the
- * peer's IP) and port, if the options reuse sessions (see tls_session.c). The SSL is in
- * connect or accept state for ROLE. The options must stay referenced while the SSL lives (its
- * callbacks read them). Errors: WEFT_ENOMEM, WEFT_ETLS, WEFT_EINVAL (or the options' own error
- * when the context cannot be built); the message goes into ERR. */
+ * must outlive the SSL) and, for clients, sets SNI (DNS names only) and the identity check:
+ * the host name or IP literal SERVER_NAME (NULL: the options' server name; if none either, the
+ * IP address of CONN->peer). Clients always check an identity unless the options turn
+ * verification or identity checks off; a client with no name and no IP peer address (a Unix
+ * socket) is refused with WEFT_EINVAL. Resets CONN's handshake state (role, alerts -1, flags
+ * 0) and computes CONN's session cache key; CONN->options, CONN->server_name (which must be
+ * SERVER_NAME) and CONN->peer are left as the transport set them. A client SSL gets the
+ * session cached under that key, if the options reuse sessions (see tls_session.c). The SSL
+ * is in connect or accept state for ROLE. The options must stay referenced while the SSL lives
+ * (its callbacks read them). Errors: WEFT_ENOMEM, WEFT_ETLS, WEFT_EINVAL (or the options' own
+ * error when the context cannot be built); the message goes into ERR. */
 int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char *server_name,
                       weft__tls_conn *conn, SSL **out, weft__reason_buf *err);
 
@@ -69,6 +76,14 @@ double weft__tls_close_timeout(const weft_cert_options *options);
  * *PROTO points into the SSL's memory (valid while the SSL lives) or is NULL. */
 void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **proto,
                           size_t *len, weft_negotiation_mechanism *mechanism);
+
+/* After a successful handshake, before the connection is handed to the application: 1 if the
+ * negotiation result breaks the options' policy and the connection must be refused, with the
+ * reason (WEFT_ENOPROTOCOL) in OUT and CONN->handshake_done reset (the handshake did not
+ * succeed in weft's terms); 0 otherwise. Today: a server whose NPN client selected a protocol
+ * the server did not advertise, under WEFT_NO_OVERLAP_FAIL (NPN gives the server no say
+ * during the handshake: the client's choice arrives in its last flight). */
+int weft__tls_check_negotiated(SSL *ssl, weft__tls_conn *conn, weft__reason_buf *out);
 
 /* Classifies why a TLS connection failed or ended into OUT. ERRS holds the OpenSSL error codes
  * libevent collected for the connection (bufferevent_get_openssl_error, oldest first; entries
@@ -149,9 +164,9 @@ typedef struct weft__ticket_key {
   double created; /* monotonic seconds (automatic keys only) */
 } weft__ticket_key;
 
-/* One session of a client cache. The key is the SHA-256 digest of "name|port" (fixed size:
- * the whole table is allocated with the client SSL_CTX, so storing a session never allocates
- * and never fails). */
+/* One session of a client cache. The key is a SHA-256 digest (weft__sessions_client_key; fixed
+ * size: the whole table is allocated with the client SSL_CTX, so storing a session never
+ * allocates and never fails). */
 typedef struct weft__session_slot {
   uint8_t key[32];
   SSL_SESSION *session; /* one reference, or NULL for a free slot */
@@ -198,12 +213,25 @@ int weft__sessions_add_ticket_key(weft__sessions *s, const uint8_t *key, weft__r
 int weft__sessions_install(SSL_CTX *ctx, weft_tls_role role, weft__sessions *s, int tickets,
                            weft__reason_buf *err);
 
-/* Client: SSL_set_session with the cached session for NAME (NULL: CONN->peer's IP) and
- * CONN->peer's port, if any. The session stays cached until a newer one for the same key
- * replaces it (at TLS 1.3, the tickets the server sends on that connection). Expired and
- * non-resumable sessions are dropped. Never fails: no session means a full handshake. */
-void weft__sessions_client_offer(weft__sessions *s, SSL *ssl, const char *name,
-                                 const weft__tls_conn *conn);
+/* Identity kinds for weft__sessions_client_key. */
+#define WEFT__IDENTITY_DNS 1 /* a host name matched against DNS subjectAltNames */
+#define WEFT__IDENTITY_IP 2  /* an IP address matched against IP subjectAltNames */
+
+/* Client: the session cache key of a connection that checks the identity KIND / IDENTITY
+ * (a host name, or an IP address in inet_ntop's canonical form) of the server at PORT, with
+ * options whose client policy digest is POLICY (trust anchors, client certificate, versions,
+ * ciphers, protocol list: what the handshake under these options accepts). SHA-256 of all of
+ * it, so a session is offered only to a connection that checks the same identity, of the same
+ * kind, at the same port, under the same policy. Returns 0, or -1 (no caching). */
+int weft__sessions_client_key(const uint8_t policy[32], int kind, const char *identity,
+                              unsigned port, uint8_t key[32]);
+
+/* Client: SSL_set_session with the session cached under CONN->session_key, if CONN has one
+ * (only connections that check an identity do). The session stays cached until a newer one
+ * for the same key replaces it (at TLS 1.3, the tickets the server sends on that connection).
+ * Expired and non-resumable sessions are dropped. Never fails: no session means a full
+ * handshake. */
+void weft__sessions_client_offer(weft__sessions *s, SSL *ssl, const weft__tls_conn *conn);
 
 /* Client, from the info callback at the end of a handshake: a resumed TLS 1.2 session whose
  * ticket the server renewed is stored again (OpenSSL calls no new-session callback then). */

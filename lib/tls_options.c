@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -33,9 +34,14 @@
   "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"   \
   "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
-/* Session id context for servers: required for resumption when client certificates are
- * verified. One fixed value is enough because caches and ticket keys are per SSL_CTX. */
-#define SESSION_ID_CONTEXT "weft"
+/* The session id context of a server is the SHA-256 of its admission policy (see
+ * policy_digest), truncated to SSL_MAX_SID_CTX_LENGTH (32, all of it). OpenSSL stores it in
+ * every session and ticket it issues and refuses to resume one whose context differs, at TLS
+ * 1.2 (session ids and tickets) and 1.3 (PSKs): two listeners that share ticket keys resume
+ * each other's sessions only when they would let in the same clients. */
+#if SSL_MAX_SID_CTX_LENGTH < 32
+#error "weft expects SSL_MAX_SID_CTX_LENGTH >= 32"
+#endif
 
 struct weft_cert_options {
   atomic_int refs;
@@ -49,6 +55,7 @@ struct weft_cert_options {
   STACK_OF(X509) *chain; /* intermediates, sent after the leaf */
 
   int verify;
+  int verify_identity; /* clients: check the server's name or IP address (default on) */
   int require_certificate;
   int verify_depth;
   STACK_OF(X509) *cas; /* trust anchors; with ca_dirs, replace the system store */
@@ -68,6 +75,8 @@ struct weft_cert_options {
 
   weft__nego_config nego;
   weft__sessions sessions; /* ticket keys (servers), session cache (clients): tls_session.c */
+  uint8_t client_policy[32]; /* policy_digest of the client SSL_CTX, once built: part of
+                                every client session cache key */
 };
 
 /* --- Errors ------------------------------------------------------------------------------- */
@@ -134,6 +143,7 @@ int weft_cert_options_new(weft_cert_options **out) {
   atomic_init(&o->refs, 1);
   atomic_init(&o->frozen, 0);
   o->verify = 1;
+  o->verify_identity = 1;
   o->verify_depth = 9;
   o->min_version = WEFT_TLS1_2;
   o->max_version = WEFT_TLS1_3;
@@ -386,6 +396,12 @@ int weft_cert_options_set_verify(weft_cert_options *options, int on) {
   return 0;
 }
 
+int weft_cert_options_set_verify_identity(weft_cert_options *options, int on) {
+  CHECK_SETTABLE(options);
+  options->verify_identity = on != 0;
+  return 0;
+}
+
 int weft_cert_options_set_require_certificate(weft_cert_options *options, int on) {
   CHECK_SETTABLE(options);
   options->require_certificate = on != 0;
@@ -598,10 +614,32 @@ int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char
   CHECK_SETTABLE(options);
   if (path == NULL)
     return fail(options, WEFT_EINVAL, "the ticket key file name is NULL");
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0)
     return fail(options, WEFT_EIO, "cannot read the ticket key file '%s': %s", path,
                 strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return fail(options, WEFT_EIO, "cannot read the ticket key file '%s': %s", path,
+                strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return fail(options, WEFT_EINVAL,
+                "the ticket key file '%s' is not a regular file (it is a %s); give a file "
+                "holding exactly %d bytes (make one with `openssl rand 80 > FILE`)",
+                path,
+                S_ISDIR(st.st_mode)    ? "directory"
+                : S_ISFIFO(st.st_mode) ? "FIFO"
+                : S_ISSOCK(st.st_mode) ? "socket"
+                : S_ISCHR(st.st_mode)  ? "character device"
+                : S_ISBLK(st.st_mode)  ? "block device"
+                                       : "special file",
+                WEFT__TICKET_KEY_LEN);
+  }
   /* one byte more than a key, to tell a longer file */
   uint8_t key[WEFT__TICKET_KEY_LEN + 1];
   size_t got = 0;
@@ -617,8 +655,7 @@ int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char
       break;
     }
   }
-  struct stat st;
-  long long size = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? (long long)st.st_size : -1;
+  long long size = fstat(fd, &st) == 0 ? (long long)st.st_size : -1;
   close(fd);
   int rc;
   if (read_errno != 0)
@@ -890,15 +927,107 @@ static int ctx_algorithms(weft_cert_options *o, SSL_CTX *ctx) {
   return 0;
 }
 
+static int cmp_digest(const void *a, const void *b) { return memcmp(a, b, 32); }
+
+/* Feeds the SHA-256 of the DER of each certificate of CERTS into MD, sorted (the order of the
+ * trust anchors changes nothing to whom they admit). Returns 1, or 0 on failure. */
+static int digest_certs(EVP_MD_CTX *md, STACK_OF(X509) *certs) {
+  int n = sk_X509_num(certs);
+  if (n <= 0)
+    return EVP_DigestUpdate(md, "none", 5) == 1;
+  uint8_t(*digests)[32] = weft__calloc((size_t)n, sizeof *digests);
+  if (digests == NULL)
+    return 0;
+  int ok = 1;
+  for (int i = 0; ok && i < n; i++) {
+    unsigned int len = 0;
+    ok = X509_digest(sk_X509_value(certs, i), EVP_sha256(), digests[i], &len) == 1 && len == 32;
+  }
+  if (ok) {
+    qsort(digests, (size_t)n, sizeof *digests, cmp_digest);
+    ok = EVP_DigestUpdate(md, digests, (size_t)n * sizeof *digests) == 1;
+  }
+  weft__free(digests);
+  return ok;
+}
+
+/* A field of the policy: its name, then its bytes, then a separator, so that no two policies
+ * hash the same text. */
+static int digest_field(EVP_MD_CTX *md, const char *name, const void *data, size_t len) {
+  uint64_t n = len;
+  return EVP_DigestUpdate(md, name, strlen(name) + 1) == 1 &&
+         EVP_DigestUpdate(md, &n, sizeof n) == 1 &&
+         (len == 0 || EVP_DigestUpdate(md, data, len) == 1);
+}
+
+static int digest_int(EVP_MD_CTX *md, const char *name, long long value) {
+  return digest_field(md, name, &value, sizeof value);
+}
+
+static int digest_str(EVP_MD_CTX *md, const char *name, const char *value) {
+  return digest_field(md, name, value != NULL ? value : "", value != NULL ? strlen(value) + 1 : 0);
+}
+
+/* The SHA-256 of everything that decides whom a handshake under these options accepts, for
+ * ROLE, with CTX's verify mode:
+ *  - both roles: the verify mode (none / request a certificate / require one), the verify
+ *    depth, the trust anchors (SHA-256 of each CA certificate's DER, sorted, and the CA
+ *    directories by path), the TLS versions and the ciphers (OpenSSL resumes a session whose
+ *    cipher the client offers even if the server's list no longer has it);
+ *  - clients also: whether identities are checked, their own certificate and chain (what the
+ *    server saw), and the next-protocol list, mechanisms and no-overlap policy.
+ * Servers leave out the next-protocol configuration on purpose: ALPN and NPN run again on every
+ * handshake, resumed or not (weft__tls_check_negotiated included), so a session grants no
+ * protocol; keeping it out lets listeners that differ only in their protocol lists share
+ * sessions. The server's own certificate is left out too: it decides nothing about the
+ * client. Returns 0, or WEFT_ENOMEM. */
+static int policy_digest(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx,
+                         uint8_t out[32]) {
+  static const char tag[] = "weft admission policy v1";
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  unsigned int len = 0;
+  int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+           digest_field(md, "tag", tag, sizeof tag) && digest_int(md, "role", role) &&
+           digest_int(md, "verify mode", SSL_CTX_get_verify_mode(ctx)) &&
+           digest_int(md, "verify depth", o->verify_depth) &&
+           digest_int(md, "require certificate", o->require_certificate) &&
+           digest_int(md, "verify", o->verify) && digest_int(md, "cas", sk_X509_num(o->cas)) &&
+           digest_certs(md, o->cas) && digest_int(md, "ca dirs", (long long)o->ca_dir_count);
+  for (size_t i = 0; ok && i < o->ca_dir_count; i++)
+    ok = digest_str(md, "ca dir", o->ca_dirs[i]);
+  ok = ok && digest_int(md, "min version", o->min_version) &&
+       digest_int(md, "max version", o->max_version) &&
+       digest_str(md, "ciphers", o->cipher_list != NULL ? o->cipher_list : DEFAULT_CIPHERS) &&
+       digest_str(md, "ciphersuites", o->ciphersuites);
+  if (ok && role == WEFT_TLS_CLIENT) {
+    STACK_OF(X509) *own = sk_X509_new_null();
+    ok = own != NULL && (o->cert == NULL || sk_X509_push(own, o->cert)) &&
+         digest_int(md, "verify identity", o->verify_identity) &&
+         digest_int(md, "own certificate", o->cert != NULL) && digest_certs(md, own) &&
+         digest_int(md, "chain", sk_X509_num(o->chain)) && digest_certs(md, o->chain) &&
+         digest_field(md, "protocols", o->nego.wire, o->nego.wire_len) &&
+         digest_int(md, "mechanisms", o->nego.mechanisms) &&
+         digest_int(md, "no overlap", o->nego.no_overlap_policy);
+    sk_X509_free(own); /* the certificate stays the options' */
+  }
+  ok = ok && EVP_DigestFinal_ex(md, out, &len) == 1 && len == 32;
+  EVP_MD_CTX_free(md);
+  if (!ok)
+    return fail(o, WEFT_ENOMEM, "cannot compute the verification policy digest");
+  return 0;
+}
+
 static int ctx_sessions(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx) {
   weft__reason_buf err;
   int rc = weft__sessions_install(ctx, role, &o->sessions, o->session_tickets, &err);
   if (rc != 0)
     return fail(o, rc, "%s", err.msg);
   if (role != WEFT_TLS_SERVER)
-    return 0;
-  if (SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SESSION_ID_CONTEXT,
-                                     sizeof SESSION_ID_CONTEXT - 1) != 1)
+    return policy_digest(o, role, ctx, o->client_policy);
+  uint8_t sid_ctx[32];
+  if ((rc = policy_digest(o, role, ctx, sid_ctx)) != 0)
+    return rc;
+  if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx) != 1)
     return fail_ssl(o, WEFT_ETLS, "cannot set the session id context");
   SSL_CTX_set_session_cache_mode(ctx, o->session_cache ? SSL_SESS_CACHE_SERVER
                                                        : SSL_SESS_CACHE_OFF);
@@ -1013,33 +1142,123 @@ static int ip_literal(const char *name, char *buf, size_t size) {
   return inet_pton(AF_INET, buf, bin) == 1 || inet_pton(AF_INET6, buf, bin) == 1;
 }
 
-/* SNI and the name check for a client SSL. */
-static int client_name(SSL *ssl, const char *name, weft__reason_buf *err) {
-  char ip[INET6_ADDRSTRLEN + 8];
-  if (name[0] == '\0' || strlen(name) > 255) {
-    weft__reason_set(err, WEFT_EINVAL, "the server name must be 1 to 255 bytes long");
-    return WEFT_EINVAL;
-  }
-  int is_ip = ip_literal(name, ip, sizeof ip);
-  /* RFC 6066: SNI carries host names only, never IP literals */
-  if (!is_ip && SSL_set_tlsext_host_name(ssl, name) != 1)
-    goto bad;
-  if (SSL_get_verify_mode(ssl) == SSL_VERIFY_NONE)
-    return 0;
-  if (is_ip) {
-    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1)
-      goto bad;
+/* The peer's IP address (IPv4-mapped IPv6 addresses as IPv4, as certificates name them) into
+ * BIN, its length into *LEN, its text into TEXT, and its port into *PORT. Returns 0, or -1
+ * when PEER is NULL or not an IP address (a Unix socket). */
+static int peer_ip(const struct sockaddr *peer, unsigned char bin[16], size_t *len, char *text,
+                   size_t size, unsigned *port) {
+  if (peer != NULL && peer->sa_family == AF_INET) {
+    const struct sockaddr_in *v4 = (const struct sockaddr_in *)peer;
+    memcpy(bin, &v4->sin_addr, 4);
+    *len = 4;
+    *port = ntohs(v4->sin_port);
+  } else if (peer != NULL && peer->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)peer;
+    *port = ntohs(v6->sin6_port);
+    if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+      memcpy(bin, v6->sin6_addr.s6_addr + 12, 4);
+      *len = 4;
+    } else {
+      memcpy(bin, &v6->sin6_addr, 16);
+      *len = 16;
+    }
   } else {
-    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (SSL_set1_host(ssl, name) != 1)
-      goto bad;
+    return -1;
   }
+  if (inet_ntop(*len == 4 ? AF_INET : AF_INET6, bin, text, (socklen_t)size) == NULL)
+    return -1;
   return 0;
-bad:;
-  char why[200];
-  weft__openssl_reason(why, sizeof why);
-  weft__reason_set(err, WEFT_EINVAL, "cannot use the server name '%s': %s", name, why);
-  return WEFT_EINVAL;
+}
+
+/* The port of PEER, or 0. */
+static unsigned peer_port(const struct sockaddr *peer) {
+  unsigned char bin[16];
+  char text[INET6_ADDRSTRLEN];
+  size_t len;
+  unsigned port = 0;
+  return peer_ip(peer, bin, &len, text, sizeof text, &port) == 0 ? port : 0;
+}
+
+/* Records MESSAGE (with OpenSSL's reason when SSL_REASON) in ERR and, for the user calling
+ * weft_transport_start_tls or weft_connect_ssl, in the options' last error. */
+__attribute__((format(printf, 4, 5))) static int identity_error(weft_cert_options *o,
+                                                                weft__reason_buf *err,
+                                                                int ssl_reason,
+                                                                const char *fmt, ...) {
+  char msg[WEFT__REASON_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (ssl_reason && n >= 0 && (size_t)n < sizeof msg) {
+    char why[200];
+    weft__openssl_reason(why, sizeof why);
+    snprintf(msg + n, sizeof msg - (size_t)n, ": %s", why);
+  }
+  weft__reason_set(err, WEFT_EINVAL, "%s", msg);
+  return fail(o, WEFT_EINVAL, "%s", msg);
+}
+
+/* SNI and the identity check of a client SSL, and the connection's session cache key.
+ * NAME: the host name or IP literal to check (SNI for host names only), or NULL: then the
+ * peer's IP address is checked. With verification or identity checks off nothing is checked
+ * (SNI is still sent) and the connection gets no cache key. */
+static int client_identity(weft_cert_options *o, SSL *ssl, const char *name,
+                           weft__tls_conn *conn, weft__reason_buf *err) {
+  char ip[INET6_ADDRSTRLEN + 8];
+  char identity[256];
+  int kind;
+  unsigned port = peer_port(conn->peer);
+  int checks = SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE && o->verify_identity;
+  if (name != NULL) {
+    if (name[0] == '\0' || strlen(name) > 255)
+      return identity_error(o, err, 0, "the server name must be 1 to 255 bytes long");
+    int is_ip = ip_literal(name, ip, sizeof ip);
+    /* RFC 6066: SNI carries host names only, never IP literals */
+    if (!is_ip && SSL_set_tlsext_host_name(ssl, name) != 1)
+      return identity_error(o, err, 1, "cannot use the server name '%s'", name);
+    if (!checks)
+      return 0;
+    if (is_ip) {
+      /* the canonical text of the address: "::1" and "[::1]" are one identity */
+      unsigned char bin[16];
+      int family = inet_pton(AF_INET, ip, bin) == 1    ? AF_INET
+                   : inet_pton(AF_INET6, ip, bin) == 1 ? AF_INET6
+                                                       : AF_UNSPEC;
+      if (family == AF_UNSPEC || X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1 ||
+          inet_ntop(family, bin, identity, sizeof identity) == NULL)
+        return identity_error(o, err, 1, "cannot use the server name '%s'", name);
+      kind = WEFT__IDENTITY_IP;
+    } else {
+      SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      if (SSL_set1_host(ssl, name) != 1)
+        return identity_error(o, err, 1, "cannot use the server name '%s'", name);
+      /* host names compare without case: one key per name */
+      size_t i = 0;
+      for (; name[i] != '\0'; i++)
+        identity[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i]);
+      identity[i] = '\0';
+      kind = WEFT__IDENTITY_DNS;
+    }
+  } else {
+    if (!checks)
+      return 0;
+    unsigned char bin[16];
+    size_t len;
+    if (peer_ip(conn->peer, bin, &len, identity, sizeof identity, &port) != 0)
+      return identity_error(
+          o, err, 0,
+          "a TLS client checks the server's identity, and with no server name it checks the "
+          "peer's IP address, but this connection has none (%s); give a server name, or skip "
+          "the identity check explicitly with weft_cert_options_set_verify_identity(options, 0)",
+          conn->peer == NULL ? "no peer address" : "not an IP connection");
+    if (X509_VERIFY_PARAM_set1_ip(SSL_get0_param(ssl), bin, len) != 1)
+      return identity_error(o, err, 1, "cannot check the peer's IP address %s", identity);
+    kind = WEFT__IDENTITY_IP;
+  }
+  conn->session_key_set =
+      weft__sessions_client_key(o->client_policy, kind, identity, port, conn->session_key) == 0;
+  return 0;
 }
 
 int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char *server_name,
@@ -1071,6 +1290,7 @@ int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char
   conn->handshake_done = 0;
   conn->renegotiation_attempt = 0;
   conn->cert_requested = 0;
+  conn->session_key_set = 0;
   if (SSL_set_ex_data(ssl, index, conn) != 1) {
     SSL_free(ssl);
     ERR_clear_error();
@@ -1079,11 +1299,11 @@ int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char
   }
   if (role == WEFT_TLS_CLIENT) {
     const char *name = server_name != NULL ? server_name : options->server_name;
-    if (name != NULL && (rc = client_name(ssl, name, err)) != 0) {
+    if ((rc = client_identity(options, ssl, name, conn, err)) != 0) {
       SSL_free(ssl);
       return rc;
     }
-    weft__sessions_client_offer(&options->sessions, ssl, name, conn);
+    weft__sessions_client_offer(&options->sessions, ssl, conn);
     SSL_set_connect_state(ssl);
   } else {
     SSL_set_accept_state(ssl);

@@ -6,9 +6,12 @@
  * makes random keys in process and rotates them: each encrypts for one lifetime, then only
  * decrypts for one more.
  *
- * Clients: a small cache of sessions per options object, keyed by server name (or peer IP)
- * and port, filled from the new-session callback because TLS 1.3 tickets arrive after the
- * handshake, and offered to the next connection to the same key.
+ * Clients: a small cache of sessions per options object, keyed by the identity the connection
+ * verified (a host name, or an IP address), its kind, the port and the options' policy,
+ * filled from the new-session callback because TLS 1.3 tickets arrive after the handshake,
+ * and offered to the next connection with the same key. A connection that checks no identity
+ * (verification or identity checks turned off) neither stores nor is offered sessions: a
+ * session may only resume where a full handshake would have verified the same identity.
  *
  * Why the cache holds the very SSL_SESSION objects the connections use (not copies): OpenSSL
  * marks a connection's session not resumable when the connection ends badly (a fatal alert,
@@ -28,8 +31,6 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include "alloc-internal.h"
 #include "tls-internal.h"
@@ -226,41 +227,34 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
 
 /* --- Clients: the session cache ----------------------------------------------------------- */
 
-/* The cache key of a connection: SHA-256 of "NAME|PORT", NAME being the server name, else the
- * peer's IP. Returns 0, or -1 when the connection has neither (no reuse then). */
-static int session_key(const char *name, const weft__tls_conn *conn, uint8_t key[32]) {
-  char ip[INET6_ADDRSTRLEN];
-  unsigned port = 0;
-  const struct sockaddr *peer = conn != NULL ? conn->peer : NULL;
-  if (peer != NULL && peer->sa_family == AF_INET) {
-    const struct sockaddr_in *v4 = (const struct sockaddr_in *)peer;
-    port = ntohs(v4->sin_port);
-    if (name == NULL)
-      name = inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof ip);
-  } else if (peer != NULL && peer->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)peer;
-    port = ntohs(v6->sin6_port);
-    if (name == NULL)
-      name = inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof ip);
-  }
-  if (name == NULL)
+/* SHA-256 over a version tag, POLICY, the identity's kind, the identity and the port. The
+ * identity is the one the connection verifies (never a fallback it does not check), so a
+ * session verified for one name or address is never offered to a connection that checks
+ * another: "127.0.0.1" checked as an IP address and "localhost" checked as a name are two
+ * keys, and a connection that checks no identity has no key at all. */
+int weft__sessions_client_key(const uint8_t policy[32], int kind, const char *identity,
+                              unsigned port, uint8_t key[32]) {
+  if (identity == NULL || (kind != WEFT__IDENTITY_DNS && kind != WEFT__IDENTITY_IP))
     return -1;
-  char text[KEY_MAX];
-  int n = snprintf(text, sizeof text, "%s|%u", name, port);
+  char text[KEY_MAX + 16];
+  int n = snprintf(text, sizeof text, "%s:%s|%u", kind == WEFT__IDENTITY_DNS ? "dns" : "ip",
+                   identity, port);
   if (n <= 0 || (size_t)n >= sizeof text)
     return -1;
+  static const char tag[] = "weft client session key v2";
   unsigned int len = 0;
-  if (EVP_Digest(text, (size_t)n, key, &len, EVP_sha256(), NULL) != 1 || len != 32) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+           EVP_DigestUpdate(md, tag, sizeof tag) == 1 &&
+           EVP_DigestUpdate(md, policy, 32) == 1 &&
+           EVP_DigestUpdate(md, text, (size_t)n + 1) == 1 &&
+           EVP_DigestFinal_ex(md, key, &len) == 1 && len == 32;
+  EVP_MD_CTX_free(md);
+  if (!ok) {
     ERR_clear_error();
     return -1;
   }
   return 0;
-}
-
-/* The name weft__tls_new_ssl used for CONN's SSL. */
-static const char *conn_name(const weft__tls_conn *conn) {
-  return conn->server_name != NULL ? conn->server_name
-                                   : weft__tls_options_server_name(conn->options);
 }
 
 static int usable(SSL_SESSION *session) {
@@ -311,22 +305,19 @@ static void store(weft__sessions *s, const uint8_t key[32], SSL_SESSION *session
 static int new_session_cb(SSL *ssl, SSL_SESSION *session) {
   weft__sessions *s = sessions_of(ssl);
   const weft__tls_conn *conn = conn_of(ssl);
-  uint8_t key[32];
-  if (s == NULL || s->slots == NULL || conn == NULL || !SSL_SESSION_is_resumable(session) ||
-      session_key(conn_name(conn), conn, key) != 0)
+  if (s == NULL || s->slots == NULL || conn == NULL || !conn->session_key_set ||
+      !SSL_SESSION_is_resumable(session))
     return 0;
-  store(s, key, session);
+  store(s, conn->session_key, session);
   return 1;
 }
 
-void weft__sessions_client_offer(weft__sessions *s, SSL *ssl, const char *name,
-                                 const weft__tls_conn *conn) {
-  uint8_t key[32];
-  if (s->slots == NULL || session_key(name, conn, key) != 0)
+void weft__sessions_client_offer(weft__sessions *s, SSL *ssl, const weft__tls_conn *conn) {
+  if (s->slots == NULL || conn == NULL || !conn->session_key_set)
     return;
   SSL_SESSION *session = NULL, *stale = NULL;
   pthread_mutex_lock(&s->lock);
-  weft__session_slot *slot = find_slot_locked(s, key);
+  weft__session_slot *slot = find_slot_locked(s, conn->session_key);
   if (slot != NULL && !usable(slot->session)) {
     stale = slot->session;
     slot->session = NULL;
@@ -351,15 +342,13 @@ void weft__sessions_client_handshake_done(SSL *ssl, const weft__tls_conn *conn) 
   if (SSL_is_server(ssl) || !SSL_session_reused(ssl) || SSL_version(ssl) >= TLS1_3_VERSION)
     return;
   weft__sessions *s = sessions_of(ssl);
-  uint8_t key[32];
-  if (s == NULL || s->slots == NULL || conn == NULL ||
-      session_key(conn_name(conn), conn, key) != 0)
+  if (s == NULL || s->slots == NULL || conn == NULL || !conn->session_key_set)
     return;
   SSL_SESSION *session = SSL_get1_session(ssl);
   if (session == NULL)
     return;
   if (SSL_SESSION_is_resumable(session))
-    store(s, key, session);
+    store(s, conn->session_key, session);
   else
     SSL_SESSION_free(session);
 }

@@ -31,6 +31,7 @@ static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void become_ready(weft_transport *t);
+static void end_handshake_failed(weft_transport *t);
 static int send_close_notify(weft_transport *t);
 static void deliver_input(weft_transport *t);
 static void check_read_ahead(weft_transport *t);
@@ -190,6 +191,10 @@ static int send_close_notify(weft_transport *t) {
 static void handshake_complete(weft_transport *t) {
   event_del(t->timer);
   t->tls.handshake_done = 1;
+  if (weft__tls_check_negotiated(t->ssl, &t->tls, &t->reason)) {
+    end_handshake_failed(t); /* refused before build_protocol / tls_started(0) */
+    return;
+  }
   weft__tls_negotiated(t->ssl, &t->tls, &t->next_proto, &t->next_proto_len, &t->mechanism);
   if (t->starttls) {
     t->starttls = 0;

@@ -651,6 +651,11 @@ END_TEST
  * handshake_failure (40) for a failed NPN selection: RFC 7301's alert 120 is ALPN's).
  * CONTINUE: NPN has no "nothing" answer, so the client puts a protocol on the wire, but both
  * sides report none. */
+static int client_ended(void *arg) {
+  pair *p = arg;
+  return p->client.failed + p->client.lost >= 1;
+}
+
 START_TEST(test_npn_no_overlap) {
   NEED(NPN);
   certs k;
@@ -675,7 +680,32 @@ START_TEST(test_npn_no_overlap) {
   pair_free(&p);
   weft_cert_options_unref(c);
 
-  /* client policy CONTINUE, same server (options are shared by a new listener) */
+  /* client policy CONTINUE, same server (options are shared by a new listener): the client
+   * goes on and selects its own first protocol, which the server never advertised; under the
+   * server's policy FAIL the server refuses it once the handshake ends (issue 11, item 12) */
+  c = client_options(&k, LIST("http/1.1"));
+  only(c, NPN);
+  versions(c, WEFT_TLS1_2, WEFT_TLS1_2);
+  policy(c, WEFT_NO_OVERLAP_CONTINUE);
+  pair_init(&p);
+  pair_listen(&p, s);
+  pair_connect(&p, c, NULL);
+  tu_wait_int(p.reactor, &p.server.handshake_failed, 1, WAIT);
+  /* the client may have finished its side of the handshake first: then it loses the
+   * connection, else the handshake fails */
+  tu_run_until(p.reactor, client_ended, &p, WAIT);
+  ck_assert_int_eq(p.server.built, 0);
+  ck_assert_msg(p.server.last_handshake_failed.code == WEFT_ENOPROTOCOL, "server: %s (%s)",
+                weft_err_name(p.server.last_handshake_failed.code),
+                p.server.last_handshake_failed.message);
+  pair_free(&p);
+  weft_cert_options_unref(c);
+  weft_cert_options_unref(s);
+
+  /* both policies CONTINUE: connected with no protocol */
+  s = server_options(&k, LIST("h2"));
+  only(s, NPN);
+  policy(s, WEFT_NO_OVERLAP_CONTINUE);
   c = client_options(&k, LIST("http/1.1"));
   only(c, NPN);
   versions(c, WEFT_TLS1_2, WEFT_TLS1_2);

@@ -55,7 +55,11 @@ typedef enum weft_no_overlap_policy {
   /** Fail the handshake. The default. Over ALPN the server sends RFC 7301's
    * no_application_protocol alert (120) and both sides get WEFT_ENOPROTOCOL. Over NPN (TLS 1.2
    * and lower) the client selects: OpenSSL then sends handshake_failure (40), so the client
-   * gets WEFT_ENOPROTOCOL and the server WEFT_ETLSALERT naming alert 40. */
+   * gets WEFT_ENOPROTOCOL and the server WEFT_ETLSALERT naming alert 40. A server whose NPN
+   * client selects a protocol the server did not advertise (NPN lets a client do that, and
+   * the choice arrives in the client's last flight) refuses the connection once the handshake
+   * ends, before build_protocol: its factory's handshake_failed gets WEFT_ENOPROTOCOL and the
+   * client sees the connection closed. */
   WEFT_NO_OVERLAP_FAIL = 0,
   /** Go on with no protocol negotiated (weft_transport_next_protocol returns NULL). */
   WEFT_NO_OVERLAP_CONTINUE = 1
@@ -119,8 +123,25 @@ int weft_cert_options_load_certificate_chain_file(weft_cert_options *options, co
 /* --- Verification --------------------------------------------------------------------- */
 
 /** Verify the peer (default on). Turning it off on a client accepts any server: an explicit
- * choice for tests and pinned setups, never a default. */
+ * choice for tests and pinned setups, never a default. It also turns off identity checks (see
+ * weft_cert_options_set_verify_identity) and client session reuse. */
 int weft_cert_options_set_verify(weft_cert_options *options, int on);
+
+/** Clients: check the server's identity (default on). Every client checks one by default, on
+ * every path (weft_connect_ssl, reconnectors, weft_transport_start_tls): the server name
+ * (the connection's, else the options' weft_cert_options_set_server_name, else the host given
+ * to weft_connect_ssl) matched against the certificate's DNS subjectAltNames, or, for an IP
+ * literal, its IP subjectAltNames; with no name at all (weft_transport_start_tls with
+ * SERVER_NAME NULL and no name in the options) the peer's IP address is checked, and a
+ * connection with no IP address (a Unix socket) is refused with WEFT_EINVAL.
+ * Turning this off (ON 0) is the explicit, named way to skip the identity check: any
+ * certificate that chains to a trusted CA is accepted, whatever name it carries. The chain is
+ * still verified (weft_cert_options_set_verify), SNI is still sent for a host name, and the
+ * connection neither stores nor resumes sessions (a session may only resume where a full
+ * handshake would have checked the same identity). Use it only where something else binds
+ * the certificate to the peer (a private CA issuing one certificate per peer, a pinned key).
+ * Servers ignore it. Errors: WEFT_EINVAL (NULL), WEFT_EFROZEN. */
+int weft_cert_options_set_verify_identity(weft_cert_options *options, int on);
 
 /** Servers: require the client to present a certificate that verifies (default off). Implies
  * verification. */
@@ -139,7 +160,9 @@ int weft_cert_options_set_verify_depth(weft_cert_options *options, int depth);
 
 /** Clients: the server's host name, sent as SNI when it is a DNS name (never for IP literals)
  * and matched against the certificate (DNS name, or IP address subjectAltName). A connection's
- * own server_name (weft_connect_ssl) takes precedence. */
+ * own server_name (weft_connect_ssl, weft_transport_start_tls) takes precedence; with neither,
+ * the host given to weft_connect_ssl, or for STARTTLS the peer's IP address, is checked (see
+ * weft_cert_options_set_verify_identity). */
 int weft_cert_options_set_server_name(weft_cert_options *options, const char *name);
 
 /* --- Protocol versions and algorithms --------------------------------------------------- */
@@ -167,14 +190,24 @@ int weft_cert_options_set_groups(weft_cert_options *options, const char *groups)
  *
  * Servers resume through their session cache (stateful: the session stays in this process)
  * and through session tickets (stateless: the session travels to the client sealed with a
- * ticket key, AES-256-CBC with HMAC-SHA256). Ticket keys are either given (several servers
+ * ticket key, AES-256-CBC with HMAC-SHA256).
+ *
+ * A session resumes only under the verification policy that created it. Every server session
+ * and ticket carries a session id context: the SHA-256 of the server options' admission
+ * policy (verification on or off, client certificate requested or required, verify depth,
+ * the trusted CA certificates and CA directories, TLS versions and ciphers). OpenSSL refuses
+ * to resume a session whose context differs, at TLS 1.2 and 1.3: a ticket issued by a
+ * listener that asks no client certificate gives nothing on a listener that requires one,
+ * even when both share ticket keys; the client gets a full handshake, and its certificate is
+ * verified by the listener it is talking to. The next-protocol list is not part of it: ALPN
+ * and NPN run again on every handshake, resumed or not. Ticket keys are either given (several servers
  * given the same keys, e.g. a fleet behind a load balancer, resume each other's sessions) or,
  * by default, made at random in this process and rotated (see
  * weft_cert_options_set_ticket_key_lifetime).
  *
  * Clients keep the sessions servers give them in a cache inside the options and offer them to
- * the next connection with the same options to the same server name and port (see
- * weft_cert_options_set_session_reuse).
+ * the next connection with the same options that checks the same server identity at the same
+ * port (see weft_cert_options_set_session_reuse).
  *
  * A session survives a connection closed cleanly by either side (lose_connection, or the
  * peer's close_notify: weft always answers with its own). A connection that ends with an
@@ -196,8 +229,9 @@ int weft_cert_options_set_session_tickets(weft_cert_options *options, int on);
 
 /** @{ */
 /** Servers: adds a session ticket key, from LEN bytes at KEY (copied; LEN must be
- * WEFT_TICKET_KEY_SIZE) or from the file PATH (which must hold exactly WEFT_TICKET_KEY_SIZE
- * bytes; read now, not kept open). Keys are used in the order added: the first seals new
+ * WEFT_TICKET_KEY_SIZE) or from the file PATH (a regular file holding exactly
+ * WEFT_TICKET_KEY_SIZE bytes; read now, not kept open; a FIFO, socket, device or directory is
+ * refused with WEFT_EINVAL rather than waited on). Keys are used in the order added: the first seals new
  * tickets, the others only open tickets sealed before; a ticket opened with another key than
  * the first is renewed under the first (the client gets a new ticket). So to rotate keys
  * across a fleet, give every server [new, old] (each server then issues tickets under NEW and
@@ -207,8 +241,8 @@ int weft_cert_options_set_session_tickets(weft_cert_options *options, int on);
  * server only; weft wipes its copies (OPENSSL_cleanse) when the options are freed. Tickets are
  * used only while session tickets are on (weft_cert_options_set_session_tickets). At TLS 1.3
  * every resumed connection also gets new tickets, so that clients can use each ticket once.
- * Errors: WEFT_EINVAL (NULL argument; wrong size, the message gives the size found; a key
- * whose 16-byte name is already in use), WEFT_EIO (the file cannot be read; the message names
+ * Errors: WEFT_EINVAL (NULL argument; wrong size, the message gives the size found; not a
+ * regular file; a key whose 16-byte name is already in use), WEFT_EIO (the file cannot be read; the message names
  * PATH and the system's reason), WEFT_EFROZEN, WEFT_ENOMEM. */
 int weft_cert_options_add_ticket_key(weft_cert_options *options, const uint8_t *key, size_t len);
 int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char *path);
@@ -227,18 +261,23 @@ int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char
 int weft_cert_options_set_ticket_key_lifetime(weft_cert_options *options, double seconds);
 
 /** Clients: keep the sessions servers give (default on) and offer them again to the next
- * connection made with these options to the same server name and port (the server name is
- * the connection's, else the options', else the host given to weft_connect_ssl; with no name
- * at all, as in STARTTLS without one, the peer's IP address). The cache holds one session per
- * name and port, at most 100 (the least recently used goes first), and lives as long as the
- * options; expired sessions and sessions made unusable by a failed connection are dropped. A
- * session is offered until the server gives a newer one for the same name and port: at TLS
+ * connection made with these options that checks the same identity at the same port. The
+ * cache key is the identity the connection actually verifies (see
+ * weft_cert_options_set_verify_identity): a host name, or an IP address (an IP literal given
+ * as the name, or the peer's IP for STARTTLS without a name), which are two kinds of keys
+ * ("127.0.0.1" checked as an address never shares a session with "localhost" checked as a
+ * name), plus the port and a digest of the options' client policy (trust anchors, client
+ * certificate, versions, ciphers, protocol list). A connection that checks no identity
+ * (verification or identity checks off) neither stores nor is offered a session. The cache
+ * holds one session per key, at most 100 (the least recently used goes first), and lives as
+ * long as the options; expired sessions and sessions made unusable by a failed connection are
+ * dropped. A session is offered until the server gives a newer one for the same key: at TLS
  * 1.3 servers send new tickets on each connection (weft servers always do), so each ticket is
  * normally used once, as RFC 8446 advises; a server that sends none gets the same ticket
  * again.
  * On by default, as in browsers and curl: a session is only offered under the same options
- * (same trust anchors, client certificate, versions, protocol list) and for the name whose
- * certificate it verified, so it grants nothing a full handshake would not. Turn it off for
+ * and for the identity whose certificate it verified, so it grants nothing a full handshake
+ * would not. Turn it off for
  * clients that must not be linkable across connections (a resumed session identifies the
  * client to the server). Thread: the cache is guarded by a mutex; options may be shared by
  * reactors in several threads. Errors: WEFT_EINVAL (NULL), WEFT_EFROZEN. */

@@ -195,7 +195,9 @@ typedef enum weft_tls_role {
 /** STARTTLS: upgrades this live TCP connection to TLS in place with OPTIONS, in ROLE. Output
  * already written is sent in clear first; bytes read after this call are TLS. The protocol keeps
  * its transport; when the handshake ends, its tls_started callback runs (0 on success). For a
- * client, SERVER_NAME (may be NULL) is the SNI and verification name.
+ * client, SERVER_NAME (may be NULL) is the SNI and verification name; with NULL and no name in
+ * the options the peer's IP address is checked, and a connection without one (a Unix socket)
+ * is refused with WEFT_EINVAL (see weft_cert_options_set_verify_identity).
  * Errors: WEFT_EINVAL, WEFT_EBUSY (already TLS or upgrading), WEFT_ECLOSED, WEFT_ENOMEM,
  * WEFT_ETLS (options could not be built). OPTIONS is referenced, not copied. */
 int weft_transport_start_tls(weft_transport *transport, weft_cert_options *options,

@@ -17,6 +17,7 @@
 #include "alloc-internal.h"
 #include "reactor-internal.h"
 #include "transport-internal.h"
+#include "signals-internal.h"
 
 struct weft_delayed_call {
   weft_reactor *reactor;
@@ -243,6 +244,7 @@ void weft_reactor_free(weft_reactor *reactor) {
   if (!reactor || reactor->freeing)
     return;
   reactor->freeing = 1;
+  weft__signals_release(reactor); /* lib/signals.c: the SIGINT/SIGTERM events, if it owns them */
   weft__listener_shutdown_all(reactor);
   weft__connector_shutdown_all(reactor);
   weft__transport_shutdown_all(reactor);

@@ -9,12 +9,10 @@
  * server would speak HTTP/2). Prints "listening on HOST:PORT", then one line per connection:
  * "dispatched peer=ADDR protocol=NAME handler=NAME". Exits 0 on SIGTERM or SIGINT.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/event.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -112,11 +110,6 @@ static void handshake_failed(weft_factory *f, const struct sockaddr *peer, const
           r->message);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *reactor) {
-  (void)sig, (void)what;
-  weft_reactor_stop(reactor);
-}
-
 /* Makes the server's options: the identity (files or a generated certificate for localhost,
  * 127.0.0.1 and ::1) and the next-protocol list, most preferred first. */
 static int make_options(weft_cert_options **out, const char *cert_file, const char *key_file) {
@@ -191,11 +184,8 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  /* Stop cleanly on SIGTERM and SIGINT: libevent turns the signals into events. */
-  struct event_base *base = weft_reactor_event_base(reactor);
-  struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, reactor);
-  struct event *sigint = evsignal_new(base, SIGINT, on_signal, reactor);
-  if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL))
+  /* Stop cleanly on SIGTERM and SIGINT: weft_reactor_run then returns 0. */
+  if (weft_reactor_stop_on_signals(reactor) != 0)
     return fputs("error: cannot install signal handlers\n", stderr), 1;
 
   struct sockaddr_storage ss;
@@ -207,8 +197,6 @@ int main(int argc, char **argv) {
   fflush(stdout); /* a driver waits for this line */
 
   rc = weft_reactor_run(reactor);
-  event_free(sigterm);
-  event_free(sigint);
   weft_reactor_free(reactor);          /* closes every connection: each gets connection_lost */
   weft_dispatch_factory_free(dispatch); /* only once nothing can use it any more */
   if (rc != 0) fprintf(stderr, "error: reactor: %s\n", weft_strerror(rc));

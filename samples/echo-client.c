@@ -1,6 +1,10 @@
 /* echo-client: sends stdin to an echo server over TCP or TLS and writes the echo to stdout.
  *
  *   printf 'ping\n' | echo-client --connect 127.0.0.1:8443 --tls --insecure --protocols h2
+ *   printf 'ping\n' | echo-client --endpoint tls:localhost:8443:trustRoots=ca.pem:alpn=h2
+ *
+ * --endpoint takes weft's endpoint descriptions (Twisted's syntax, see weft/endpoint.h) in
+ * place of --connect, --tls, --cert and --key; the other flags apply on top of it.
  *
  * Prints "protocol: NAME" (or "protocol: none") once connected, then the echo. Exits 0 once
  * every byte of stdin has come back after stdin's end; on failure prints "error: MESSAGE" on
@@ -26,9 +30,13 @@ static const char usage[] =
     "                   [--protocols LIST] [--mechanisms alpn|npn|both]\n"
     "                   [--no-overlap fail|continue] [--tls-max 1.2|1.3]\n"
     "                   [--servername NAME] [--insecure]\n"
+    "       echo-client --endpoint DESCRIPTION [--ca PEM] [--protocols LIST]\n"
+    "                   [...the other options after --tls]\n"
     "HOST is a name or an IP literal (\"[::1]:PORT\" for IPv6). LIST is comma-separated, most\n"
     "preferred first (h2,http/1.1). The options after --tls need --tls. The server is\n"
-    "verified against the system trust store (or --ca) unless --insecure is given.\n";
+    "verified against the system trust store (or --ca) unless --insecure is given.\n"
+    "DESCRIPTION replaces --connect, --tls, --cert and --key: tcp:host=HOST:port=PORT, or\n"
+    "tls:HOST:PORT[:trustRoots=PEM][:alpn=LIST]... (escape ':' and '=' in values with '\\').\n";
 
 /* The one connection this program makes, and the state of its stdin pump. */
 static struct client {
@@ -205,14 +213,43 @@ static int fail(int status, const char *what, const char *detail) {
   return status;
 }
 
-/* Reads the command line: *CONNECT, *SERVERNAME, and *OPTS for TLS (left NULL without --tls).
- * Returns -1 when the client should run, else the status to exit with (0 after --help). */
-static int parse_args(int argc, char **argv, char **connect, char **servername,
-                      weft_cert_options **out) {
-  int tls = 0, tls_flags = 0, cert = 0, key = 0, rc = 0, status = 2;
-  weft_cert_options *opts; /* made first, so that each flag is applied as it is read */
-  if (weft_cert_options_new(&opts) != 0) return fail(1, "out of memory", NULL);
-  for (int i = 1; i < argc && rc == 0; i++) {
+/* 1 if OPT is one of the TLS options that take a value (applied by apply_tls_option). */
+static int is_tls_option(const char *opt) {
+  static const char *const names[] = {"--cert", "--key", "--ca", "--protocols", "--mechanisms",
+                                      "--no-overlap", "--tls-max"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strcmp(opt, names[i])) return 1;
+  return 0;
+}
+
+/* The endpoint of --connect HOST:PORT [--tls]: made with the endpoint setters. Returns 0, or
+ * the status to exit with. */
+static int endpoint_from_flags(const char *connect, int tls, weft_endpoint **ep) {
+  const char *host = NULL;
+  int port = 0;
+  if (parse_host_port(connect, &host, &port) != 0)
+    return fail(2, "bad --connect address", connect);
+  weft_cert_options *opts = NULL;
+  if (weft_endpoint_new(WEFT_ENDPOINT_CLIENT, ep) != 0 || (tls && weft_cert_options_new(&opts)))
+    return fail(1, "out of memory", NULL);
+  int rc = weft_endpoint_set_port(*ep, port);
+  if (rc == 0) rc = weft_endpoint_set_host(*ep, host);
+  if (rc == 0) rc = weft_endpoint_set_tls(*ep, opts); /* NULL: plain TCP */
+  weft_cert_options_unref(opts); /* the endpoint holds its own reference */
+  return rc == 0 ? 0 : fail(2, "bad --connect address", connect);
+}
+
+/* Reads the command line into *EP, the endpoint to connect to: parsed from --endpoint, or made
+ * from --connect and --tls; the TLS options (--ca, --protocols, --servername, ...) are then
+ * applied on top, in command-line order. Returns -1 when the client should run, else the
+ * status to exit with (0 after --help). */
+static int parse_args(int argc, char **argv, weft_endpoint **ep) {
+  int tls = 0, tls_flags = 0, cert = 0, key = 0, rc = 0, status = 2, nflags = 0;
+  const char *connect = NULL, *description = NULL, *servername = NULL;
+  const char **flags = calloc((size_t)argc * 2, sizeof *flags); /* option, value (or NULL) */
+  weft_cert_options *opts = NULL;
+  if (!flags) return fail(1, "out of memory", NULL);
+  for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       fputs(usage, stdout);
@@ -222,66 +259,95 @@ static int parse_args(int argc, char **argv, char **connect, char **servername,
       tls = 1;
     } else if (!strcmp(a, "--insecure")) {
       tls_flags = 1;
-      rc = weft_cert_options_set_verify(opts, 0); /* accept any server: for tests only */
-    } else if (i + 1 == argc) {
+      flags[nflags++] = a, flags[nflags++] = NULL;
+    } else if (i + 1 == argc || (strcmp(a, "--connect") && strcmp(a, "--endpoint") &&
+                                 strcmp(a, "--servername") && !is_tls_option(a))) {
       fprintf(stderr, "error: %s: unknown option or missing value\n%s", a, usage);
       goto done;
     } else if (!strcmp(a, "--connect")) {
-      *connect = argv[++i];
+      connect = argv[++i];
+    } else if (!strcmp(a, "--endpoint")) {
+      description = argv[++i];
     } else if (!strcmp(a, "--servername")) {
       tls_flags = 1;
-      *servername = argv[++i];
+      servername = argv[++i];
     } else {
       tls_flags = 1, cert |= !strcmp(a, "--cert"), key |= !strcmp(a, "--key");
-      if ((rc = apply_tls_option(opts, a, argv[++i])) == 1) {
-        fprintf(stderr, "error: %s: unknown option or bad value\n%s", a, usage);
-        goto done;
-      }
+      flags[nflags++] = a, flags[nflags++] = argv[++i];
     }
   }
-  const char *problem = !*connect           ? "--connect HOST:PORT is required (see --help)"
-                        : tls_flags && !tls ? "TLS options need --tls"
-                        : cert != key       ? "--cert and --key go together"
-                                            : NULL;
-  if (rc == 0 && problem) {
+  const char *problem =
+      description && (connect || tls || cert || key)
+          ? "--endpoint replaces --connect, --tls, --cert and --key"
+      : !description && !connect           ? "--connect HOST:PORT is required (see --help)"
+      : !description && tls_flags && !tls ? "TLS options need --tls"
+      : cert != key                        ? "--cert and --key go together"
+                                           : NULL;
+  if (problem) {
     fail(2, problem, NULL);
     goto done;
   }
+  if (description) {
+    char err[256];
+    if ((rc = weft_endpoint_parse(description, WEFT_ENDPOINT_CLIENT, ep, err, sizeof err))) {
+      status = fail(rc == WEFT_EINVAL || rc == WEFT_ENOTSUP ? 2 : 1, "bad --endpoint", err);
+      goto done;
+    }
+    if (tls_flags && !weft_endpoint_get_tls(*ep)) {
+      status = fail(2, "TLS options need a tls: endpoint", NULL);
+      goto done;
+    }
+  } else if ((status = endpoint_from_flags(connect, tls, ep)) != 0) {
+    goto done;
+  }
+  status = 2;
+  /* SERVERNAME (default: the endpoint's, else HOST) is sent as SNI and checked against the
+   * server's certificate. */
+  if (servername && weft_endpoint_set_server_name(*ep, servername) != 0) {
+    fail(2, "bad --servername", servername);
+    goto done;
+  }
+  opts = weft_cert_options_ref(weft_endpoint_get_tls(*ep)); /* NULL for TCP */
+  for (int f = 0; f < nflags && rc == 0; f += 2) {
+    if (!flags[f + 1]) {
+      rc = weft_cert_options_set_verify(opts, 0); /* --insecure: accept any server (tests) */
+    } else if ((rc = apply_tls_option(opts, flags[f], (char *)flags[f + 1])) == 1) {
+      fprintf(stderr, "error: %s: unknown option or bad value\n%s", flags[f], usage);
+      goto done;
+    }
+  }
   /* Build the SSL context now, so that a bad CA file or key is reported at once. */
-  if (rc == 0 && tls) rc = weft_cert_options_prepare(opts, WEFT_TLS_CLIENT);
+  if (rc == 0 && opts) rc = weft_cert_options_prepare(opts, WEFT_TLS_CLIENT);
   if (rc != 0) {
     const char *why = weft_cert_options_last_error(opts);
     status = fail(1, "TLS options", *why ? why : weft_strerror(rc));
     goto done;
   }
-  if (tls) *out = weft_cert_options_ref(opts); /* the caller's own reference */
   status = -1;
 done:
   weft_cert_options_unref(opts);
+  free(flags);
+  if (status >= 0) {
+    weft_endpoint_free(*ep);
+    *ep = NULL;
+  }
   return status;
 }
 
 int main(int argc, char **argv) {
-  char *connect = NULL, *servername = NULL;
-  weft_cert_options *opts = NULL;
-  int status = parse_args(argc, argv, &connect, &servername, &opts);
+  weft_endpoint *endpoint = NULL;
+  int status = parse_args(argc, argv, &endpoint);
   if (status >= 0) return status;
-  const char *host = NULL;
-  int port = 0;
-  if (parse_host_port(connect, &host, &port) != 0) {
-    weft_cert_options_unref(opts);
-    return fail(2, "bad --connect address", connect);
-  }
 
-  if (weft_reactor_new(&client.reactor) != 0) return fail(1, "cannot create the reactor", NULL);
+  if (weft_reactor_new(&client.reactor) != 0) {
+    weft_endpoint_free(endpoint);
+    return fail(1, "cannot create the reactor", NULL);
+  }
   static weft_factory factory = {.build_protocol = build_client,
                                  .connection_failed = connection_failed};
-  /* SERVERNAME (default: HOST) is sent as SNI and checked against the server's certificate.
-   * Failures from here on (refused, DNS, TLS) arrive in connection_failed, from the loop. */
-  int rc = opts ? weft_connect_ssl(client.reactor, host, port, &factory, opts, servername, 0,
-                                   NULL, NULL)
-                : weft_connect_tcp(client.reactor, host, port, &factory, 0, NULL, NULL);
-  weft_cert_options_unref(opts); /* the connector holds its own reference */
+  /* Failures from here on (refused, DNS, TLS) arrive in connection_failed, from the loop. */
+  int rc = weft_endpoint_connect(client.reactor, endpoint, &factory, NULL);
+  weft_endpoint_free(endpoint); /* the connector holds what it needs */
   if (rc == 0) rc = weft_reactor_run(client.reactor);
   if (rc != 0) fail(1, weft_strerror(rc), NULL);
 

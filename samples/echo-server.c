@@ -1,17 +1,19 @@
 /* echo-server: echoes every byte back, over TCP or TLS, and reports what ALPN/NPN negotiated.
  *
  *   echo-server --listen 127.0.0.1:8443 --tls --protocols h2,http/1.1
+ *   echo-server --endpoint ssl:8443:interface=127.0.0.1:privateKey=key.pem:certKey=cert.pem
+ *
+ * --endpoint takes weft's endpoint descriptions (Twisted's syntax, see weft/endpoint.h) in
+ * place of --listen, --tls, --cert and --key; the other flags apply on top of it.
  *
  * Prints "listening on HOST:PORT" once ready (the real port if 0 was asked for), then
  * "connected peer=ADDR protocol=NAME" for every connection that is ready. Exits with status 0
  * on SIGTERM or SIGINT. Other programs drive it: keep those output lines as they are.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/event.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -25,9 +27,14 @@ static const char usage[] =
     "                   [--require-cert] [--protocols LIST] [--mechanisms alpn|npn|both]\n"
     "                   [--no-overlap fail|continue] [--tls-max 1.2|1.3]\n"
     "                   [--handshake-timeout SECONDS]\n"
+    "       echo-server --endpoint DESCRIPTION [--ca PEM] [--require-cert] [--protocols LIST]\n"
+    "                   [...the other options after --tls]\n"
     "HOST is an IP literal (\"[::1]:PORT\" for IPv6); PORT 0 picks a free port.\n"
     "LIST is comma-separated, most preferred first (h2,http/1.1). The options after --tls\n"
-    "need --tls; without --cert a self-signed certificate for localhost is generated.\n";
+    "need --tls; without --cert a self-signed certificate for localhost is generated.\n"
+    "DESCRIPTION replaces --listen, --tls, --cert and --key: tcp:PORT:interface=ADDR, or\n"
+    "ssl:PORT:interface=ADDR:privateKey=PEM:certKey=PEM[:caCerts=PEM][:requireCert=yes]\n"
+    "[:alpn=LIST]... (escape ':' and '=' in values with '\\').\n";
 
 /* Prints "error: WHAT[: DETAIL]" on stderr and returns STATUS for main to exit with. */
 static int fail(int status, const char *what, const char *detail) {
@@ -167,18 +174,42 @@ static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
   return 1;
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *reactor) {
-  (void)sig, (void)what;
-  weft_reactor_stop(reactor);
+/* 1 if OPT is one of the TLS options that take a value (applied by apply_tls_option). */
+static int is_tls_option(const char *opt) {
+  static const char *const names[] = {"--cert", "--key", "--ca", "--protocols", "--mechanisms",
+                                      "--no-overlap", "--tls-max", "--handshake-timeout"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strcmp(opt, names[i])) return 1;
+  return 0;
 }
 
-/* Reads the command line: *LISTEN, and *OPTS for TLS (left NULL without --tls). Returns -1
- * when the server should run, else the status to exit with (0 after --help). */
-static int parse_args(int argc, char **argv, char **listen, weft_cert_options **out) {
-  int tls = 0, tls_flags = 0, cert = 0, key = 0, rc = 0, status = 2;
-  weft_cert_options *opts; /* made first, so that each flag is applied as it is read */
-  if (weft_cert_options_new(&opts) != 0) return fail(1, "out of memory", NULL);
-  for (int i = 1; i < argc && rc == 0; i++) {
+/* The endpoint of --listen HOST:PORT [--tls]: made with the endpoint setters. Returns 0, or
+ * the status to exit with. */
+static int endpoint_from_flags(const char *listen, int tls, weft_endpoint **ep) {
+  const char *host = NULL;
+  int port = 0;
+  if (parse_host_port(listen, &host, &port) != 0) return fail(2, "bad --listen address", listen);
+  weft_cert_options *opts = NULL;
+  if (weft_endpoint_new(WEFT_ENDPOINT_SERVER, ep) != 0 || (tls && weft_cert_options_new(&opts)))
+    return fail(1, "out of memory", NULL);
+  int rc = weft_endpoint_set_port(*ep, port);
+  if (rc == 0) rc = weft_endpoint_set_host(*ep, host);
+  if (rc == 0) rc = weft_endpoint_set_tls(*ep, opts); /* NULL: plain TCP */
+  weft_cert_options_unref(opts); /* the endpoint holds its own reference */
+  return rc == 0 ? 0 : fail(2, "bad --listen address", listen);
+}
+
+/* Reads the command line into *EP, the endpoint to listen on: parsed from --endpoint, or made
+ * from --listen and --tls; the TLS options (--cert, --protocols, ...) are then applied to the
+ * endpoint's certificate options, in command-line order. Returns -1 when the server should
+ * run, else the status to exit with (0 after --help). */
+static int parse_args(int argc, char **argv, weft_endpoint **ep) {
+  int tls = 0, tls_flags = 0, cert = 0, key = 0, rc = 0, status = 2, nflags = 0;
+  const char *listen = NULL, *description = NULL;
+  const char **flags = calloc((size_t)argc * 2, sizeof *flags); /* option, value (or NULL) */
+  weft_cert_options *opts = NULL;
+  if (!flags) return fail(1, "out of memory", NULL);
+  for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       fputs(usage, stdout);
@@ -188,76 +219,99 @@ static int parse_args(int argc, char **argv, char **listen, weft_cert_options **
       tls = 1;
     } else if (!strcmp(a, "--require-cert")) {
       tls_flags = 1;
-      rc = weft_cert_options_set_require_certificate(opts, 1);
-    } else if (i + 1 == argc) {
+      flags[nflags++] = a, flags[nflags++] = NULL;
+    } else if (i + 1 == argc || (strcmp(a, "--listen") && strcmp(a, "--endpoint") &&
+                                 !is_tls_option(a))) {
       fprintf(stderr, "error: %s: unknown option or missing value\n%s", a, usage);
       goto done;
     } else if (!strcmp(a, "--listen")) {
-      *listen = argv[++i];
+      listen = argv[++i];
+    } else if (!strcmp(a, "--endpoint")) {
+      description = argv[++i];
     } else {
       tls_flags = 1, cert |= !strcmp(a, "--cert"), key |= !strcmp(a, "--key");
-      if ((rc = apply_tls_option(opts, a, argv[++i])) == 1) {
-        fprintf(stderr, "error: %s: unknown option or bad value\n%s", a, usage);
-        goto done;
-      }
+      flags[nflags++] = a, flags[nflags++] = argv[++i];
     }
   }
-  const char *problem = !*listen            ? "--listen HOST:PORT is required (see --help)"
-                        : tls_flags && !tls ? "TLS options need --tls"
-                        : cert != key       ? "--cert and --key go together"
-                                            : NULL;
-  if (rc == 0 && problem) {
+  const char *problem =
+      description && (listen || tls || cert || key)
+          ? "--endpoint replaces --listen, --tls, --cert and --key"
+      : !description && !listen            ? "--listen HOST:PORT is required (see --help)"
+      : !description && tls_flags && !tls ? "TLS options need --tls"
+      : cert != key                        ? "--cert and --key go together"
+                                           : NULL;
+  if (problem) {
     fail(2, problem, NULL);
     goto done;
   }
+  if (description) {
+    char err[256];
+    if ((rc = weft_endpoint_parse(description, WEFT_ENDPOINT_SERVER, ep, err, sizeof err))) {
+      status = fail(rc == WEFT_EINVAL || rc == WEFT_ENOTSUP ? 2 : 1, "bad --endpoint", err);
+      goto done;
+    }
+    if (tls_flags && !weft_endpoint_get_tls(*ep)) {
+      status = fail(2, "TLS options need an ssl: endpoint", NULL);
+      goto done;
+    }
+  } else if ((status = endpoint_from_flags(listen, tls, ep)) != 0) {
+    goto done;
+  }
+  status = 2;
+  opts = weft_cert_options_ref(weft_endpoint_get_tls(*ep)); /* NULL for TCP */
+  for (int f = 0; f < nflags && rc == 0; f += 2) {
+    if (!flags[f + 1]) {
+      rc = weft_cert_options_set_require_certificate(opts, 1);
+    } else if ((rc = apply_tls_option(opts, flags[f], (char *)flags[f + 1])) == 1) {
+      fprintf(stderr, "error: %s: unknown option or bad value\n%s", flags[f], usage);
+      goto done;
+    }
+  }
   if (rc == 0 && tls && !cert) rc = use_generated_cert(opts);
   /* Build the SSL context now, so that a bad key or certificate is reported at once. */
-  if (rc == 0 && tls) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER);
+  if (rc == 0 && opts) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER);
   if (rc != 0) {
     const char *why = weft_cert_options_last_error(opts);
     status = fail(1, "TLS options", *why ? why : weft_strerror(rc));
     goto done;
   }
-  if (tls) *out = weft_cert_options_ref(opts); /* the caller's own reference */
   status = -1;
 done:
   weft_cert_options_unref(opts);
+  free(flags);
+  if (status >= 0) {
+    weft_endpoint_free(*ep);
+    *ep = NULL;
+  }
   return status;
 }
 
 int main(int argc, char **argv) {
-  char *listen = NULL;
-  weft_cert_options *opts = NULL;
-  int status = parse_args(argc, argv, &listen, &opts);
+  weft_endpoint *endpoint = NULL;
+  int status = parse_args(argc, argv, &endpoint);
   if (status >= 0) return status;
-  const char *host = NULL;
-  int port = 0;
-  if (parse_host_port(listen, &host, &port) != 0) {
-    weft_cert_options_unref(opts);
-    return fail(2, "bad --listen address", listen);
-  }
 
   weft_reactor *reactor;
   if (weft_reactor_new(&reactor) != 0) return fail(1, "cannot create the reactor", NULL);
   static weft_factory factory = {.build_protocol = build_echo,
                                  .handshake_failed = handshake_failed};
   weft_listener *listener;
-  int rc = opts ? weft_listen_ssl(reactor, host, port, &factory, opts, 0, &listener)
-                : weft_listen_tcp(reactor, host, port, &factory, 0, &listener);
-  weft_cert_options_unref(opts); /* the listener holds its own reference */
+  int rc = weft_endpoint_listen(reactor, endpoint, &factory, &listener);
   if (rc != 0) {
-    fprintf(stderr, "error: cannot listen on %s:%d: %s\n", host ? host : "*", port,
-            weft_strerror(rc));
+    const char *host = weft_endpoint_get_host(endpoint);
+    fprintf(stderr, "error: cannot listen on %s:%d: %s\n", host ? host : "*",
+            weft_endpoint_get_port(endpoint), weft_strerror(rc));
+    weft_endpoint_free(endpoint);
     weft_reactor_free(reactor);
     return 1;
   }
+  weft_endpoint_free(endpoint); /* the listener holds what it needs */
 
-  /* Stop cleanly on SIGTERM and SIGINT: libevent turns the signals into events. */
-  struct event_base *base = weft_reactor_event_base(reactor);
-  struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, reactor);
-  struct event *sigint = evsignal_new(base, SIGINT, on_signal, reactor);
-  if (!sigterm || !sigint || evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL))
+  /* Stop cleanly on SIGTERM and SIGINT: weft_reactor_run then returns 0. */
+  if (weft_reactor_stop_on_signals(reactor) != 0) {
+    weft_reactor_free(reactor);
     return fail(1, "cannot install signal handlers", NULL);
+  }
 
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
@@ -268,8 +322,6 @@ int main(int argc, char **argv) {
   fflush(stdout); /* a driver waits for this line: do not leave it in stdio's buffer */
 
   rc = weft_reactor_run(reactor);
-  event_free(sigterm);
-  event_free(sigint);
   weft_reactor_free(reactor); /* closes every connection: each gets connection_lost */
   return rc == 0 ? 0 : fail(1, "reactor", weft_strerror(rc));
 }

@@ -128,6 +128,156 @@ int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_fac
  * the reactor loop. Returns 0, or WEFT_EINVAL for NULL. */
 int weft_connector_cancel(weft_connector *connector);
 
+/* --- Endpoints: where to listen or connect, and how -------------------------------------
+ *
+ * A weft_endpoint describes one listening or connecting endpoint: address, port, TLS options,
+ * limits and time-outs. It is an opaque object with setters (as nghttp2_option), so that new
+ * settings arrive as new setters without breaking programs built against an older weft. Build
+ * one with weft_endpoint_new and the setters, or from a description string with
+ * weft_endpoint_parse, then use it any number of times with weft_endpoint_listen or
+ * weft_endpoint_connect.
+ *
+ * Ownership: the endpoint is the user's (weft_endpoint_free). Strings given to setters are
+ * copied; TLS options are referenced. weft_endpoint_listen / weft_endpoint_connect read the
+ * endpoint only during the call: the endpoint may be freed right after.
+ * Threading: an endpoint is plain data; use it from one thread at a time (listen and connect
+ * then follow the rules of the functions they call: the reactor's thread).
+ */
+
+/** Whether an endpoint listens (server) or connects (client). */
+typedef enum weft_endpoint_role {
+  WEFT_ENDPOINT_SERVER = 0, /**< listens for connections (weft_endpoint_listen) */
+  WEFT_ENDPOINT_CLIENT = 1  /**< connects out (weft_endpoint_connect) */
+} weft_endpoint_role;
+
+/** An endpoint description (opaque, owned by the user). */
+typedef struct weft_endpoint weft_endpoint;
+
+/** Creates an empty endpoint for ROLE: no host, no port (which must be set before use), plain
+ * TCP, every other setting at the default of the function it ends up calling. Stores it in
+ * *OUT. Errors: WEFT_EINVAL (OUT NULL, unknown ROLE), WEFT_ENOMEM. Any thread. */
+int weft_endpoint_new(weft_endpoint_role role, weft_endpoint **out);
+
+/** Frees the endpoint and drops its reference to its TLS options. Listeners and connectors
+ * made from it are not affected. NULL is ignored. */
+void weft_endpoint_free(weft_endpoint *endpoint);
+
+/** Parses DESCRIPTION, a string in Twisted's endpoint syntax (serverFromString /
+ * clientFromString), into a new endpoint for ROLE, stored in *OUT.
+ *
+ * Syntax: `KIND:ARG:ARG...`, each ARG either a positional value or `KEY=VALUE`; a backslash
+ * escapes the next `:`, `=` or `\` (any other escape is an error). Within an argument the
+ * first unescaped `=` separates the key; later ones belong to the value. Keys are
+ * case-sensitive and may be given once each, by name or by position.
+ *
+ * Servers:
+ *  - `tcp:PORT[:interface=IP][:backlog=N][:reusePort=yes][:connectionLimit=N]
+ *    [:writeTimeout=S]` (positional: PORT, interface, backlog)
+ *  - `ssl:PORT:privateKey=PEM[:certKey=PEM][:caCerts=PEM][:requireCert=yes|no][:alpn=LIST]
+ *    [:mechanisms=alpn|npn|both][:noOverlap=fail|continue][:tlsMin=1.2|1.3][:tlsMax=1.2|1.3]
+ *    [:handshakeTimeout=S]` and every tcp: key (positional: PORT, privateKey, certKey);
+ *    certKey, the certificate chain, defaults to the privateKey file.
+ *
+ * Clients:
+ *  - `tcp:HOST:PORT` or `tcp:host=HOST:port=PORT`, `[:timeout=S][:bindAddress=IP]`
+ *  - `tls:HOST:PORT[:trustRoots=PEM|DIR][:certificate=PEM[:privateKey=PEM]][:serverName=NAME]
+ *    [:alpn=LIST][:mechanisms=..][:noOverlap=..][:tlsMin=..][:tlsMax=..][:handshakeTimeout=S]`
+ *    and every tcp: key; the client key defaults to the certificate file.
+ *  - `ssl:HOST:PORT`: as tls:, with Twisted's ssl: names caCerts (file), caCertsDir, certKey
+ *    (client certificate) and privateKey. Unlike Twisted's ssl: client, weft always verifies
+ *    the server (against the system trust store when no CA is given).
+ *
+ * PORT is 0..65535 for servers (0 picks a free port) and 1..65535 for clients; LIST is
+ * comma-separated (h2,http/1.1); S is seconds (a decimal number above 0, at most 1000000).
+ * `unix:`, `systemd:` and `haproxy:` are recognised and refused with WEFT_ENOTSUP.
+ *
+ * TLS endpoints get new weft_cert_options (weft_endpoint_get_tls) with the key, certificates
+ * and CAs loaded from the files now; the options are not frozen yet, so the caller may change
+ * them before the first listen or connect.
+ *
+ * Errors: WEFT_EINVAL (a syntax error, an unknown, duplicate or missing key, an empty value, a
+ * value out of range, a description longer than 4096 bytes, NULL DESCRIPTION or OUT),
+ * WEFT_ENOTSUP (a kind weft knows but does not support yet), the codes of the
+ * weft_cert_options loaders (WEFT_EPEM for a missing or malformed file, WEFT_EKEYMISMATCH, ...),
+ * WEFT_ENOMEM. On error *OUT is NULL and, when ERR is not NULL, ERR (ERR_SIZE bytes, always
+ * NUL-terminated when ERR_SIZE > 0) receives a sentence that starts with the key at fault and
+ * gives the reason, e.g. "port: not a number 'x'". Any thread (loads files, blocking). */
+int weft_endpoint_parse(const char *description, weft_endpoint_role role, weft_endpoint **out,
+                        char *err, size_t err_size);
+
+/** Client: the host to connect to (a name or an IP literal, 1 to 255 bytes). Server: the
+ * interface to listen on (an IPv4 or IPv6 literal; NULL, the default, means every IPv4
+ * interface, as for weft_listen_tcp). The string is copied. Errors: WEFT_EINVAL (NULL endpoint,
+ * a server interface that is not an IP literal, a client host that is NULL, empty or longer
+ * than 255 bytes), WEFT_ENOMEM. */
+int weft_endpoint_set_host(weft_endpoint *endpoint, const char *host);
+
+/** The port: 0..65535 for a server (0 picks a free one: read it back with
+ * weft_listener_port), 1..65535 for a client. Errors: WEFT_EINVAL. */
+int weft_endpoint_set_port(weft_endpoint *endpoint, int port);
+
+/** Makes the endpoint TLS with OPTIONS (referenced; the endpoint drops its reference when
+ * freed or given other options), or plain TCP again with NULL. The options are frozen by the
+ * first listen or connect, as with weft_listen_ssl. Errors: WEFT_EINVAL (NULL endpoint). */
+int weft_endpoint_set_tls(weft_endpoint *endpoint, weft_cert_options *options);
+
+/** Client with TLS: the name sent as SNI and checked against the server's certificate (as the
+ * SERVER_NAME of weft_connect_ssl; NULL, the default, means the options' name, else the host).
+ * Errors: WEFT_EINVAL (NULL endpoint, a server endpoint, a name longer than 255 bytes),
+ * WEFT_ENOMEM. */
+int weft_endpoint_set_server_name(weft_endpoint *endpoint, const char *name);
+
+/** Server: the listen backlog, 1..65535 (0, the default, means weft_listen_tcp's default).
+ * Errors: WEFT_EINVAL (NULL endpoint, a client endpoint, out of range). */
+int weft_endpoint_set_backlog(weft_endpoint *endpoint, int backlog);
+
+/** Client: the connect time-out in seconds, as the TIMEOUT of weft_connect_tcp (0, the
+ * default, means 30 s; at most 1e6). Errors: WEFT_EINVAL (NULL endpoint, a server endpoint,
+ * negative, too large or not a number). */
+int weft_endpoint_set_timeout(weft_endpoint *endpoint, double seconds);
+
+/** Client: the local IP literal to connect from (NULL, the default: any). Copied. Errors:
+ * WEFT_EINVAL (NULL endpoint, a server endpoint, not an IP literal), WEFT_ENOMEM. */
+int weft_endpoint_set_bind_address(weft_endpoint *endpoint, const char *address);
+
+/** Server: share the port with other listeners (WEFT_LISTEN_REUSEPORT; default off). Errors:
+ * WEFT_EINVAL (NULL endpoint, a client endpoint). */
+int weft_endpoint_set_reuseport(weft_endpoint *endpoint, int on);
+
+/** Server: the connection limit of the listener (weft_listener_set_connection_limit; 0, the
+ * default, means none). Errors: WEFT_EINVAL (NULL endpoint, a client endpoint). */
+int weft_endpoint_set_connection_limit(weft_endpoint *endpoint, unsigned max);
+
+/** Server: the write time-out the listener gives its connections
+ * (weft_listener_set_write_timeout; 0, the default, means none). Errors: WEFT_EINVAL (NULL
+ * endpoint, a client endpoint, SECONDS negative, above 1e6 or not a number). */
+int weft_endpoint_set_write_timeout(weft_endpoint *endpoint, double seconds);
+
+/** @{ */
+/** What the endpoint holds: its role (WEFT_ENDPOINT_SERVER for NULL), its host or interface
+ * (NULL when not set; valid until changed or freed), its port (-1 when not set or for NULL),
+ * its TLS options (NULL for plain TCP; borrowed: take a reference to keep them). */
+weft_endpoint_role weft_endpoint_get_role(const weft_endpoint *endpoint);
+const char *weft_endpoint_get_host(const weft_endpoint *endpoint);
+int weft_endpoint_get_port(const weft_endpoint *endpoint);
+weft_cert_options *weft_endpoint_get_tls(const weft_endpoint *endpoint);
+/** @} */
+
+/** Listens as the server ENDPOINT says: weft_listen_tcp_ex or weft_listen_ssl_ex, then the
+ * listener's connection limit and write time-out. Errors: WEFT_EINVAL (NULL argument, a client
+ * endpoint, no port set), then those of the functions named. OUT: as weft_listen_tcp. Reactor
+ * thread. */
+int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *endpoint,
+                         weft_factory *factory, weft_listener **out);
+
+/** Connects as the client ENDPOINT says: weft_connect_tcp or weft_connect_ssl, with the
+ * endpoint's host, port, time-out, bind address and server name. Errors: WEFT_EINVAL (NULL
+ * argument, a server endpoint, no host or port set), then those of the functions named; failures
+ * after the call returned 0 reach connection_failed, exactly once. OUT: as weft_connect_tcp.
+ * Reactor thread. */
+int weft_endpoint_connect(weft_reactor *reactor, const weft_endpoint *endpoint,
+                          weft_factory *factory, weft_connector **out);
+
 #ifdef __cplusplus
 }
 #endif

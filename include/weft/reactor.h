@@ -115,6 +115,20 @@ int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers);
  * until connection_lost returns, plus TLS connections still in their handshake). */
 unsigned weft_reactor_connection_count(weft_reactor *reactor);
 
+/** Makes SIGINT and SIGTERM stop the reactor cleanly, as Twisted's reactor does: the signal
+ * makes weft_reactor_run return 0 (through libevent signal events on the reactor's event_base,
+ * so the handler itself does nothing unsafe), and the program then frees the reactor, which
+ * closes every connection (connection_lost with WEFT_ESHUTDOWN). The signals stay handled this
+ * way until the reactor is freed, which restores their previous handlers.
+ * One reactor per process may own the signals (libevent delivers signals to one event_base at
+ * a time): typically the main thread's. In a multi-threaded server, let that reactor's thread
+ * stop the others (weft_reactor_stop is safe from any thread). On a borrowed event_base the
+ * signal events count as pending events for the application's own event_base_dispatch.
+ * Returns 0 (also when this reactor already owns the signals), WEFT_EBUSY (another reactor of
+ * the process owns them), WEFT_EINVAL (NULL reactor), WEFT_ENOMEM or WEFT_EIO (libevent could
+ * not add the signal events). Reactor thread. */
+int weft_reactor_stop_on_signals(weft_reactor *reactor);
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,5 +11,6 @@
 #include <weft/tls.h>
 #include <weft/reconnect.h>
 #include <weft/alloc.h>
+#include <weft/version.h>
 
 #endif /* WEFT_WEFT_H */

@@ -1,0 +1,210 @@
+/* Endpoints: an opaque, extensible description of where to listen or connect and how. Each
+ * setting is a setter (a new setting is a new function, never a new struct member the caller
+ * allocates); weft_endpoint_listen / weft_endpoint_connect hand the settings to the listen and
+ * connect functions. The string form is parsed in endpoint_parse.c. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <string.h>
+
+#include <weft/endpoint.h>
+#include <weft/error.h>
+#include <weft/tls.h>
+
+#include "alloc-internal.h"
+#include "endpoint-internal.h"
+
+#define WEFT__HOST_MAX 255
+#define WEFT__SECONDS_MAX 1e6
+
+struct weft_endpoint {
+  weft_endpoint_role role;
+  char *host;             /* client host, server interface; NULL: not set */
+  int port;               /* -1: not set */
+  weft_cert_options *tls; /* referenced; NULL: plain TCP */
+  char *server_name;      /* client */
+  char *bind_address;     /* client */
+  double timeout;         /* client: connect time-out; 0: the default */
+  int backlog;            /* server; 0: the default */
+  int reuseport;          /* server */
+  unsigned connection_limit; /* server; 0: none */
+  double write_timeout;      /* server; 0: none */
+};
+
+int weft__endpoint_is_ip(const char *s) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return s && (inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1);
+}
+
+/* Replaces *SLOT by a copy of S (NULL clears it). */
+static int set_string(char **slot, const char *s) {
+  char *copy = NULL;
+  if (s && !(copy = weft__strdup(s)))
+    return WEFT_ENOMEM;
+  weft__free(*slot);
+  *slot = copy;
+  return 0;
+}
+
+static int seconds_ok(double seconds) {
+  return isfinite(seconds) && seconds >= 0 && seconds <= WEFT__SECONDS_MAX;
+}
+
+static int is_server(const weft_endpoint *ep) {
+  return ep && ep->role == WEFT_ENDPOINT_SERVER;
+}
+
+static int is_client(const weft_endpoint *ep) {
+  return ep && ep->role == WEFT_ENDPOINT_CLIENT;
+}
+
+int weft_endpoint_new(weft_endpoint_role role, weft_endpoint **out) {
+  if (out)
+    *out = NULL;
+  if (!out || (role != WEFT_ENDPOINT_SERVER && role != WEFT_ENDPOINT_CLIENT))
+    return WEFT_EINVAL;
+  weft_endpoint *ep = weft__calloc(1, sizeof *ep);
+  if (!ep)
+    return WEFT_ENOMEM;
+  ep->role = role;
+  ep->port = -1;
+  *out = ep;
+  return 0;
+}
+
+void weft_endpoint_free(weft_endpoint *ep) {
+  if (!ep)
+    return;
+  weft_cert_options_unref(ep->tls);
+  weft__free(ep->host);
+  weft__free(ep->server_name);
+  weft__free(ep->bind_address);
+  weft__free(ep);
+}
+
+int weft_endpoint_set_host(weft_endpoint *ep, const char *host) {
+  if (!ep)
+    return WEFT_EINVAL;
+  if (ep->role == WEFT_ENDPOINT_SERVER && host && !weft__endpoint_is_ip(host))
+    return WEFT_EINVAL;
+  if (ep->role == WEFT_ENDPOINT_CLIENT && (!host || !*host || strlen(host) > WEFT__HOST_MAX))
+    return WEFT_EINVAL;
+  return set_string(&ep->host, host);
+}
+
+int weft_endpoint_set_port(weft_endpoint *ep, int port) {
+  if (!ep || port < (ep->role == WEFT_ENDPOINT_SERVER ? 0 : 1) || port > 65535)
+    return WEFT_EINVAL;
+  ep->port = port;
+  return 0;
+}
+
+int weft_endpoint_set_tls(weft_endpoint *ep, weft_cert_options *options) {
+  if (!ep)
+    return WEFT_EINVAL;
+  weft_cert_options_ref(options); /* first, in case OPTIONS is the one held already */
+  weft_cert_options_unref(ep->tls);
+  ep->tls = options;
+  return 0;
+}
+
+int weft_endpoint_set_server_name(weft_endpoint *ep, const char *name) {
+  if (!is_client(ep) || (name && strlen(name) > WEFT__HOST_MAX))
+    return WEFT_EINVAL;
+  return set_string(&ep->server_name, name);
+}
+
+int weft_endpoint_set_backlog(weft_endpoint *ep, int backlog) {
+  if (!is_server(ep) || backlog < 0 || backlog > 65535)
+    return WEFT_EINVAL;
+  ep->backlog = backlog;
+  return 0;
+}
+
+int weft_endpoint_set_timeout(weft_endpoint *ep, double seconds) {
+  if (!is_client(ep) || !seconds_ok(seconds))
+    return WEFT_EINVAL;
+  ep->timeout = seconds;
+  return 0;
+}
+
+int weft_endpoint_set_bind_address(weft_endpoint *ep, const char *address) {
+  if (!is_client(ep) || (address && !weft__endpoint_is_ip(address)))
+    return WEFT_EINVAL;
+  return set_string(&ep->bind_address, address);
+}
+
+int weft_endpoint_set_reuseport(weft_endpoint *ep, int on) {
+  if (!is_server(ep))
+    return WEFT_EINVAL;
+  ep->reuseport = on != 0;
+  return 0;
+}
+
+int weft_endpoint_set_connection_limit(weft_endpoint *ep, unsigned max) {
+  if (!is_server(ep))
+    return WEFT_EINVAL;
+  ep->connection_limit = max;
+  return 0;
+}
+
+int weft_endpoint_set_write_timeout(weft_endpoint *ep, double seconds) {
+  if (!is_server(ep) || !seconds_ok(seconds))
+    return WEFT_EINVAL;
+  ep->write_timeout = seconds;
+  return 0;
+}
+
+weft_endpoint_role weft_endpoint_get_role(const weft_endpoint *ep) {
+  return ep ? ep->role : WEFT_ENDPOINT_SERVER;
+}
+
+const char *weft_endpoint_get_host(const weft_endpoint *ep) {
+  return ep ? ep->host : NULL;
+}
+
+int weft_endpoint_get_port(const weft_endpoint *ep) {
+  return ep ? ep->port : -1;
+}
+
+weft_cert_options *weft_endpoint_get_tls(const weft_endpoint *ep) {
+  return ep ? ep->tls : NULL;
+}
+
+int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *ep, weft_factory *factory,
+                         weft_listener **out) {
+  if (out)
+    *out = NULL;
+  if (!reactor || !is_server(ep) || !factory || ep->port < 0)
+    return WEFT_EINVAL;
+  unsigned flags = ep->reuseport ? WEFT_LISTEN_REUSEPORT : 0;
+  weft_listener *l;
+  int rc = ep->tls ? weft_listen_ssl_ex(reactor, ep->host, ep->port, factory, ep->tls,
+                                        ep->backlog, flags, &l)
+                   : weft_listen_tcp_ex(reactor, ep->host, ep->port, factory, ep->backlog, flags,
+                                        &l);
+  if (rc != 0)
+    return rc;
+  /* Nothing can be accepted before these apply: the loop does not run in between. */
+  if (ep->connection_limit)
+    weft_listener_set_connection_limit(l, ep->connection_limit);
+  if (ep->write_timeout > 0)
+    weft_listener_set_write_timeout(l, ep->write_timeout);
+  if (out)
+    *out = l;
+  return 0;
+}
+
+int weft_endpoint_connect(weft_reactor *reactor, const weft_endpoint *ep, weft_factory *factory,
+                          weft_connector **out) {
+  if (out)
+    *out = NULL;
+  if (!reactor || !is_client(ep) || !factory || !ep->host || ep->port < 1)
+    return WEFT_EINVAL;
+  if (ep->tls)
+    return weft_connect_ssl(reactor, ep->host, ep->port, factory, ep->tls, ep->server_name,
+                            ep->timeout, ep->bind_address, out);
+  return weft_connect_tcp(reactor, ep->host, ep->port, factory, ep->timeout, ep->bind_address,
+                          out);
+}

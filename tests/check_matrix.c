@@ -647,6 +647,13 @@ START_TEST(test_cell) {
   CELL_ASSERT(M.nested_lost == 0, "connection_lost ran inside a weft call (%d)", M.nested_lost);
   tu_factory_check(&M.client);
   tu_factory_check(&M.server);
+  /* Every protocol build_protocol returned got connection_made (and so connection_lost). */
+  CELL_ASSERT(M.client.built - M.client.refused == M.client.made,
+              "client built %d protocols, %d made", M.client.built - M.client.refused,
+              M.client.made);
+  CELL_ASSERT(M.server.built - M.server.refused == M.server.made,
+              "server built %d protocols, %d made", M.server.built - M.server.refused,
+              M.server.made);
   CELL_ASSERT(M.client.made == M.client.lost, "client made %d lost %d", M.client.made,
               M.client.lost);
   CELL_ASSERT(M.server.made == M.server.lost, "server made %d lost %d", M.server.made,

@@ -44,7 +44,8 @@
  * columns (ops swap is the case of issue 11 item 10), or a dispatch factory for the
  * dispatch-free column. STARTTLS: the client writes "STARTTLS\n" in connection_made, the server
  * answers "GO\n" and upgrades, the client upgrades on "GO" (as samples/starttls-line does).
- * WEFT_MATRIX_LIST=1 prints every cell (applicable or not, with the reason) to stdout. */
+ * WEFT_MATRIX_LIST=1 prints every cell (applicable or not, with the reason) to stdout;
+ * WEFT_MATRIX_CELL=callback/action/kind runs that cell only. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -88,7 +89,9 @@ static const char *const MATRIX_KNOWN_FAILING[] = {
      * new reference is dropped without its release being called, or libevent asserts
      * (chain->refcnt > 0 in evbuffer_chain_free). The release must be deferred out of the
      * drain. */
+    "release/write/tcp", /* leaks the new 32 KiB chain (ASan) */
     "release/write_reference/tcp",
+    "release/start_tls/tcp", /* the ClientHello goes into the buffer being drained: leak */
     "release/write/starttls",
     "release/write_reference/starttls",
     NULL,
@@ -703,7 +706,10 @@ static void build_cells(int list) {
           cell_name(&c, name, sizeof name);
           printf("%-48s %s\n", name, why ? why : (known_failing(&c) ? "KNOWN FAILING" : "run"));
         }
-        if (!why)
+        const char *only = getenv("WEFT_MATRIX_CELL"); /* run one cell, by name */
+        char name[128];
+        cell_name(&c, name, sizeof name);
+        if (!why && (!only || strcmp(only, name) == 0))
           cells[ncells++] = c;
       }
 }

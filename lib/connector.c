@@ -45,6 +45,7 @@ struct weft_connector {
   struct event *step_event;    /* runs the next step (resolve, connect) from the loop */
   int resolved;                /* addrs holds the addresses to try */
   struct weft_transport *transport; /* TLS: the handshake under way */
+  weft__owner next_owner;      /* the transport's owner once it is ready (may be all NULL) */
   int last_errno;
   int failed;
   weft__reason_buf reason;
@@ -110,6 +111,28 @@ static void connector_fail(weft_connector *c, int code, const char *fmt, ...) {
 
 static void try_next_address(weft_connector *c);
 
+/* The connector owns its transport until the connection is ready (TLS: until the handshake
+ * ended), then hands it to NEXT_OWNER and frees itself: it is invalid from build_protocol on. */
+static void on_transport_ready(void *arg, struct weft_transport *transport) {
+  weft_connector *c = arg;
+  weft__owner next = c->next_owner;
+  c->transport = NULL;
+  weft__transport_set_owner(transport, &next);
+  connector_free(c);
+  if (next.ready)
+    next.ready(next.arg, transport);
+}
+
+/* The transport ended before it was ready: a failed, cancelled or shut down TLS handshake. */
+static void on_transport_closed(void *arg, const weft_reason *reason, int made) {
+  weft_connector *c = arg;
+  (void)made; /* never made: on_transport_ready handed the transport on before that */
+  c->transport = NULL;
+  if (c->factory->connection_failed)
+    c->factory->connection_failed(c->factory, reason);
+  connector_free(c);
+}
+
 static void hand_over(weft_connector *c) {
   evutil_socket_t fd = c->fd;
   c->fd = -1;
@@ -120,13 +143,17 @@ static void hand_over(weft_connector *c) {
   }
   const struct sockaddr *peer = (struct sockaddr *)&c->addrs[c->next_addr - 1];
   socklen_t peer_len = c->addr_lens[c->next_addr - 1];
-  /* TLS: the transport attaches itself (weft__connector_attach) and reports the handshake's
-   * end. TCP: the transport calls weft__connector_handshake_done at once, which frees c. */
+  /* TLS: c->transport is set before the handshake starts (so weft_connector_cancel can reach
+   * it) and the owner hooks report the handshake's end. TCP: the connection is ready at once,
+   * and on_transport_ready frees c before weft__transport_start returns: c is not touched
+   * after a success. */
   const char *name = c->server_name;
   if (!name && c->options)
     name = weft__tls_options_server_name(c->options);
+  const weft__owner owner = {on_transport_ready, on_transport_closed, c};
   int rc = weft__transport_start(c->reactor, fd, peer, peer_len, c->factory, c->options,
-                                 WEFT_TLS_CLIENT, name ? name : c->host, c);
+                                 WEFT_TLS_CLIENT, name ? name : c->host, 0, &owner,
+                                 &c->transport);
   if (rc != 0)
     connector_fail(c, rc, "%s", weft_strerror(rc));
 }
@@ -264,7 +291,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg) {
 static int connect_common(weft_reactor *reactor, const char *host, int port,
                           weft_factory *factory, weft_cert_options *options,
                           const char *server_name, double timeout, const char *bind_address,
-                          weft_connector **out) {
+                          const weft__owner *owner, weft_connector **out) {
   if (out)
     *out = NULL;
   if (!reactor || !host || !*host || !factory || !factory->build_protocol || port < 1 ||
@@ -291,6 +318,8 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
   c->factory = factory;
   c->port = port;
   c->fd = -1;
+  if (owner)
+    c->next_owner = *owner;
   TAILQ_INSERT_TAIL(&reactor->connectors, c, link);
   if (options)
     c->options = weft_cert_options_ref(options);
@@ -328,7 +357,8 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
 
 int weft_connect_tcp(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
                      double timeout, const char *bind_address, weft_connector **out) {
-  return connect_common(reactor, host, port, factory, NULL, NULL, timeout, bind_address, out);
+  return connect_common(reactor, host, port, factory, NULL, NULL, timeout, bind_address, NULL,
+                        out);
 }
 
 int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
@@ -340,18 +370,14 @@ int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_fac
     return WEFT_EINVAL;
   }
   return connect_common(reactor, host, port, factory, options, server_name, timeout,
-                        bind_address, out);
+                        bind_address, NULL, out);
 }
 
-void weft__connector_attach(weft_connector *c, struct weft_transport *transport) {
-  c->transport = transport;
-}
-
-void weft__connector_handshake_done(weft_connector *c, const weft_reason *reason) {
-  c->transport = NULL;
-  if (reason && c->factory->connection_failed)
-    c->factory->connection_failed(c->factory, reason);
-  connector_free(c);
+int weft__connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                  weft_cert_options *options, const char *server_name, double timeout,
+                  const char *bind_address, const weft__owner *owner, weft_connector **out) {
+  return connect_common(reactor, host, port, factory, options, server_name, timeout,
+                        bind_address, owner, out);
 }
 
 int weft_connector_cancel(weft_connector *connector) {

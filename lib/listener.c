@@ -29,6 +29,8 @@ struct weft_listener {
   double write_timeout;     /* default for the connections it accepts; 0: off */
   int accepting;            /* the evconnlistener is enabled */
   int in_backoff;           /* paused after EMFILE/ENFILE until the backoff timer fires */
+  int stopped;              /* weft_listener_stop or the reactor's shutdown ran: the memory
+                               stays until the last connection it counts has ended */
 };
 
 /* Accepting goes on unless the connection limit is reached or a back-off is running. Both
@@ -44,26 +46,55 @@ static void update_accepting(weft_listener *l) {
     evconnlistener_disable(l->evl);
 }
 
-void weft__listener_connection_opened(weft_listener *l) {
+static void connection_opened(weft_listener *l) {
   l->connections++;
-  if (l->max_connections && l->connections >= l->max_connections)
+  if (!l->stopped && l->max_connections && l->connections >= l->max_connections)
     update_accepting(l); /* libevent's accept loop stops once its callback disabled it */
 }
 
-void weft__listener_connection_closed(weft_listener *l) {
+/* One of L's connections ended (or could not be set up). A stopped listener lives only for
+ * its connections' sake: the last one frees it. */
+static void connection_closed(weft_listener *l) {
   l->connections--;
+  if (l->stopped) {
+    if (l->connections == 0)
+      weft__free(l);
+    return;
+  }
   if (!l->accepting)
     update_accepting(l);
+}
+
+/* The owner hook of the transports L accepted: they count in L's connections from their
+ * creation until they are freed. */
+static void on_connection_closed(void *arg, const weft_reason *reason, int made) {
+  (void)reason;
+  (void)made;
+  connection_closed(arg);
 }
 
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *peer,
                       int peer_len, void *arg) {
   weft_listener *l = arg;
   (void)evl;
-  /* L may be stopped by the protocol's connection_made inside this call: do not touch it
-   * afterwards. */
-  weft__transport_accept(l->reactor, l, fd, peer, (socklen_t)peer_len, l->factory, l->options,
-                         l->write_timeout);
+  /* Counted before the transport exists, so that L outlives this call even if the protocol's
+   * connection_made stops it (the memory stays while a connection counts). */
+  connection_opened(l);
+  const weft__owner owner = {NULL, on_connection_closed, l};
+  int rc = weft__transport_start(l->reactor, fd, peer, (socklen_t)peer_len, l->factory,
+                                 l->options, WEFT_TLS_SERVER, NULL, l->write_timeout, &owner,
+                                 NULL);
+  if (rc != 0) {
+    /* The descriptor is closed already. Nobody else hears of this connection: tell the
+     * factory. */
+    if (l->factory->handshake_failed) {
+      weft__reason_buf reason;
+      weft__reason_set(&reason, rc, "could not set up an accepted connection: %s",
+                       weft_strerror(rc));
+      l->factory->handshake_failed(l->factory, peer, &reason.reason);
+    }
+    connection_closed(l);
+  }
 }
 
 static void on_backoff_done(evutil_socket_t fd, short what, void *arg) {
@@ -88,17 +119,22 @@ static void on_accept_error(struct evconnlistener *evl, void *arg) {
   }
 }
 
+/* Stops L for good and releases everything but its memory, which stays until its last
+ * connection has ended (those connections live on, and report to it: see connection_closed). */
 static void listener_free(weft_listener *l) {
   TAILQ_REMOVE(&l->reactor->listeners, l, link);
-  /* Its connections live on, and must not report to a freed listener. */
-  weft__transport_forget_listener(l->reactor, l);
+  l->stopped = 1;
   if (l->evl)
     evconnlistener_free(l->evl);
+  l->evl = NULL;
   if (l->backoff)
     event_free(l->backoff);
+  l->backoff = NULL;
   if (l->options)
     weft_cert_options_unref(l->options);
-  weft__free(l);
+  l->options = NULL;
+  if (l->connections == 0)
+    weft__free(l);
 }
 
 /* SO_REUSEPORT could not be set: the option does not exist in this kernel (ENOPROTOOPT, Linux

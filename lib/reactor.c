@@ -245,9 +245,12 @@ void weft_reactor_free(weft_reactor *reactor) {
     return;
   reactor->freeing = 1;
   weft__signals_release(reactor); /* lib/signals.c: the SIGINT/SIGTERM events, if it owns them */
-  weft__listener_shutdown_all(reactor);
-  weft__connector_shutdown_all(reactor);
+  /* Transports first: their connection_lost (or a TLS connector's connection_failed) may still
+   * use a listener or a pending connector (stop it, cancel it), which must exist then. A
+   * connection_failed may stop a listener too. Nothing new can start meanwhile (freeing). */
   weft__transport_shutdown_all(reactor);
+  weft__connector_shutdown_all(reactor);
+  weft__listener_shutdown_all(reactor);
   weft_delayed_call *call;
   while ((call = TAILQ_FIRST(&reactor->delayed)) != NULL) {
     TAILQ_REMOVE(&reactor->delayed, call, link);

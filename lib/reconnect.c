@@ -1,13 +1,14 @@
 /* Reconnectors: a client that connects again after a failed attempt or a lost connection, with
  * exponential back-off and jitter (Twisted's ReconnectingClientFactory).
  *
- * Built on the public API only. Each attempt is a small object (struct attempt) that is both
- * the weft_factory given to weft_connect_tcp/_ssl and, once connected, the owner of a
- * forwarding ops table installed in the user's protocol: that is how the reconnector hears of
- * connection_lost while weft_transport_protocol() still returns the user's protocol. An attempt
- * lives as long as weft may call it (until connection_failed returns, a refused build_protocol,
- * or connection_lost returns), so the reconnector can be stopped or freed at any moment: it
- * just detaches the attempt (attempt->rc = NULL), which then finishes quietly. */
+ * Each attempt is a small object (struct attempt) that is the weft_factory given to the
+ * connector (wrapping the user's, to learn whether build_protocol refused) and the owner of the
+ * connection's transport once it is ready (weft__connect's owner hook): that is how the
+ * reconnector hears that the connection ended, after the protocol's connection_lost returned,
+ * without touching the user's protocol or its callback table. An attempt lives as long as weft
+ * may call it (until connection_failed returns, or the transport's closed hook), so the
+ * reconnector can be stopped or freed at any moment: it just detaches the attempt
+ * (attempt->rc = NULL), which then finishes quietly. */
 #include "config.h"
 
 #include <math.h>
@@ -21,6 +22,7 @@
 
 #include "alloc-internal.h"
 #include "reactor-internal.h"
+#include "transport-internal.h"
 
 #include <weft/endpoint.h>
 #include <weft/reconnect.h>
@@ -31,14 +33,11 @@
   ((struct attempt *)((char *)(member_ptr)-offsetof(struct attempt, member)))
 
 struct attempt {
-  weft_factory factory;              /* given to weft_connect_*; first member */
-  weft_protocol_ops ops;             /* installed as the user's protocol's ops while live */
-  const weft_protocol_ops *user_ops; /* the user's table, called by ops */
-  weft_protocol *protocol;           /* the user's protocol, once built */
-  weft_transport *transport;         /* valid from build_protocol until connection_lost */
-  weft_connector *connector;         /* valid until build_protocol or connection_failed */
-  int building;                      /* inside the user's build_protocol */
-  weft_reconnector *rc;              /* NULL once detached by stop or free */
+  weft_factory factory;      /* given to the connector; first member */
+  weft_transport *transport; /* valid from the ready hook until the closed hook */
+  weft_connector *connector; /* valid until the ready hook or connection_failed */
+  int connected;             /* the ready hook ran: the connection is up (or being built) */
+  weft_reconnector *rc;      /* NULL once detached by stop or free */
 };
 
 struct weft_reconnector {
@@ -205,113 +204,49 @@ static void connection_ended(weft_reconnector *rc, const weft_reason *reason) {
 
 /* --- one attempt ---------------------------------------------------------------------- */
 
-/* The forwarding table: every callback goes to the user's current table. A user callback may
- * assign a new table to its protocol's ops: adopt it and put ours back. */
-static void reinstall(struct attempt *a, weft_protocol *p) {
-  if (p->ops != &a->ops) {
-    a->user_ops = p->ops;
-    p->ops = &a->ops;
-  }
+/* The owner hook, from the connector: the connection is ready, build_protocol follows. */
+static void attempt_ready(void *arg, weft_transport *transport) {
+  struct attempt *a = arg;
+  a->connector = NULL; /* freed by now */
+  a->transport = transport;
+  a->connected = 1;
 }
-
-static void fwd_made(weft_protocol *p, weft_transport *t) {
-  struct attempt *a = ATTEMPT_OF(p->ops, ops);
-  if (a->rc) { /* a connection: the back-off starts again from the beginning */
-    a->rc->delay = a->rc->opts.initial_delay;
-    a->rc->retries = 0;
-  }
-  if (a->user_ops && a->user_ops->connection_made)
-    a->user_ops->connection_made(p, t);
-  reinstall(a, p);
-}
-
-static void fwd_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
-  struct attempt *a = ATTEMPT_OF(p->ops, ops);
-  if (a->user_ops && a->user_ops->data_received)
-    a->user_ops->data_received(p, t, data, len);
-  reinstall(a, p);
-}
-
-static int fwd_read_eof(weft_protocol *p, weft_transport *t) {
-  struct attempt *a = ATTEMPT_OF(p->ops, ops);
-  int keep = 0; /* as a NULL read_eof: weft closes the connection */
-  if (a->user_ops && a->user_ops->read_eof)
-    keep = a->user_ops->read_eof(p, t);
-  reinstall(a, p);
-  return keep;
-}
-
-static void fwd_drained(weft_protocol *p, weft_transport *t) {
-  struct attempt *a = ATTEMPT_OF(p->ops, ops);
-  if (a->user_ops && a->user_ops->write_drained)
-    a->user_ops->write_drained(p, t);
-  reinstall(a, p);
-}
-
-static void fwd_tls_started(weft_protocol *p, weft_transport *t, int status) {
-  struct attempt *a = ATTEMPT_OF(p->ops, ops);
-  if (a->user_ops && a->user_ops->tls_started)
-    a->user_ops->tls_started(p, t, status);
-  reinstall(a, p);
-}
-
-static void fwd_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
-  struct attempt *a = ATTEMPT_OF(p->ops, ops);
-  weft_reconnector *rc = a->rc;
-  p->ops = a->user_ops; /* the user's own table again: P may be freed by the call below */
-  if (rc)
-    rc->depth++;
-  if (a->user_ops && a->user_ops->connection_lost)
-    a->user_ops->connection_lost(p, t, reason);
-  weft__free(a); /* detached by a free above, or still rc->attempt */
-  if (!rc || rc_leave(rc))
-    return;
-  rc->attempt = NULL;
-  connection_ended(rc, reason);
-}
-
-static const weft_protocol_ops forward_ops = {
-    .connection_made = fwd_made,
-    .data_received = fwd_data,
-    .read_eof = fwd_read_eof,
-    .write_drained = fwd_drained,
-    .tls_started = fwd_tls_started,
-    .connection_lost = fwd_lost,
-};
 
 static weft_protocol *attempt_build(weft_factory *factory, weft_transport *transport,
                                     const struct sockaddr *peer) {
   struct attempt *a = ATTEMPT_OF(factory, factory);
   weft_reconnector *rc = a->rc;
-  a->connector = NULL; /* invalid from now on */
-  if (!rc) { /* stopped meanwhile: refuse quietly */
-    weft__free(a);
+  if (!rc) /* freed meanwhile: refuse quietly (attempt_closed frees A) */
     return NULL;
-  }
-  a->building = 1;
   rc->depth++;
   weft_protocol *p = rc->factory->build_protocol(rc->factory, transport, peer);
-  int gone = rc_leave(rc);
-  a->building = 0;
-  if (!p || !p->ops) {
-    /* Refused: the connection closes quietly (protocol.h rule 1) and counts as a failure. */
-    if (!gone)
-      rc->attempt = NULL;
-    weft__free(a);
-    if (!gone) {
-      char msg[160];
-      snprintf(msg, sizeof msg, "%s port %d: %s", rc->host, rc->port,
-               weft_strerror(WEFT_EREFUSED));
-      weft_reason why = {WEFT_EREFUSED, msg, -1, 0, 0, 0};
-      attempt_failed_for(rc, &why, 0);
-    }
-    return NULL;
+  if (rc_leave(rc))
+    return p; /* freed from build_protocol: A was detached, the connection goes on */
+  if (p && p->ops) { /* connection_made follows: the back-off starts again from the beginning */
+    rc->delay = rc->opts.initial_delay;
+    rc->retries = 0;
   }
-  a->protocol = p;
-  a->transport = transport;
-  a->user_ops = p->ops;
-  p->ops = &a->ops;
   return p;
+}
+
+/* The owner hook: the transport ended, after the protocol's connection_lost returned (MADE),
+ * or right after build_protocol refused it. */
+static void attempt_closed(void *arg, const weft_reason *reason, int made) {
+  struct attempt *a = arg;
+  weft_reconnector *rc = a->rc;
+  weft__free(a);
+  if (!rc) /* detached by weft_reconnector_free: nothing follows */
+    return;
+  rc->attempt = NULL;
+  if (made) {
+    connection_ended(rc, reason);
+    return;
+  }
+  /* Refused: the connection closed quietly (protocol.h rule 1) and counts as a failure. */
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s port %d: %s", rc->host, rc->port, weft_strerror(WEFT_EREFUSED));
+  weft_reason why = {WEFT_EREFUSED, msg, -1, 0, 0, 0};
+  attempt_failed_for(rc, &why, 0);
 }
 
 static void attempt_connection_failed(weft_factory *factory, const weft_reason *reason) {
@@ -331,16 +266,11 @@ static int start_attempt(weft_reconnector *rc) {
     return WEFT_ENOMEM;
   a->factory.build_protocol = attempt_build;
   a->factory.connection_failed = attempt_connection_failed;
-  a->ops = forward_ops;
   a->rc = rc;
-  int err;
-  if (rc->cert_options)
-    err = weft_connect_ssl(rc->reactor, rc->host, rc->port, &a->factory, rc->cert_options,
-                           rc->server_name, rc->opts.connect_timeout, rc->bind_address,
-                           &a->connector);
-  else
-    err = weft_connect_tcp(rc->reactor, rc->host, rc->port, &a->factory,
-                           rc->opts.connect_timeout, rc->bind_address, &a->connector);
+  const weft__owner owner = {attempt_ready, attempt_closed, a};
+  int err = weft__connect(rc->reactor, rc->host, rc->port, &a->factory, rc->cert_options,
+                          rc->server_name, rc->opts.connect_timeout, rc->bind_address, &owner,
+                          &a->connector);
   if (err != 0) {
     weft__free(a);
     return err;
@@ -421,7 +351,7 @@ int weft_reconnector_stop(weft_reconnector *rc) {
     rc->timer = NULL;
   }
   struct attempt *a = rc->attempt;
-  if (a && !a->protocol && !a->building) { /* still connecting: cancel it, quietly */
+  if (a && !a->connected) { /* still connecting: cancel it, quietly */
     rc->attempt = NULL;
     a->rc = NULL;
     if (a->connector)
@@ -447,8 +377,7 @@ weft_reconnect_state weft_reconnector_state(const weft_reconnector *rc) {
   if (!rc)
     return WEFT_RECONNECT_STOPPED;
   if (rc->attempt)
-    return rc->attempt->protocol || rc->attempt->building ? WEFT_RECONNECT_CONNECTED
-                                                          : WEFT_RECONNECT_CONNECTING;
+    return rc->attempt->connected ? WEFT_RECONNECT_CONNECTED : WEFT_RECONNECT_CONNECTING;
   return rc->timer ? WEFT_RECONNECT_WAITING : WEFT_RECONNECT_STOPPED;
 }
 

@@ -24,6 +24,25 @@ typedef enum weft__tstate {
   WEFT__T_CLOSED           /* socket closed; connection_lost pending or delivered */
 } weft__tstate;
 
+/* The owner hook (h2o's on_close): whoever creates a transport (listener, connector,
+ * reconnector, ...) passes one and hears through it when the connection became ready and when
+ * it ended. The transport never knows what its owner is, and nothing rewrites a user's
+ * callback table to learn what happened. Both hooks run in the reactor's thread. */
+typedef struct weft__owner {
+  /* The connection is ready for application data (TCP: established; TLS: handshake done),
+   * right before the factory's build_protocol. The hook may hand the transport to another
+   * owner (weft__transport_set_owner), whose ready hook it then calls itself if it wants it
+   * called. May be NULL. */
+  void (*ready)(void *arg, struct weft_transport *transport);
+  /* The transport ended and is freed: the last word about it, exactly once for every transport
+   * weft__transport_start created (never when it failed). It runs after connection_lost
+   * returned (or, for a connection that was never made, after handshake_failed or in place of
+   * anything: refused, failed or cancelled handshake, reactor freed). MADE says whether
+   * connection_made was called. REASON is valid during the call. May be NULL. */
+  void (*closed)(void *arg, const weft_reason *reason, int made);
+  void *arg;
+} weft__owner;
+
 struct weft_transport {
   weft_reactor *reactor;
   TAILQ_ENTRY(weft_transport) link;
@@ -33,10 +52,7 @@ struct weft_transport {
 
   weft_factory *factory;
   weft_protocol *protocol;
-  struct weft_connector *connector; /* client TLS: the attempt, until the handshake ends */
-  struct weft_listener *listener;   /* server side: the listener that accepted it, counted in
-                                       its connection limit until transport_free; NULL once
-                                       that listener is stopped */
+  weft__owner owner; /* who created it and hears of its readiness and its end */
 
   struct sockaddr_storage peer, host;
   socklen_t peer_len, host_len;
@@ -74,44 +90,35 @@ struct weft_transport {
 
 /* Creates a transport for the connected socket FD (owned from now on, closed on failure) and
  * registers it with the reactor. For TLS (OPTIONS not NULL) the handshake starts at once in
- * ROLE; otherwise the connection is ready and the factory builds the protocol right away.
- * CONNECTOR (client side) receives connection_failed if the handshake fails. PEER may be NULL
- * (looked up with getpeername). Returns 0 or a WEFT_E* code (the fd is closed then). */
+ * ROLE; otherwise the connection is ready and OWNER's ready hook and the factory's
+ * build_protocol run before this returns. OWNER (copied; may be NULL) hears of the
+ * transport's readiness and end (see weft__owner). WRITE_TIMEOUT (0: off) is applied when the
+ * connection becomes ready, before build_protocol. PEER may be NULL (looked up with
+ * getpeername). On success *OUT (may be NULL) receives the transport, before anything is
+ * called back; it is valid until OWNER's closed hook. Returns 0 or a WEFT_E* code: the fd is
+ * closed then, *OUT is untouched and no hook of OWNER is called. */
 int weft__transport_start(weft_reactor *reactor, evutil_socket_t fd, const struct sockaddr *peer,
                           socklen_t peer_len, weft_factory *factory, weft_cert_options *options,
-                          weft_tls_role role, const char *server_name,
-                          struct weft_connector *connector);
+                          weft_tls_role role, const char *server_name, double write_timeout,
+                          const weft__owner *owner, struct weft_transport **out);
 
-/* As weft__transport_start for a server connection that LISTENER (of REACTOR) accepted: the
- * transport counts in LISTENER's connections (weft__listener_connection_opened / _closed) from
- * its creation until it is freed, failure included, and gets WRITE_TIMEOUT (the listener's
- * default, 0: off) when it becomes ready, before build_protocol. */
-int weft__transport_accept(weft_reactor *reactor, struct weft_listener *listener,
-                           evutil_socket_t fd, const struct sockaddr *peer, socklen_t peer_len,
-                           weft_factory *factory, weft_cert_options *options,
-                           double write_timeout);
-
-/* A stopped listener is about to be freed: every transport it accepted forgets it. */
-void weft__transport_forget_listener(weft_reactor *reactor, struct weft_listener *listener);
-
-/* Listener side (listener.c): one of LISTENER's connections was created / freed. Opening may
- * pause accepting (connection limit reached); closing may resume it. */
-void weft__listener_connection_opened(struct weft_listener *listener);
-void weft__listener_connection_closed(struct weft_listener *listener);
+/* Replaces the transport's owner (copied; NULL: none). For an owner that hands a transport on,
+ * e.g. a connector from its ready hook to the one that asked it to connect. */
+void weft__transport_set_owner(struct weft_transport *transport, const weft__owner *owner);
 
 /* Closes every transport of the reactor at shutdown, delivering connection_lost (ESHUTDOWN). */
 void weft__transport_shutdown_all(weft_reactor *reactor);
 
-/* Connector side (connector.c): the TLS handshake of a client connection ended. On failure
- * REASON says why and the connector delivers connection_failed and frees itself; on success
- * it just frees itself (the transport then builds the protocol). */
-void weft__connector_handshake_done(struct weft_connector *connector, const weft_reason *reason);
-
-/* Connector side: a TLS client transport registers itself with its connector for the length
- * of the handshake, so that weft_connector_cancel can reach it. */
-void weft__connector_attach(struct weft_connector *connector, struct weft_transport *transport);
-
-/* Ends a client TLS handshake under way with WEFT_ECANCELED (connection_failed follows). */
+/* Ends a client TLS handshake under way with WEFT_ECANCELED (the owner's closed hook follows,
+ * from the loop). Does nothing once the transport is ready. */
 void weft__transport_cancel_handshake(struct weft_transport *transport);
+
+/* Connector side (connector.c): weft_connect_tcp / weft_connect_ssl, where OWNER (copied; may
+ * be NULL) becomes the owner of the connection's transport once it is ready (its ready hook is
+ * called then, right before build_protocol). A failed attempt does not reach OWNER: the
+ * factory's connection_failed tells of it. */
+int weft__connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                  weft_cert_options *options, const char *server_name, double timeout,
+                  const char *bind_address, const weft__owner *owner, weft_connector **out);
 
 #endif

@@ -54,7 +54,6 @@ static void flush_filter_output(weft_transport *t) {
 }
 
 static void transport_free(weft_transport *t) {
-  struct weft_listener *listener = t->listener;
   flush_filter_output(t);
   weft__reactor_remove_transport(t->reactor, t);
   if (t->timer)
@@ -71,23 +70,28 @@ static void transport_free(weft_transport *t) {
     weft_cert_options_unref(t->tls.options);
   weft__free(t->server_name);
   weft__free(t);
-  /* Last, once the transport is gone: this may resume accepting (connection limit). */
-  if (listener)
-    weft__listener_connection_closed(listener);
 }
 
-/* Delivers the end of the connection to whoever must hear it, then frees the transport. */
+/* Delivers the end of the connection to whoever must hear it, then frees the transport: the
+ * protocol (connection_lost), or a server's factory (handshake_failed), then, once the
+ * transport is gone, its owner (which may free itself, or resume accepting). */
 static void deliver_end(weft_transport *t) {
   const weft_reason *reason = &t->reason.reason;
-  if (t->made) {
+  int made = t->made;
+  if (made) {
+    /* The ops as they are now: the protocol may have swapped its table at any time. */
     if (t->protocol->ops->connection_lost)
       t->protocol->ops->connection_lost(t->protocol, t, reason);
-  } else if (t->connector) {
-    weft__connector_handshake_done(t->connector, reason);
-  } else if (t->ssl && !t->tls.handshake_done && t->factory->handshake_failed) {
+  } else if (!t->is_client && t->ssl && !t->tls.handshake_done &&
+             t->factory->handshake_failed) {
     t->factory->handshake_failed(t->factory, (struct sockaddr *)&t->peer, reason);
   }
+  weft__owner owner = t->owner;
+  weft__reason_buf last = t->reason;
+  last.reason.message = last.msg; /* the copy's own storage */
   transport_free(t);
+  if (owner.closed)
+    owner.closed(owner.arg, &last.reason, made);
 }
 
 static void on_finish(evutil_socket_t fd, short what, void *arg) {
@@ -261,21 +265,20 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
 
 /* --- proceeding through the states --------------------------------------------------------- */
 
+/* The connection is ready: tell the owner, build the protocol, connection_made. A protocol
+ * that build_protocol returned always gets connection_made and then connection_lost, even if
+ * build_protocol closed the transport already (protocol.h rule 2): nothing leaks, and the
+ * owner hears of the end like for any other connection. */
 static void become_ready(weft_transport *t) {
-  if (t->connector) {
-    struct weft_connector *c = t->connector;
-    t->connector = NULL;
-    weft__connector_handshake_done(c, NULL);
-  }
   t->state = WEFT__T_OPEN;
   if (t->write_timeout > 0)
     (void)apply_write_timeout(t); /* the listener's default; the protocol may change it */
+  if (t->owner.ready)
+    t->owner.ready(t->owner.arg, t);
   weft_protocol *p = t->factory->build_protocol(t->factory, t, (struct sockaddr *)&t->peer);
-  if (t->state == WEFT__T_CLOSED)
-    return; /* build_protocol aborted the connection itself */
   if (!p || !p->ops) {
     /* Refused: close quietly (close_notify for TLS); nobody gets connection_lost. */
-    if (t->ssl)
+    if (t->ssl && t->state != WEFT__T_CLOSED)
       send_close_notify(t);
     close_with(t, WEFT_EREFUSED, "%s", weft_strerror(WEFT_EREFUSED));
     return;
@@ -493,9 +496,8 @@ static int setup_tls(weft_transport *t, weft_cert_options *options, weft_tls_rol
 
 static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const struct sockaddr *peer,
                            socklen_t peer_len, weft_factory *factory, weft_cert_options *options,
-                           weft_tls_role role, const char *server_name,
-                           struct weft_connector *connector, struct weft_listener *listener,
-                           double write_timeout) {
+                           weft_tls_role role, const char *server_name, double write_timeout,
+                           const weft__owner *owner, weft_transport **out) {
   weft_transport *t = weft__calloc(1, sizeof *t);
   if (!t) {
     close(fd);
@@ -508,10 +510,6 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
   t->state = options ? WEFT__T_HANDSHAKING : WEFT__T_OPEN;
   t->write_timeout = write_timeout;
   weft__reactor_add_transport(reactor, t);
-  /* Counted from here: transport_free uncounts it, on every path including failure below. */
-  t->listener = listener;
-  if (listener)
-    weft__listener_connection_opened(listener);
 
   if (peer && peer_len <= sizeof t->peer) {
     memcpy(&t->peer, peer, peer_len);
@@ -562,17 +560,17 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
     if (!t->bev)
       goto fail;
   }
-  t->connector = connector;
-  if (connector && options)
-    weft__connector_attach(connector, t);
+  if (owner)
+    t->owner = *owner;
   bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
   bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+  if (out)
+    *out = t;
   if (!options)
     become_ready(t);
   return 0;
 
 fail:
-  t->connector = NULL;
   weft__reactor_remove_transport(reactor, t);
   if (t->bev) {
     bufferevent_free(t->bev);
@@ -588,35 +586,17 @@ fail:
 
 int weft__transport_start(weft_reactor *reactor, evutil_socket_t fd, const struct sockaddr *peer,
                           socklen_t peer_len, weft_factory *factory, weft_cert_options *options,
-                          weft_tls_role role, const char *server_name,
-                          struct weft_connector *connector) {
+                          weft_tls_role role, const char *server_name, double write_timeout,
+                          const weft__owner *owner, weft_transport **out) {
   return transport_start(reactor, fd, peer, peer_len, factory, options, role, server_name,
-                         connector, NULL, 0);
+                         write_timeout, owner, out);
 }
 
-int weft__transport_accept(weft_reactor *reactor, struct weft_listener *listener,
-                           evutil_socket_t fd, const struct sockaddr *peer, socklen_t peer_len,
-                           weft_factory *factory, weft_cert_options *options,
-                           double write_timeout) {
-  int rc = transport_start(reactor, fd, peer, peer_len, factory, options, WEFT_TLS_SERVER, NULL,
-                           NULL, listener, write_timeout);
-  /* The descriptor is closed already. Nobody else hears of this connection: tell the factory,
-   * from the loop (we are in the listener's accept callback). */
-  if (rc != 0 && factory->handshake_failed) {
-    weft__reason_buf reason;
-    weft__reason_set(&reason, rc, "could not set up an accepted connection: %s",
-                     weft_strerror(rc));
-    factory->handshake_failed(factory, peer, &reason.reason);
-  }
-  return rc;
-}
-
-void weft__transport_forget_listener(weft_reactor *reactor, struct weft_listener *listener) {
-  weft_transport *t;
-  TAILQ_FOREACH(t, &reactor->transports, link) {
-    if (t->listener == listener)
-      t->listener = NULL;
-  }
+void weft__transport_set_owner(weft_transport *t, const weft__owner *owner) {
+  if (owner)
+    t->owner = *owner;
+  else
+    memset(&t->owner, 0, sizeof t->owner);
 }
 
 void weft__transport_cancel_handshake(weft_transport *t) {

@@ -11,7 +11,10 @@
  *     it is established, for TLS after the handshake (so the negotiated next protocol is known).
  *     It may return NULL to refuse: the connection is then closed and no protocol callback runs
  *     (on a client, the connection attempt counts as done: no connection_failed either).
- *  2. connection_made is called once, right after build_protocol returned the protocol.
+ *  2. connection_made is called once, right after build_protocol returned the protocol. This
+ *     holds even if build_protocol closed the transport itself (lose or abort): the protocol it
+ *     returned then gets connection_made (writes fail with WEFT_ECLOSED) and connection_lost,
+ *     so that it is released in connection_lost like any other.
  *  3. data_received is called zero or more times with the bytes that arrived, in order.
  *  4. connection_lost is called exactly once for every connection_made, whatever ends the
  *     connection (peer close, reset, error, lose/abort, reactor free). After it returns the
@@ -27,6 +30,9 @@
  *  7. weft never calls connection_lost from inside a weft function the protocol called (lose,
  *     abort, write...): it always runs later, from the reactor loop, so the protocol may go on
  *     using its own state after such a call.
+ *  8. weft never changes a protocol's OPS: it reads the table through the pointer at every
+ *     call, so the protocol may point OPS at another table at any time (from a callback or
+ *     not); the next callback, connection_lost included, goes to the new table.
  *
  * All callbacks run in the reactor's thread. Any weft call on the transport is allowed inside a
  * callback, including lose_connection, abort_connection and weft_reactor_stop.

@@ -69,9 +69,12 @@ int weft_reactor_run_until(weft_reactor *reactor, int (*predicate)(void *arg), v
  * cross-thread request could not be queued. */
 int weft_reactor_stop(weft_reactor *reactor);
 
-/** Frees the reactor: stops every listener, cancels every pending connector (each gets
- * connection_failed with WEFT_ESHUTDOWN), closes every transport (each protocol gets
- * connection_lost with WEFT_ESHUTDOWN), cancels delayed calls without running them and
+/** Frees the reactor: closes every transport (each protocol gets connection_lost with
+ * WEFT_ESHUTDOWN, a TLS client still in its handshake connection_failed), then cancels every
+ * pending connector (each gets connection_failed with WEFT_ESHUTDOWN), then stops every
+ * listener: a connection_lost or connection_failed run here may still stop a listener or
+ * cancel a pending connector, and starts nothing new (WEFT_ESHUTDOWN). It cancels delayed
+ * calls without running them and
  * drops pending call_from_thread requests, sends close_notify on open TLS connections, then
  * runs one non-blocking pass of the loop so libevent can finish freeing what it deferred (on
  * a borrowed event_base that pass may also run the application's own ready events). Frees

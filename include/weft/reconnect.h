@@ -22,14 +22,11 @@
  *  - the reconnector's own events (a retry was scheduled, it gave up) go to the optional
  *    on_retry and on_give_up callbacks of weft_reconnect_options.
  *
- * How the reconnector learns that a connection ended: while a connection is live, the OPS
- * member of the protocol your build_protocol returned points to a forwarding table owned by the
- * reconnector, which calls your table for every callback and, after your connection_lost,
- * schedules the next attempt. Your own table is back in place when your connection_lost runs.
- * So: weft_transport_protocol() returns your protocol as usual; you may assign a new table to
- * OPS from a callback (the reconnector notices and forwards to it), but do not compare OPS with
- * your table while the connection is live, and do not hand the same protocol object to two live
- * connections (one protocol per connection, as always).
+ * How the reconnector learns that a connection ended: it owns the connection inside weft and
+ * hears of its end once your protocol's connection_lost has returned; it never touches your
+ * protocol or its OPS table. So your protocol is entirely yours: you may assign a new table to
+ * OPS at any time (protocol.h rule 8), from a callback or from a delayed call. Do not hand the
+ * same protocol object to two live connections (one protocol per connection, as always).
  *
  * Ownership and lifecycle (numbered so the docs can refer to them):
  *  1. A reconnector belongs to the library, but only the user ends it: weft_reconnector_free

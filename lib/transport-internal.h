@@ -71,11 +71,14 @@ struct weft_transport {
   unsigned starttls : 1;      /* upgrading in place */
   unsigned tls_socket : 1;    /* TLS from the start: bufferevent_openssl on the socket, read-ahead
                                  on (not a STARTTLS filter) */
+  unsigned lingering : 1;     /* a refused TLS handshake: alert sent, write side shut down,
+                                 draining input until the peer's EOF (linger_after_alert) */
   int in_callback;            /* depth of user callbacks running on this transport */
 
   struct event *timer;        /* handshake or close time-out */
   struct event *finish_event; /* delivers connection_lost from the loop */
   struct event *resume_event; /* delivers data buffered while paused */
+  struct event *drain_event;  /* lingering: reads and discards input (NULL otherwise) */
 
   /* TLS */
   SSL *ssl;

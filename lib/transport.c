@@ -32,6 +32,7 @@ static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void become_ready(weft_transport *t);
 static void end_handshake_failed(weft_transport *t);
+static void proceed_close(weft_transport *t);
 static int send_close_notify(weft_transport *t);
 static void deliver_input(weft_transport *t);
 static void check_read_ahead(weft_transport *t);
@@ -107,6 +108,11 @@ static void close_now(weft_transport *t) {
     return;
   t->state = WEFT__T_CLOSED;
   t->write_closed = 1;
+  t->lingering = 0;
+  if (t->drain_event) {
+    event_free(t->drain_event);
+    t->drain_event = NULL;
+  }
   if (t->timer)
     event_del(t->timer);
   if (t->resume_event)
@@ -193,7 +199,8 @@ static int send_close_notify(weft_transport *t) {
 }
 
 static void handshake_complete(weft_transport *t) {
-  event_del(t->timer);
+  if (t->state != WEFT__T_CLOSING)
+    event_del(t->timer); /* CLOSING: the close time-out keeps running (lose_connection) */
   t->tls.handshake_done = 1;
   if (weft__tls_check_negotiated(t->ssl, &t->tls, &t->reason)) {
     end_handshake_failed(t); /* refused before build_protocol / tls_started(0) */
@@ -213,6 +220,58 @@ static void handshake_complete(weft_transport *t) {
    * tls_started. */
   deliver_input(t);
   check_read_ahead(t);
+  /* lose_connection was called during the STARTTLS handshake (or from tls_started): now that
+   * the TLS layer is up, flush what was written and send close_notify. */
+  if (t->state == WEFT__T_CLOSING && !t->shutdown_sent &&
+      evbuffer_get_length(bufferevent_get_output(t->bev)) == 0)
+    proceed_close(t);
+}
+
+/* Reads and discards what the peer still sends after our fatal alert, until its EOF. */
+static void on_drain(evutil_socket_t fd, short what, void *arg) {
+  weft_transport *t = arg;
+  (void)what;
+  char buf[4096];
+  for (int i = 0; i < 16; i++) { /* bounded per event: other connections get their turn */
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n > 0)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      return;
+    close_now(t); /* EOF or error: the peer has read the alert, or never will */
+    return;
+  }
+}
+
+/* A TLS server refused the handshake and sent a fatal alert (OpenSSL wrote it to the socket
+ * already). Closing now, with the client's next flight (its Certificate, Finished, first data)
+ * unread or still in flight, makes the kernel answer with a reset, and a client that writes
+ * before it reads gets that reset instead of the alert. So do what lose_connection does: shut
+ * down the write side (FIN after the alert), read and discard until the peer's EOF, for at most
+ * the close time-out, then close. The factory's handshake_failed follows the close. Returns 1
+ * when lingering (the reason is set), 0 when the caller closes at once. */
+static int linger_after_alert(weft_transport *t) {
+  if (!t->tls_socket || t->made || t->tls.handshake_done || t->tls.role != WEFT_TLS_SERVER ||
+      t->tls.alert_sent < 0 || t->state != WEFT__T_HANDSHAKING || t->lingering || t->fd < 0)
+    return 0;
+  double wait = weft__tls_close_timeout(t->tls.options);
+  if (wait <= 0)
+    return 0;
+  t->drain_event = event_new(t->reactor->base, t->fd, EV_READ | EV_PERSIST, on_drain, t);
+  if (!t->drain_event || event_add(t->drain_event, NULL) != 0) {
+    if (t->drain_event)
+      event_free(t->drain_event);
+    t->drain_event = NULL;
+    return 0;
+  }
+  t->lingering = 1;
+  t->write_closed = 1;
+  bufferevent_setcb(t->bev, NULL, NULL, NULL, NULL);
+  bufferevent_disable(t->bev, EV_READ | EV_WRITE);
+  shutdown(t->fd, SHUT_WR);
+  event_del(t->timer);
+  arm_timer(t, wait);
+  return 1;
 }
 
 /* The reason is set: tell a STARTTLS protocol its upgrade failed, then close. */
@@ -221,6 +280,8 @@ static void end_handshake_failed(weft_transport *t) {
     t->starttls = 0;
     if (t->protocol->ops->tls_started)
       t->protocol->ops->tls_started(t->protocol, t, t->reason.reason.code);
+  } else if (linger_after_alert(t)) {
+    return;
   }
   close_now(t);
 }
@@ -253,10 +314,23 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
   weft_transport *t = arg;
   (void)fd;
   (void)what;
-  if (!t->tls.handshake_done && t->ssl) {
+  if (t->lingering) {
+    close_now(t); /* the peer did not close within the close time-out after our alert */
+  } else if (!t->tls.handshake_done && t->ssl && t->state == WEFT__T_CLOSING) {
+    weft__reason_set(&t->reason, WEFT_ETIMEDOUT,
+                     "closed locally during the STARTTLS handshake: it did not finish within "
+                     "the close time-out (%.3g s); no close_notify sent",
+                     weft__tls_close_timeout(t->tls.options));
+    end_handshake_failed(t);
+  } else if (!t->tls.handshake_done && t->ssl) {
     weft__reason_set(&t->reason, WEFT_EHANDSHAKETIMEOUT, "TLS handshake timed out after %.3g s",
                      weft__tls_handshake_timeout(t->tls.options));
     end_handshake_failed(t);
+  } else if (t->state == WEFT__T_CLOSING && !t->shutdown_sent) {
+    /* Only after a lose_connection during a STARTTLS handshake: the time-out runs from the
+     * call, and output was still waiting. */
+    close_with(t, WEFT_ETIMEDOUT, "closed locally: output not flushed within the close "
+               "time-out (%.3g s)", weft__tls_close_timeout(t->tls.options));
   } else if (t->state == WEFT__T_CLOSING) {
     close_with(t, WEFT_OK, "closed locally (the peer did not answer %s within %.3g s)",
                t->ssl ? "close_notify" : "with its FIN", weft__tls_close_timeout(t->tls.options));
@@ -310,7 +384,10 @@ static void proceed_close(weft_transport *t) {
     close_with(t, WEFT_OK, "TLS connection closed locally (close_notify sent)");
     return;
   }
-  arm_timer(t, wait);
+  /* A lose_connection during a STARTTLS handshake armed the close time-out already: keep
+   * that one deadline for the whole close. */
+  if (!evtimer_pending(t->timer, NULL))
+    arm_timer(t, wait);
 }
 
 /* Each piece leaves the input buffer (moved, not copied) before data_received sees it, and the
@@ -377,6 +454,11 @@ static void on_resume(evutil_socket_t fd, short what, void *arg) {
   weft_transport *t = arg;
   (void)fd;
   (void)what;
+  if (t->state == WEFT__T_CLOSING && t->eof_seen && !t->shutdown_sent) {
+    /* on_eof: the peer's close_notify arrived while lose_connection flushes. */
+    bufferevent_enable(t->bev, EV_WRITE);
+    return;
+  }
   if (t->ssl && t->state == WEFT__T_OPEN && !t->read_paused) {
     /* Bytes OpenSSL already decrypted wait in the SSL, and the socket may never become
      * readable again: pull them into the input buffer ourselves. */
@@ -394,7 +476,7 @@ static void on_write(struct bufferevent *bev, void *arg) {
   weft_transport *t = arg;
   size_t pending = evbuffer_get_length(bufferevent_get_output(bev));
   if (t->state == WEFT__T_CLOSING) {
-    if (pending == 0 && !t->shutdown_sent)
+    if (pending == 0 && !t->shutdown_sent && !t->starttls)
       proceed_close(t);
     return;
   }
@@ -414,13 +496,28 @@ static void on_write(struct bufferevent *bev, void *arg) {
 
 static void on_eof(weft_transport *t) {
   t->eof_seen = 1;
-  if (t->state == WEFT__T_CLOSING) {
+  if (t->state == WEFT__T_CLOSING && !t->starttls) {
+    if (!t->shutdown_sent && (!t->ssl || (SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN))) {
+      /* Still flushing what lose_connection must deliver. The peer's FIN (or close_notify)
+       * says it will send nothing more, not that it stops reading: go on writing; on_write
+       * proceeds to close once everything reached the kernel. A TLS bufferevent stops writing
+       * when it reports the EOF, after this callback: restart it from the loop (on_resume). */
+      if (t->ssl)
+        event_active(t->resume_event, EV_TIMEOUT, 1);
+      return;
+    }
+    if (!t->shutdown_sent) {
+      /* TLS: the TCP stream ended without close_notify while output was pending. */
+      tls_failed(t, 0);
+      return;
+    }
     close_with(t, WEFT_OK, t->ssl ? "TLS connection closed locally (close_notify exchanged)"
                                   : "connection closed locally");
     return;
   }
   if (t->ssl) {
-    if (t->state == WEFT__T_HANDSHAKING || !(SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN)) {
+    if (t->state == WEFT__T_HANDSHAKING || t->starttls ||
+        !(SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN)) {
       tls_failed(t, 0);
       return;
     }
@@ -491,7 +588,17 @@ static int setup_tls(weft_transport *t, weft_cert_options *options, weft_tls_rol
     return WEFT_ENOMEM;
   t->tls.server_name = t->server_name;
   t->tls.peer = t->peer_len ? (const struct sockaddr *)&t->peer : NULL; /* session cache key */
-  return weft__tls_new_ssl(options, role, t->server_name, &t->tls, &t->ssl, &t->reason);
+  int rc = weft__tls_new_ssl(options, role, t->server_name, &t->tls, &t->ssl, &t->reason);
+  /* No partial writes on a transport's SSL (the options' context enables them). libevent
+   * 2.1.12's bufferevent_openssl hands SSL_write one evbuffer chunk after another and, when a
+   * write is short, goes on with the next chunk and drains the total from the front: the rest
+   * of the short chunk is skipped and the stream is corrupted. A short write happens as soon
+   * as a record is smaller than a chunk: a peer that negotiated max_fragment_length 512 (or a
+   * small record_size_limit). Whole writes only: OpenSSL then writes every record of the call,
+   * or says WANT_WRITE and is retried with the same bytes (what libevent does). */
+  if (rc == 0)
+    SSL_clear_mode(t->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE);
+  return rc;
 }
 
 static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const struct sockaddr *peer,
@@ -614,6 +721,14 @@ static int writable(weft_transport *t) {
   return 0;
 }
 
+/* 1 if LEN more bytes would take pending output past what libevent can count: its buffers keep
+ * lengths in size_t but measure and peek with ev_ssize_t, so the sum must stay at or below
+ * EV_SSIZE_MAX. Only a caller's bug (a length that is no real buffer's) gets there. */
+static int too_long(weft_transport *t, size_t len) {
+  size_t pending = evbuffer_get_length(bufferevent_get_output(t->bev));
+  return len > (size_t)EV_SSIZE_MAX || pending > (size_t)EV_SSIZE_MAX - len;
+}
+
 static void note_pending(weft_transport *t) {
   if (evbuffer_get_length(bufferevent_get_output(t->bev)) > t->low_water)
     t->above_low_water = 1;
@@ -640,13 +755,30 @@ static int write_through(weft_transport *t, const void *data, size_t len) {
   int n = SSL_write(t->ssl, data, (int)len);
   if (n == (int)len)
     return 1;
+  if (n > 0) {
+    /* A short write is progress, not an error: with partial writes on (see setup_tls, which
+     * turns them off, and weft_transport_ssl, which lets a user turn them back on) OpenSSL
+     * returns after one record, and a peer that negotiated a small max_fragment_length makes
+     * records of 512 bytes. The N bytes are sent; the rest waits in order, and the producer
+     * hears of it (note_pending, so write_drained follows). */
+    if (evbuffer_add(out, (const char *)data + n, len - (size_t)n) == 0) {
+      note_pending(t);
+      return 1;
+    }
+    weft__reason_set(&t->reason, WEFT_ENOMEM, "out of memory queueing a TLS write");
+    end_handshake_failed(t);
+    return 1;
+  }
   int err = SSL_get_error(t->ssl, n);
   if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
     /* OpenSSL keeps the record it could not finish; the bufferevent's retry must pass the same
-     * bytes, which is what it finds at the head of its (empty until now) output buffer. */
+     * bytes, which is what it finds at the head of its (empty until now) output buffer. The
+     * socket is full: this is where a producer must learn to wait for write_drained. */
     ERR_clear_error();
-    if (evbuffer_add(out, data, len) == 0)
+    if (evbuffer_add(out, data, len) == 0) {
+      note_pending(t);
       return 1;
+    }
     weft__reason_set(&t->reason, WEFT_ENOMEM, "out of memory queueing a TLS write");
     end_handshake_failed(t);
     return 1;
@@ -661,7 +793,7 @@ int weft_transport_write(weft_transport *transport, const void *data, size_t len
     return rc;
   if (len == 0)
     return 0;
-  if (!data)
+  if (!data || too_long(transport, len))
     return WEFT_EINVAL;
   if (write_through(transport, data, len))
     return 0;
@@ -688,7 +820,7 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
   int rc = writable(transport);
   if (rc != 0)
     return rc;
-  if (len > 0 && !data)
+  if ((len > 0 && !data) || too_long(transport, len))
     return WEFT_EINVAL;
   if (len == 0 || write_through(transport, data, len)) {
     /* Sent (or, if OpenSSL must finish the record later, copied: see write_through). */
@@ -731,6 +863,8 @@ int weft_transport_write_sequence(weft_transport *transport, const weft_buf *buf
   }
   if (total == 0)
     return 0;
+  if (too_long(transport, total))
+    return WEFT_EINVAL;
   if (total <= WRITE_THROUGH_MAX && transport->tls_socket) {
     char gather[WRITE_THROUGH_MAX]; /* one record: header and body leave together */
     size_t at = 0;
@@ -771,6 +905,13 @@ int weft_transport_lose_connection(weft_transport *transport) {
   t->state = WEFT__T_CLOSING;
   t->write_closed = 1;
   bufferevent_setwatermark(t->bev, EV_WRITE, 0, 0);
+  if (t->starttls) {
+    /* The STARTTLS handshake goes on (close_notify needs it, and what was written since
+     * start_tls must go out encrypted): once it is done, handshake_complete flushes and sends
+     * close_notify. The close time-out bounds all of it from now. */
+    arm_timer(t, weft__tls_close_timeout(t->tls.options));
+    return 0;
+  }
   if (evbuffer_get_length(bufferevent_get_output(t->bev)) == 0)
     proceed_close(t);
   return 0;
@@ -781,6 +922,17 @@ int weft_transport_abort_connection(weft_transport *transport) {
     return WEFT_EINVAL;
   if (transport->state == WEFT__T_CLOSED)
     return 0;
+  /* Drop everything: after STARTTLS the records already encrypted wait in the socket
+   * bufferevent below the filter, and the final flush (flush_filter_output) would send them. */
+  struct bufferevent *under = transport->bev ? bufferevent_get_underlying(transport->bev) : NULL;
+  if (under) {
+    /* libevent freezes the start of a socket bufferevent's output outside its own writes:
+     * a drain there would silently do nothing (see flush_filter_output). */
+    struct evbuffer *out = bufferevent_get_output(under);
+    evbuffer_unfreeze(out, 1);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_freeze(out, 1);
+  }
   close_with(transport, WEFT_EABORTED, "%s", weft_strerror(WEFT_EABORTED));
   return 0;
 }

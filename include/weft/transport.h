@@ -34,12 +34,16 @@ typedef struct weft_buf {
 } weft_buf;
 
 /** Queues LEN bytes for sending; weft copies them, so DATA may be reused at once. Never blocks;
- * the bytes wait in the transport's output buffer (see weft_transport_pending_output).
- * Errors: WEFT_EINVAL (DATA NULL with LEN > 0), WEFT_ECLOSED (after lose_connection,
+ * the bytes wait in the transport's output buffer (see weft_transport_pending_output). On TLS,
+ * what the socket does not take at once (a full socket, small records) is queued in order and
+ * counts as pending, so write_drained follows as for any queued write.
+ * Errors: WEFT_EINVAL (DATA NULL with LEN > 0; or LEN plus the pending output above
+ * EV_SSIZE_MAX, which also covers a sum that overflows size_t), WEFT_ECLOSED (after lose_connection,
  * abort_connection, half_close or once the connection is lost), WEFT_ENOMEM. LEN 0 is a no-op. */
 int weft_transport_write(weft_transport *transport, const void *data, size_t len);
 
-/** Queues COUNT buffers as one write, in order; all or nothing. Errors as weft_transport_write. */
+/** Queues COUNT buffers as one write, in order; all or nothing. Errors as weft_transport_write
+ * (the lengths' sum, and the sum with the pending output, must not overflow: WEFT_EINVAL). */
 int weft_transport_write_sequence(weft_transport *transport, const weft_buf *bufs, size_t count);
 
 /** Releases the bytes given to weft_transport_write_reference: DATA and LEN as given, ARG the
@@ -60,7 +64,8 @@ typedef void (*weft_release_fn)(const void *data, size_t len, void *arg);
 int weft_transport_write_reference(weft_transport *transport, const void *data, size_t len,
                                    weft_release_fn release, void *arg);
 
-/** Closes the connection gracefully: what was written is sent first; then for TCP a FIN is
+/** Closes the connection gracefully: what was written is sent first (also after the peer's FIN
+ * or close_notify: they say the peer sends nothing more, not that it stops reading); then for TCP a FIN is
  * sent and input is read and discarded until the peer's FIN (so that closing with unread input
  * cannot make the kernel reset the connection and destroy data in flight), for at most 5 s;
  * for TLS a close_notify is sent once, and the peer's close_notify is awaited for at most the
@@ -69,10 +74,15 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
  * (also when the peer did not answer close_notify in time: everything written was delivered to
  * the kernel; the message says so), or the error that broke the connection while flushing.
  * Incoming data is discarded from now on. Further writes fail with WEFT_ECLOSED.
+ * During a STARTTLS handshake: the handshake goes on (tls_started runs when it ends), then what
+ * was written is sent, encrypted, then close_notify, all bounded by one close timeout from this
+ * call; a handshake still unfinished then ends with WEFT_ETIMEDOUT (tls_started, then
+ * connection_lost), without close_notify.
  * Calling it again, or after abort, returns 0 and does nothing. */
 int weft_transport_lose_connection(weft_transport *transport);
 
-/** Closes the connection at once, dropping pending output. connection_lost follows with
+/** Closes the connection at once, dropping pending output (after STARTTLS, also the records
+ * already encrypted and not yet given to the socket). connection_lost follows with
  * WEFT_EABORTED, from the reactor loop (not from inside this call). Calling it again returns 0. */
 int weft_transport_abort_connection(weft_transport *transport);
 

@@ -1,0 +1,531 @@
+/* tests/check_close.c: how connections end, seen from the peer.
+ *
+ * - lose_connection keeps flushing after the peer's FIN or close_notify: a FIN says the peer
+ *   sends nothing more, not that it stops reading (TCP, TLS 1.2, TLS 1.3; the client
+ *   half-closes right after its request, the server answers with 4 MiB and loses the
+ *   connection at once; WEFT_OK only when every byte went out).
+ * - lose_connection during a STARTTLS handshake: the handshake finishes, what was written is
+ *   sent encrypted, then close_notify; a handshake that never finishes is cut after the close
+ *   time-out with its own reason (not "handshake timed out").
+ * - a TLS server that refuses a handshake (no client certificate) lets the client read the
+ *   alert: a TLS 1.3 client that writes before it reads gets no reset.
+ * - abort_connection after STARTTLS sends nothing more, not even records already encrypted.
+ * - write calls with lengths whose sum with pending output overflows: WEFT_EINVAL, nothing
+ *   queued, release not called.
+ *
+ * Peers are blocking clients in a thread (tests/peerutil.h, or one below for the alert case);
+ * the weft side runs the reactor until a condition holds. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "peerutil.h"
+#include "testutil.h"
+#include "tlsutil.h"
+
+/* A server connection's script. */
+typedef struct script {
+  const uint8_t *stream;
+  size_t total;              /* bytes to answer with */
+  weft_cert_options *starttls_opts;
+  int started;
+  int start_rc;
+  int write_rc;
+  int lose_rc;
+  int lose_in_handshake;     /* STARTTLS: lose_connection right after start_tls */
+  int abort_after_started;   /* STARTTLS: write TOTAL then abort in tls_started */
+} script;
+
+static int has_line(tu_conn *c) { return c->rx && memchr(c->rx, '\n', c->rx_len) != NULL; }
+
+/* Answers the request line with the stream, then loses the connection at once. */
+static void answer_data(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len) {
+  script *s = c->factory->user;
+  (void)data;
+  (void)len;
+  if (s->started || !has_line(c))
+    return;
+  s->started = 1;
+  s->write_rc = weft_transport_write(t, s->stream, s->total);
+  s->lose_rc = weft_transport_lose_connection(t);
+}
+
+static uint8_t *make_stream(size_t total) {
+  uint8_t *b = malloc(total ? total : 1);
+  ck_assert_ptr_nonnull(b);
+  tu_pattern_fill(b, total, 0);
+  return b;
+}
+
+static void set_sndbuf(tu_conn *c, weft_transport *t) {
+  int fd = peer_fd_of(t), sz = 64 * 1024;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz) != 0)
+    tu_conn_violation(c, "server socket not found");
+}
+
+/* --- item 7: flushing after the peer's FIN / close_notify ------------------------------------- */
+
+/* _i: 0 TCP, 1 TLS 1.2, 2 TLS 1.3. */
+START_TEST(test_flush_after_peer_half_close) {
+  const size_t total = (size_t)4 << 20;
+  tu_pki pki;
+  tu_pki_init(&pki);
+  weft_reactor *r = tu_reactor_new();
+  weft_cert_options *so = tu_server_options(&pki);
+  tu_factory f;
+  tu_factory_init(&f);
+  script s = {0};
+  s.stream = make_stream(total);
+  s.total = total;
+  f.user = &s;
+  f.conn_config.on_made = set_sndbuf; /* small buffers: the flush outlasts the peer's FIN */
+  f.conn_config.on_data = answer_data;
+  int port = 0;
+  weft_listener *l =
+      _i == 0 ? tu_listen_tcp_local(r, &f, &port) : tu_listen_ssl_local(r, &f, so, &port);
+
+  peer p = {0};
+  p.reactor = r;
+  p.port = port;
+  p.tls_version = _i == 0 ? 0 : _i == 1 ? TLS1_2_VERSION : TLS1_3_VERSION;
+  p.ca = pki.ca_cert;
+  p.rcvbuf = 64 * 1024;
+  p.request = "GET\n";
+  p.request_len = 4;
+  p.half_close = 1;
+  peer_start(&p);
+  peer_join(&p, r, 30.0);
+  tu_wait_int(r, &f.lost, 1, 10.0);
+  tu_settle(r, 0.05);
+
+  tu_conn *c = tu_factory_conn(&f, 0);
+  ck_assert_ptr_nonnull(c);
+  ck_assert_int_eq(s.write_rc, 0);
+  ck_assert_int_eq(s.lose_rc, 0);
+  ck_assert_msg(p.first_bad == (size_t)-1, "byte %zu corrupted", p.first_bad);
+  ck_assert_msg(p.rx == total, "received %zu of %zu bytes (%s); server said %s: %s", p.rx, total,
+                p.end_detail, weft_err_name(c->lost_reason.code), c->lost_reason.message);
+  ck_assert_msg(p.end == 1, "the stream did not end cleanly: %s", p.end_detail);
+  ck_assert_msg(c->lost_reason.code == WEFT_OK, "server: %s", c->lost_reason.message);
+  tu_factory_check(&f);
+
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_cleanup(&f);
+  weft_cert_options_unref(so);
+  free((void *)s.stream);
+  tu_pki_free(&pki);
+}
+END_TEST
+
+/* --- item 6: lose_connection during a STARTTLS handshake --------------------------------------- */
+
+static void starttls_data(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len) {
+  script *s = c->factory->user;
+  (void)data;
+  (void)len;
+  if (s->started || !has_line(c))
+    return;
+  s->started = 1;
+  tu_conn_write_str(c, "GO\n");
+  s->start_rc = weft_transport_start_tls(t, s->starttls_opts, WEFT_TLS_SERVER, NULL);
+  if (s->lose_in_handshake) {
+    if (s->total)
+      s->write_rc = weft_transport_write(t, s->stream, s->total); /* sent once TLS is up */
+    s->lose_rc = weft_transport_lose_connection(t);
+  }
+}
+
+static void abort_started(tu_conn *c, weft_transport *t, int status) {
+  script *s = c->factory->user;
+  if (status != 0 || !s->abort_after_started)
+    return;
+  /* Far more than the socket bufferevent below the filter takes (64 KiB): part of it is
+   * encrypted at once, and must not be sent after the abort. */
+  s->write_rc = weft_transport_write(t, s->stream, s->total);
+  weft_transport_abort_connection(t);
+}
+
+/* _i: bit 0: TLS 1.2 / 1.3; bit 1: with 300 KiB written after start_tls, or nothing. */
+START_TEST(test_lose_during_starttls_handshake) {
+  const size_t total = _i & 2 ? 300 * 1024 : 0;
+  tu_pki pki;
+  tu_pki_init(&pki);
+  weft_reactor *r = tu_reactor_new();
+  weft_cert_options *so = tu_server_options(&pki);
+  tu_factory f;
+  tu_factory_init(&f);
+  script s = {0};
+  s.stream = make_stream(total);
+  s.total = total;
+  s.starttls_opts = so;
+  s.lose_in_handshake = 1;
+  f.user = &s;
+  f.conn_config.on_data = starttls_data;
+  int port = 0;
+  weft_listener *l = tu_listen_tcp_local(r, &f, &port);
+
+  peer p = {0};
+  p.reactor = r;
+  p.port = port;
+  p.tls_version = _i & 1 ? TLS1_3_VERSION : TLS1_2_VERSION;
+  p.starttls_line = "STARTTLS\n";
+  p.ca = pki.ca_cert;
+  double start = tu_now();
+  peer_start(&p);
+  peer_join(&p, r, 30.0);
+  tu_wait_int(r, &f.lost, 1, 10.0);
+  double took = tu_now() - start;
+  tu_settle(r, 0.05);
+
+  tu_conn *c = tu_factory_conn(&f, 0);
+  ck_assert_ptr_nonnull(c);
+  ck_assert_int_eq(s.start_rc, 0);
+  ck_assert_int_eq(s.write_rc, 0);
+  ck_assert_int_eq(s.lose_rc, 0);
+  ck_assert_msg(p.handshake_ok, "the STARTTLS handshake did not complete");
+  ck_assert_msg(p.first_bad == (size_t)-1, "byte %zu corrupted", p.first_bad);
+  ck_assert_msg(p.rx == total, "received %zu of %zu (%s) after %.1f s; server: %s", p.rx, total,
+                p.end_detail, took, c->lost_reason.message);
+  ck_assert_msg(p.end == 1, "no close_notify: %s", p.end_detail);
+  ck_assert_int_eq(c->tls_started, 1);
+  ck_assert_int_eq(c->tls_started_status, 0);
+  ck_assert_msg(c->lost_reason.code == WEFT_OK, "server: %s", c->lost_reason.message);
+  tu_factory_check(&f);
+
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_cleanup(&f);
+  weft_cert_options_unref(so);
+  free((void *)s.stream);
+  tu_pki_free(&pki);
+}
+END_TEST
+
+/* The peer asks for STARTTLS, then never starts its handshake: lose_connection must end the
+ * connection after the close time-out, with a reason that says so. */
+START_TEST(test_lose_during_starttls_handshake_that_never_ends) {
+  tu_pki pki;
+  tu_pki_init(&pki);
+  weft_reactor *r = tu_reactor_new();
+  weft_cert_options *so = tu_server_options(&pki);
+  tu_check_opt(so, weft_cert_options_set_close_timeout(so, 0.5));
+  tu_check_opt(so, weft_cert_options_set_handshake_timeout(so, 20));
+  tu_factory f;
+  tu_factory_init(&f);
+  script s = {0};
+  s.starttls_opts = so;
+  s.lose_in_handshake = 1;
+  f.user = &s;
+  f.conn_config.on_data = starttls_data;
+  int port = 0;
+  weft_listener *l = tu_listen_tcp_local(r, &f, &port);
+
+  peer p = {0};
+  p.reactor = r;
+  p.port = port;
+  p.tls_version = 0; /* plain: after the go-ahead it only reads, and never says ClientHello */
+  p.starttls_line = "STARTTLS\n";
+  peer_start(&p);
+  tu_wait_int(r, &f.lost, 1, 10.0); /* not the 20 s handshake time-out */
+  peer_join(&p, r, 30.0);
+  tu_settle(r, 0.05);
+
+  tu_conn *c = tu_factory_conn(&f, 0);
+  ck_assert_ptr_nonnull(c);
+  ck_assert_int_eq(s.start_rc, 0);
+  ck_assert_int_eq(s.lose_rc, 0);
+  ck_assert_int_eq(c->tls_started, 1);
+  ck_assert_int_eq(c->tls_started_status, WEFT_ETIMEDOUT);
+  ck_assert_msg(c->lost_reason.code == WEFT_ETIMEDOUT, "server: %s: %s",
+                weft_err_name(c->lost_reason.code), c->lost_reason.message);
+  ck_assert_msg(strstr(c->lost_reason.message, "close time-out") != NULL &&
+                    strstr(c->lost_reason.message, "handshake timed out") == NULL,
+                "reason: %s", c->lost_reason.message);
+  ck_assert_int_eq(p.end, 1); /* the peer saw the connection end */
+  tu_factory_check(&f);
+
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_cleanup(&f);
+  weft_cert_options_unref(so);
+  tu_pki_free(&pki);
+}
+END_TEST
+
+/* --- abort after STARTTLS ----------------------------------------------------------------------- */
+
+START_TEST(test_abort_after_starttls_sends_nothing) {
+  const size_t total = (size_t)1 << 20;
+  tu_pki pki;
+  tu_pki_init(&pki);
+  weft_reactor *r = tu_reactor_new();
+  weft_cert_options *so = tu_server_options(&pki);
+  tu_factory f;
+  tu_factory_init(&f);
+  script s = {0};
+  s.stream = make_stream(total);
+  s.total = total;
+  s.starttls_opts = so;
+  s.abort_after_started = 1;
+  f.user = &s;
+  f.conn_config.on_data = starttls_data;
+  f.conn_config.on_tls_started = abort_started;
+  int port = 0;
+  weft_listener *l = tu_listen_tcp_local(r, &f, &port);
+
+  peer p = {0};
+  p.reactor = r;
+  p.port = port;
+  p.tls_version = TLS1_3_VERSION;
+  p.starttls_line = "STARTTLS\n";
+  p.ca = pki.ca_cert;
+  peer_start(&p);
+  peer_join(&p, r, 30.0);
+  tu_wait_int(r, &f.lost, 1, 10.0);
+  tu_settle(r, 0.05);
+
+  tu_conn *c = tu_factory_conn(&f, 0);
+  ck_assert_ptr_nonnull(c);
+  ck_assert_int_eq(s.write_rc, 0);
+  ck_assert_msg(p.handshake_ok, "no handshake");
+  /* Everything was written and aborted in one callback: nothing had reached the kernel. */
+  if (getenv("CLOSE_VERBOSE"))
+    fprintf(stderr, "abort: peer rx %zu, end %s\n", p.rx, p.end_detail);
+  ck_assert_msg(p.rx == 0, "the peer received %zu bytes written before the abort", p.rx);
+  ck_assert_int_eq(c->lost_reason.code, WEFT_EABORTED);
+  tu_factory_check(&f);
+
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_cleanup(&f);
+  weft_cert_options_unref(so);
+  free((void *)s.stream);
+  tu_pki_free(&pki);
+}
+END_TEST
+
+/* --- lengths that overflow ----------------------------------------------------------------------- */
+
+typedef struct overflow_result {
+  int done;
+  int rc_write, rc_ref, rc_ref2, rc_seq;
+  int released;
+  size_t pending_before, pending_after;
+} overflow_result;
+
+static void count_release(const void *data, size_t len, void *arg) {
+  (void)data;
+  (void)len;
+  ((overflow_result *)arg)->released++;
+}
+
+static void overflow_made(tu_conn *c, weft_transport *t) {
+  overflow_result *o = c->factory->user;
+  static const char byte[2] = "x";
+  ck_assert_int_eq(weft_transport_write(t, byte, 1), 0); /* one byte pending */
+  o->pending_before = weft_transport_pending_output(t);
+  o->rc_write = weft_transport_write(t, byte, SIZE_MAX);
+  o->rc_ref = weft_transport_write_reference(t, byte, SIZE_MAX, count_release, o);
+  o->rc_ref2 = weft_transport_write_reference(t, byte, SIZE_MAX - o->pending_before + 1,
+                                              count_release, o);
+  weft_buf bufs[2] = {{byte, 1}, {byte, SIZE_MAX - 1}}; /* sums to SIZE_MAX exactly */
+  o->rc_seq = weft_transport_write_sequence(t, bufs, 2);
+  o->pending_after = weft_transport_pending_output(t);
+  o->done = 1;
+  weft_transport_lose_connection(t);
+}
+
+START_TEST(test_write_length_overflow) {
+  weft_reactor *r = tu_reactor_new();
+  tu_factory f;
+  tu_factory_init(&f);
+  overflow_result o = {0};
+  f.user = &o;
+  f.conn_config.on_made = overflow_made;
+  int port = 0;
+  weft_listener *l = tu_listen_tcp_local(r, &f, &port);
+  peer p = {0};
+  p.reactor = r;
+  p.port = port;
+  peer_start(&p);
+  peer_join(&p, r, 10.0);
+  tu_wait_int(r, &f.lost, 1, 10.0);
+  ck_assert_int_eq(o.done, 1);
+  ck_assert_uint_eq(o.pending_before, 1);
+  ck_assert_int_eq(o.rc_write, WEFT_EINVAL);
+  ck_assert_int_eq(o.rc_ref, WEFT_EINVAL);
+  ck_assert_int_eq(o.rc_ref2, WEFT_EINVAL);
+  ck_assert_int_eq(o.rc_seq, WEFT_EINVAL);
+  ck_assert_int_eq(o.released, 0);
+  ck_assert_uint_eq(o.pending_after, 1);
+  ck_assert_uint_eq(p.rx, 1);
+  tu_factory_check(&f);
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_cleanup(&f);
+}
+END_TEST
+
+/* --- item 13: a refused handshake lets the client read the alert ------------------------------ */
+
+typedef struct alert_client {
+  weft_reactor *reactor;
+  int port;
+  int version;
+  void *ca;
+  /* results */
+  char error[200];
+  int connect_rc;
+  int write1, write2;      /* SSL_write results after the handshake (TLS 1.3) */
+  int write_errno;
+  int alert;               /* alert description received, -1 if none */
+  int saw_reset;           /* a write or read failed with ECONNRESET / EPIPE */
+  atomic_int done;
+  pthread_t thread;
+} alert_client;
+
+static void alert_info(const SSL *ssl, int where, int ret) {
+  if (where & SSL_CB_READ_ALERT) {
+    alert_client *a = SSL_get_app_data(ssl);
+    a->alert = ret & 0xff;
+  }
+}
+
+static void alert_wake(void *arg) { (void)arg; }
+
+/* A client without a certificate that writes before it reads: at TLS 1.3 its handshake ends
+ * before the server's verdict; it waits until the server's alert and FIN are in (both weft
+ * versions send them), then writes twice, then reads. A server that closed its socket answers
+ * the first write with a reset, and the second write fails: the client never reads the alert. */
+static void *alert_main(void *arg) {
+  alert_client *a = arg;
+  a->alert = -1;
+  int fd = tu_raw_connect("127.0.0.1", a->port);
+  struct timeval tv = {10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_min_proto_version(ctx, a->version);
+  SSL_CTX_set_max_proto_version(ctx, a->version);
+  X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), a->ca);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+  SSL *ssl = SSL_new(ctx);
+  SSL_set_app_data(ssl, a);
+  SSL_set_info_callback(ssl, alert_info);
+  SSL_set_fd(ssl, fd);
+  SSL_set1_host(ssl, "localhost");
+  a->connect_rc = SSL_connect(ssl);
+  if (a->connect_rc == 1) {
+    struct pollfd pfd = {fd, POLLRDHUP, 0};
+    if (poll(&pfd, 1, 10000) != 1) /* the server's alert and FIN have arrived */
+      snprintf(a->error, sizeof a->error, "no FIN from the server");
+    errno = 0;
+    a->write1 = SSL_write(ssl, "ping", 4);
+    if (a->write1 > 0) {
+      /* The first write's reset, if any, came back during the send on loopback. */
+      a->write2 = SSL_write(ssl, "pong", 4);
+    }
+    if (a->write1 <= 0 || a->write2 <= 0) {
+      a->write_errno = errno;
+      if (errno == ECONNRESET || errno == EPIPE)
+        a->saw_reset = 1;
+    } else {
+      char buf[64];
+      errno = 0;
+      if (SSL_read(ssl, buf, sizeof buf) <= 0 && (errno == ECONNRESET || errno == EPIPE))
+        a->saw_reset = 1;
+    }
+  }
+  ERR_clear_error();
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  close(fd);
+  OPENSSL_thread_stop();
+  atomic_store(&a->done, 1);
+  weft_reactor_call_from_thread(a->reactor, alert_wake, NULL);
+  return NULL;
+}
+
+static int alert_done(void *arg) { return atomic_load(&((alert_client *)arg)->done); }
+
+/* _i: 0 TLS 1.3 (certificate_required, 116), 1 TLS 1.2 (handshake_failure, 40). */
+START_TEST(test_refused_handshake_alert_reaches_client) {
+  tu_pki pki;
+  tu_pki_init(&pki);
+  weft_reactor *r = tu_reactor_new();
+  weft_cert_options *so = tu_server_options_mutual(&pki);
+  tu_factory f;
+  tu_factory_init(&f);
+  int port = 0;
+  weft_listener *l = tu_listen_ssl_local(r, &f, so, &port);
+  alert_client a = {0};
+  a.reactor = r;
+  a.port = port;
+  a.version = _i == 0 ? TLS1_3_VERSION : TLS1_2_VERSION;
+  a.ca = pki.ca_cert;
+  atomic_init(&a.done, 0);
+  ck_assert_int_eq(pthread_create(&a.thread, NULL, alert_main, &a), 0);
+  tu_run_until(r, alert_done, &a, 30.0);
+  ck_assert_int_eq(pthread_join(a.thread, NULL), 0);
+  tu_wait_int(r, &f.handshake_failed, 1, 10.0); /* after the client closed: no time-out */
+  tu_settle(r, 0.05);
+
+  ck_assert_msg(a.error[0] == '\0', "client: %s", a.error);
+  int expect = _i == 0 ? 116 : 40;
+  if (_i == 0) {
+    ck_assert_msg(a.connect_rc == 1, "TLS 1.3: the client's handshake should end first");
+    ck_assert_msg(!a.saw_reset && a.write1 == 4 && a.write2 == 4,
+                  "the client's writes met a reset (errno %s) instead of a lingering server",
+                  strerror(a.write_errno));
+  }
+  ck_assert_msg(a.alert == expect, "the client read alert %d, expected %d", a.alert, expect);
+  ck_assert_int_eq(f.made, 0);
+  ck_assert_int_eq(f.handshake_failed, 1);
+  ck_assert_msg(f.last_handshake_failed.code != WEFT_OK, "handshake_failed: %s",
+                f.last_handshake_failed.message);
+  tu_factory_check(&f);
+
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_cleanup(&f);
+  weft_cert_options_unref(so);
+  tu_pki_free(&pki);
+}
+END_TEST
+
+static Suite *close_suite(void) {
+  Suite *s = suite_create("close");
+  TCase *tc = tcase_create("close");
+  tcase_set_timeout(tc, 60);
+  tcase_add_loop_test(tc, test_flush_after_peer_half_close, 0, 3);
+  tcase_add_loop_test(tc, test_lose_during_starttls_handshake, 0, 4);
+  tcase_add_test(tc, test_lose_during_starttls_handshake_that_never_ends);
+  tcase_add_test(tc, test_abort_after_starttls_sends_nothing);
+  tcase_add_test(tc, test_write_length_overflow);
+  tcase_add_loop_test(tc, test_refused_handshake_alert_reaches_client, 0, 2);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(close_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -54,8 +54,11 @@ static void flush_filter_output(weft_transport *t) {
   }
 }
 
+static void settle_releases(weft_transport *t);
+
 static void transport_free(weft_transport *t) {
   flush_filter_output(t);
+  settle_releases(t);
   weft__reactor_remove_transport(t->reactor, t);
   if (t->timer)
     event_free(t->timer);
@@ -803,16 +806,68 @@ int weft_transport_write(weft_transport *transport, const void *data, size_t len
   return 0;
 }
 
-typedef struct release_ctx {
+/* One write_reference with a release, from the write until the release is called. */
+struct weft__release {
   weft_release_fn release;
   void *arg;
-} release_ctx;
+  const void *data;
+  size_t len;
+  weft_transport *transport; /* NULL once the transport is freed: then called at once */
+  LIST_ENTRY(weft__release) link; /* in transport->releases_queued while queued */
+  struct weft__release *next_due;
+};
 
+static void call_release(struct weft__release *r) {
+  struct weft__release copy = *r;
+  weft__free(r);
+  copy.release(copy.data, copy.len, copy.arg);
+}
+
+/* Calls the releases that came due, in order (each may write again, queueing more). */
+static void run_due_releases(weft_transport *t) {
+  struct weft__release *r;
+  while ((r = t->releases_due) != NULL) {
+    t->releases_due = r->next_due;
+    call_release(r);
+  }
+}
+
+static void on_release(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  run_due_releases(arg);
+}
+
+/* libevent's cleanup for a reference: the bytes left the buffer (sent or dropped). */
 static void release_reference(const void *data, size_t len, void *arg) {
-  release_ctx ctx = *(release_ctx *)arg;
-  weft__free(arg);
-  if (ctx.release)
-    ctx.release(data, len, ctx.arg);
+  struct weft__release *r = arg;
+  weft_transport *t = r->transport;
+  (void)data;
+  (void)len;
+  if (!t) {
+    call_release(r); /* the transport is gone: nothing of weft's is running on it */
+    return;
+  }
+  LIST_REMOVE(r, link);
+  struct weft__release **tail = &t->releases_due;
+  while (*tail)
+    tail = &(*tail)->next_due;
+  r->next_due = NULL;
+  *tail = r;
+  event_active(t->release_event, EV_TIMEOUT, 1);
+}
+
+/* The transport is being freed: releases that came due run now; those still queued run when
+ * libevent frees their bytes, directly. */
+static void settle_releases(weft_transport *t) {
+  run_due_releases(t);
+  struct weft__release *r;
+  LIST_FOREACH(r, &t->releases_queued, link)
+    r->transport = NULL;
+  LIST_INIT(&t->releases_queued);
+  if (t->release_event)
+    event_free(t->release_event);
+  t->release_event = NULL;
 }
 
 int weft_transport_write_reference(weft_transport *transport, const void *data, size_t len,
@@ -829,17 +884,25 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
     return 0;
   }
   /* The bufferevent reads the bytes in place; libevent's cleanup takes one pointer, so the
-   * caller's pair travels in a small block (none at all for RELEASE NULL). */
-  release_ctx *ctx = NULL;
+   * caller's release travels in a small block (none at all for RELEASE NULL). */
+  struct weft__release *r = NULL;
   if (release) {
-    if (!(ctx = weft__malloc(sizeof *ctx)))
+    if (!transport->release_event &&
+        !(transport->release_event =
+              event_new(transport->reactor->base, -1, 0, on_release, transport)))
       return WEFT_ENOMEM;
-    ctx->release = release;
-    ctx->arg = arg;
+    if (!(r = weft__malloc(sizeof *r)))
+      return WEFT_ENOMEM;
+    *r = (struct weft__release){.release = release, .arg = arg, .data = data, .len = len,
+                                .transport = transport};
+    LIST_INSERT_HEAD(&transport->releases_queued, r, link);
   }
   if (evbuffer_add_reference(bufferevent_get_output(transport->bev), data, len,
-                             release ? release_reference : NULL, ctx) != 0) {
-    weft__free(ctx);
+                             release ? release_reference : NULL, r) != 0) {
+    if (r) {
+      LIST_REMOVE(r, link);
+      weft__free(r);
+    }
     return WEFT_ENOMEM;
   }
   note_pending(transport);

@@ -55,10 +55,11 @@ typedef void (*weft_release_fn)(const void *data, size_t len, void *arg);
  * (RELEASE may be NULL: for static or long-lived bytes). Until then the caller must keep the
  * bytes alive and unchanged. Use it for large or shared bodies (a file mapped in memory, a
  * static response) where weft_transport_write's copy would cost more than the send.
- * RELEASE runs on the reactor's thread: sometimes before this function returns (the bytes were
- * sent at once), otherwise later from the loop, or from inside a later call on this transport
- * that drops output (abort_connection) or frees it (weft_reactor_free). It must not call weft
- * functions on this transport.
+ * RELEASE runs on the reactor's thread: before this function returns when the bytes were sent
+ * at once, otherwise later from the loop (never from inside a weft call or libevent's buffer
+ * work), or, once the connection is lost, while the transport is freed (after connection_lost
+ * returned) or later when libevent frees the bytes. While the transport is valid RELEASE may call
+ * any weft function on it, writes included; after connection_lost it must not touch it.
  * Errors as weft_transport_write; on error nothing is queued and RELEASE is not called, so the
  * bytes are still the caller's. LEN 0 returns 0 and calls RELEASE at once. */
 int weft_transport_write_reference(weft_transport *transport, const void *data, size_t len,

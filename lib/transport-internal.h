@@ -71,6 +71,8 @@ struct weft_transport {
   unsigned starttls : 1;      /* upgrading in place */
   unsigned tls_socket : 1;    /* TLS from the start: bufferevent_openssl on the socket, read-ahead
                                  on (not a STARTTLS filter) */
+  unsigned close_notify_pulled : 1; /* pull_decrypted met the peer's close_notify: on_resume
+                                       reports it once the input before it is delivered */
   unsigned lingering : 1;     /* a refused TLS handshake: alert sent, write side shut down,
                                  draining input until the peer's EOF (linger_after_alert) */
   int in_callback;            /* depth of user callbacks running on this transport */

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,7 +17,6 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
@@ -36,6 +36,7 @@ static void proceed_close(weft_transport *t);
 static int send_close_notify(weft_transport *t);
 static void deliver_input(weft_transport *t);
 static void check_read_ahead(weft_transport *t);
+static void on_eof(weft_transport *t);
 
 /* --- ending a connection ------------------------------------------------------------------ */
 
@@ -437,14 +438,43 @@ static void deliver_input(weft_transport *t) {
     evbuffer_drain(in, evbuffer_get_length(in));
 }
 
+/* Moves what OpenSSL can decrypt from the bytes it already holds into the input buffer, without
+ * reading the socket (SSL_read on a record that is not complete yet returns WANT_READ, and the
+ * socket's read event brings the rest). Returns the number of bytes moved. */
+static size_t pull_decrypted(weft_transport *t) {
+  struct evbuffer *in = bufferevent_get_input(t->bev);
+  size_t moved = 0;
+  while (SSL_has_pending(t->ssl)) {
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(in, 16384, &v, 1) < 1)
+      break;
+    int n = SSL_read(t->ssl, v.iov_base, v.iov_len > INT_MAX ? INT_MAX : (int)v.iov_len);
+    if (n <= 0) {
+      /* A partial record: the socket's read event brings the rest. close_notify: the peer
+       * may keep its socket open waiting for ours, so no event would report it: on_resume
+       * does. A fatal error is met again by the bufferevent when the peer closes. */
+      if (SSL_get_error(t->ssl, n) == SSL_ERROR_ZERO_RETURN)
+        t->close_notify_pulled = 1;
+      break;
+    }
+    v.iov_len = (size_t)n;
+    if (evbuffer_commit_space(in, &v, 1) != 0)
+      break;
+    moved += (size_t)n;
+  }
+  ERR_clear_error();
+  return moved;
+}
+
 /* Read-ahead (set on TLS sockets, see transport_start) lets OpenSSL take several records in
  * one read(2). libevent 2.1.12's bufferevent_openssl stops once SSL_pending() is 0, which
  * counts only the rest of the record being returned: whole records read ahead would wait in
- * OpenSSL's buffer for a readable event that may never come. SSL_has_pending() sees them; run
- * the bufferevent's read callback again, from the loop, to take them. */
+ * OpenSSL's buffer for a readable event that may never come. SSL_has_pending() sees them: they
+ * are decrypted here and delivered from the loop (on_resume), like input held while paused. */
 static void check_read_ahead(weft_transport *t) {
-  if (t->tls_socket && t->state == WEFT__T_OPEN && !t->read_paused && SSL_has_pending(t->ssl))
-    event_active(&t->bev->ev_read, EV_READ, 1);
+  if (t->tls_socket && t->state == WEFT__T_OPEN && !t->read_paused && SSL_has_pending(t->ssl) &&
+      (pull_decrypted(t) > 0 || t->close_notify_pulled))
+    event_active(t->resume_event, EV_TIMEOUT, 1);
 }
 
 static void on_read(struct bufferevent *bev, void *arg) {
@@ -462,16 +492,17 @@ static void on_resume(evutil_socket_t fd, short what, void *arg) {
     bufferevent_enable(t->bev, EV_WRITE);
     return;
   }
-  if (t->ssl && t->state == WEFT__T_OPEN && !t->read_paused) {
-    /* Bytes OpenSSL already decrypted wait in the SSL, and the socket may never become
-     * readable again: pull them into the input buffer ourselves. */
-    char buf[16384];
-    int n;
-    while (SSL_pending(t->ssl) > 0 && (n = SSL_read(t->ssl, buf, sizeof buf)) > 0)
-      evbuffer_add(bufferevent_get_input(t->bev), buf, (size_t)n);
-    ERR_clear_error();
-  }
+  /* Bytes OpenSSL already decrypted, or holds in whole records, wait in the SSL, and the
+   * socket may never become readable again: pull them into the input buffer ourselves. */
+  if (t->ssl && t->state == WEFT__T_OPEN && !t->read_paused)
+    pull_decrypted(t);
   deliver_input(t);
+  if (t->close_notify_pulled && t->state == WEFT__T_OPEN && !t->read_paused &&
+      evbuffer_get_length(bufferevent_get_input(t->bev)) == 0) {
+    t->close_notify_pulled = 0;
+    on_eof(t);
+    return;
+  }
   check_read_ahead(t);
 }
 

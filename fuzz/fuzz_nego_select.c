@@ -30,7 +30,9 @@
 
 #include <weft/tls.h>
 
-#include "tls-internal.h"
+#include "negotiation-internal.h"
+#include "tls_options-internal.h"
+#include "tls_ssl-internal.h"
 
 static __attribute__((noreturn)) void fail(const char *what) {
   fprintf(stderr, "fuzz_nego_select: %s\n", what);

@@ -28,7 +28,8 @@
 
 #include <weft/tls.h>
 
-#include "tls-internal.h"
+#include "negotiation-internal.h"
+#include "tls_ssl-internal.h"
 
 static weft_cert_options *options;
 static int verbose; /* WEFT_FUZZ_VERBOSE=1: print each reason and negotiated protocol */

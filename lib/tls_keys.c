@@ -17,7 +17,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "tls-internal.h"
+#include <weft/tls.h>
+
+#include "tls_keys-internal.h"
 
 /* --- OpenSSL error text and PEM readers ------------------------------------------------- */
 

@@ -48,7 +48,8 @@
 #include "testutil.h"
 #include "tlsutil.h"
 
-#include "tls-internal.h" /* weft__tls_cached_sessions, weft__tls_new_ssl */
+#include "tls_options-internal.h" /* weft__tls_cached_sessions */
+#include "tls_ssl-internal.h"     /* weft__tls_new_ssl */
 
 #define WAIT 20.0 /* generous: valgrind slows handshakes down a lot */
 

@@ -21,7 +21,9 @@
 
 #include <weft/tls.h>
 
-#include "tls-internal.h"
+#include "negotiation-internal.h"
+#include "tls_options-internal.h"
+#include "tls_ssl-internal.h"
 
 /* --- Helpers ------------------------------------------------------------------------------ */
 

@@ -304,142 +304,241 @@ static void peer_subject(SSL *ssl, char *buf, size_t size) {
     buf[0] = '\0';
 }
 
-void weft__tls_classify(SSL *ssl, const weft__tls_conn *conn, const unsigned long *errs,
-                        size_t nerrs, int sys_errno, int eof_seen, weft__reason_buf *out) {
-  int received = conn != NULL ? conn->alert_received : -1;
-  int sent = conn != NULL ? conn->alert_sent : -1;
-  int is_server =
-      conn != NULL ? conn->role == WEFT_TLS_SERVER : ssl != NULL && SSL_is_server(ssl);
-  int handshake_done =
+/* What weft__tls_classify knows of one failure, gathered once; each classify_* step below
+ * either recognises the failure (sets OUT and returns 1) or leaves it to the next step. */
+typedef struct tls_failure {
+  SSL *ssl;                  /* may be NULL */
+  const weft__tls_conn *conn; /* may be NULL */
+  const unsigned long *errs;  /* libevent's list (NERRS entries, NULL when NERRS is 0) */
+  size_t nerrs;
+  int received;               /* alert received, -1 if none */
+  int sent;                   /* alert sent, -1 if none */
+  int is_server;
+  int handshake_done;
+  const char *during;         /* "" or " during the TLS handshake" */
+  unsigned long first;        /* the oldest real OpenSSL (non-system) error code, or 0 */
+  int sys_errno;              /* the caller's errno, else the first system error in ERRS */
+  int eof_seen;
+  long verify;                /* the SSL's verify result (X509_V_OK when not verifying) */
+} tls_failure;
+
+static void failure_init(tls_failure *f, SSL *ssl, const weft__tls_conn *conn,
+                         const unsigned long *errs, size_t nerrs, int sys_errno, int eof_seen) {
+  f->ssl = ssl;
+  f->conn = conn;
+  f->received = conn != NULL ? conn->alert_received : -1;
+  f->sent = conn != NULL ? conn->alert_sent : -1;
+  f->is_server = conn != NULL ? conn->role == WEFT_TLS_SERVER : ssl != NULL && SSL_is_server(ssl);
+  f->handshake_done =
       conn != NULL ? conn->handshake_done : ssl != NULL && SSL_is_init_finished(ssl);
-  const char *during = handshake_done ? "" : " during the TLS handshake";
-  unsigned long first = 0;
+  f->during = f->handshake_done ? "" : " during the TLS handshake";
+  f->first = 0;
+  f->eof_seen = eof_seen;
 
   if (errs == NULL)
     nerrs = 0;
+  f->errs = errs;
+  f->nerrs = nerrs;
   for (size_t i = 0; i < nerrs; i++) {
     if (!real_error(errs[i]))
       continue;
     if (ERR_SYSTEM_ERROR(errs[i])) {
       if (sys_errno == 0)
         sys_errno = (int)(errs[i] & ERR_SYSTEM_MASK);
-    } else if (first == 0) {
-      first = errs[i];
+    } else if (f->first == 0) {
+      f->first = errs[i];
     }
   }
-  long verify = X509_V_OK;
+  f->sys_errno = sys_errno;
+  f->verify = X509_V_OK;
   if (ssl != NULL && SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE)
-    verify = SSL_get_verify_result(ssl);
+    f->verify = SSL_get_verify_result(ssl);
+}
 
-  if ((conn != NULL && conn->no_overlap) || received == TLS1_AD_NO_APPLICATION_PROTOCOL ||
-      sent == TLS1_AD_NO_APPLICATION_PROTOCOL) {
-    if (received == TLS1_AD_NO_APPLICATION_PROTOCOL || sent == TLS1_AD_NO_APPLICATION_PROTOCOL)
-      weft__reason_set(out, WEFT_ENOPROTOCOL,
-                       "no application protocol in common (alert 120 no_application_protocol "
-                       "%s)",
-                       received == TLS1_AD_NO_APPLICATION_PROTOCOL ? "received" : "sent");
-    else
-      weft__reason_set(out, WEFT_ENOPROTOCOL,
-                       "no application protocol in common (%s: none of our protocols is in "
-                       "the peer's list)",
-                       is_server ? "ALPN" : "NPN");
-  } else if (verify != X509_V_OK) {
-    char subject[160] = "";
-    peer_subject(ssl, subject, sizeof subject);
-    /* the name checked: the transport's, else the one set on the SSL by weft__tls_new_ssl */
-    const char *name = conn != NULL ? conn->server_name : NULL;
-    char *ip = NULL;
-    if (name == NULL && ssl != NULL)
-      name = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
-    if (name == NULL && ssl != NULL)
-      name = ip = X509_VERIFY_PARAM_get1_ip_asc(SSL_get0_param(ssl));
-    if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)
-      weft__reason_set(out, WEFT_EHOSTNAME,
-                       "the peer's certificate%s%s%s does not match %s%s%s: %s",
-                       subject[0] ? " (" : "", subject, subject[0] ? ")" : "",
-                       name != NULL ? "the name '" : "the expected name", name ? name : "",
-                       name != NULL ? "'" : "", X509_verify_cert_error_string(verify));
-    else
-      weft__reason_set(out, WEFT_ECERTVERIFY,
-                       "certificate verification failed: %s (X509 error %ld)%s%s",
-                       X509_verify_cert_error_string(verify), verify,
-                       subject[0] ? "; peer certificate " : "", subject);
-    OPENSSL_free(ip);
-    out->reason.verify_result = verify;
-  } else if (has_ssl_reason(errs, nerrs, SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)) {
+static int renegotiated(const tls_failure *f) {
+  return f->conn != NULL && f->conn->renegotiation_attempt;
+}
+
+/* No protocol in common: our own selection found none, or alert 120 went either way. */
+static int classify_no_protocol(const tls_failure *f, weft__reason_buf *out) {
+  int alert = f->received == TLS1_AD_NO_APPLICATION_PROTOCOL ||
+              f->sent == TLS1_AD_NO_APPLICATION_PROTOCOL;
+  if (!alert && !(f->conn != NULL && f->conn->no_overlap))
+    return 0;
+  if (alert)
+    weft__reason_set(out, WEFT_ENOPROTOCOL,
+                     "no application protocol in common (alert 120 no_application_protocol "
+                     "%s)",
+                     f->received == TLS1_AD_NO_APPLICATION_PROTOCOL ? "received" : "sent");
+  else
+    weft__reason_set(out, WEFT_ENOPROTOCOL,
+                     "no application protocol in common (%s: none of our protocols is in "
+                     "the peer's list)",
+                     f->is_server ? "ALPN" : "NPN");
+  return 1;
+}
+
+/* Our verification of the peer's certificate failed: its identity, or the certificate. */
+static int classify_verification(const tls_failure *f, weft__reason_buf *out) {
+  if (f->verify == X509_V_OK)
+    return 0;
+  SSL *ssl = f->ssl;
+  long verify = f->verify;
+  char subject[160] = "";
+  peer_subject(ssl, subject, sizeof subject);
+  /* the name checked: the transport's, else the one set on the SSL by weft__tls_new_ssl */
+  const char *name = f->conn != NULL ? f->conn->server_name : NULL;
+  char *ip = NULL;
+  if (name == NULL && ssl != NULL)
+    name = X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0);
+  if (name == NULL && ssl != NULL)
+    name = ip = X509_VERIFY_PARAM_get1_ip_asc(SSL_get0_param(ssl));
+  if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)
+    weft__reason_set(out, WEFT_EHOSTNAME,
+                     "the peer's certificate%s%s%s does not match %s%s%s: %s",
+                     subject[0] ? " (" : "", subject, subject[0] ? ")" : "",
+                     name != NULL ? "the name '" : "the expected name", name ? name : "",
+                     name != NULL ? "'" : "", X509_verify_cert_error_string(verify));
+  else
+    weft__reason_set(out, WEFT_ECERTVERIFY,
+                     "certificate verification failed: %s (X509 error %ld)%s%s",
+                     X509_verify_cert_error_string(verify), verify,
+                     subject[0] ? "; peer certificate " : "", subject);
+  OPENSSL_free(ip);
+  out->reason.verify_result = verify;
+  return 1;
+}
+
+/* A certificate one side requires was not sent: by the client to us, or by us to the server
+ * (TLS 1.3's certificate_required, or TLS 1.2's handshake_failure after a CertificateRequest
+ * while we have no certificate). */
+static int classify_missing_certificate(const tls_failure *f, weft__reason_buf *out) {
+  if (has_ssl_reason(f->errs, f->nerrs, SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)) {
     weft__reason_set(out, WEFT_ENOPEERCERT,
                      "the client presented no certificate, and this server requires one");
-  } else if (received == SSL_AD_CERTIFICATE_REQUIRED ||
-             (received == SSL_AD_HANDSHAKE_FAILURE && conn != NULL && conn->cert_requested &&
-              ssl != NULL && SSL_get_certificate(ssl) == NULL)) {
+    return 1;
+  }
+  if (f->received == SSL_AD_CERTIFICATE_REQUIRED ||
+      (f->received == SSL_AD_HANDSHAKE_FAILURE && f->conn != NULL && f->conn->cert_requested &&
+       f->ssl != NULL && SSL_get_certificate(f->ssl) == NULL)) {
     weft__reason_set(out, WEFT_ENOPEERCERT,
                      "the server requires a client certificate and none was sent (alert %d %s)",
-                     received, alert_text(received));
-  } else if (has_ssl_reason(errs, nerrs, SSL_R_UNSUPPORTED_PROTOCOL) ||
-             has_ssl_reason(errs, nerrs, SSL_R_NO_PROTOCOLS_AVAILABLE) ||
-             has_ssl_reason(errs, nerrs, SSL_R_WRONG_VERSION_NUMBER) ||
-             has_ssl_reason(errs, nerrs, SSL_R_TLSV1_ALERT_PROTOCOL_VERSION) ||
-             received == SSL_AD_PROTOCOL_VERSION || sent == SSL_AD_PROTOCOL_VERSION) {
-    int lo = ssl != NULL ? (int)SSL_get_min_proto_version(ssl) : 0;
-    int hi = ssl != NULL ? (int)SSL_get_max_proto_version(ssl) : 0;
-    weft__reason_set(out, WEFT_ETLSVERSION,
-                     "no TLS version in common with the peer (this side allows %s to %s)%s",
-                     proto_name(lo), proto_name(hi),
-                     has_ssl_reason(errs, nerrs, SSL_R_WRONG_VERSION_NUMBER)
-                         ? "; the peer may not speak TLS at all"
-                         : "");
-  } else if (received >= 42 && received <= 49 && received != SSL_AD_ILLEGAL_PARAMETER) {
+                     f->received, alert_text(f->received));
+    return 1;
+  }
+  return 0;
+}
+
+/* No TLS version in common (or a peer that does not speak TLS at all). */
+static int classify_version(const tls_failure *f, weft__reason_buf *out) {
+  const unsigned long *errs = f->errs;
+  size_t nerrs = f->nerrs;
+  if (!(has_ssl_reason(errs, nerrs, SSL_R_UNSUPPORTED_PROTOCOL) ||
+        has_ssl_reason(errs, nerrs, SSL_R_NO_PROTOCOLS_AVAILABLE) ||
+        has_ssl_reason(errs, nerrs, SSL_R_WRONG_VERSION_NUMBER) ||
+        has_ssl_reason(errs, nerrs, SSL_R_TLSV1_ALERT_PROTOCOL_VERSION) ||
+        f->received == SSL_AD_PROTOCOL_VERSION || f->sent == SSL_AD_PROTOCOL_VERSION))
+    return 0;
+  int lo = f->ssl != NULL ? (int)SSL_get_min_proto_version(f->ssl) : 0;
+  int hi = f->ssl != NULL ? (int)SSL_get_max_proto_version(f->ssl) : 0;
+  weft__reason_set(out, WEFT_ETLSVERSION,
+                   "no TLS version in common with the peer (this side allows %s to %s)%s",
+                   proto_name(lo), proto_name(hi),
+                   has_ssl_reason(errs, nerrs, SSL_R_WRONG_VERSION_NUMBER)
+                       ? "; the peer may not speak TLS at all"
+                       : "");
+  return 1;
+}
+
+/* Any other alert from the peer: 42 to 49 (but 47, illegal_parameter) reject our
+ * certificate; the rest are reported as alerts. */
+static int classify_peer_alert(const tls_failure *f, weft__reason_buf *out) {
+  int received = f->received;
+  if (received >= 42 && received <= 49 && received != SSL_AD_ILLEGAL_PARAMETER) {
     weft__reason_set(out, WEFT_ECERTVERIFY, "the peer rejected our certificate: alert %d (%s)",
                      received, alert_text(received));
-  } else if (received >= 0) {
+    return 1;
+  }
+  if (received >= 0) {
     weft__reason_set(out, WEFT_ETLSALERT, "the peer sent TLS alert %d (%s)%s%s", received,
-                     alert_text(received), during,
-                     conn != NULL && conn->renegotiation_attempt
-                         ? " after a renegotiation attempt, which weft refuses"
-                         : "");
-  } else if (has_ssl_reason(errs, nerrs, SSL_R_UNEXPECTED_EOF_WHILE_READING) ||
-             (eof_seen && !(ssl != NULL && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)))) {
+                     alert_text(received), f->during,
+                     renegotiated(f) ? " after a renegotiation attempt, which weft refuses" : "");
+    return 1;
+  }
+  return 0;
+}
+
+/* How the stream ended: end of file without close_notify (truncation), close_notify (clean),
+ * or a reset. */
+static int classify_end_of_stream(const tls_failure *f, weft__reason_buf *out) {
+  int close_notify = f->ssl != NULL && (SSL_get_shutdown(f->ssl) & SSL_RECEIVED_SHUTDOWN);
+  if (has_ssl_reason(f->errs, f->nerrs, SSL_R_UNEXPECTED_EOF_WHILE_READING) ||
+      (f->eof_seen && !close_notify)) {
     weft__reason_set(out, WEFT_ETRUNCATED,
-                     handshake_done ? "the peer closed the connection without a TLS "
-                                      "close_notify (truncated stream)"
-                                    : "the peer closed the connection during the TLS handshake");
-  } else if (ssl != NULL && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)) {
+                     f->handshake_done
+                         ? "the peer closed the connection without a TLS close_notify "
+                           "(truncated stream)"
+                         : "the peer closed the connection during the TLS handshake");
+    return 1;
+  }
+  if (close_notify) {
     weft__reason_set(out, WEFT_OK, "clean TLS close (close_notify received)");
-  } else if (sys_errno == ECONNRESET || sys_errno == EPIPE) {
-    weft__reason_set(out, WEFT_ECONNRESET, "connection reset by peer%s", during);
-  } else if (first != 0) {
+    return 1;
+  }
+  if (f->sys_errno == ECONNRESET || f->sys_errno == EPIPE) {
+    weft__reason_set(out, WEFT_ECONNRESET, "connection reset by peer%s", f->during);
+    return 1;
+  }
+  return 0;
+}
+
+/* The rest: OpenSSL's own reason, else the system error, else what little is known. */
+static void classify_other(const tls_failure *f, weft__reason_buf *out) {
+  if (f->first != 0) {
     /* error strings are loaded by SSL_CTX_new; make sure even if no context was ever built */
     OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
     char text[200];
-    const char *reason = ERR_reason_error_string(first);
+    const char *reason = ERR_reason_error_string(f->first);
     if (reason == NULL)
-      ERR_error_string_n(first, text, sizeof text);
+      ERR_error_string_n(f->first, text, sizeof text);
     else
       snprintf(text, sizeof text, "%s", reason);
     char alert[96] = "";
-    if (sent >= 0)
-      snprintf(alert, sizeof alert, " (sent alert %d %s)", sent, alert_text(sent));
+    if (f->sent >= 0)
+      snprintf(alert, sizeof alert, " (sent alert %d %s)", f->sent, alert_text(f->sent));
     weft__reason_set(out, WEFT_ETLS, "%s: %s%s%s",
-                     handshake_done ? "TLS error" : "TLS handshake failed", text, alert,
-                     conn != NULL && conn->renegotiation_attempt
-                         ? " after a renegotiation attempt, which weft refuses"
-                         : "");
-  } else if (sys_errno != 0) {
-    weft__reason_set(out, weft__errno_to_code(sys_errno), "%s%s", strerror(sys_errno), during);
-  } else if (conn != NULL && conn->renegotiation_attempt) {
+                     f->handshake_done ? "TLS error" : "TLS handshake failed", text, alert,
+                     renegotiated(f) ? " after a renegotiation attempt, which weft refuses" : "");
+  } else if (f->sys_errno != 0) {
+    weft__reason_set(out, weft__errno_to_code(f->sys_errno), "%s%s", strerror(f->sys_errno),
+                     f->during);
+  } else if (renegotiated(f)) {
     weft__reason_set(out, WEFT_ETLS, "the peer attempted a TLS renegotiation, which weft "
                                      "refuses");
   } else {
     weft__reason_set(out, WEFT_ETLS, "TLS connection failed%s (OpenSSL gave no reason)",
-                     during);
+                     f->during);
   }
+}
 
-  if (received >= 0) {
-    out->reason.tls_alert = received;
+/* The most specific reason wins: the steps run in this order and the first that recognises
+ * the failure sets it. Then the alert (received first, else sent) and the errno are recorded
+ * whatever the reason. */
+void weft__tls_classify(SSL *ssl, const weft__tls_conn *conn, const unsigned long *errs,
+                        size_t nerrs, int sys_errno, int eof_seen, weft__reason_buf *out) {
+  tls_failure f;
+  failure_init(&f, ssl, conn, errs, nerrs, sys_errno, eof_seen);
+  if (!classify_no_protocol(&f, out) && !classify_verification(&f, out) &&
+      !classify_missing_certificate(&f, out) && !classify_version(&f, out) &&
+      !classify_peer_alert(&f, out) && !classify_end_of_stream(&f, out))
+    classify_other(&f, out);
+
+  if (f.received >= 0) {
+    out->reason.tls_alert = f.received;
     out->reason.alert_sent = 0;
-  } else if (sent >= 0) {
-    out->reason.tls_alert = sent;
+  } else if (f.sent >= 0) {
+    out->reason.tls_alert = f.sent;
     out->reason.alert_sent = 1;
   }
-  out->reason.sys_errno = sys_errno;
+  out->reason.sys_errno = f.sys_errno;
 }

@@ -244,7 +244,7 @@ static int key_matches(X509 *cert, EVP_PKEY *key) {
   return ok;
 }
 
-int weft_cert_options_set_private_key(weft_cert_options *options, void *pkey) {
+int weft_cert_options_set_private_key(weft_cert_options *options, EVP_PKEY *pkey) {
   CHECK_SETTABLE(options);
   if (pkey == NULL)
     return fail(options, WEFT_EINVAL, "the private key is NULL");
@@ -260,7 +260,7 @@ int weft_cert_options_set_private_key(weft_cert_options *options, void *pkey) {
   return 0;
 }
 
-int weft_cert_options_set_certificate(weft_cert_options *options, void *x509) {
+int weft_cert_options_set_certificate(weft_cert_options *options, X509 *x509) {
   CHECK_SETTABLE(options);
   if (x509 == NULL)
     return fail(options, WEFT_EINVAL, "the certificate is NULL");
@@ -287,7 +287,7 @@ static int push_ref(weft_cert_options *o, STACK_OF(X509) *stack, X509 *x) {
   return 0;
 }
 
-int weft_cert_options_add_chain_certificate(weft_cert_options *options, void *x509) {
+int weft_cert_options_add_chain_certificate(weft_cert_options *options, X509 *x509) {
   CHECK_SETTABLE(options);
   if (x509 == NULL)
     return fail(options, WEFT_EINVAL, "the chain certificate is NULL");
@@ -425,7 +425,7 @@ int weft_cert_options_set_require_certificate(weft_cert_options *options, int on
   return 0;
 }
 
-int weft_cert_options_add_ca_certificate(weft_cert_options *options, void *x509) {
+int weft_cert_options_add_ca_certificate(weft_cert_options *options, X509 *x509) {
   CHECK_SETTABLE(options);
   if (x509 == NULL)
     return fail(options, WEFT_EINVAL, "the CA certificate is NULL");

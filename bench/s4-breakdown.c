@@ -671,7 +671,8 @@ int main(int argc, char **argv) {
   static const char *const protocols[] = {"http/1.1"};
   weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
                          .ip_addresses = ips, .ip_count = 2};
-  void *key = NULL, *cert = NULL;
+  EVP_PKEY *key = NULL;
+  X509 *cert = NULL;
   int rc = weft_cert_options_new(&opts);
   if (rc == 0) rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
   if (rc == 0) rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);

@@ -30,7 +30,9 @@
 
 #include <weft/tls.h>
 
-#include "tls-internal.h"
+#include "negotiation-internal.h"
+#include "tls_options-internal.h"
+#include "tls_ssl-internal.h"
 
 static __attribute__((noreturn)) void fail(const char *what) {
   fprintf(stderr, "fuzz_nego_select: %s\n", what);
@@ -197,7 +199,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   const char *const names[] = {"localhost"};
   weft_cert_spec spec = {.common_name = "localhost", .dns_names = names, .dns_count = 1};
   weft_cert_options *options;
-  void *key, *cert;
+  EVP_PKEY *key;
+  X509 *cert;
   weft__reason_buf err;
   if (weft_key_generate(WEFT_KEY_EC_P256, 0, &key) != 0 ||
       weft_cert_generate(&spec, key, NULL, NULL, &cert) != 0 ||

@@ -23,7 +23,7 @@
 
 #include <weft/tls.h>
 
-#include "tls-internal.h"
+#include "negotiation-internal.h"
 
 #define LIST_MAX 65535u
 

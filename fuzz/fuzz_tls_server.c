@@ -28,7 +28,8 @@
 
 #include <weft/tls.h>
 
-#include "tls-internal.h"
+#include "negotiation-internal.h"
+#include "tls_ssl-internal.h"
 
 static weft_cert_options *options;
 static int verbose; /* WEFT_FUZZ_VERBOSE=1: print each reason and negotiated protocol */
@@ -134,7 +135,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   static const char *const protocols[] = {"h2", "http/1.1"};
   const char *const names[] = {"localhost"};
   weft_cert_spec spec = {.common_name = "localhost", .dns_names = names, .dns_count = 1};
-  void *key, *cert;
+  EVP_PKEY *key;
+  X509 *cert;
   if (weft_key_generate(WEFT_KEY_EC_P256, 0, &key) != 0 ||
       weft_cert_generate(&spec, key, NULL, NULL, &cert) != 0 ||
       weft_cert_options_new(&options) != 0 ||

@@ -15,7 +15,7 @@
 #include <openssl/ssl.h>
 
 #include "alloc-internal.h"
-#include "tls-internal.h"
+#include "negotiation-internal.h"
 
 #if defined(HAVE_SSL_CTX_SET_ALPN_SELECT_CB) && !defined(WEFT_DISABLE_ALPN)
 #define WEFT__HAVE_ALPN 1

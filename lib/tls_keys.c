@@ -17,7 +17,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "tls-internal.h"
+#include <weft/tls.h>
+
+#include "tls_keys-internal.h"
 
 /* --- OpenSSL error text and PEM readers ------------------------------------------------- */
 
@@ -134,7 +136,7 @@ static int mem_bio(const char *pem, size_t len, BIO **out) {
 
 /* --- Keys --------------------------------------------------------------------------------- */
 
-int weft_key_generate(weft_key_type type, int bits, void **out) {
+int weft_key_generate(weft_key_type type, int bits, EVP_PKEY **out) {
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
@@ -314,8 +316,8 @@ static int fill_cert(X509 *x, const weft_cert_spec *spec, EVP_PKEY *key, EVP_PKE
   return X509_sign(x, signer, md) > 0 ? 0 : WEFT_ETLS;
 }
 
-int weft_cert_generate(const weft_cert_spec *spec, void *key, void *issuer_key,
-                       void *issuer_cert, void **out) {
+int weft_cert_generate(const weft_cert_spec *spec, EVP_PKEY *key, EVP_PKEY *issuer_key,
+                       X509 *issuer_cert, X509 **out) {
   static const weft_cert_spec defaults;
   if (out == NULL)
     return WEFT_EINVAL;
@@ -353,7 +355,7 @@ int weft_cert_generate(const weft_cert_spec *spec, void *key, void *issuer_key,
 
 /* --- PEM ---------------------------------------------------------------------------------- */
 
-int weft_key_from_pem(const char *pem, size_t len, void **out) {
+int weft_key_from_pem(const char *pem, size_t len, EVP_PKEY **out) {
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
@@ -370,7 +372,7 @@ int weft_key_from_pem(const char *pem, size_t len, void **out) {
   return rc;
 }
 
-int weft_cert_from_pem(const char *pem, size_t len, void **out) {
+int weft_cert_from_pem(const char *pem, size_t len, X509 **out) {
   if (out == NULL)
     return WEFT_EINVAL;
   *out = NULL;
@@ -426,10 +428,10 @@ static int to_pem(void *object, int is_key, char **out, size_t *len) {
   return rc;
 }
 
-int weft_key_to_pem(void *key, char **out, size_t *len) {
+int weft_key_to_pem(EVP_PKEY *key, char **out, size_t *len) {
   return to_pem(key, 1, out, len);
 }
 
-int weft_cert_to_pem(void *x509, char **out, size_t *len) {
+int weft_cert_to_pem(X509 *x509, char **out, size_t *len) {
   return to_pem(x509, 0, out, len);
 }

@@ -33,7 +33,7 @@
 
 
 #include "alloc-internal.h"
-#include "tls-internal.h"
+#include "tls_session-internal.h"
 
 /* "name" 255 bytes at most, or an IPv6 literal; "|", a port; NUL. */
 #define KEY_MAX 272

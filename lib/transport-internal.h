@@ -15,7 +15,9 @@
 
 #include "error-internal.h"
 #include "reactor-internal.h"
-#include "tls-internal.h"
+#include "negotiation-internal.h"
+#include "tls_options-internal.h"
+#include "tls_ssl-internal.h"
 
 typedef enum weft__tstate {
   WEFT__T_HANDSHAKING = 0, /* TLS handshake before build_protocol */

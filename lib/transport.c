@@ -1202,11 +1202,11 @@ int weft_transport_tls_session_reused(weft_transport *transport) {
   return weft_transport_is_tls(transport) && SSL_session_reused(transport->ssl);
 }
 
-void *weft_transport_peer_certificate(weft_transport *transport) {
+X509 *weft_transport_peer_certificate(weft_transport *transport) {
   return weft_transport_is_tls(transport) ? SSL_get0_peer_certificate(transport->ssl) : NULL;
 }
 
-void *weft_transport_ssl(weft_transport *transport) {
+SSL *weft_transport_ssl(weft_transport *transport) {
   return transport ? transport->ssl : NULL;
 }
 

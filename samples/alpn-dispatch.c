@@ -117,7 +117,8 @@ static int make_options(weft_cert_options **out, const char *cert_file, const ch
   static const char *const dns[] = {"localhost"}, *const ips[] = {"127.0.0.1", "::1"};
   weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
                          .ip_addresses = ips, .ip_count = 2};
-  void *key = NULL, *cert = NULL;
+  EVP_PKEY *key = NULL;
+  X509 *cert = NULL;
   int rc = weft_cert_options_new(out);
   if (rc == 0 && cert_file) rc = weft_cert_options_load_certificate_chain_file(*out, cert_file);
   if (rc == 0 && key_file) rc = weft_cert_options_load_private_key_file(*out, key_file);

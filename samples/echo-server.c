@@ -135,7 +135,8 @@ static int use_generated_cert(weft_cert_options *o) {
   static const char *const ips[] = {"127.0.0.1", "::1"};
   weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
                          .ip_addresses = ips, .ip_count = 2};
-  void *key = NULL, *cert = NULL;
+  EVP_PKEY *key = NULL;
+  X509 *cert = NULL;
   int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
   if (rc == 0) rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
   if (rc == 0) rc = weft_cert_options_set_private_key(o, key);

@@ -114,8 +114,8 @@ static weft_factory server_factory = {.build_protocol = build_server};
 /* Options with the lists and mechanisms of one side of CASE. Returns NULL (after printing why)
  * when a setter fails. Clients trust CERT (and nothing else) and expect it to be for
  * "localhost", although they connect to 127.0.0.1. */
-static weft_cert_options *make_options(const struct demo_case *c, int server, void *key,
-                                       void *cert) {
+static weft_cert_options *make_options(const struct demo_case *c, int server, EVP_PKEY *key,
+                                       X509 *cert) {
   weft_cert_options *o;
   if (weft_cert_options_new(&o) != 0) return NULL;
   char list[64];
@@ -146,7 +146,7 @@ static weft_cert_options *make_options(const struct demo_case *c, int server, vo
 static int finished(void *arg) { return ((struct outcome *)arg)->finished; }
 
 /* Runs one case to its end (or a 10 s deadline) and fills its outcome. */
-static void run_case(weft_reactor *reactor, size_t i, void *key, void *cert) {
+static void run_case(weft_reactor *reactor, size_t i, EVP_PKEY *key, X509 *cert) {
   struct outcome *o = &outcomes[i];
   o->factory = (weft_factory){.build_protocol = build_client, .connection_failed = client_failed,
                               .data = o};
@@ -168,7 +168,7 @@ static void run_case(weft_reactor *reactor, size_t i, void *key, void *cert) {
 }
 
 /* A self-signed certificate for "localhost", made in memory. */
-static int make_identity(void **key, void **cert) {
+static int make_identity(EVP_PKEY **key, X509 **cert) {
   static const char *const dns[] = {"localhost"};
   weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1};
   int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, key);
@@ -182,7 +182,8 @@ int main(int argc, char **argv) {
             "ALPN/NPN case and prints a table)\n", help ? "" : "error: no arguments expected\n");
     return help ? 0 : 2;
   }
-  void *key = NULL, *cert = NULL;
+  EVP_PKEY *key = NULL;
+  X509 *cert = NULL;
   weft_reactor *reactor;
   if (make_identity(&key, &cert) != 0 || weft_reactor_new(&reactor) != 0) {
     fputs("error: cannot generate a certificate or create the reactor\n", stderr);

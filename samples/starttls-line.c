@@ -212,7 +212,8 @@ static int generate_identity(const char *cert_file) {
   static const char *const dns[] = {"localhost"}, *const ips[] = {"127.0.0.1", "::1"};
   weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
                          .ip_addresses = ips, .ip_count = 2};
-  void *key = NULL, *cert = NULL;
+  EVP_PKEY *key = NULL;
+  X509 *cert = NULL;
   char *pem = NULL;
   size_t len = 0;
   int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);

@@ -96,22 +96,26 @@ static int have_mechanisms(unsigned need, const char *func) {
 /* --- Certificates, as the seed's setUp makes them ------------------------------------- */
 
 typedef struct certs {
-  void *skey, *scert;     /* CN server, O Server Test Certificate, IP SAN 127.0.0.1 */
-  void *ckey, *ccert;     /* CN client, O Client Test Certificate */
-  void *ca1_key, *ca1;    /* CN ca1, O CA Test Certificate 1 (a real CA: signs the SNI cert) */
-  void *ca2_key, *ca2;    /* CN ca2, O CA Test Certificate */
+  EVP_PKEY *skey;         /* CN server, O Server Test Certificate, IP SAN 127.0.0.1 */
+  X509 *scert;
+  EVP_PKEY *ckey;         /* CN client, O Client Test Certificate */
+  X509 *ccert;
+  EVP_PKEY *ca1_key;      /* CN ca1, O CA Test Certificate 1 (a real CA: signs the SNI cert) */
+  X509 *ca1;
+  EVP_PKEY *ca2_key;      /* CN ca2, O CA Test Certificate */
+  X509 *ca2;
 } certs;
 
-static void *make_key(void) {
-  void *key = NULL;
+static EVP_PKEY *make_key(void) {
+  EVP_PKEY *key = NULL;
   int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
   ck_assert_msg(rc == 0 && key != NULL, "weft_key_generate: %s", weft_err_name(rc));
   return key;
 }
 
-static void *make_cert(const weft_cert_spec *spec, void *key, void *issuer_key,
-                       void *issuer_cert) {
-  void *cert = NULL;
+static X509 *make_cert(const weft_cert_spec *spec, EVP_PKEY *key, EVP_PKEY *issuer_key,
+                       X509 *issuer_cert) {
+  X509 *cert = NULL;
   int rc = weft_cert_generate(spec, key, issuer_key, issuer_cert, &cert);
   ck_assert_msg(rc == 0 && cert != NULL, "weft_cert_generate(CN %s): %s", spec->common_name,
                 weft_err_name(rc));
@@ -183,7 +187,7 @@ static void certs_free(certs *k) {
 /* Options with KEY/CERT, verification on, the peer's certificate required, trusting CA only,
  * and the next-protocol list NAMES (COUNT 0: the empty list, set explicitly as the seed
  * does with nextProtocols=[]). */
-static weft_cert_options *mutual_options(void *key, void *cert, void *ca,
+static weft_cert_options *mutual_options(EVP_PKEY *key, X509 *cert, X509 *ca,
                                          const char *const *names, size_t count) {
   weft_cert_options *o = NULL;
   int rc = weft_cert_options_new(&o);
@@ -1045,7 +1049,7 @@ static int sni_selector(void *arg, const uint8_t *offer, size_t offer_len,
 
 /* Server options with a certificate for a.example, b.example, none.example and fail.example
  * signed by ca1, the list [h2, http/1.1] and the SNI selector. */
-static weft_cert_options *sni_server_options(const certs *k, void *sni_cert,
+static weft_cert_options *sni_server_options(const certs *k, X509 *sni_cert,
                                              selector_log *log) {
   weft_cert_options *s = mutual_options(k->skey, sni_cert, k->ccert, LIST("h2", "http/1.1"));
   OPT_OK(s, weft_cert_options_set_protocol_selector(s, sni_selector, log));
@@ -1068,7 +1072,7 @@ START_TEST(test_protocol_selector_sni) {
   certs k;
   certs_init(&k);
   static const char *const names[] = {"a.example", "b.example", "none.example", "fail.example"};
-  void *sni_cert =
+  X509 *sni_cert =
       make_cert(&(weft_cert_spec){.common_name = "server",
                                   .organization = "Server Test Certificate",
                                   .dns_names = names,

@@ -51,8 +51,8 @@
 
 enum { ID_EC = 0, ID_RSA = 1, ID_COUNT };
 static const char *const id_name[ID_COUNT] = {"EC P-256", "RSA 2048"};
-static void *id_key[ID_COUNT];
-static void *id_cert[ID_COUNT];
+static EVP_PKEY *id_key[ID_COUNT];
+static X509 *id_cert[ID_COUNT];
 
 static void identities_setup(void) {
   static const char *const dns[] = {"localhost"};
@@ -77,7 +77,8 @@ static void identities_teardown(void) {
   for (int i = 0; i < ID_COUNT; i++) {
     EVP_PKEY_free(id_key[i]);
     X509_free(id_cert[i]);
-    id_key[i] = id_cert[i] = NULL;
+    id_key[i] = NULL;
+    id_cert[i] = NULL;
   }
 }
 

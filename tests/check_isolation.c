@@ -48,7 +48,8 @@
 #include "testutil.h"
 #include "tlsutil.h"
 
-#include "tls-internal.h" /* weft__tls_cached_sessions, weft__tls_new_ssl */
+#include "tls_options-internal.h" /* weft__tls_cached_sessions */
+#include "tls_ssl-internal.h"     /* weft__tls_new_ssl */
 
 #define WAIT 20.0 /* generous: valgrind slows handshakes down a lot */
 
@@ -64,9 +65,9 @@ typedef struct world {
   int nopts;
   int fds;
   long allocs;
-  void *evil_cert;  /* CA-signed, DNS evil.example only (no IP) */
-  void *rogue_cert; /* client certificate signed by the other CA */
-  void *rogue_key;
+  X509 *evil_cert;  /* CA-signed, DNS evil.example only (no IP) */
+  X509 *rogue_cert; /* client certificate signed by the other CA */
+  EVP_PKEY *rogue_key;
 } world;
 
 static void world_init(world *w) {

@@ -295,7 +295,7 @@ START_TEST(test_tls_options_error) {
   fx.port = tu_free_port();
   weft_cert_options *opts = NULL;
   ck_assert_int_eq(weft_cert_options_new(&opts), 0);
-  void *key = tu_make_key();
+  EVP_PKEY *key = tu_make_key();
   tu_check_opt(opts, weft_cert_options_set_private_key(opts, key));
   weft_reconnector *out = NULL;
   int rc = weft_reconnect_start(fx.r, "127.0.0.1", fx.port, &fx.client.base, opts, NULL, &fx.ro,
@@ -836,8 +836,8 @@ START_TEST(test_tls_verify_failure_retries) {
    * connection_failed, until the give-up. */
   tu_pki pki;
   tu_pki_init(&pki);
-  void *key = tu_make_key();
-  void *cert = tu_make_cert(key, pki.other_ca_key, pki.other_ca_cert, "server", "localhost",
+  EVP_PKEY *key = tu_make_key();
+  X509 *cert = tu_make_cert(key, pki.other_ca_key, pki.other_ca_cert, "server", "localhost",
                             "127.0.0.1", 0, 0);
   weft_cert_options *server_opts = tu_options_with_identity(key, cert);
   weft_cert_options *client_opts = tu_client_options(&pki);

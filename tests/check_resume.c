@@ -45,7 +45,7 @@
 #include "testutil.h"
 #include "tlsutil.h"
 
-#include "tls-internal.h" /* weft__tls_cached_sessions: how many sessions a client keeps */
+#include "tls_options-internal.h" /* weft__tls_cached_sessions: how many sessions a client keeps */
 
 #define WAIT 20.0 /* generous: valgrind slows handshakes down a lot */
 

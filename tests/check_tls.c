@@ -115,7 +115,7 @@ static int str_contains(const char *haystack, const char *needle) {
   return haystack && strstr(haystack, needle) != NULL;
 }
 
-static void expected_fingerprint(void *cert, char *buf, size_t size) {
+static void expected_fingerprint(X509 *cert, char *buf, size_t size) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   ck_assert_int_eq(X509_digest(cert, EVP_sha256(), md, &n), 1);
@@ -466,8 +466,8 @@ START_TEST(test_untrusted_client_cert) {
   int v = version_of(_i);
   world w;
   world_init(&w);
-  void *key = tu_make_key();
-  void *cert = tu_make_cert(key, w.pki.other_ca_key, w.pki.other_ca_cert, "client", NULL, NULL,
+  EVP_PKEY *key = tu_make_key();
+  X509 *cert = tu_make_cert(key, w.pki.other_ca_key, w.pki.other_ca_cert, "client", NULL, NULL,
                             0, 0);
   w.sopts = tu_server_options_mutual(&w.pki);
   w.copts = tu_client_options(&w.pki);
@@ -500,9 +500,9 @@ START_TEST(test_untrusted_client_cert) {
 END_TEST
 
 /* A server certificate for localhost / 127.0.0.1 signed by ISSUER, valid from NB to NA. */
-static void serve_cert(world *w, void *issuer_key, void *issuer_cert, long nb, long na) {
-  void *key = tu_make_key();
-  void *cert = tu_make_cert(key, issuer_key, issuer_cert, "server", "localhost", "127.0.0.1", nb,
+static void serve_cert(world *w, EVP_PKEY *issuer_key, X509 *issuer_cert, long nb, long na) {
+  EVP_PKEY *key = tu_make_key();
+  X509 *cert = tu_make_cert(key, issuer_key, issuer_cert, "server", "localhost", "127.0.0.1", nb,
                             na);
   w->sopts = tu_options_with_identity(key, cert);
   EVP_PKEY_free(key);
@@ -567,7 +567,7 @@ END_TEST
 START_TEST(test_expired_client_cert) {
   world w;
   world_init(&w);
-  void *cert = tu_make_cert(w.pki.client_key, w.pki.ca_key, w.pki.ca_cert, "client", NULL, NULL,
+  X509 *cert = tu_make_cert(w.pki.client_key, w.pki.ca_key, w.pki.ca_cert, "client", NULL, NULL,
                             -7200, -3600);
   w.sopts = tu_server_options_mutual(&w.pki);
   w.copts = tu_client_options(&w.pki);
@@ -674,9 +674,9 @@ START_TEST(test_version_mismatch) {
 END_TEST
 
 START_TEST(test_key_mismatch) {
-  void *key_a = tu_make_key();
-  void *key_b = tu_make_key();
-  void *cert_a = tu_make_cert(key_a, NULL, NULL, "a", "a.example", NULL, 0, 0);
+  EVP_PKEY *key_a = tu_make_key();
+  EVP_PKEY *key_b = tu_make_key();
+  X509 *cert_a = tu_make_cert(key_a, NULL, NULL, "a", "a.example", NULL, 0, 0);
   weft_cert_options *o = NULL;
 
   /* Key first, then a certificate for another key. */
@@ -1538,9 +1538,9 @@ START_TEST(test_sni_many) {
   weft_reactor *r = tu_reactor_new();
   tu_pki pki;
   tu_pki_init(&pki);
-  void *key_a = tu_make_key(), *key_b = tu_make_key();
-  void *cert_a = tu_make_cert(key_a, pki.ca_key, pki.ca_cert, "a.example", "a.example", NULL, 0, 0);
-  void *cert_b = tu_make_cert(key_b, pki.ca_key, pki.ca_cert, "b.example", "b.example", NULL, 0, 0);
+  EVP_PKEY *key_a = tu_make_key(), *key_b = tu_make_key();
+  X509 *cert_a = tu_make_cert(key_a, pki.ca_key, pki.ca_cert, "a.example", "a.example", NULL, 0, 0);
+  X509 *cert_b = tu_make_cert(key_b, pki.ca_key, pki.ca_cert, "b.example", "b.example", NULL, 0, 0);
   weft_cert_options *sa = tu_options_with_identity(key_a, cert_a);
   weft_cert_options *sb = tu_options_with_identity(key_b, cert_b);
   weft_cert_options *sip = tu_server_options(&pki);

@@ -21,7 +21,9 @@
 
 #include <weft/tls.h>
 
-#include "tls-internal.h"
+#include "negotiation-internal.h"
+#include "tls_options-internal.h"
+#include "tls_ssl-internal.h"
 
 /* --- Helpers ------------------------------------------------------------------------------ */
 
@@ -78,13 +80,13 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, const char *dns, const cha
   spec.ip_addresses = ip != NULL ? &ip : NULL;
   spec.ip_count = ip != NULL;
   spec.is_ca = is_ca;
-  void *cert = NULL;
+  X509 *cert = NULL;
   ck_assert_int_eq(weft_cert_generate(&spec, key, issuer_key, issuer, &cert), 0);
   return cert;
 }
 
 static EVP_PKEY *make_key(void) {
-  void *key = NULL;
+  EVP_PKEY *key = NULL;
   ck_assert_int_eq(weft_key_generate(WEFT_KEY_EC_P256, 0, &key), 0);
   return key;
 }
@@ -615,10 +617,10 @@ START_TEST(test_malformed_pem) {
   BIO_free(mem);
   EVP_PKEY_free(key0);
 
-  void *key = (void *)1;
+  EVP_PKEY *key = (void *)1;
   ck_assert_int_eq(weft_key_from_pem(junk, strlen(junk), &key), WEFT_EPEM);
   ck_assert_ptr_null(key);
-  void *cert = (void *)1;
+  X509 *cert = (void *)1;
   ck_assert_int_eq(weft_cert_from_pem(bad_cert, strlen(bad_cert), &cert), WEFT_EPEM);
   ck_assert_ptr_null(cert);
   ck_assert_int_eq(weft_cert_from_pem(NULL, 1, &cert), WEFT_EINVAL);
@@ -928,7 +930,7 @@ END_TEST
 /* --- Keys and certificates --------------------------------------------------------------- */
 
 START_TEST(test_key_generate) {
-  void *key = NULL;
+  EVP_PKEY *key = NULL;
   ck_assert_int_eq(weft_key_generate(WEFT_KEY_EC_P256, 0, &key), 0);
   ck_assert_int_eq(EVP_PKEY_get_base_id(key), EVP_PKEY_EC);
   ck_assert_int_eq(EVP_PKEY_get_bits(key), 256);
@@ -979,7 +981,7 @@ START_TEST(test_cert_self_signed) {
                          .dns_count = 2,
                          .ip_addresses = ips,
                          .ip_count = 2};
-  void *out = NULL;
+  X509 *out = NULL;
   ck_assert_int_eq(weft_cert_generate(&spec, key, NULL, NULL, &out), 0);
   X509 *cert = out;
   ck_assert_int_eq(X509_get_version(cert), 2);
@@ -1035,7 +1037,7 @@ START_TEST(test_cert_ca_signed) {
   /* an Ed25519 CA (signs with no digest) and an EC P-256 one */
   weft_key_type ca_types[] = {WEFT_KEY_EC_P256, WEFT_KEY_ED25519};
   for (int t = 0; t < 2; t++) {
-    void *ca_key = NULL;
+    EVP_PKEY *ca_key = NULL;
     ck_assert_int_eq(weft_key_generate(ca_types[t], 0, &ca_key), 0);
     X509 *ca = make_cert(ca_key, "Test CA", NULL, NULL, 1, NULL, NULL);
     ck_assert_int_eq(X509_check_ca(ca), 1);
@@ -1078,7 +1080,7 @@ START_TEST(test_cert_errors) {
   EVP_PKEY *key = make_key();
   EVP_PKEY *other = make_key();
   X509 *ca = make_cert(key, "CA", NULL, NULL, 1, NULL, NULL);
-  void *out = (void *)1;
+  X509 *out = (void *)1;
   const char *bad_ips[] = {"999.1.1.1"};
   weft_cert_spec spec = {.common_name = "x", .ip_addresses = bad_ips, .ip_count = 1};
   ck_assert_int_eq(weft_cert_generate(&spec, key, NULL, NULL, &out), WEFT_EINVAL);
@@ -1110,7 +1112,7 @@ END_TEST
 START_TEST(test_pem_round_trip) {
   weft_key_type types[] = {WEFT_KEY_EC_P256, WEFT_KEY_ED25519};
   for (int t = 0; t < 2; t++) {
-    void *key = NULL;
+    EVP_PKEY *key = NULL;
     ck_assert_int_eq(weft_key_generate(types[t], 0, &key), 0);
     X509 *cert = make_cert(key, "round trip", "rt.test", NULL, 0, NULL, NULL);
     char *pem = NULL;
@@ -1118,7 +1120,7 @@ START_TEST(test_pem_round_trip) {
     ck_assert_int_eq(weft_key_to_pem(key, &pem, &len), 0);
     ck_assert_uint_eq(strlen(pem), len);
     ck_assert_ptr_nonnull(strstr(pem, "BEGIN PRIVATE KEY"));
-    void *back = NULL;
+    EVP_PKEY *back = NULL;
     ck_assert_int_eq(weft_key_from_pem(pem, len, &back), 0);
     ck_assert_int_eq(EVP_PKEY_eq(key, back), 1);
     EVP_PKEY_free(back);
@@ -1126,9 +1128,10 @@ START_TEST(test_pem_round_trip) {
 
     ck_assert_int_eq(weft_cert_to_pem(cert, &pem, NULL), 0);
     ck_assert_ptr_nonnull(strstr(pem, "BEGIN CERTIFICATE"));
-    ck_assert_int_eq(weft_cert_from_pem(pem, strlen(pem), &back), 0);
-    ck_assert_int_eq(X509_cmp(cert, back), 0);
-    X509_free(back);
+    X509 *back_cert = NULL;
+    ck_assert_int_eq(weft_cert_from_pem(pem, strlen(pem), &back_cert), 0);
+    ck_assert_int_eq(X509_cmp(cert, back_cert), 0);
+    X509_free(back_cert);
     free(pem);
     X509_free(cert);
     EVP_PKEY_free(key);

@@ -16,15 +16,15 @@
 
 /* --- Keys and certificates -------------------------------------------------------------- */
 
-void *tu_make_key(void) {
-  void *key = NULL;
+EVP_PKEY *tu_make_key(void) {
+  EVP_PKEY *key = NULL;
   int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
   ck_assert_msg(rc == 0, "weft_key_generate(EC P-256): %s", weft_err_name(rc));
   ck_assert_ptr_nonnull(key);
   return key;
 }
 
-void *tu_make_cert(void *key, void *issuer_key, void *issuer_cert, const char *cn,
+X509 *tu_make_cert(EVP_PKEY *key, EVP_PKEY *issuer_key, X509 *issuer_cert, const char *cn,
                    const char *dns, const char *ip, long not_before, long not_after) {
   weft_cert_spec spec;
   memset(&spec, 0, sizeof spec);
@@ -35,20 +35,20 @@ void *tu_make_cert(void *key, void *issuer_key, void *issuer_cert, const char *c
   spec.ip_count = ip ? 1 : 0;
   spec.not_before = not_before;
   spec.not_after = not_after;
-  void *cert = NULL;
+  X509 *cert = NULL;
   int rc = weft_cert_generate(&spec, key, issuer_key, issuer_cert, &cert);
   ck_assert_msg(rc == 0, "weft_cert_generate(CN=%s): %s", cn ? cn : "(none)", weft_err_name(rc));
   ck_assert_ptr_nonnull(cert);
   return cert;
 }
 
-static void *make_ca(void *key, const char *cn) {
+static X509 *make_ca(EVP_PKEY *key, const char *cn) {
   weft_cert_spec spec;
   memset(&spec, 0, sizeof spec);
   spec.common_name = cn;
   spec.organization = "weft tests";
   spec.is_ca = 1;
-  void *cert = NULL;
+  X509 *cert = NULL;
   int rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
   ck_assert_msg(rc == 0, "weft_cert_generate(CA %s): %s", cn, weft_err_name(rc));
   ck_assert_ptr_nonnull(cert);
@@ -110,7 +110,7 @@ static weft_cert_options *new_options(void) {
   return opts;
 }
 
-weft_cert_options *tu_options_with_identity(void *key, void *cert) {
+weft_cert_options *tu_options_with_identity(EVP_PKEY *key, X509 *cert) {
   weft_cert_options *opts = new_options();
   tu_check_opt(opts, weft_cert_options_set_private_key(opts, key));
   tu_check_opt(opts, weft_cert_options_set_certificate(opts, cert));
@@ -219,7 +219,7 @@ char *tu_write_temp_file(const void *data, size_t len) {
   return path;
 }
 
-char *tu_write_key_pem(void *key) {
+char *tu_write_key_pem(EVP_PKEY *key) {
   char *pem = NULL;
   size_t len = 0;
   int rc = weft_key_to_pem(key, &pem, &len);
@@ -229,7 +229,7 @@ char *tu_write_key_pem(void *key) {
   return path;
 }
 
-char *tu_write_cert_pem(void *cert) {
+char *tu_write_cert_pem(X509 *cert) {
   char *pem = NULL;
   size_t len = 0;
   int rc = weft_cert_to_pem(cert, &pem, &len);

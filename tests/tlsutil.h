@@ -5,20 +5,27 @@
  * certificate signed by it (CN "client"). A second, unrelated CA ("other CA") signs nothing the
  * peers trust: use it to make untrusted certificates.
  *
- * Keys are EVP_PKEY *, certificates X509 * (void * in the weft API). Everything in a tu_pki is
+ * Keys are EVP_PKEY *, certificates X509 * (as in the weft API). Everything in a tu_pki is
  * owned by it and freed by tu_pki_free. Options returned by the tu_*_options functions are new
  * references owned by the caller (weft_cert_options_unref).
  */
 #ifndef WEFT_TLSUTIL_H
 #define WEFT_TLSUTIL_H
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include <weft/weft.h>
 
 typedef struct tu_pki {
-  void *ca_key, *ca_cert;
-  void *other_ca_key, *other_ca_cert;
-  void *server_key, *server_cert;
-  void *client_key, *client_cert;
+  EVP_PKEY *ca_key;
+  X509 *ca_cert;
+  EVP_PKEY *other_ca_key;
+  X509 *other_ca_cert;
+  EVP_PKEY *server_key;
+  X509 *server_cert;
+  EVP_PKEY *client_key;
+  X509 *client_cert;
 } tu_pki;
 
 /* Generates the PKI (EC P-256 keys); fails the test on error. */
@@ -28,11 +35,11 @@ void tu_pki_free(tu_pki *pki);
 /* A certificate for KEY, signed by ISSUER_KEY/ISSUER_CERT (both NULL: self-signed), with the
  * given CN, one DNS name (may be NULL), one IP literal (may be NULL) and validity window in
  * seconds relative to now. Fails the test on error; the caller frees it (X509_free). */
-void *tu_make_cert(void *key, void *issuer_key, void *issuer_cert, const char *cn,
+X509 *tu_make_cert(EVP_PKEY *key, EVP_PKEY *issuer_key, X509 *issuer_cert, const char *cn,
                    const char *dns, const char *ip, long not_before, long not_after);
 
 /* A new EC P-256 key; the caller frees it (EVP_PKEY_free). */
-void *tu_make_key(void);
+EVP_PKEY *tu_make_key(void);
 
 /* Server options with the PKI's server key and certificate. Client certificates are not
  * requested. */
@@ -65,14 +72,14 @@ const char *tu_find_program(const char *name);
 
 /* Writes PEM of a key or certificate to a new temporary file and returns its path (malloc'd;
  * the caller unlinks and frees it). For driving openssl s_client / s_server. */
-char *tu_write_key_pem(void *key);
-char *tu_write_cert_pem(void *cert);
+char *tu_write_key_pem(EVP_PKEY *key);
+char *tu_write_cert_pem(X509 *cert);
 
 /* --- Added for check_tls.c (usable by any suite) ----------------------------------------- */
 
 /* New options holding KEY (EVP_PKEY *) and CERT (X509 *), nothing else; fails the test on
  * error. The caller unrefs them. */
-weft_cert_options *tu_options_with_identity(void *key, void *cert);
+weft_cert_options *tu_options_with_identity(EVP_PKEY *key, X509 *cert);
 
 /* Writes LEN bytes of DATA to a new temporary file (mode 0600) and returns its path (malloc'd);
  * fails the test on error. */

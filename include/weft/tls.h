@@ -10,9 +10,12 @@
  * WEFT_EFROZEN. Nothing per connection is ever stored on the shared SSL_CTX, so one options
  * object serves many connections to many hosts.
  *
- * Keys and certificates are OpenSSL's EVP_PKEY and X509 (declared as void * here so that this
- * header does not pull in OpenSSL's). Setters take their own reference: the caller keeps and
- * frees its own.
+ * Keys and certificates are OpenSSL's EVP_PKEY and X509, spelled struct evp_pkey_st and
+ * struct x509_st here (OpenSSL's typedefs name these structs) so that this header does not pull
+ * in OpenSSL's: a program that includes <openssl/evp.h> and <openssl/x509.h> declares
+ * EVP_PKEY *key; X509 *cert; and passes them without casts, and the compiler refuses a key
+ * where a certificate belongs and the reverse. Setters take their own reference: the caller
+ * keeps and frees its own.
  *
  * Errors: every setter returns 0 or a negative WEFT_E* code and then records a sentence saying
  * what was wrong, readable with weft_cert_options_last_error.
@@ -30,6 +33,10 @@
 #include <stdint.h>
 
 #include <weft/transport.h>
+
+/* OpenSSL's EVP_PKEY and X509, forward-declared (see above). */
+struct evp_pkey_st;
+struct x509_st;
 
 #ifdef __cplusplus
 extern "C" {
@@ -101,12 +108,12 @@ int weft_cert_options_prepare(weft_cert_options *options, weft_tls_role role);
 /** @{ */
 /** Sets the private key (EVP_PKEY *) and the certificate (X509 *). A key that does not match
  * the certificate is refused (WEFT_EKEYMISMATCH) by whichever setter comes second. */
-int weft_cert_options_set_private_key(weft_cert_options *options, void *pkey);
-int weft_cert_options_set_certificate(weft_cert_options *options, void *x509);
+int weft_cert_options_set_private_key(weft_cert_options *options, struct evp_pkey_st *pkey);
+int weft_cert_options_set_certificate(weft_cert_options *options, struct x509_st *x509);
 /** @} */
 
-/** Appends an intermediate certificate sent after the leaf, in call order. */
-int weft_cert_options_add_chain_certificate(weft_cert_options *options, void *x509);
+/** Appends an intermediate certificate (X509 *) sent after the leaf, in call order. */
+int weft_cert_options_add_chain_certificate(weft_cert_options *options, struct x509_st *x509);
 
 /** @{ */
 /** Loads a PEM private key, or a PEM certificate chain (leaf first, then intermediates), from
@@ -148,9 +155,9 @@ int weft_cert_options_set_verify_identity(weft_cert_options *options, int on);
 int weft_cert_options_set_require_certificate(weft_cert_options *options, int on);
 
 /** @{ */
-/** Trust anchors. Adding any replaces the default (the system trust store, used by clients
- * only when no CA was given). */
-int weft_cert_options_add_ca_certificate(weft_cert_options *options, void *x509);
+/** Trust anchors (X509 * for weft_cert_options_add_ca_certificate). Adding any replaces the
+ * default (the system trust store, used by clients only when no CA was given). */
+int weft_cert_options_add_ca_certificate(weft_cert_options *options, struct x509_st *x509);
 int weft_cert_options_load_ca_file(weft_cert_options *options, const char *path);
 int weft_cert_options_load_ca_dir(weft_cert_options *options, const char *path);
 /** @} */
@@ -350,7 +357,7 @@ typedef enum weft_key_type {
 
 /** Generates a key pair. BITS is used for RSA only (0 means 2048; below 2048 is WEFT_EINVAL).
  * Stores a new EVP_PKEY * in *OUT, owned by the caller (EVP_PKEY_free). */
-int weft_key_generate(weft_key_type type, int bits, void **out);
+int weft_key_generate(weft_key_type type, int bits, struct evp_pkey_st **out);
 
 /** What a generated certificate says. Zeroed fields take the defaults noted. */
 typedef struct weft_cert_spec {
@@ -371,17 +378,19 @@ typedef struct weft_cert_spec {
  * name from ISSUER_CERT (X509 *), or self-signed when both are NULL. Stores a new X509 * in
  * *OUT, owned by the caller (X509_free). Errors: WEFT_EINVAL (bad IP literal, only one of the
  * issuer pair given, issuer key that does not match its certificate), WEFT_ETLS, WEFT_ENOMEM. */
-int weft_cert_generate(const weft_cert_spec *spec, void *key, void *issuer_key,
-                       void *issuer_cert, void **out);
+int weft_cert_generate(const weft_cert_spec *spec, struct evp_pkey_st *key,
+                       struct evp_pkey_st *issuer_key, struct x509_st *issuer_cert,
+                       struct x509_st **out);
 
 /** @{ */
-/** PEM in and out of memory. *_from_pem store a new object owned by the caller; *_to_pem store a
- * malloc'd NUL-terminated PEM text (free with free()) and its length (LEN may be NULL).
+/** PEM in and out of memory, for keys (EVP_PKEY *) and certificates (X509 *). *_from_pem store
+ * a new object owned by the caller (EVP_PKEY_free, X509_free); *_to_pem store a malloc'd
+ * NUL-terminated PEM text (free with free()) and its length (LEN may be NULL).
  * Errors: WEFT_EINVAL, WEFT_EPEM, WEFT_ENOMEM. */
-int weft_key_from_pem(const char *pem, size_t len, void **out);
-int weft_cert_from_pem(const char *pem, size_t len, void **out);
-int weft_key_to_pem(void *key, char **out, size_t *len);
-int weft_cert_to_pem(void *x509, char **out, size_t *len);
+int weft_key_from_pem(const char *pem, size_t len, struct evp_pkey_st **out);
+int weft_cert_from_pem(const char *pem, size_t len, struct x509_st **out);
+int weft_key_to_pem(struct evp_pkey_st *key, char **out, size_t *len);
+int weft_cert_to_pem(struct x509_st *x509, char **out, size_t *len);
 /** @} */
 
 #ifdef __cplusplus

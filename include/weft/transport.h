@@ -22,6 +22,12 @@
 extern "C" {
 #endif
 
+/* OpenSSL's types, forward-declared as libevent's bufferevent_ssl.h does: no OpenSSL header is
+ * needed to include this one, and a program that includes <openssl/ssl.h> passes its SSL * and
+ * X509 * (typedefs of these structs) without casts. */
+struct ssl_st;
+struct x509_st;
+
 /** The reactor (see weft/reactor.h). */
 typedef struct weft_reactor weft_reactor;
 /** Certificate options (see weft/tls.h). */
@@ -179,10 +185,9 @@ const char *weft_transport_tls_cipher(weft_transport *transport);
 /** 1 if the TLS session was resumed, 0 if not or not TLS. */
 int weft_transport_tls_session_reused(weft_transport *transport);
 
-/** The peer's certificate (X509 *), or NULL if none or not TLS. Borrowed: valid while the
- * transport is; call X509_up_ref to keep it. Declared as void * to keep OpenSSL headers out of
- * this one; cast to X509 *. */
-void *weft_transport_peer_certificate(weft_transport *transport);
+/** The peer's certificate (an X509 *: struct x509_st is OpenSSL's X509), or NULL if none or
+ * not TLS. Borrowed: valid while the transport is; call X509_up_ref to keep it. */
+struct x509_st *weft_transport_peer_certificate(weft_transport *transport);
 
 /** @{ */
 /** Writes the peer certificate's subject or issuer (one line, OpenSSL's RFC 2253 form) or its
@@ -193,9 +198,9 @@ int weft_transport_peer_issuer(weft_transport *transport, char *buf, size_t size
 int weft_transport_peer_fingerprint(weft_transport *transport, char *buf, size_t size);
 /** @} */
 
-/** The SSL * of the connection for advanced use (NULL if not TLS). Borrowed. Changing its
- * configuration after the handshake is at the user's risk. */
-void *weft_transport_ssl(weft_transport *transport);
+/** The SSL * of the connection (struct ssl_st is OpenSSL's SSL) for advanced use (NULL if not
+ * TLS). Borrowed. Changing its configuration after the handshake is at the user's risk. */
+struct ssl_st *weft_transport_ssl(weft_transport *transport);
 
 /** Which side of a TLS handshake this end plays in weft_transport_start_tls. */
 typedef enum weft_tls_role {

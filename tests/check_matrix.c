@@ -148,6 +148,7 @@ static struct {
   int fired;            /* the callback under test ran */
   int acted;            /* the action ran */
   int free_now;         /* A_REACTOR_FREE: free the reactor once the callback returned */
+  int ending;           /* end_live ran: the harness closed the connections itself */
   int in_weft;          /* depth of weft calls made by the action */
   int nested_lost;      /* connection_lost seen inside such a call */
   int ref_rc;           /* the action's write_reference result (1: not called) */
@@ -329,9 +330,15 @@ static void client_ready(tu_conn *c, weft_transport *t) {
   if (c->index != 0)
     return;
   switch (M.c.cb) {
-  case CB_DRAINED:
-    ck_assert_int_eq(weft_transport_write(t, drain_buf, sizeof drain_buf), 0);
+  case CB_DRAINED: {
+    /* The cell's write_drained may have run already, on the STARTTLS command's clear-text
+     * write, and the harness may be closing the connection while the handshake ends (slow
+     * builds: TSan, valgrind): then the write is refused, as it must be. */
+    int rc = weft_transport_write(t, drain_buf, sizeof drain_buf);
+    CELL_ASSERT(rc == 0 || (M.ending && rc == WEFT_ECLOSED), "harness write: %s",
+                weft_err_name(rc));
     break;
+  }
   case CB_RELEASE:
     M.hx_ref_rc = weft_transport_write_reference(t, ref_buf, sizeof ref_buf, hx_ref_release, c);
     CELL_ASSERT(M.hx_ref_rc == 0, "harness write_reference: %s", weft_err_name(M.hx_ref_rc));
@@ -468,6 +475,7 @@ static int never(void *arg) {
 }
 
 static void end_live(tu_factory *f) {
+  M.ending = 1;
   for (tu_conn *c = f->conns; c; c = c->next)
     if (c->made && !c->lost && c->transport)
       weft_transport_lose_connection(c->transport);

@@ -169,7 +169,7 @@ def read_line(sock, buf):
     return line.rstrip(b"\r")
 
 def drain(sock):
-    """Reads until EOF or reset (at most 10 s); returns what came."""
+    """Reads until EOF or reset (at most 60 s); returns what came."""
     got = b""
     try:
         while True:
@@ -187,10 +187,10 @@ if mode in ("inject", "after-hello"):
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
-    srv.settimeout(10)
+    srv.settimeout(60)
     print(srv.getsockname()[1], flush=True)
     conn, _ = srv.accept()
-    conn.settimeout(10)
+    conn.settimeout(60)
     buf = [b""]
     assert read_line(conn, buf) == b"HELLO"
     conn.sendall(b"HELLO plain\r\n")
@@ -215,7 +215,7 @@ if mode in ("inject", "after-hello"):
 else:
     # A hostile client against the sample's server: STARTTLS and a protected command pipelined.
     port = int(sys.argv[2])
-    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn = socket.create_connection(("127.0.0.1", port), timeout=60)
     conn.sendall(b"HELLO\r\nSTARTTLS\r\nSECRET\r\n")
     sys.stdout.buffer.write(drain(conn))
     conn.close()
@@ -226,7 +226,7 @@ PEER
     pids="$pids $peer"
     wait_for "$tmp/peer.out" '^[0-9][0-9]*$' "$peer"
     peer_port=$(head -n 1 "$tmp/peer.out")
-    timeout 20 "$samples/starttls-line" --connect "127.0.0.1:$peer_port" --insecure \
+    timeout 60 "$samples/starttls-line" --connect "127.0.0.1:$peer_port" --insecure \
       >"$tmp/client.out" 2>"$tmp/client.err"
     status=$?
     wait "$peer" || fail "starttls-line ($mode): the python3 peer failed: $(cat "$tmp/peer.err")"
@@ -241,7 +241,7 @@ PEER
 
   start starttls-line --listen 127.0.0.1:0
   server=$pid
-  timeout 20 python3 "$tmp/peer.py" pipeline "$port" >"$tmp/pipeline.out" 2>"$tmp/pipeline.err" ||
+  timeout 60 python3 "$tmp/peer.py" pipeline "$port" >"$tmp/pipeline.out" 2>"$tmp/pipeline.err" ||
     fail "starttls-line server: the python3 client failed: $(cat "$tmp/pipeline.err")"
   grep -q -e 'SECRET' -e '^GO' "$tmp/pipeline.out" &&
     fail "starttls-line server answered a command pipelined after STARTTLS"

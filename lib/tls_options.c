@@ -1157,7 +1157,8 @@ static int build_identity_ctx(weft_cert_options *o, weft__sni_entry *e) {
   }
   ctx_parts parts = {own->sessions.key_count > 0 ? &own->sessions : &o->sessions,
                      id->has_protocols ? &e->nego : &o->nego,
-                     own->ocsp.len > 0 ? &own->ocsp : &o->ocsp, &o->hooks, e};
+                     /* never the listener's response: it speaks of another certificate */
+                     own->ocsp.len > 0 ? &own->ocsp : NULL, &o->hooks, e};
   int rc = build_ctx(m, WEFT_TLS_SERVER, &parts, &e->ctx);
   if (rc != 0)
     fail(o, rc, "identity '%s': %s", label, m->last_error);

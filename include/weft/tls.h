@@ -465,7 +465,8 @@ int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity, struct x50
  * listener's keys seal and open the identity's tickets. */
 int weft_tls_identity_add_ticket_key_file(weft_tls_identity *identity, const char *path);
 
-/** The identity's own OCSP response to staple (as weft_cert_options_set_ocsp_response). */
+/** The identity's own OCSP response to staple (as weft_cert_options_set_ocsp_response). An
+ * identity never staples the listener's response (it is about another certificate). */
 int weft_tls_identity_load_ocsp_response_file(weft_tls_identity *identity, const char *path);
 
 /** Servers: adds IDENTITY under COUNT host NAMES (each a DNS name or "*." and at least two

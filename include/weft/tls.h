@@ -497,7 +497,7 @@ int weft_cert_options_set_sni_unknown_policy(weft_cert_options *options,
  * decide; -1 to refuse the connection with unrecognized_name (112). An identity that was not
  * added to these options fails the handshake (internal_error). This is how acme-tls/1 (RFC
  * 8737) answers its challenge with a special certificate while other clients get the real
- * one: see samples/acme-tls-alpn.c. Runs in the reactor's thread during the handshake; must
+ * one (see the guide, "TLS in production"). Runs in the reactor's thread during the handshake; must
  * not block. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
 typedef int (*weft_identity_selector)(void *arg, const char *server_name, const uint8_t *offer,
                                       size_t offer_len, weft_tls_identity **identity);

@@ -7,7 +7,7 @@
 set -eu
 
 # The Debian 12 packages needed to build weft and run its tests: the one list of them.
-WEFT_DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config libevent-dev libssl-dev check openssl"
+WEFT_DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config libevent-dev libssl-dev check openssl curl gnutls-bin"
 
 usage() {
     echo "usage: $0 [--install-deps]" >&2

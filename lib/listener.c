@@ -307,3 +307,16 @@ void weft__listener_shutdown_all(weft_reactor *reactor) {
   while ((l = TAILQ_FIRST(&reactor->listeners)) != NULL)
     listener_free(l);
 }
+
+int weft_listener_set_options(weft_listener *listener, weft_cert_options *options) {
+  if (listener == NULL || options == NULL || listener->options == NULL)
+    return WEFT_EINVAL; /* a TCP listener has no TLS to reload */
+  /* build (and check) everything first: a failure leaves the listener as it was */
+  int rc = weft_cert_options_prepare(options, WEFT_TLS_SERVER);
+  if (rc != 0)
+    return rc;
+  weft_cert_options *old = listener->options;
+  listener->options = weft_cert_options_ref(options);
+  weft_cert_options_unref(old); /* connections accepted before keep their own references */
+  return 0;
+}

@@ -48,6 +48,7 @@ typedef struct weft__nego_config {
   int no_overlap_policy; /* weft_no_overlap_policy */
   weft_protocol_selector selector; /* servers: per-connection ALPN choice, or NULL */
   void *selector_arg;
+  int require_protocol; /* clients: no protocol negotiated fails (weft__tls_check_negotiated) */
 } weft__nego_config;
 
 /* Installs ALPN and NPN on a freshly built CTX for ROLE according to CFG (nothing when the list
@@ -65,7 +66,8 @@ void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **
 /* After a successful handshake, before the connection is handed to the application: 1 if the
  * negotiation result breaks the options' policy and the connection must be refused, with the
  * reason (WEFT_ENOPROTOCOL) in OUT and CONN->handshake_done reset (the handshake did not
- * succeed in weft's terms); 0 otherwise. Today: a server whose NPN client selected a protocol
+ * succeed in weft's terms); 0 otherwise. A client that requires a protocol
+ * (weft_cert_options_set_require_protocol) and got none; a server whose NPN client selected a protocol
  * the server did not advertise, under WEFT_NO_OVERLAP_FAIL (NPN gives the server no say
  * during the handshake: the client's choice arrives in its last flight). */
 int weft__tls_check_negotiated(SSL *ssl, weft__tls_conn *conn, weft__reason_buf *out);

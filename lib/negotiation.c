@@ -330,6 +330,25 @@ void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **
 }
 
 int weft__tls_check_negotiated(SSL *ssl, weft__tls_conn *conn, weft__reason_buf *out) {
+  if (ssl != NULL && conn != NULL && conn->role == WEFT_TLS_CLIENT) {
+    const weft__nego_config *ccfg = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    const uint8_t *proto;
+    size_t len;
+    weft_negotiation_mechanism mech;
+    if (ccfg == NULL || !ccfg->require_protocol || ccfg->wire_len == 0)
+      return 0;
+    weft__tls_negotiated(ssl, conn, &proto, &len, &mech);
+    if (proto != NULL)
+      return 0;
+    conn->handshake_done = 0;
+    weft__reason_set(out, WEFT_ENOPROTOCOL,
+                     "no application protocol negotiated, and these options require one "
+                     "(the server %s)",
+                     SSL_version(ssl) >= TLS1_3_VERSION || !(ccfg->mechanisms & WEFT_MECH_NPN)
+                         ? "answered no ALPN protocol"
+                         : "answered neither ALPN nor NPN");
+    return 1;
+  }
   if (ssl == NULL || conn == NULL || conn->role != WEFT_TLS_SERVER)
     return 0;
 #ifdef WEFT__HAVE_NPN

@@ -32,7 +32,14 @@ typedef struct weft__tls_conn {
                                  identity (verification and identity checks on), so that its
                                  session may be cached and offered under SESSION_KEY */
   uint8_t session_key[32];    /* client: the session cache key, see weft__sessions_client_key */
+  int hook_refused;           /* client verification hooks (tls_hooks.c) refused the peer:
+                                 WEFT__HOOK_* saying which, 0 if none */
 } weft__tls_conn;
+
+/* Which verification hook refused the peer (weft__tls_conn.hook_refused). */
+#define WEFT__HOOK_PIN 1      /* the SPKI pins: the key matches none */
+#define WEFT__HOOK_CALLBACK 2 /* the user's verify callback */
+#define WEFT__HOOK_OCSP 3     /* no valid stapled OCSP response where one is required */
 
 /* The SSL ex_data index for weft__tls_conn (created once, thread-safe). -1 on failure. */
 int weft__tls_ex_index(void);

@@ -26,9 +26,11 @@
 
 #include "alloc-internal.h"
 #include "negotiation-internal.h"
+#include "tls_hooks-internal.h"
 #include "tls_keys-internal.h"
 #include "tls_options-internal.h"
 #include "tls_session-internal.h"
+#include "tls_sni-internal.h"
 
 /* TLS 1.2: forward-secret AEAD only. TLS 1.3 suites are all AEAD and forward secret. */
 #define DEFAULT_CIPHERS                                                                        \
@@ -78,6 +80,20 @@ struct weft_cert_options {
   weft__sessions sessions; /* ticket keys (servers), session cache (clients): tls_session.c */
   uint8_t client_policy[32]; /* policy_digest of the client SSL_CTX, once built: part of
                                 every client session cache key */
+
+  weft__sni sni;       /* servers: identities chosen per connection (tls_sni.c) */
+  weft__hooks hooks;   /* key log, verification hooks, required OCSP (tls_hooks.c) */
+  weft__ocsp ocsp;     /* servers: the OCSP response stapled */
+  int tls13_tickets;   /* servers: tickets after a full TLS 1.3 handshake, -1: OpenSSL's */
+};
+
+/* A server identity: a partial options object (key, chain, and what the user overrode) and
+ * which of its settings override the listener's. Frozen once added to options. */
+struct weft_tls_identity {
+  atomic_int refs;
+  weft_cert_options *own;
+  int has_protocols;     /* own->nego.wire replaces the listener's list */
+  int has_client_policy; /* own->require_certificate (and own->cas, if any) replace it */
 };
 
 /* --- Errors ------------------------------------------------------------------------------- */
@@ -154,6 +170,7 @@ int weft_cert_options_new(weft_cert_options **out) {
   o->close_timeout = 5.0;
   o->nego.mechanisms = weft_protocol_negotiation_mechanisms();
   o->nego.no_overlap_policy = WEFT_NO_OVERLAP_FAIL;
+  o->tls13_tickets = -1;
   *out = o;
   return 0;
 }
@@ -170,7 +187,20 @@ void weft_cert_options_unref(weft_cert_options *options) {
     return;
   for (int i = 0; i < 2; i++)
     SSL_CTX_free(options->ctx[i]);
+  /* the identities' contexts first, then the identities they point into */
+  const weft_tls_identity **ids = NULL;
+  size_t id_count = options->sni.count;
+  if (id_count > 0 && (ids = weft__calloc(id_count, sizeof *ids)) != NULL) {
+    for (size_t i = 0; i < id_count; i++)
+      ids[i] = options->sni.entries[i].identity;
+  }
+  weft__sni_cleanup(&options->sni);
+  for (size_t i = 0; ids != NULL && i < id_count; i++)
+    weft_tls_identity_unref((weft_tls_identity *)ids[i]);
+  weft__free(ids);
   weft__sessions_cleanup(&options->sessions); /* after the contexts: they point into it */
+  weft__hooks_cleanup(&options->hooks);
+  weft__free(options->ocsp.der);
   EVP_PKEY_free(options->key);
   X509_free(options->cert);
   sk_X509_pop_free(options->chain, X509_free);
@@ -204,7 +234,8 @@ const char *weft__tls_options_server_name(const weft_cert_options *options) {
 }
 
 int weft__tls_options_verify_identity(const weft_cert_options *options) {
-  return options->verify_identity;
+  /* verification off with pins: the SSL verifies (the pins), but no identity is checked */
+  return options->verify && options->verify_identity;
 }
 
 const uint8_t *weft__tls_options_client_policy(const weft_cert_options *options) {
@@ -846,7 +877,8 @@ static int ctx_verification(weft_cert_options *o, weft_tls_role role, SSL_CTX *c
   int have_cas = sk_X509_num(o->cas) > 0 || o->ca_dir_count > 0;
   int mode = SSL_VERIFY_NONE;
   if (role == WEFT_TLS_CLIENT)
-    mode = o->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE;
+    mode = o->verify || o->hooks.pin_count > 0 || o->hooks.verify != NULL ? SSL_VERIFY_PEER
+                                                                          : SSL_VERIFY_NONE;
   else if (o->require_certificate)
     mode = SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
   else if (o->verify && have_cas)
@@ -1000,15 +1032,47 @@ static int policy_digest(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx,
   return 0;
 }
 
-static int ctx_sessions(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx) {
+/* What an SSL_CTX built from options points into: the options' own state for the listener's
+ * context, the identity's or the listener's for an identity's (see build_identity_ctx). */
+typedef struct ctx_parts {
+  weft__sessions *sessions;
+  const weft__nego_config *nego;
+  const weft__ocsp *staple;
+  weft__hooks *hooks;
+  const weft__sni_entry *identity; /* NULL for the listener's own context */
+} ctx_parts;
+
+/* An identity's session id context: the policy digest extended with its names, so that its
+ * sessions resume on it alone. */
+static int identity_sid(weft_cert_options *o, const weft__sni_entry *e, uint8_t sid[32]) {
+  static const char tag[] = "weft identity v1";
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  unsigned int len = 0;
+  int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+           digest_field(md, "tag", tag, sizeof tag) && digest_field(md, "policy", sid, 32) &&
+           digest_int(md, "names", (long long)e->count);
+  for (size_t i = 0; ok && i < e->count; i++)
+    ok = digest_str(md, "name", e->names[i]);
+  /* an identity with no names (chosen by a selector only) is told apart by its address */
+  uintptr_t self = (uintptr_t)e->identity;
+  ok = ok && (e->count > 0 || digest_field(md, "unnamed", &self, sizeof self)) &&
+       EVP_DigestFinal_ex(md, sid, &len) == 1 && len == 32;
+  EVP_MD_CTX_free(md);
+  return ok ? 0 : fail(o, WEFT_ENOMEM, "cannot compute an identity's session id context");
+}
+
+static int ctx_sessions(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx,
+                        const ctx_parts *parts) {
   weft__reason_buf err;
-  int rc = weft__sessions_install(ctx, role, &o->sessions, o->session_tickets, &err);
+  int rc = weft__sessions_install(ctx, role, parts->sessions, o->session_tickets, &err);
   if (rc != 0)
     return fail(o, rc, "%s", err.msg);
   if (role != WEFT_TLS_SERVER)
     return policy_digest(o, role, ctx, o->client_policy);
   uint8_t sid_ctx[32];
   if ((rc = policy_digest(o, role, ctx, sid_ctx)) != 0)
+    return rc;
+  if (parts->identity != NULL && (rc = identity_sid(o, parts->identity, sid_ctx)) != 0)
     return rc;
   if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx) != 1)
     return fail_ssl(o, WEFT_ETLS, "cannot set the session id context");
@@ -1019,10 +1083,13 @@ static int ctx_sessions(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx) 
   /* TLS 1.3 sends tickets even without a cache (stateful or stateless): with neither, none */
   if (!o->session_tickets && !o->session_cache)
     SSL_CTX_set_num_tickets(ctx, 0);
+  else if (o->tls13_tickets >= 0)
+    SSL_CTX_set_num_tickets(ctx, (size_t)o->tls13_tickets);
   return 0;
 }
 
-static int build_ctx(weft_cert_options *o, weft_tls_role role, SSL_CTX **out) {
+static int build_ctx(weft_cert_options *o, weft_tls_role role, const ctx_parts *parts,
+                     SSL_CTX **out) {
   if (role == WEFT_TLS_SERVER && (o->key == NULL || o->cert == NULL))
     return fail(o, WEFT_EINVAL,
                 "a TLS server needs a private key and a certificate, but %s set",
@@ -1045,8 +1112,10 @@ static int build_ctx(weft_cert_options *o, weft_tls_role role, SSL_CTX **out) {
   if (rc == 0)
     rc = ctx_verification(o, role, ctx);
   if (rc == 0)
-    rc = ctx_sessions(o, role, ctx);
-  if (rc == 0 && (rc = weft__nego_install(ctx, role, &o->nego, &err)) != 0)
+    rc = ctx_sessions(o, role, ctx, parts);
+  if (rc == 0 && (rc = weft__nego_install(ctx, role, parts->nego, &err)) != 0)
+    fail(o, rc, "%s", err.msg);
+  if (rc == 0 && (rc = weft__hooks_install(ctx, role, parts->hooks, parts->staple, &err)) != 0)
     fail(o, rc, "%s", err.msg);
   if (rc != 0) {
     SSL_CTX_free(ctx);
@@ -1055,6 +1124,70 @@ static int build_ctx(weft_cert_options *o, weft_tls_role role, SSL_CTX **out) {
   }
   *out = ctx;
   return 0;
+}
+
+/* The SSL_CTX of one identity of O: built from a copy of O's configuration with the
+ * identity's key and chain and whatever it overrides; it points into the identity (its ticket
+ * keys, protocol list, OCSP response) or into O, both of which outlive it. Errors name the
+ * identity, in O's last error. */
+static int build_identity_ctx(weft_cert_options *o, weft__sni_entry *e) {
+  weft_tls_identity *id = (weft_tls_identity *)e->identity;
+  weft_cert_options *own = id->own;
+  const char *label = e->count > 0 ? e->names[0] : "(chosen by the selector)";
+  weft_cert_options *m = weft__malloc(sizeof *m);
+  if (m == NULL)
+    return fail(o, WEFT_ENOMEM, "out of memory");
+  memcpy(m, o, sizeof *m);
+  m->key = own->key;
+  m->cert = own->cert;
+  m->chain = own->chain;
+  if (id->has_client_policy) {
+    m->require_certificate = own->require_certificate;
+    m->verify = 1;
+    if (sk_X509_num(own->cas) > 0) {
+      m->cas = own->cas;
+      m->ca_dirs = NULL;
+      m->ca_dir_count = 0;
+    }
+  }
+  if (id->has_protocols) {
+    e->nego = o->nego; /* the listener's mechanisms, policy and selector, the identity's list */
+    e->nego.wire = own->nego.wire;
+    e->nego.wire_len = own->nego.wire_len;
+  }
+  ctx_parts parts = {own->sessions.key_count > 0 ? &own->sessions : &o->sessions,
+                     id->has_protocols ? &e->nego : &o->nego,
+                     /* never the listener's response: it speaks of another certificate */
+                     own->ocsp.len > 0 ? &own->ocsp : NULL, &o->hooks, e};
+  int rc = build_ctx(m, WEFT_TLS_SERVER, &parts, &e->ctx);
+  if (rc != 0)
+    fail(o, rc, "identity '%s': %s", label, m->last_error);
+  weft__free(m);
+  return rc;
+}
+
+/* The options' context for ROLE and, for a server, every identity's context and the
+ * ClientHello callback that chooses among them. All or nothing. */
+static int build_role(weft_cert_options *o, weft_tls_role role, SSL_CTX **out) {
+  o->hooks.trust_pins_only = !o->verify;
+  ctx_parts parts = {&o->sessions, &o->nego, &o->ocsp, &o->hooks, NULL};
+  int rc = build_ctx(o, role, &parts, out);
+  if (rc != 0 || role != WEFT_TLS_SERVER)
+    return rc;
+  weft__reason_buf err;
+  for (size_t i = 0; rc == 0 && i < o->sni.count; i++)
+    rc = build_identity_ctx(o, &o->sni.entries[i]);
+  if (rc == 0 && (rc = weft__sni_install(*out, &o->sni, &err)) != 0)
+    fail(o, rc, "%s", err.msg);
+  if (rc != 0) {
+    for (size_t i = 0; i < o->sni.count; i++) {
+      SSL_CTX_free(o->sni.entries[i].ctx);
+      o->sni.entries[i].ctx = NULL;
+    }
+    SSL_CTX_free(*out);
+    *out = NULL;
+  }
+  return rc;
 }
 
 int weft__tls_ctx(weft_cert_options *options, weft_tls_role role, SSL_CTX **out) {
@@ -1077,7 +1210,7 @@ int weft__tls_ctx(weft_cert_options *options, weft_tls_role role, SSL_CTX **out)
     return fail(options, WEFT_ETLS, "cannot lock the options");
   int rc = 0;
   if (options->ctx[role] == NULL) { /* another thread may have built it meanwhile */
-    rc = build_ctx(options, role, &ctx);
+    rc = build_role(options, role, &ctx);
     if (rc == 0) {
       options->ctx[role] = ctx;
       atomic_store(&options->frozen, 1);
@@ -1091,4 +1224,287 @@ int weft__tls_ctx(weft_cert_options *options, weft_tls_role role, SSL_CTX **out)
 int weft_cert_options_prepare(weft_cert_options *options, weft_tls_role role) {
   SSL_CTX *ctx;
   return weft__tls_ctx(options, role, &ctx);
+}
+
+/* --- Identities (several per listener, chosen per connection) ------------------------------ */
+
+int weft_tls_identity_new(weft_tls_identity **out) {
+  if (out == NULL)
+    return WEFT_EINVAL;
+  *out = NULL;
+  weft_tls_identity *id = weft__calloc(1, sizeof *id);
+  if (id == NULL)
+    return WEFT_ENOMEM;
+  int rc = weft_cert_options_new(&id->own);
+  if (rc != 0) {
+    weft__free(id);
+    return rc;
+  }
+  atomic_init(&id->refs, 1);
+  *out = id;
+  return 0;
+}
+
+weft_tls_identity *weft_tls_identity_ref(weft_tls_identity *identity) {
+  if (identity != NULL)
+    atomic_fetch_add_explicit(&identity->refs, 1, memory_order_relaxed);
+  return identity;
+}
+
+void weft_tls_identity_unref(weft_tls_identity *identity) {
+  if (identity == NULL ||
+      atomic_fetch_sub_explicit(&identity->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  weft_cert_options_unref(identity->own);
+  weft__free(identity);
+}
+
+const char *weft_tls_identity_last_error(const weft_tls_identity *identity) {
+  return identity != NULL ? identity->own->last_error : "";
+}
+
+int weft_tls_identity_set_private_key(weft_tls_identity *identity, EVP_PKEY *pkey) {
+  return identity == NULL ? WEFT_EINVAL : weft_cert_options_set_private_key(identity->own, pkey);
+}
+
+int weft_tls_identity_set_certificate(weft_tls_identity *identity, X509 *x509) {
+  return identity == NULL ? WEFT_EINVAL : weft_cert_options_set_certificate(identity->own, x509);
+}
+
+int weft_tls_identity_add_chain_certificate(weft_tls_identity *identity, X509 *x509) {
+  return identity == NULL ? WEFT_EINVAL
+                          : weft_cert_options_add_chain_certificate(identity->own, x509);
+}
+
+int weft_tls_identity_load_private_key_file(weft_tls_identity *identity, const char *path) {
+  return identity == NULL ? WEFT_EINVAL
+                          : weft_cert_options_load_private_key_file(identity->own, path);
+}
+
+int weft_tls_identity_load_certificate_chain_file(weft_tls_identity *identity,
+                                                  const char *path) {
+  return identity == NULL ? WEFT_EINVAL
+                          : weft_cert_options_load_certificate_chain_file(identity->own, path);
+}
+
+int weft_tls_identity_set_next_protocols(weft_tls_identity *identity, const char *const *names,
+                                         size_t count) {
+  if (identity == NULL)
+    return WEFT_EINVAL;
+  int rc = weft_cert_options_set_next_protocols(identity->own, names, count);
+  if (rc == 0)
+    identity->has_protocols = 1;
+  return rc;
+}
+
+int weft_tls_identity_set_require_certificate(weft_tls_identity *identity, int on) {
+  if (identity == NULL)
+    return WEFT_EINVAL;
+  int rc = weft_cert_options_set_require_certificate(identity->own, on);
+  if (rc == 0)
+    identity->has_client_policy = 1;
+  return rc;
+}
+
+int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity, X509 *x509) {
+  if (identity == NULL)
+    return WEFT_EINVAL;
+  int rc = weft_cert_options_add_ca_certificate(identity->own, x509);
+  if (rc == 0)
+    identity->has_client_policy = 1;
+  return rc;
+}
+
+int weft_tls_identity_add_ticket_key_file(weft_tls_identity *identity, const char *path) {
+  return identity == NULL ? WEFT_EINVAL
+                          : weft_cert_options_add_ticket_key_file(identity->own, path);
+}
+
+int weft_tls_identity_load_ocsp_response_file(weft_tls_identity *identity, const char *path) {
+  return identity == NULL ? WEFT_EINVAL
+                          : weft_cert_options_load_ocsp_response_file(identity->own, path);
+}
+
+int weft_cert_options_add_identity(weft_cert_options *options, const char *const *names,
+                                   size_t count, weft_tls_identity *identity) {
+  CHECK_SETTABLE(options);
+  if (identity == NULL)
+    return fail(options, WEFT_EINVAL, "the identity is NULL");
+  if (identity->own->key == NULL || identity->own->cert == NULL)
+    return fail(options, WEFT_EINVAL, "an identity needs a private key and a certificate");
+  weft__reason_buf err;
+  int rc = weft__sni_add(&options->sni, names, count, identity, &err);
+  if (rc != 0)
+    return fail(options, rc, "%s", err.msg);
+  weft_tls_identity_ref(identity);
+  atomic_store(&identity->own->frozen, 1);
+  return 0;
+}
+
+int weft_cert_options_set_sni_unknown_policy(weft_cert_options *options,
+                                             weft_sni_unknown_policy policy) {
+  CHECK_SETTABLE(options);
+  if (policy != WEFT_SNI_UNKNOWN_DEFAULT && policy != WEFT_SNI_UNKNOWN_REJECT)
+    return fail(options, WEFT_EINVAL, "unknown SNI policy %d", (int)policy);
+  options->sni.reject_unknown = policy == WEFT_SNI_UNKNOWN_REJECT;
+  return 0;
+}
+
+int weft_cert_options_set_identity_selector(weft_cert_options *options,
+                                            weft_identity_selector selector, void *arg) {
+  CHECK_SETTABLE(options);
+  options->sni.selector = selector;
+  options->sni.selector_arg = arg;
+  return 0;
+}
+
+/* --- OCSP --------------------------------------------------------------------------------- */
+
+int weft_cert_options_set_ocsp_response(weft_cert_options *options, const uint8_t *der,
+                                        size_t len) {
+  CHECK_SETTABLE(options);
+  weft__reason_buf err;
+  int rc = weft__ocsp_check_der(der, len, &err);
+  if (rc != 0)
+    return fail(options, rc, "%s", err.msg);
+  uint8_t *copy = weft__malloc(len);
+  if (copy == NULL)
+    return fail(options, WEFT_ENOMEM, "out of memory");
+  memcpy(copy, der, len);
+  weft__free(options->ocsp.der);
+  options->ocsp.der = copy;
+  options->ocsp.len = len;
+  return 0;
+}
+
+int weft_cert_options_load_ocsp_response_file(weft_cert_options *options, const char *path) {
+  CHECK_SETTABLE(options);
+  if (path == NULL)
+    return fail(options, WEFT_EINVAL, "the OCSP response file name is NULL");
+  enum { MAX = 1 << 20 };
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX) {
+    int e = fd < 0 ? errno : 0;
+    int regular = fd >= 0 && S_ISREG(st.st_mode);
+    if (fd >= 0)
+      close(fd);
+    return fail(options, fd < 0 ? WEFT_EIO : WEFT_EINVAL,
+                "cannot read the OCSP response file '%s': %s", path,
+                e != 0 ? strerror(e) : regular ? "larger than 1 MiB" : "not a regular file");
+  }
+  uint8_t *buf = weft__malloc((size_t)st.st_size + 1);
+  size_t got = 0;
+  int read_errno = 0;
+  while (buf != NULL && got <= (size_t)st.st_size) {
+    ssize_t n = read(fd, buf + got, (size_t)st.st_size + 1 - got);
+    if (n > 0)
+      got += (size_t)n;
+    else if (n == 0)
+      break;
+    else if (errno != EINTR) {
+      read_errno = errno;
+      break;
+    }
+  }
+  close(fd);
+  int rc;
+  if (buf == NULL)
+    rc = fail(options, WEFT_ENOMEM, "out of memory");
+  else if (read_errno != 0)
+    rc = fail(options, WEFT_EIO, "cannot read the OCSP response file '%s': %s", path,
+              strerror(read_errno));
+  else if ((rc = weft_cert_options_set_ocsp_response(options, buf, got)) != 0) {
+    char why[WEFT__REASON_MSG_MAX];
+    snprintf(why, sizeof why, "%s", options->last_error);
+    rc = fail(options, rc, "the OCSP response file '%s': %s", path, why);
+  }
+  weft__free(buf);
+  return rc;
+}
+
+int weft_cert_options_set_require_ocsp(weft_cert_options *options, int on) {
+  CHECK_SETTABLE(options);
+  options->hooks.require_ocsp = on != 0;
+  return 0;
+}
+
+/* --- Key log ------------------------------------------------------------------------------ */
+
+int weft_cert_options_set_keylog_callback(weft_cert_options *options,
+                                          weft_keylog_callback callback, void *arg) {
+  CHECK_SETTABLE(options);
+  options->hooks.keylog = callback;
+  options->hooks.keylog_arg = arg;
+  return 0;
+}
+
+int weft_cert_options_set_keylog_file(weft_cert_options *options, const char *path) {
+  CHECK_SETTABLE(options);
+  FILE *f = NULL;
+  if (path != NULL) {
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0 || (f = fdopen(fd, "a")) == NULL) {
+      int e = errno;
+      if (fd >= 0)
+        close(fd);
+      return fail(options, WEFT_EIO, "cannot open the key log file '%s': %s", path,
+                  strerror(e));
+    }
+  }
+  if (!options->hooks.keylog_lock_ready) {
+    if (pthread_mutex_init(&options->hooks.keylog_lock, NULL) != 0) {
+      if (f != NULL)
+        fclose(f);
+      return fail(options, WEFT_ENOMEM, "cannot create the key log lock");
+    }
+    options->hooks.keylog_lock_ready = 1;
+  }
+  if (options->hooks.keylog_file != NULL)
+    fclose(options->hooks.keylog_file);
+  options->hooks.keylog_file = f;
+  return 0;
+}
+
+/* --- Verification hooks ------------------------------------------------------------------- */
+
+int weft_cert_options_set_verify_callback(weft_cert_options *options,
+                                          weft_verify_callback callback, void *arg) {
+  CHECK_SETTABLE(options);
+  options->hooks.verify = callback;
+  options->hooks.verify_arg = arg;
+  return 0;
+}
+
+int weft_cert_options_add_pin_sha256(weft_cert_options *options, const char *pin) {
+  CHECK_SETTABLE(options);
+  uint8_t digest[32];
+  weft__reason_buf err;
+  int rc = weft__pin_decode(pin, digest, &err);
+  if (rc != 0)
+    return fail(options, rc, "%s", err.msg);
+  weft__hooks *h = &options->hooks;
+  uint8_t(*pins)[32] = weft__realloc(h->pins, (h->pin_count + 1) * sizeof *pins);
+  if (pins == NULL)
+    return fail(options, WEFT_ENOMEM, "out of memory");
+  memcpy(pins[h->pin_count], digest, 32);
+  h->pins = pins;
+  h->pin_count++;
+  return 0;
+}
+
+/* --- Miscellaneous ------------------------------------------------------------------------ */
+
+int weft_cert_options_set_require_protocol(weft_cert_options *options, int on) {
+  CHECK_SETTABLE(options);
+  options->nego.require_protocol = on != 0;
+  return 0;
+}
+
+int weft_cert_options_set_tls13_tickets(weft_cert_options *options, unsigned count) {
+  CHECK_SETTABLE(options);
+  if (count > 16)
+    return fail(options, WEFT_EINVAL, "%u TLS 1.3 tickets per handshake: at most 16", count);
+  options->tls13_tickets = (int)count;
+  return 0;
 }

@@ -224,6 +224,7 @@ int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char
   conn->renegotiation_attempt = 0;
   conn->cert_requested = 0;
   conn->session_key_set = 0;
+  conn->hook_refused = 0;
   if (SSL_set_ex_data(ssl, index, conn) != 1) {
     SSL_free(ssl);
     ERR_clear_error();
@@ -380,6 +381,21 @@ static int classify_no_protocol(const tls_failure *f, weft__reason_buf *out) {
 
 /* Our verification of the peer's certificate failed: its identity, or the certificate. */
 static int classify_verification(const tls_failure *f, weft__reason_buf *out) {
+  int hook = f->conn != NULL ? f->conn->hook_refused : 0;
+  if (hook != 0) {
+    char subject[160] = "";
+    peer_subject(f->ssl, subject, sizeof subject);
+    weft__reason_set(out, WEFT_ECERTVERIFY, "%s%s%s",
+                     hook == WEFT__HOOK_PIN
+                         ? "the peer's public key matches none of the pinned keys"
+                     : hook == WEFT__HOOK_CALLBACK
+                         ? "the verify callback refused the peer's certificate"
+                         : "the server stapled no valid OCSP response (required): none, "
+                           "not signed by the issuer, not current, or not \"good\"",
+                     subject[0] ? "; peer certificate " : "", subject);
+    out->reason.verify_result = hook == WEFT__HOOK_OCSP ? X509_V_OK : f->verify;
+    return 1;
+  }
   if (f->verify == X509_V_OK)
     return 0;
   SSL *ssl = f->ssl;

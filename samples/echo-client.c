@@ -29,7 +29,8 @@ static const char usage[] =
     "usage: echo-client --connect HOST:PORT [--tls] [--ca PEM] [--cert PEM --key PEM]\n"
     "                   [--protocols LIST] [--mechanisms alpn|npn|both]\n"
     "                   [--no-overlap fail|continue] [--tls-max 1.2|1.3]\n"
-    "                   [--servername NAME] [--insecure]\n"
+    "                   [--servername NAME] [--insecure] [--require-protocol]\n"
+    "                   [--keylog FILE] [--pin sha256//BASE64]\n"
     "       echo-client --endpoint DESCRIPTION [--ca PEM] [--protocols LIST]\n"
     "                   [...the other options after --tls]\n"
     "HOST is a name or an IP literal (\"[::1]:PORT\" for IPv6). LIST is comma-separated, most\n"
@@ -204,6 +205,10 @@ static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
     return weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, WEFT_TLS1_2);
   if (!strcmp(opt, "--tls-max") && !strcmp(v, "1.3"))
     return weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, WEFT_TLS1_3);
+  /* the TLS secrets, NSS key log format: a secret, for Wireshark while debugging */
+  if (!strcmp(opt, "--keylog")) return weft_cert_options_set_keylog_file(o, v);
+  /* curl's form: base64 of the SHA-256 of the server's SubjectPublicKeyInfo */
+  if (!strcmp(opt, "--pin")) return weft_cert_options_add_pin_sha256(o, v);
   return 1;
 }
 
@@ -216,7 +221,7 @@ static int fail(int status, const char *what, const char *detail) {
 /* 1 if OPT is one of the TLS options that take a value (applied by apply_tls_option). */
 static int is_tls_option(const char *opt) {
   static const char *const names[] = {"--cert", "--key", "--ca", "--protocols", "--mechanisms",
-                                      "--no-overlap", "--tls-max"};
+                                      "--no-overlap", "--tls-max", "--keylog", "--pin"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!strcmp(opt, names[i])) return 1;
   return 0;
@@ -257,7 +262,7 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
       goto done;
     } else if (!strcmp(a, "--tls")) {
       tls = 1;
-    } else if (!strcmp(a, "--insecure")) {
+    } else if (!strcmp(a, "--insecure") || !strcmp(a, "--require-protocol")) {
       tls_flags = 1;
       flags[nflags++] = a, flags[nflags++] = NULL;
     } else if (i + 1 == argc || (strcmp(a, "--connect") && strcmp(a, "--endpoint") &&
@@ -309,7 +314,9 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
   }
   opts = weft_cert_options_ref(weft_endpoint_get_tls(*ep)); /* NULL for TCP */
   for (int f = 0; f < nflags && rc == 0; f += 2) {
-    if (!flags[f + 1]) {
+    if (!flags[f + 1] && !strcmp(flags[f], "--require-protocol")) {
+      rc = weft_cert_options_set_require_protocol(opts, 1); /* none negotiated: an error */
+    } else if (!flags[f + 1]) {
       rc = weft_cert_options_set_verify(opts, 0); /* --insecure: accept any server (tests) */
     } else if ((rc = apply_tls_option(opts, flags[f], (char *)flags[f + 1])) == 1) {
       fprintf(stderr, "error: %s: unknown option or bad value\n%s", flags[f], usage);

@@ -9,7 +9,16 @@
  * Prints "listening on HOST:PORT" once ready (the real port if 0 was asked for), then
  * "connected peer=ADDR protocol=NAME" for every connection that is ready. Exits with status 0
  * on SIGTERM or SIGINT. Other programs drive it: keep those output lines as they are.
+ *
+ * Serving TLS in production: --sni NAME=CERTPEM,KEYPEM adds an identity chosen by SNI (NAME may
+ * be *.example.com; repeatable), --sni-protocols NAME=LIST gives it its own protocol list,
+ * --sni-unknown reject answers other names with alert 112, --keylog FILE writes the TLS
+ * secrets (NSS format, a secret!), --ocsp-response DERFILE staples an OCSP response. On SIGHUP
+ * the server reads its command line again (every certificate, key, OCSP and ticket key file),
+ * swaps the new options in for new handshakes (weft_listener_set_options) and prints
+ * "reloaded", or "error: reload failed: MESSAGE" on stderr while it keeps what it had.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +26,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include <event2/event.h>
 #include <weft/weft.h>
 
 #define HIGH_WATER (256 * 1024) /* stop reading from a peer that does not read its echo */
@@ -26,7 +36,9 @@ static const char usage[] =
     "usage: echo-server --listen HOST:PORT [--tls] [--cert PEM --key PEM] [--ca PEM]\n"
     "                   [--require-cert] [--protocols LIST] [--mechanisms alpn|npn|both]\n"
     "                   [--no-overlap fail|continue] [--tls-max 1.2|1.3]\n"
-    "                   [--handshake-timeout SECONDS]\n"
+    "                   [--handshake-timeout SECONDS] [--sni NAME=CERTPEM,KEYPEM]...\n"
+    "                   [--sni-protocols NAME=LIST]... [--sni-unknown default|reject]\n"
+    "                   [--keylog FILE] [--ocsp-response DERFILE]\n"
     "       echo-server --endpoint DESCRIPTION [--ca PEM] [--require-cert] [--protocols LIST]\n"
     "                   [...the other options after --tls]\n"
     "HOST is an IP literal (\"[::1]:PORT\" for IPv6); PORT 0 picks a free port.\n"
@@ -36,9 +48,13 @@ static const char usage[] =
     "ssl:PORT:interface=ADDR:privateKey=PEM:certKey=PEM[:caCerts=PEM][:requireCert=yes]\n"
     "[:alpn=LIST]... (escape ':' and '=' in values with '\\').\n";
 
-/* Prints "error: WHAT[: DETAIL]" on stderr and returns STATUS for main to exit with. */
+static int reloading; /* set while SIGHUP re-reads the command line */
+
+/* Prints "error: WHAT[: DETAIL]" (during a reload "error: reload failed: WHAT[: DETAIL]") on
+ * stderr and returns STATUS for main to exit with. */
 static int fail(int status, const char *what, const char *detail) {
-  fprintf(stderr, "error: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+  fprintf(stderr, "error: %s%s%s%s\n", reloading ? "reload failed: " : "", what,
+          detail ? ": " : "", detail ? detail : "");
   return status;
 }
 
@@ -146,6 +162,64 @@ static int use_generated_cert(weft_cert_options *o) {
   return rc;
 }
 
+/* --sni and --sni-protocols, gathered while the flags are applied and turned into identities
+ * after them (an identity freezes once added). */
+static struct sni_flag {
+  char *name, *cert, *key, *protocols;
+} snis[32];
+static size_t nsni;
+
+static struct sni_flag *sni_named(const char *name) {
+  for (size_t i = 0; i < nsni; i++)
+    if (!strcmp(snis[i].name, name)) return &snis[i];
+  return NULL;
+}
+
+/* --sni NAME=CERT,KEY (V is modified in place). Returns 0 or 1 (malformed). */
+static int add_sni_flag(char *v) {
+  char *eq = strchr(v, '='), *comma = eq ? strchr(eq, ',') : NULL;
+  if (!comma || eq == v || nsni == sizeof snis / sizeof snis[0]) return 1;
+  *eq = *comma = '\0';
+  snis[nsni++] = (struct sni_flag){v, eq + 1, comma + 1, NULL};
+  return 0;
+}
+
+/* Adds the identities of --sni to O. Returns 0, or 1 after printing why. */
+static int add_identities(weft_cert_options *o, char **protocol_flags, size_t nprotocols) {
+  for (size_t i = 0; i < nprotocols; i++) { /* NAME=LIST */
+    char *eq = strchr(protocol_flags[i], '=');
+    struct sni_flag *f = eq ? (*eq = '\0', sni_named(protocol_flags[i])) : NULL;
+    if (!f) return fail(1, "--sni-protocols names no --sni identity", protocol_flags[i]), 1;
+    f->protocols = eq + 1;
+  }
+  for (size_t i = 0; i < nsni; i++) {
+    weft_tls_identity *id = NULL;
+    const char *name = snis[i].name;
+    int rc = weft_tls_identity_new(&id);
+    if (rc == 0) rc = weft_tls_identity_load_certificate_chain_file(id, snis[i].cert);
+    if (rc == 0) rc = weft_tls_identity_load_private_key_file(id, snis[i].key);
+    if (rc == 0 && snis[i].protocols) {
+      const char *names[32];
+      size_t n = 0;
+      for (char *p = *snis[i].protocols ? snis[i].protocols : NULL; p && n < 32; n++) {
+        names[n] = p;
+        if ((p = strchr(p, ','))) *p++ = '\0';
+      }
+      rc = weft_tls_identity_set_next_protocols(id, names, n);
+    }
+    if (rc != 0) {
+      fail(1, "--sni", *weft_tls_identity_last_error(id) ? weft_tls_identity_last_error(id)
+                                                          : weft_strerror(rc));
+      weft_tls_identity_unref(id);
+      return 1;
+    }
+    rc = weft_cert_options_add_identity(o, &name, 1, id);
+    weft_tls_identity_unref(id); /* the options hold it */
+    if (rc != 0) return fail(1, "--sni", weft_cert_options_last_error(o)), 1;
+  }
+  return 0;
+}
+
 /* Applies one TLS command-line option to O. Returns 0, a WEFT_E* code (O's last_error says
  * why), or 1 for an unknown option or a value outside its choices. */
 static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
@@ -167,6 +241,13 @@ static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
     return weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, WEFT_TLS1_2);
   if (!strcmp(opt, "--tls-max") && !strcmp(v, "1.3"))
     return weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, WEFT_TLS1_3);
+  if (!strcmp(opt, "--sni")) return add_sni_flag(v);
+  if (!strcmp(opt, "--sni-unknown") && !strcmp(v, "default"))
+    return weft_cert_options_set_sni_unknown_policy(o, WEFT_SNI_UNKNOWN_DEFAULT);
+  if (!strcmp(opt, "--sni-unknown") && !strcmp(v, "reject"))
+    return weft_cert_options_set_sni_unknown_policy(o, WEFT_SNI_UNKNOWN_REJECT);
+  if (!strcmp(opt, "--keylog")) return weft_cert_options_set_keylog_file(o, v);
+  if (!strcmp(opt, "--ocsp-response")) return weft_cert_options_load_ocsp_response_file(o, v);
   if (!strcmp(opt, "--handshake-timeout")) {
     char *end;
     double seconds = strtod(v, &end);
@@ -178,7 +259,9 @@ static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
 /* 1 if OPT is one of the TLS options that take a value (applied by apply_tls_option). */
 static int is_tls_option(const char *opt) {
   static const char *const names[] = {"--cert", "--key", "--ca", "--protocols", "--mechanisms",
-                                      "--no-overlap", "--tls-max", "--handshake-timeout"};
+                                      "--no-overlap", "--tls-max", "--handshake-timeout",
+                                      "--sni", "--sni-protocols", "--sni-unknown", "--keylog",
+                                      "--ocsp-response"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
     if (!strcmp(opt, names[i])) return 1;
   return 0;
@@ -209,7 +292,11 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
   const char *listen = NULL, *description = NULL;
   const char **flags = calloc((size_t)argc * 2, sizeof *flags); /* option, value (or NULL) */
   weft_cert_options *opts = NULL;
-  if (!flags) return fail(1, "out of memory", NULL);
+  char **sni_protocols = calloc((size_t)argc, sizeof *sni_protocols);
+  char **copies = calloc((size_t)argc, sizeof *copies); /* values modified in place */
+  size_t nsni_protocols = 0;
+  nsni = 0;
+  if (!flags || !sni_protocols || !copies) return fail(1, "out of memory", NULL);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -261,12 +348,23 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
   status = 2;
   opts = weft_cert_options_ref(weft_endpoint_get_tls(*ep)); /* NULL for TCP */
   for (int f = 0; f < nflags && rc == 0; f += 2) {
+    char *value = flags[f + 1] ? (copies[f / 2] = strdup(flags[f + 1])) : NULL;
     if (!flags[f + 1]) {
       rc = weft_cert_options_set_require_certificate(opts, 1);
-    } else if ((rc = apply_tls_option(opts, flags[f], (char *)flags[f + 1])) == 1) {
+    } else if (!value) {
+      status = fail(1, "out of memory", NULL);
+      goto done;
+    } else if (!strcmp(flags[f], "--sni-protocols")) {
+      sni_protocols[nsni_protocols++] = value;
+    } else if ((rc = apply_tls_option(opts, flags[f], value)) == 1) {
       fprintf(stderr, "error: %s: unknown option or bad value\n%s", flags[f], usage);
       goto done;
     }
+  }
+  if (rc == 0 && (nsni > 0 || nsni_protocols > 0) && add_identities(opts, sni_protocols,
+                                                                    nsni_protocols) != 0) {
+    status = 1;
+    goto done;
   }
   if (rc == 0 && tls && !cert) rc = use_generated_cert(opts);
   /* Build the SSL context now, so that a bad key or certificate is reported at once. */
@@ -279,12 +377,42 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
   status = -1;
 done:
   weft_cert_options_unref(opts);
+  for (int i = 0; copies && i < argc; i++) free(copies[i]);
+  free(copies);
+  free(sni_protocols);
   free(flags);
   if (status >= 0) {
     weft_endpoint_free(*ep);
     *ep = NULL;
   }
   return status;
+}
+
+/* SIGHUP: read the command line again and swap the new options in for new handshakes. */
+struct reload_ctx {
+  int argc;
+  char **argv;
+  weft_listener *listener;
+};
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg) {
+  struct reload_ctx *r = arg;
+  (void)sig, (void)what;
+  weft_endpoint *ep = NULL;
+  reloading = 1;
+  int status = parse_args(r->argc, r->argv, &ep);
+  if (status < 0) {
+    weft_cert_options *o = weft_endpoint_get_tls(ep);
+    int rc = o ? weft_listener_set_options(r->listener, o) : WEFT_EINVAL;
+    if (rc == 0) {
+      printf("reloaded\n");
+      fflush(stdout);
+    } else {
+      fail(1, o ? weft_cert_options_last_error(o) : "not a TLS listener", NULL);
+    }
+    weft_endpoint_free(ep);
+  }
+  reloading = 0;
 }
 
 int main(int argc, char **argv) {
@@ -313,6 +441,12 @@ int main(int argc, char **argv) {
     weft_reactor_free(reactor);
     return fail(1, "cannot install signal handlers", NULL);
   }
+  struct reload_ctx reload = {argc, argv, listener};
+  struct event *hup = evsignal_new(weft_reactor_event_base(reactor), SIGHUP, on_sighup, &reload);
+  if (!hup || evsignal_add(hup, NULL) != 0) {
+    weft_reactor_free(reactor);
+    return fail(1, "cannot install the SIGHUP handler", NULL);
+  }
 
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
@@ -323,6 +457,7 @@ int main(int argc, char **argv) {
   fflush(stdout); /* a driver waits for this line: do not leave it in stdio's buffer */
 
   rc = weft_reactor_run(reactor);
+  event_free(hup);
   weft_reactor_free(reactor); /* closes every connection: each gets connection_lost */
   return rc == 0 ? 0 : fail(1, "reactor", weft_strerror(rc));
 }

@@ -393,6 +393,216 @@ int weft_key_to_pem(struct evp_pkey_st *key, char **out, size_t *len);
 int weft_cert_to_pem(struct x509_st *x509, char **out, size_t *len);
 /** @} */
 
+/* --- Serving TLS in production: identities chosen by SNI -------------------------------
+ *
+ * One listener may serve several identities (key, certificate chain, and optionally their own
+ * next-protocol list, client-certificate policy, ticket keys and OCSP response), chosen per
+ * connection from the ClientHello: by the user's selector (weft_cert_options_set_identity_
+ * selector), which sees the SNI name and the client's ALPN offer, else by the SNI name matched
+ * against each identity's names (exact names first, then one-label wildcards such as
+ * "*.example.com": it matches "a.example.com", not "example.com" nor "a.b.example.com"; all
+ * compared without case). A connection whose name matches nothing, or that sends no SNI, gets
+ * the listener's own key and certificate (the default identity), or, under
+ * WEFT_SNI_UNKNOWN_REJECT, a name that matches nothing is refused with the unrecognized_name
+ * alert (112).
+ *
+ * Each identity gets its own SSL_CTX, so its certificate, ALPN list and no-overlap policy,
+ * protocol selector, client-certificate policy and ticket keys apply as if it had its own
+ * listener. Everything an identity does not set is the listener's options' (TLS versions,
+ * ciphers, groups, time-outs, key log, verification hooks are always the listener's).
+ *
+ * Resumption: each identity's session id context is the listener's admission-policy digest
+ * (see "Session resumption") extended with the identity's names, so a session or ticket made
+ * under one identity never resumes under another, even when both share ticket keys and
+ * policy: a resumed session skips the certificate, so it must resume only where that same
+ * certificate would have been sent. Sessions of the default identity resume only on the
+ * default identity. An identity without ticket keys of its own uses the listener's (given or
+ * automatic) keys.
+ */
+
+/** One identity of a TLS server (opaque, reference counted). */
+typedef struct weft_tls_identity weft_tls_identity;
+
+/** Creates an empty identity (one reference). Give it a key and a certificate chain, then
+ * add it to server options with weft_cert_options_add_identity, which freezes it.
+ * Errors: WEFT_EINVAL (NULL), WEFT_ENOMEM. Any thread. */
+int weft_tls_identity_new(weft_tls_identity **out);
+
+/** @{ */
+/** Takes / drops a reference; the last unref frees. NULL is ignored. */
+weft_tls_identity *weft_tls_identity_ref(weft_tls_identity *identity);
+void weft_tls_identity_unref(weft_tls_identity *identity);
+/** @} */
+
+/** The sentence explaining the last failed call on IDENTITY ("" if none). */
+const char *weft_tls_identity_last_error(const weft_tls_identity *identity);
+
+/** @{ */
+/** The identity's key and certificate chain: as the weft_cert_options functions of the same
+ * names (same ownership and errors; WEFT_EFROZEN once the identity was added to options). */
+int weft_tls_identity_set_private_key(weft_tls_identity *identity, struct evp_pkey_st *pkey);
+int weft_tls_identity_set_certificate(weft_tls_identity *identity, struct x509_st *x509);
+int weft_tls_identity_add_chain_certificate(weft_tls_identity *identity, struct x509_st *x509);
+int weft_tls_identity_load_private_key_file(weft_tls_identity *identity, const char *path);
+int weft_tls_identity_load_certificate_chain_file(weft_tls_identity *identity,
+                                                  const char *path);
+/** @} */
+
+/** The identity's own next-protocol list (as weft_cert_options_set_next_protocols; COUNT 0 is
+ * an empty list of its own: nothing negotiated). Unset, the listener's list, policy and
+ * selector apply. */
+int weft_tls_identity_set_next_protocols(weft_tls_identity *identity, const char *const *names,
+                                         size_t count);
+
+/** The identity's own client-certificate policy: require a client certificate (ON 1) or not
+ * (0), verified against the identity's CAs if it was given any
+ * (weft_tls_identity_add_ca_certificate), else the listener's. Unset, the listener's policy
+ * applies. */
+int weft_tls_identity_set_require_certificate(weft_tls_identity *identity, int on);
+int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity, struct x509_st *x509);
+
+/** The identity's own ticket keys (as weft_cert_options_add_ticket_key_file). Unset, the
+ * listener's keys seal and open the identity's tickets. */
+int weft_tls_identity_add_ticket_key_file(weft_tls_identity *identity, const char *path);
+
+/** The identity's own OCSP response to staple (as weft_cert_options_set_ocsp_response). An
+ * identity never staples the listener's response (it is about another certificate). */
+int weft_tls_identity_load_ocsp_response_file(weft_tls_identity *identity, const char *path);
+
+/** Servers: adds IDENTITY under COUNT host NAMES (each a DNS name or "*." and at least two
+ * labels; copied). COUNT 0 adds an identity only a selector can choose (e.g. the acme-tls/1
+ * challenge certificate). Takes a reference to IDENTITY and freezes it. The identity's SSL_CTX
+ * is built with the options' (weft_cert_options_prepare): a bad identity (no key, key that
+ * does not match, ...) makes the listener fail to start, or a reload fail, naming it.
+ * Errors: WEFT_EINVAL (NULL, bad name), WEFT_EFROZEN, WEFT_ENOMEM. Thread: the options'. */
+int weft_cert_options_add_identity(weft_cert_options *options, const char *const *names,
+                                   size_t count, weft_tls_identity *identity);
+
+/** What a server does with an SNI name that matches no identity. */
+typedef enum weft_sni_unknown_policy {
+  WEFT_SNI_UNKNOWN_DEFAULT = 0, /**< serve the default identity (the default) */
+  WEFT_SNI_UNKNOWN_REJECT = 1   /**< fail the handshake with unrecognized_name (112) */
+} weft_sni_unknown_policy;
+
+/** Sets the unknown-name policy. A ClientHello without SNI always gets the default identity.
+ * Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+int weft_cert_options_set_sni_unknown_policy(weft_cert_options *options,
+                                             weft_sni_unknown_policy policy);
+
+/** @{ */
+/** Servers: chooses the identity of each connection before the names are matched. SERVER_NAME
+ * is the SNI name (NULL without SNI), OFFER the client's ALPN offer in wire form (OFFER_LEN
+ * bytes; NULL/0 when none): both borrowed for the call. Return 1 with *IDENTITY set to one of
+ * the identities added to these options (or NULL: the default identity); 0 to let the names
+ * decide; -1 to refuse the connection with unrecognized_name (112). An identity that was not
+ * added to these options fails the handshake (internal_error). This is how acme-tls/1 (RFC
+ * 8737) answers its challenge with a special certificate while other clients get the real
+ * one (see the guide, "TLS in production"). Runs in the reactor's thread during the handshake; must
+ * not block. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+typedef int (*weft_identity_selector)(void *arg, const char *server_name, const uint8_t *offer,
+                                      size_t offer_len, weft_tls_identity **identity);
+int weft_cert_options_set_identity_selector(weft_cert_options *options,
+                                            weft_identity_selector selector, void *arg);
+/** @} */
+
+/* --- Reload without restart ------------------------------------------------------------- */
+
+typedef struct weft_listener weft_listener;
+
+/** Replaces the TLS options of a running TLS listener. OPTIONS are prepared for the server role
+ * first (every identity's SSL_CTX built, files already read by their loaders): if that fails
+ * nothing changes, the listener keeps serving with what it had and the call returns the
+ * error, with the sentence in weft_cert_options_last_error(OPTIONS). On success the listener
+ * takes a reference to OPTIONS and drops its old one: every handshake that starts afterwards
+ * uses the new certificates, keys, protocol lists and policies; connections already accepted
+ * keep the options they started with (each holds its own reference) and are not disturbed.
+ * To reload files, build new options from the same file names (weft's loaders read files
+ * when called) and pass them here; ticket keys given by file reload the same way. With
+ * automatic ticket keys, the new options make new keys: tickets issued before the reload
+ * then get a full handshake (give ticket key files to keep resumption across reloads).
+ * Errors: WEFT_EINVAL (NULL, or a TCP listener), the errors of weft_cert_options_prepare.
+ * Thread: the listener's reactor thread (from another thread, use
+ * weft_reactor_call_from_thread). */
+int weft_listener_set_options(weft_listener *listener, weft_cert_options *options);
+
+/* --- OCSP stapling --------------------------------------------------------------------- */
+
+/** @{ */
+/** Servers: a DER OCSP response (copied; LEN bytes) or a file holding one, stapled to every
+ * handshake whose client asks for certificate status. It must parse and its status be
+ * "successful"; weft does not check its signature or dates (the client does): refresh it by
+ * reloading (weft_listener_set_options). Errors: WEFT_EINVAL (not an OCSP response, or not
+ * successful), WEFT_EIO (the file cannot be read), WEFT_EFROZEN, WEFT_ENOMEM. */
+int weft_cert_options_set_ocsp_response(weft_cert_options *options, const uint8_t *der,
+                                        size_t len);
+int weft_cert_options_load_ocsp_response_file(weft_cert_options *options, const char *path);
+/** @} */
+
+/** Clients: ask for certificate status and fail the handshake (WEFT_ECERTVERIFY; alert 113,
+ * bad_certificate_status_response) unless the server staples a successful OCSP response,
+ * signed by the certificate's issuer or a responder it delegated to (as the trust anchors
+ * see it), current (5 minutes of clock skew allowed) and saying "good" for the server's
+ * certificate. Default off. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+int weft_cert_options_set_require_ocsp(weft_cert_options *options, int on);
+
+/* --- Key log ------------------------------------------------------------------------------ */
+
+/** A key log line: NSS key log format (what SSLKEYLOGFILE gives browsers), without newline.
+ * Borrowed for the call. Runs in the reactor's thread during handshakes. */
+typedef void (*weft_keylog_callback)(void *arg, const char *line);
+
+/** @{ */
+/** Both roles: give every TLS secret of every connection made with these options to CALLBACK
+ * (NULL turns it off), or append it to the file PATH (opened now, created mode 0600 when
+ * missing; one line per secret, flushed at once; NULL closes it). Off by default. Key log
+ * lines ARE SECRETS: whoever reads them decrypts the captured traffic (Wireshark reads this
+ * format). Use only for debugging, never in production by default. Errors: WEFT_EINVAL,
+ * WEFT_EIO (the file cannot be opened; the message says why), WEFT_EFROZEN. */
+int weft_cert_options_set_keylog_callback(weft_cert_options *options,
+                                          weft_keylog_callback callback, void *arg);
+int weft_cert_options_set_keylog_file(weft_cert_options *options, const char *path);
+/** @} */
+
+/* --- Verification hooks ------------------------------------------------------------------ */
+
+/** @{ */
+/** Both roles: called once per handshake that verifies a peer certificate, after OpenSSL's
+ * own verification (chain, dates, trust, the client's identity check) and the pins. VERDICT
+ * is OpenSSL's result (0, X509_V_OK, or an X509_V_ERR_* code), CHAIN the verified chain
+ * (leaf first; when verification failed, the certificates the peer sent) of COUNT
+ * certificates (X509 *), borrowed for the call. Return 1 to accept, 0 to refuse: the
+ * handshake then fails with WEFT_ECERTVERIFY. The callback has the last word: returning 1
+ * when VERDICT is not 0 accepts a certificate OpenSSL refused (a custom policy; use with
+ * care); a pin mismatch is refused before the callback is asked. Runs in the reactor's thread
+ * during the handshake. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+typedef int (*weft_verify_callback)(void *arg, long verdict, struct x509_st *const *chain,
+                                    size_t count);
+int weft_cert_options_set_verify_callback(weft_cert_options *options,
+                                          weft_verify_callback callback, void *arg);
+/** @} */
+
+/** Clients (and servers, for client certificates): pins the peer's key. PIN is curl's form,
+ * "sha256//BASE64" (or just BASE64): the base64 of the SHA-256 of the DER SubjectPublicKeyInfo
+ * of the peer's leaf certificate (`openssl x509 -pubkey -noout | openssl pkey -pubin -outform
+ * der | openssl dgst -sha256 -binary | base64`). Call once per accepted key (e.g. the current
+ * and the next one). With pins set, a peer whose key matches none is refused
+ * (WEFT_ECERTVERIFY). With verification on, the pin is checked in addition to the chain; with
+ * verification off (weft_cert_options_set_verify(options, 0)) the pins alone decide (a pinned
+ * self-signed server). Errors: WEFT_EINVAL (malformed pin), WEFT_EFROZEN, WEFT_ENOMEM. */
+int weft_cert_options_add_pin_sha256(weft_cert_options *options, const char *pin);
+
+/* --- Miscellaneous --------------------------------------------------------------------- */
+
+/** Clients: require a negotiated protocol (default off). With a non-empty next-protocol list,
+ * a handshake that ends with no protocol negotiated (a server without ALPN or NPN, or under
+ * WEFT_NO_OVERLAP_CONTINUE) fails with WEFT_ENOPROTOCOL before build_protocol: the factory's
+ * connection_failed hears of it. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+int weft_cert_options_set_require_protocol(weft_cert_options *options, int on);
+
+/** Servers: how many TLS 1.3 session tickets to send after a full handshake (OpenSSL's
+ * default is 2; 0 sends none; at most 16). Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+int weft_cert_options_set_tls13_tickets(weft_cert_options *options, unsigned count);
+
 #ifdef __cplusplus
 }
 #endif

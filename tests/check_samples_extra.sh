@@ -63,6 +63,9 @@ wait_for() {
 start() {
   name=$1
   shift
+  # Empty the output first: a previous run of NAME left its own "listening on" line there,
+  # which wait_for would otherwise take for this one's.
+  : >"$tmp/$name.out"
   "$samples/$name" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   pid=$!
   pids="$pids $pid"

@@ -7,7 +7,7 @@
  * the peer reads them (write_drained), never from one giant buffer. ALPN offers http/1.1.
  *
  * Multi-core: --threads N runs N threads, each with its own reactor and its own listener on
- * the same address (weft_listen_ssl_ex with WEFT_LISTEN_REUSEPORT when N > 1), so the kernel
+ * the same address (an endpoint with weft_endpoint_set_reuseport when N > 1), so the kernel
  * spreads new connections among them; a connection stays on the thread that accepted it, and
  * the threads share nothing but the frozen TLS options. The main thread only waits for SIGTERM
  * or SIGINT (sigwait), then stops every reactor (weft_reactor_stop, safe from any thread) and

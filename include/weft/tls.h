@@ -142,8 +142,8 @@ WEFT_EXTERN int weft_cert_options_set_verify(weft_cert_options *options, int on)
 
 /** Clients: check the server's identity (default on). Every client checks one by default, on
  * every path (weft_connect_ssl, reconnectors, weft_transport_start_tls): the server name
- * (the connection's, else the options' weft_cert_options_set_server_name, else the host given
- * to weft_connect_ssl) matched against the certificate's DNS subjectAltNames, or, for an IP
+ * (the connection's, else the options' weft_cert_options_set_server_name, else the host
+ * connected to) matched against the certificate's DNS subjectAltNames, or, for an IP
  * literal, its IP subjectAltNames; with no name at all (weft_transport_start_tls with
  * SERVER_NAME NULL and no name in the options) the peer's IP address is checked, and a
  * connection with no IP address (a Unix socket) is refused with WEFT_EINVAL.
@@ -174,8 +174,8 @@ WEFT_EXTERN int weft_cert_options_set_verify_depth(weft_cert_options *options, i
 
 /** Clients: the server's host name, sent as SNI when it is a DNS name (never for IP literals)
  * and matched against the certificate (DNS name, or IP address subjectAltName). A connection's
- * own server_name (weft_connect_ssl, weft_transport_start_tls) takes precedence; with neither,
- * the host given to weft_connect_ssl, or for STARTTLS the peer's IP address, is checked (see
+ * own server name (weft_endpoint_set_server_name, weft_transport_start_tls) takes precedence;
+ * with neither, the host connected to, or for STARTTLS the peer's IP address, is checked (see
  * weft_cert_options_set_verify_identity). */
 WEFT_EXTERN int weft_cert_options_set_server_name(weft_cert_options *options, const char *name);
 

@@ -649,7 +649,7 @@ int main(int argc, char **argv) {
       return 1;
     }
     event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
-    weft_allocator wa = {w_malloc, w_free, w_calloc, w_realloc, NULL};
+    weft_allocator wa = {0, w_malloc, w_free, w_calloc, w_realloc, NULL};
     if (weft_set_allocator(&wa) != 0) {
       fputs("weft_set_allocator failed\n", stderr);
       return 1;
@@ -689,7 +689,7 @@ int main(int argc, char **argv) {
   weft_factory factory = {.build_protocol = build_http};
   weft_listener *listener = NULL;
   if (rc == 0) rc = weft_reactor_new(&reactor);
-  if (rc == 0) rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &factory, opts, 0, &listener);
+  if (rc == 0) rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &factory, opts, &listener);
   if (rc != 0) {
     fprintf(stderr, "setup failed: %s (%s)\n", weft_strerror(rc),
             weft_cert_options_last_error(opts));

@@ -8,6 +8,7 @@
 #include <weft/alloc.h>
 #include <weft/error.h>
 
+#include "abi-internal.h"
 #include "alloc-internal.h"
 
 static void *std_malloc(size_t size, void *user_data) {
@@ -27,16 +28,25 @@ static void *std_realloc(void *ptr, size_t size, void *user_data) {
   return realloc(ptr, size);
 }
 
-static weft_allocator current = {std_malloc, std_free, std_calloc, std_realloc, NULL};
+static weft_allocator current = {sizeof(weft_allocator), std_malloc, std_free, std_calloc,
+                                 std_realloc, NULL};
 static atomic_long outstanding;
 
 int weft_set_allocator(const weft_allocator *allocator) {
-  static const weft_allocator std = {std_malloc, std_free, std_calloc, std_realloc, NULL};
+  static const weft_allocator std = {sizeof(weft_allocator), std_malloc, std_free, std_calloc,
+                                     std_realloc, NULL};
   if (allocator && (!allocator->malloc || !allocator->free || !allocator->calloc ||
                     !allocator->realloc))
     return WEFT_EINVAL;
   if (atomic_load(&outstanding) != 0) return WEFT_EBUSY;
-  current = allocator ? *allocator : std;
+  if (!allocator) {
+    current = std;
+  } else { /* the size rule: copy what this version knows of the caller's struct */
+    weft_allocator copy = {0};
+    memcpy(&copy, allocator, WEFT__KNOWN_SIZE(allocator, weft_allocator));
+    copy.size = sizeof copy;
+    current = copy;
+  }
   return WEFT_OK;
 }
 

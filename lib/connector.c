@@ -356,21 +356,18 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
 }
 
 int weft_connect_tcp(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
-                     double timeout, const char *bind_address, weft_connector **out) {
-  return connect_common(reactor, host, port, factory, NULL, NULL, timeout, bind_address, NULL,
-                        out);
+                     weft_connector **out) {
+  return connect_common(reactor, host, port, factory, NULL, NULL, 0, NULL, NULL, out);
 }
 
 int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
-                     weft_cert_options *options, const char *server_name, double timeout,
-                     const char *bind_address, weft_connector **out) {
+                     weft_cert_options *options, weft_connector **out) {
   if (!options) {
     if (out)
       *out = NULL;
     return WEFT_EINVAL;
   }
-  return connect_common(reactor, host, port, factory, options, server_name, timeout,
-                        bind_address, NULL, out);
+  return connect_common(reactor, host, port, factory, options, NULL, 0, NULL, NULL, out);
 }
 
 int weft__connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,

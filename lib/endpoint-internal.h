@@ -1,6 +1,23 @@
-/* Private: helpers of lib/endpoint.c shared with lib/endpoint_parse.c. */
+/* Private: the endpoint's fields and helpers of lib/endpoint.c, shared with
+ * lib/endpoint_parse.c and lib/reconnect.c (which copies a client endpoint's settings). */
 #ifndef WEFT_ENDPOINT_INTERNAL_H
 #define WEFT_ENDPOINT_INTERNAL_H
+
+#include <weft/endpoint.h>
+
+struct weft_endpoint {
+  weft_endpoint_role role;
+  char *host;             /* client host, server interface; NULL: not set */
+  int port;               /* -1: not set */
+  weft_cert_options *tls; /* referenced; NULL: plain TCP */
+  char *server_name;      /* client */
+  char *bind_address;     /* client */
+  double timeout;         /* client: connect time-out; 0: the default */
+  int backlog;            /* server; 0: the default */
+  int reuseport;          /* server */
+  unsigned connection_limit; /* server; 0: none */
+  double write_timeout;      /* server; 0: none */
+};
 
 /* 1 if S is an IPv4 or IPv6 literal (without brackets), else 0 (also for NULL). */
 int weft__endpoint_is_ip(const char *s);

@@ -14,23 +14,11 @@
 
 #include "alloc-internal.h"
 #include "endpoint-internal.h"
+#include "listener-internal.h"
+#include "transport-internal.h"
 
 #define WEFT__HOST_MAX 255
 #define WEFT__SECONDS_MAX 1e6
-
-struct weft_endpoint {
-  weft_endpoint_role role;
-  char *host;             /* client host, server interface; NULL: not set */
-  int port;               /* -1: not set */
-  weft_cert_options *tls; /* referenced; NULL: plain TCP */
-  char *server_name;      /* client */
-  char *bind_address;     /* client */
-  double timeout;         /* client: connect time-out; 0: the default */
-  int backlog;            /* server; 0: the default */
-  int reuseport;          /* server */
-  unsigned connection_limit; /* server; 0: none */
-  double write_timeout;      /* server; 0: none */
-};
 
 int weft__endpoint_is_ip(const char *s) {
   unsigned char buf[sizeof(struct in6_addr)];
@@ -178,12 +166,9 @@ int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *ep, weft_fa
     *out = NULL;
   if (!reactor || !is_server(ep) || !factory || ep->port < 0)
     return WEFT_EINVAL;
-  unsigned flags = ep->reuseport ? WEFT_LISTEN_REUSEPORT : 0;
+  unsigned flags = ep->reuseport ? WEFT__LISTEN_REUSEPORT : 0;
   weft_listener *l;
-  int rc = ep->tls ? weft_listen_ssl_ex(reactor, ep->host, ep->port, factory, ep->tls,
-                                        ep->backlog, flags, &l)
-                   : weft_listen_tcp_ex(reactor, ep->host, ep->port, factory, ep->backlog, flags,
-                                        &l);
+  int rc = weft__listen(reactor, ep->host, ep->port, factory, ep->tls, ep->backlog, flags, &l);
   if (rc != 0)
     return rc;
   /* Nothing can be accepted before these apply: the loop does not run in between. */
@@ -202,9 +187,8 @@ int weft_endpoint_connect(weft_reactor *reactor, const weft_endpoint *ep, weft_f
     *out = NULL;
   if (!reactor || !is_client(ep) || !factory || !ep->host || ep->port < 1)
     return WEFT_EINVAL;
-  if (ep->tls)
-    return weft_connect_ssl(reactor, ep->host, ep->port, factory, ep->tls, ep->server_name,
-                            ep->timeout, ep->bind_address, out);
-  return weft_connect_tcp(reactor, ep->host, ep->port, factory, ep->timeout, ep->bind_address,
-                          out);
+  /* The server name matters only with TLS (weft_endpoint_set_server_name). */
+  return weft__connect(reactor, ep->host, ep->port, factory, ep->tls,
+                       ep->tls ? ep->server_name : NULL, ep->timeout, ep->bind_address, NULL,
+                       out);
 }

@@ -1,5 +1,5 @@
 /* Listeners: a listening socket under an evconnlistener; each accepted socket becomes a
- * transport (TCP ready at once, TLS after its handshake). With WEFT_LISTEN_REUSEPORT the socket
+ * transport (TCP ready at once, TLS after its handshake). With WEFT__LISTEN_REUSEPORT the socket
  * sets SO_REUSEPORT, so that listeners of several reactors (one per thread) share one port and
  * the kernel spreads new connections among them. */
 #include "config.h"
@@ -13,6 +13,7 @@
 #include <event2/listener.h>
 
 #include "alloc-internal.h"
+#include "listener-internal.h"
 #include "transport-internal.h"
 
 struct weft_listener {
@@ -157,14 +158,14 @@ static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int bac
 #ifdef SO_REUSEPORT
   /* Before bind: the kernel lets a socket join a port's group only if every socket bound to
    * it set the option (and has the same effective uid, on Linux). */
-  if ((flags & WEFT_LISTEN_REUSEPORT) &&
+  if ((flags & WEFT__LISTEN_REUSEPORT) &&
       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
     int err = errno;
     close(fd);
     return reuseport_error(err);
   }
 #else
-  (void)flags; /* listen_common refused WEFT_LISTEN_REUSEPORT already */
+  (void)flags; /* listen_common refused WEFT__LISTEN_REUSEPORT already */
 #endif
   if (bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, backlog) != 0) {
     int err = errno;
@@ -181,10 +182,10 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
   if (out)
     *out = NULL;
   if (!reactor || !factory || !factory->build_protocol || port < 0 || port > 65535 ||
-      (flags & ~(unsigned)WEFT_LISTEN_REUSEPORT) != 0)
+      (flags & ~(unsigned)WEFT__LISTEN_REUSEPORT) != 0)
     return WEFT_EINVAL;
 #ifndef SO_REUSEPORT
-  if (flags & WEFT_LISTEN_REUSEPORT)
+  if (flags & WEFT__LISTEN_REUSEPORT)
     return WEFT_ENOTSUP;
 #endif
   if (reactor->freeing)
@@ -233,31 +234,24 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
   return 0;
 }
 
+int weft__listen(weft_reactor *reactor, const char *interface, int port, weft_factory *factory,
+                 weft_cert_options *options, int backlog, unsigned flags, weft_listener **out) {
+  return listen_common(reactor, interface, port, factory, options, backlog, flags, out);
+}
+
 int weft_listen_tcp(weft_reactor *reactor, const char *interface, int port,
-                    weft_factory *factory, int backlog, weft_listener **out) {
-  return listen_common(reactor, interface, port, factory, NULL, backlog, 0, out);
+                    weft_factory *factory, weft_listener **out) {
+  return listen_common(reactor, interface, port, factory, NULL, 0, 0, out);
 }
 
-int weft_listen_tcp_ex(weft_reactor *reactor, const char *interface, int port,
-                       weft_factory *factory, int backlog, unsigned flags, weft_listener **out) {
-  return listen_common(reactor, interface, port, factory, NULL, backlog, flags, out);
-}
-
-int weft_listen_ssl_ex(weft_reactor *reactor, const char *interface, int port,
-                       weft_factory *factory, weft_cert_options *options, int backlog,
-                       unsigned flags, weft_listener **out) {
+int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
+                    weft_factory *factory, weft_cert_options *options, weft_listener **out) {
   if (!options) {
     if (out)
       *out = NULL;
     return WEFT_EINVAL;
   }
-  return listen_common(reactor, interface, port, factory, options, backlog, flags, out);
-}
-
-int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
-                    weft_factory *factory, weft_cert_options *options, int backlog,
-                    weft_listener **out) {
-  return weft_listen_ssl_ex(reactor, interface, port, factory, options, backlog, 0, out);
+  return listen_common(reactor, interface, port, factory, options, 0, 0, out);
 }
 
 int weft_listener_port(weft_listener *listener) {

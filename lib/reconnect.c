@@ -20,7 +20,9 @@
 
 #include <event2/event.h>
 
+#include "abi-internal.h"
 #include "alloc-internal.h"
+#include "endpoint-internal.h"
 #include "reactor-internal.h"
 #include "transport-internal.h"
 
@@ -48,7 +50,8 @@ struct weft_reconnector {
   char *server_name;
   char *bind_address;
   int port;
-  weft_reconnect_options opts;
+  double connect_timeout; /* the endpoint's; 0: the connector's default */
+  weft_reconnect_options opts; /* the 1.0 members read from the caller's, whatever its size */
 
   double delay;            /* the next wait, before jitter */
   int retries;             /* retries scheduled since the start or the last connection */
@@ -68,19 +71,19 @@ void weft_reconnect_options_init(weft_reconnect_options *o) {
   if (!o)
     return;
   memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
   o->initial_delay = 1.0;
   o->factor = 2.7182818284590451; /* Twisted's values */
   o->jitter = 0.11962656472;
   o->max_delay = 3600.0;
   o->max_retries = 0;
-  o->connect_timeout = 30.0;
 }
 
 static int options_valid(const weft_reconnect_options *o) {
   return isfinite(o->initial_delay) && o->initial_delay > 0 && isfinite(o->factor) &&
          o->factor >= 1 && isfinite(o->jitter) && o->jitter >= 0 && o->jitter <= 1 &&
          isfinite(o->max_delay) && o->max_delay >= o->initial_delay && o->max_delay <= 1e9 &&
-         o->max_retries >= 0 && !isnan(o->connect_timeout);
+         o->max_retries >= 0;
 }
 
 static void rc_destroy(weft_reconnector *rc) {
@@ -269,7 +272,7 @@ static int start_attempt(weft_reconnector *rc) {
   a->rc = rc;
   const weft__owner owner = {attempt_ready, attempt_closed, a};
   int err = weft__connect(rc->reactor, rc->host, rc->port, &a->factory, rc->cert_options,
-                          rc->server_name, rc->opts.connect_timeout, rc->bind_address, &owner,
+                          rc->server_name, rc->connect_timeout, rc->bind_address, &owner,
                           &a->connector);
   if (err != 0) {
     weft__free(a);
@@ -294,9 +297,8 @@ static void on_timer(void *arg) {
 
 /* --- the public functions ------------------------------------------------------------- */
 
-int weft_reconnect_start(weft_reactor *reactor, const char *host, int port,
-                         weft_factory *factory, weft_cert_options *cert_options,
-                         const char *server_name, const weft_reconnect_options *options,
+int weft_reconnect_start(weft_reactor *reactor, const weft_endpoint *endpoint,
+                         weft_factory *factory, const weft_reconnect_options *options,
                          weft_reconnector **out) {
   if (out)
     *out = NULL;
@@ -305,25 +307,30 @@ int weft_reconnect_start(weft_reactor *reactor, const char *host, int port,
     weft_reconnect_options_init(&defaults);
     options = &defaults;
   }
-  if (!reactor || !host || !*host || !factory || !factory->build_protocol || !out ||
-      port < 1 || port > 65535 || (server_name && !cert_options) || !options_valid(options))
+  if (!reactor || !endpoint || endpoint->role != WEFT_ENDPOINT_CLIENT || !endpoint->host ||
+      endpoint->port < 1 || !factory || !factory->build_protocol || !out ||
+      !options_valid(options))
     return WEFT_EINVAL;
   weft_reconnector *rc = weft__calloc(1, sizeof *rc);
   if (!rc)
     return WEFT_ENOMEM;
   rc->reactor = reactor;
   rc->factory = factory;
-  rc->port = port;
-  rc->opts = *options;
-  rc->opts.bind_address = NULL; /* the copy below is used */
+  rc->port = endpoint->port;
+  rc->connect_timeout = endpoint->timeout;
+  /* Only what this version knows is copied: a caller built against newer headers may pass a
+   * larger struct, whose tail is ignored (the size rule). Every member is a 1.0 one so far. */
+  memcpy(&rc->opts, options, WEFT__KNOWN_SIZE(options, weft_reconnect_options));
+  rc->opts.size = sizeof rc->opts;
   rc->delay = options->initial_delay;
-  rc->host = weft__strdup(host);
+  const char *server_name = endpoint->tls ? endpoint->server_name : NULL;
+  rc->host = weft__strdup(endpoint->host);
   rc->server_name = server_name ? weft__strdup(server_name) : NULL;
-  rc->bind_address = options->bind_address ? weft__strdup(options->bind_address) : NULL;
-  if (cert_options)
-    rc->cert_options = weft_cert_options_ref(cert_options);
+  rc->bind_address = endpoint->bind_address ? weft__strdup(endpoint->bind_address) : NULL;
+  if (endpoint->tls)
+    rc->cert_options = weft_cert_options_ref(endpoint->tls);
   if (!rc->host || (server_name && !rc->server_name) ||
-      (options->bind_address && !rc->bind_address)) {
+      (endpoint->bind_address && !rc->bind_address)) {
     rc_destroy(rc);
     return WEFT_ENOMEM;
   }

@@ -316,6 +316,13 @@ static int fill_cert(X509 *x, const weft_cert_spec *spec, EVP_PKEY *key, EVP_PKE
   return X509_sign(x, signer, md) > 0 ? 0 : WEFT_ETLS;
 }
 
+void weft_cert_spec_init(weft_cert_spec *spec) {
+  if (!spec)
+    return;
+  memset(spec, 0, sizeof *spec);
+  spec->size = sizeof *spec;
+}
+
 int weft_cert_generate(const weft_cert_spec *spec, EVP_PKEY *key, EVP_PKEY *issuer_key,
                        X509 *issuer_cert, X509 **out) {
   static const weft_cert_spec defaults;

@@ -176,7 +176,7 @@ int main(int argc, char **argv) {
   weft_listener *listener = NULL;
   if ((rc = weft_dispatch_factory_new(routes, 2, &fallback, &dispatch)) == 0 &&
       (rc = weft_reactor_new(&reactor)) == 0)
-    rc = weft_listen_ssl(reactor, *host ? host : NULL, (int)port, dispatch, opts, 0, &listener);
+    rc = weft_listen_ssl(reactor, *host ? host : NULL, (int)port, dispatch, opts, &listener);
   weft_cert_options_unref(opts); /* the listener holds its own reference */
   if (rc != 0) {
     fprintf(stderr, "error: cannot listen on %s:%ld: %s\n", host, port, weft_strerror(rc));

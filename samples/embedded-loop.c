@@ -130,10 +130,10 @@ int main(int argc, char **argv) {
   weft_reactor *reactor = NULL;
   weft_listener *listener = NULL;
   int rc = weft_reactor_new_with_base(app.base, &reactor);
-  if (rc == 0) rc = weft_listen_tcp(reactor, "127.0.0.1", 0, &echo_factory, 0, &listener);
+  if (rc == 0) rc = weft_listen_tcp(reactor, "127.0.0.1", 0, &echo_factory, &listener);
   if (rc == 0)
-    rc = weft_connect_tcp(reactor, "127.0.0.1", weft_listener_port(listener), &ping_factory, 5,
-                          NULL, NULL);
+    rc = weft_connect_tcp(reactor, "127.0.0.1", weft_listener_port(listener), &ping_factory,
+                          NULL);
   if (rc == 0 && event_base_dispatch(app.base) < 0) rc = WEFT_EIO; /* runs app and weft alike */
   if (rc != 0) fprintf(stderr, "error: %s\n", weft_strerror(rc));
 

@@ -7,7 +7,7 @@
  * the peer reads them (write_drained), never from one giant buffer. ALPN offers http/1.1.
  *
  * Multi-core: --threads N runs N threads, each with its own reactor and its own listener on
- * the same address (weft_listen_ssl_ex with WEFT_LISTEN_REUSEPORT when N > 1), so the kernel
+ * the same address (an endpoint with weft_endpoint_set_reuseport when N > 1), so the kernel
  * spreads new connections among them; a connection stays on the thread that accepted it, and
  * the threads share nothing but the frozen TLS options. The main thread only waits for SIGTERM
  * or SIGINT (sigwait), then stops every reactor (weft_reactor_stop, safe from any thread) and
@@ -62,7 +62,7 @@ struct server {
   weft_cert_options *opts;   /* shared, prepared (frozen) before the threads start */
   const char *host;
   int port;                  /* where to listen; the port actually bound once ready */
-  unsigned flags;            /* WEFT_LISTEN_REUSEPORT when there are several threads */
+  int reuseport;             /* share the port (SO_REUSEPORT) when there are several threads */
   char addr[64];             /* "HOST:PORT" bound, for the "listening on" line */
   sem_t *ready;              /* posted by the thread once its listener is up or setup failed */
   sem_t *release;            /* posted by the main thread after its last weft_reactor_stop */
@@ -328,10 +328,23 @@ static int use_generated_cert(weft_cert_options *o) {
 static void *server_main(void *arg) {
   struct server *sv = arg;
   weft_listener *listener = NULL;
+  /* An endpoint says where and how to listen; the short form weft_listen_ssl would do for one
+   * thread, but sharing the port between threads is an endpoint setting. */
+  weft_endpoint *ep = NULL;
   int rc = weft_reactor_new(&sv->reactor);
   if (rc == 0)
-    rc = weft_listen_ssl_ex(sv->reactor, sv->host, sv->port, &sv->factory, sv->opts, 0,
-                            sv->flags, &listener);
+    rc = weft_endpoint_new(WEFT_ENDPOINT_SERVER, &ep);
+  if (rc == 0)
+    rc = weft_endpoint_set_host(ep, sv->host); /* NULL: every IPv4 interface */
+  if (rc == 0)
+    rc = weft_endpoint_set_port(ep, sv->port);
+  if (rc == 0)
+    rc = weft_endpoint_set_tls(ep, sv->opts);
+  if (rc == 0)
+    rc = weft_endpoint_set_reuseport(ep, sv->reuseport);
+  if (rc == 0)
+    rc = weft_endpoint_listen(sv->reactor, ep, &sv->factory, &listener);
+  weft_endpoint_free(ep); /* the listener does not need it */
   if (rc == 0) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -424,7 +437,7 @@ int main(int argc, char **argv) {
     sv->opts = opts;
     sv->host = host;
     sv->port = i == 0 ? port : servers[0].port;
-    sv->flags = nthreads > 1 ? WEFT_LISTEN_REUSEPORT : 0;
+    sv->reuseport = nthreads > 1;
     sv->ready = &ready;
     sv->release = &release;
     if (pthread_create(&sv->thread, NULL, server_main, sv) != 0) {

@@ -156,9 +156,9 @@ static void run_case(weft_reactor *reactor, size_t i, EVP_PKEY *key, X509 *cert)
   weft_cert_options *client = make_options(&cases[i], 0, key, cert);
   weft_listener *listener = NULL;
   int rc = server && client ? 0 : WEFT_EINVAL;
-  if (rc == 0) rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &server_factory, server, 0, &listener);
+  if (rc == 0) rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &server_factory, server, &listener);
   if (rc == 0) rc = weft_connect_ssl(reactor, "127.0.0.1", weft_listener_port(listener),
-                                     &o->factory, client, NULL, 10, NULL, NULL);
+                                     &o->factory, client, NULL);
   weft_cert_options_unref(server); /* the listener and connector hold their own references */
   weft_cert_options_unref(client);
   if (rc != 0) snprintf(o->result, sizeof o->result, "failed: %s", weft_strerror(rc));

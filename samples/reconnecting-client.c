@@ -112,12 +112,17 @@ int main(int argc, char **argv) {
   ro.on_give_up = on_give_up;
 
   weft_cert_options *opts = NULL;
+  weft_endpoint *ep = NULL; /* where to connect: host, port, TLS options */
   weft_reconnector *rcn = NULL;
   int rc = weft_reactor_new(&reactor);
   if (rc == 0 && tls && (rc = weft_cert_options_new(&opts)) == 0 && insecure)
     rc = weft_cert_options_set_verify(opts, 0); /* accepts any server: for tests only */
-  if (rc == 0) /* TLS when opts is set; the server name defaults to HOST */
-    rc = weft_reconnect_start(reactor, host, port, &factory, opts, NULL, &ro, &rcn);
+  if (rc == 0 && (rc = weft_endpoint_new(WEFT_ENDPOINT_CLIENT, &ep)) == 0 &&
+      (rc = weft_endpoint_set_host(ep, host)) == 0 && (rc = weft_endpoint_set_port(ep, port)) == 0)
+    rc = weft_endpoint_set_tls(ep, opts); /* TLS when opts is set; the server name is HOST */
+  if (rc == 0)
+    rc = weft_reconnect_start(reactor, ep, &factory, &ro, &rcn);
+  weft_endpoint_free(ep); /* the reconnector copied what it needs */
   if (rc != 0)
     fprintf(stderr, "error: %s%s%s\n", weft_strerror(rc), opts ? ": " : "",
             opts ? weft_cert_options_last_error(opts) : "");

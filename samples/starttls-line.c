@@ -270,8 +270,8 @@ int main(int argc, char **argv) {
                                  .connection_failed = connection_failed};
   weft_listener *listener = NULL;
   if (rc == 0)
-    rc = listen ? weft_listen_tcp(reactor, *host ? host : NULL, (int)port, &factory, 0, &listener)
-                : weft_connect_tcp(reactor, host, (int)port, &factory, 0, NULL, NULL);
+    rc = listen ? weft_listen_tcp(reactor, *host ? host : NULL, (int)port, &factory, &listener)
+                : weft_connect_tcp(reactor, host, (int)port, &factory, NULL);
   if (rc != 0) {
     const char *why = tls ? weft_cert_options_last_error(tls) : "";
     fprintf(stderr, "error: %s\n", *why ? why : weft_strerror(rc));

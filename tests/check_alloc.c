@@ -77,7 +77,7 @@ static void *t_realloc(void *ptr, size_t size, void *u) {
   return should_fail() ? NULL : realloc(ptr, size);
 }
 
-static const weft_allocator failing = {t_malloc, t_free, t_calloc, t_realloc, NULL};
+static const weft_allocator failing = {0, t_malloc, t_free, t_calloc, t_realloc, NULL};
 
 /* libevent's allocations, failed the same way while A.libevent is set (experimental). */
 static int libevent_armed;
@@ -241,18 +241,18 @@ static int one_life(int tls) {
         ((rc = weft_cert_options_set_next_protocols(sopts, protos, 2)) != 0 ||
          (rc = weft_cert_options_set_next_protocols(copts, protos, 2)) != 0))
       goto out;
-    rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &server_factory, sopts, 0, &listener);
+    rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &server_factory, sopts, &listener);
   } else {
-    rc = weft_listen_tcp(reactor, "127.0.0.1", 0, &server_factory, 0, &listener);
+    rc = weft_listen_tcp(reactor, "127.0.0.1", 0, &server_factory, &listener);
   }
   if (rc != 0)
     goto out;
   int port = weft_listener_port(listener);
   if (tls)
-    rc = weft_connect_ssl(reactor, "127.0.0.1", port, &client_factory, copts, "localhost", 10,
-                          NULL, &connector);
+    rc = tu_connect(reactor, "127.0.0.1", port, &client_factory, copts, "localhost", 10, NULL,
+                    &connector);
   else
-    rc = weft_connect_tcp(reactor, "127.0.0.1", port, &client_factory, 10, NULL, &connector);
+    rc = weft_connect_tcp(reactor, "127.0.0.1", port, &client_factory, &connector);
   if (rc != 0)
     goto out;
   rc = weft_reactor_run_until(reactor, client_finished, NULL, 10);

@@ -245,8 +245,8 @@ static void pair_init(pair *p) {
 }
 
 static void pair_listen(pair *p, weft_cert_options *server_opts) {
-  int rc = weft_listen_ssl(p->reactor, "127.0.0.1", 0, p->listen_factory, server_opts, 0,
-                           &p->listener);
+  int rc =
+      weft_listen_ssl(p->reactor, "127.0.0.1", 0, p->listen_factory, server_opts, &p->listener);
   ck_assert_msg(rc == 0, "weft_listen_ssl: %s (%s)", weft_err_name(rc),
                 weft_cert_options_last_error(server_opts));
   p->port = weft_listener_port(p->listener);
@@ -255,8 +255,8 @@ static void pair_listen(pair *p, weft_cert_options *server_opts) {
 
 /* Starts a client connection to the listener with CLIENT_OPTS and SERVER_NAME. */
 static void pair_connect(pair *p, weft_cert_options *client_opts, const char *server_name) {
-  int rc = weft_connect_ssl(p->reactor, "127.0.0.1", p->port, &p->client.base, client_opts,
-                            server_name, 10.0, NULL, NULL);
+  int rc = tu_connect(p->reactor, "127.0.0.1", p->port, &p->client.base, client_opts, server_name,
+                      10.0, NULL, NULL);
   ck_assert_msg(rc == 0, "weft_connect_ssl: %s (%s)", weft_err_name(rc),
                 weft_cert_options_last_error(client_opts));
   p->attempts++;

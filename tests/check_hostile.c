@@ -1309,7 +1309,7 @@ static int emfile_child(int out) {
   tu_factory_init(&f);
   f.conn_config.echo = 1;
   weft_listener *l = NULL;
-  if (weft_listen_tcp(r, "127.0.0.1", 0, &f.base, 0, &l) != 0)
+  if (weft_listen_tcp(r, "127.0.0.1", 0, &f.base, &l) != 0)
     return 14;
   int port = weft_listener_port(l);
   /* Two client sockets, made while descriptors remain. */

@@ -133,7 +133,7 @@ static weft_cert_options *ticket_server(world *w, int v, const char *key_path) {
 
 static weft_listener *listen_on(world *w, weft_cert_options *o, int port, int *bound) {
   weft_listener *l = NULL;
-  int rc = weft_listen_ssl(w->r, "127.0.0.1", port, &w->server.base, o, 0, &l);
+  int rc = weft_listen_ssl(w->r, "127.0.0.1", port, &w->server.base, o, &l);
   ck_assert_msg(rc == 0, "weft_listen_ssl(127.0.0.1:%d): %s (%s)", port, weft_err_name(rc),
                 weft_cert_options_last_error(o));
   if (bound != NULL)
@@ -178,8 +178,7 @@ static result attempt(world *w, int port, weft_cert_options *copts, const char *
   waiter x = {w, w->client.made + w->client.failed, w->server.built + w->server.handshake_failed};
   int cf = w->client.failed, sf = w->server.handshake_failed;
   int ci = w->client.nconns, si = w->server.nconns;
-  int rc = weft_connect_ssl(w->r, "127.0.0.1", port, &w->client.base, copts, name, 10.0, NULL,
-                            NULL);
+  int rc = tu_connect(w->r, "127.0.0.1", port, &w->client.base, copts, name, 10.0, NULL, NULL);
   ck_assert_msg(rc == 0, "weft_connect_ssl: %s (%s)", weft_err_name(rc),
                 weft_cert_options_last_error(copts));
   tu_run_until(w->r, settled, &x, WAIT);
@@ -617,7 +616,7 @@ START_TEST(test_connect_ip_identity) {
   ro.max_retries = 0;
   ro.initial_delay = 60; /* one attempt is all this test waits for */
   weft_reconnector *rc = NULL;
-  int err = weft_reconnect_start(w.r, "127.0.0.1", port, &f.base, copts, NULL, &ro, &rc);
+  int err = tu_reconnect_start(w.r, "127.0.0.1", port, &f.base, copts, NULL, 0, NULL, &ro, &rc);
   ck_assert_msg(err == 0, "weft_reconnect_start: %s", weft_err_name(err));
   tu_wait_int(w.r, &f.failed, 1, WAIT);
   ck_assert_msg(f.last_failed.code == WEFT_EHOSTNAME, "reconnector: %s (%s)",

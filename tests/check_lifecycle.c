@@ -56,7 +56,7 @@ static void p_free(void *p, void *u) {
 }
 
 static void poison_on(void) {
-  weft_allocator a = {p_malloc, p_free, p_calloc, p_realloc, NULL};
+  weft_allocator a = {0, p_malloc, p_free, p_calloc, p_realloc, NULL};
   ck_assert_int_eq(weft_set_allocator(&a), 0);
 }
 
@@ -222,9 +222,8 @@ static void rf_start(rfix *fx, int tls, weft_cert_options **so, weft_cert_option
   ro.seed = 1;
   ro.on_retry = rf_retry_noted;
   ro.user_data = fx;
-  ck_assert_int_eq(weft_reconnect_start(fx->r, "127.0.0.1", port, &fx->client.base,
-                                        tls ? *co : NULL, tls ? "localhost" : NULL, &ro,
-                                        &fx->rc),
+  ck_assert_int_eq(tu_reconnect_start(fx->r, "127.0.0.1", port, &fx->client.base, tls ? *co : NULL,
+                                      tls ? "localhost" : NULL, 0, NULL, &ro, &fx->rc),
                    0);
 }
 

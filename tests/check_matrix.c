@@ -213,7 +213,7 @@ static void sw_lost(weft_protocol *p, weft_transport *t, const weft_reason *reas
   M.swap_lost++;
   tu_conn_ops.connection_lost(p, t, reason);
 }
-static const weft_protocol_ops swapped_ops = {sw_made, sw_data, sw_eof, sw_drained,
+static const weft_protocol_ops swapped_ops = {0, sw_made, sw_data, sw_eof, sw_drained,
                                               sw_tls_started, sw_lost};
 
 /* --- The action ---------------------------------------------------------------------------- */
@@ -508,7 +508,7 @@ static void fresh_connection(void) {
   f.fs.conn_config.echo = 1;
   int port;
   weft_listener *l = tu_listen_tcp_local(M.r, &f.fs, &port);
-  ck_assert_int_eq(weft_connect_tcp(M.r, "127.0.0.1", port, &f.fc.base, 5, NULL, NULL), 0);
+  ck_assert_int_eq(tu_connect(M.r, "127.0.0.1", port, &f.fc.base, NULL, NULL, 5, NULL, NULL), 0);
   m_run(fresh_pred, &f, 5);
   CELL_ASSERT(f.fc.made == 1, "no fresh connection (failed %d)", f.fc.failed);
   tu_conn *c = tu_factory_conn(&f.fc, 0);
@@ -595,16 +595,15 @@ START_TEST(test_cell) {
     ro.max_delay = 0.05;
     ro.max_retries = 2;
     ro.seed = 7;
-    ro.connect_timeout = 5;
-    ck_assert_int_eq(weft_reconnect_start(M.r, "127.0.0.1", target, cf, copts,
-                                          copts ? "localhost" : NULL, &ro, &M.rc),
+    ck_assert_int_eq(tu_reconnect_start(M.r, "127.0.0.1", target, cf, copts,
+                                        copts ? "localhost" : NULL, 5, NULL, &ro, &M.rc),
                      0);
   } else if (copts) {
-    ck_assert_int_eq(weft_connect_ssl(M.r, "127.0.0.1", target, cf, copts, "localhost", 5,
-                                      NULL, &M.connector),
-                     0);
+    ck_assert_int_eq(
+        tu_connect(M.r, "127.0.0.1", target, cf, copts, "localhost", 5, NULL, &M.connector), 0);
   } else {
-    ck_assert_int_eq(weft_connect_tcp(M.r, "127.0.0.1", target, cf, 5, NULL, &M.connector), 0);
+    ck_assert_int_eq(tu_connect(M.r, "127.0.0.1", target, cf, NULL, NULL, 5, NULL, &M.connector),
+                     0);
   }
 
   CELL_ASSERT(m_run(fired_pred, NULL, 5), "the callback under test never ran");

@@ -152,7 +152,6 @@ static void fixture_init(fixture *fx) {
   fx->ro.factor = 2;
   fx->ro.max_delay = 0.08;
   fx->ro.jitter = 0;
-  fx->ro.connect_timeout = 10;
   fx->ro.seed = 1;
   fx->ro.on_retry = on_retry;
   fx->ro.on_give_up = on_give_up;
@@ -164,8 +163,8 @@ static void fixture_listen(fixture *fx) {
 }
 
 static void fixture_start(fixture *fx, weft_cert_options *opts, const char *server_name) {
-  int rc = weft_reconnect_start(fx->r, "127.0.0.1", fx->port, &fx->client.base, opts,
-                                server_name, &fx->ro, &fx->rc);
+  int rc = tu_reconnect_start(fx->r, "127.0.0.1", fx->port, &fx->client.base, opts, server_name, 0,
+                              NULL, &fx->ro, &fx->rc);
   ck_assert_msg(rc == 0, "weft_reconnect_start: %s", weft_err_name(rc));
   ck_assert_ptr_nonnull(fx->rc);
 }
@@ -198,8 +197,7 @@ START_TEST(test_options_defaults) {
   ck_assert_double_eq_tol(o.jitter, 0.11962656, 1e-8);
   ck_assert_double_eq_tol(o.max_delay, 3600.0, 1e-9);
   ck_assert_int_eq(o.max_retries, 0);
-  ck_assert_double_eq_tol(o.connect_timeout, 30.0, 1e-12);
-  ck_assert_ptr_null(o.bind_address);
+  ck_assert_uint_eq(o.size, sizeof o);
   ck_assert(o.seed == 0);
   ck_assert_ptr_null(o.on_retry);
   ck_assert_ptr_null(o.on_give_up);
@@ -210,8 +208,8 @@ END_TEST
 
 static int start_with(fixture *fx, const weft_reconnect_options *ro) {
   weft_reconnector *out = (weft_reconnector *)&out; /* must be reset to NULL */
-  int rc = weft_reconnect_start(fx->r, "127.0.0.1", fx->port, &fx->client.base, NULL, NULL, ro,
-                                &out);
+  int rc = tu_reconnect_start(fx->r, "127.0.0.1", fx->port, &fx->client.base, NULL, NULL, 0,
+                              NULL, ro, &out);
   ck_assert_ptr_null(out);
   return rc;
 }
@@ -223,25 +221,33 @@ START_TEST(test_bad_arguments) {
   weft_reconnector *out = NULL;
   weft_factory no_build = {0};
 
-  ck_assert_int_eq(weft_reconnect_start(NULL, "127.0.0.1", fx.port, &fx.client.base, NULL, NULL,
-                                        &fx.ro, &out), WEFT_EINVAL);
-  ck_assert_int_eq(weft_reconnect_start(fx.r, NULL, fx.port, &fx.client.base, NULL, NULL,
-                                        &fx.ro, &out), WEFT_EINVAL);
-  ck_assert_int_eq(weft_reconnect_start(fx.r, "", fx.port, &fx.client.base, NULL, NULL, &fx.ro,
-                                        &out), WEFT_EINVAL);
-  ck_assert_int_eq(weft_reconnect_start(fx.r, "127.0.0.1", fx.port, NULL, NULL, NULL, &fx.ro,
-                                        &out), WEFT_EINVAL);
-  ck_assert_int_eq(weft_reconnect_start(fx.r, "127.0.0.1", fx.port, &no_build, NULL, NULL,
-                                        &fx.ro, &out), WEFT_EINVAL);
-  ck_assert_int_eq(weft_reconnect_start(fx.r, "127.0.0.1", fx.port, &fx.client.base, NULL, NULL,
-                                        &fx.ro, NULL), WEFT_EINVAL);
-  ck_assert_int_eq(weft_reconnect_start(fx.r, "127.0.0.1", fx.port, &fx.client.base, NULL,
-                                        "localhost", &fx.ro, &out), WEFT_EINVAL);
+  /* Where to connect comes from a client endpoint: NULL, a server endpoint, or one without its
+   * host or port is refused, as are the other NULL arguments. */
+  weft_endpoint *ep = tu_client_endpoint("127.0.0.1", fx.port, NULL, NULL, 0, NULL);
+  weft_endpoint *no_port = NULL, *no_host = NULL, *server = NULL;
+  ck_assert_int_eq(weft_endpoint_new(WEFT_ENDPOINT_CLIENT, &no_port), 0);
+  ck_assert_int_eq(weft_endpoint_set_host(no_port, "127.0.0.1"), 0);
+  ck_assert_int_eq(weft_endpoint_new(WEFT_ENDPOINT_CLIENT, &no_host), 0);
+  ck_assert_int_eq(weft_endpoint_set_port(no_host, fx.port), 0);
+  ck_assert_int_eq(weft_endpoint_new(WEFT_ENDPOINT_SERVER, &server), 0);
+  ck_assert_int_eq(weft_endpoint_set_host(server, "127.0.0.1"), 0);
+  ck_assert_int_eq(weft_endpoint_set_port(server, fx.port), 0);
+  ck_assert_int_eq(weft_reconnect_start(NULL, ep, &fx.client.base, &fx.ro, &out), WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, NULL, &fx.client.base, &fx.ro, &out), WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, no_port, &fx.client.base, &fx.ro, &out),
+                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, no_host, &fx.client.base, &fx.ro, &out),
+                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, server, &fx.client.base, &fx.ro, &out),
+                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, ep, NULL, &fx.ro, &out), WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, ep, &no_build, &fx.ro, &out), WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, ep, &fx.client.base, &fx.ro, NULL), WEFT_EINVAL);
   ck_assert_ptr_null(out);
-  int ports[] = {0, -1, 65536};
-  for (size_t i = 0; i < sizeof ports / sizeof ports[0]; i++)
-    ck_assert_int_eq(weft_reconnect_start(fx.r, "127.0.0.1", ports[i], &fx.client.base, NULL,
-                                          NULL, &fx.ro, &out), WEFT_EINVAL);
+  weft_endpoint_free(ep);
+  weft_endpoint_free(no_port);
+  weft_endpoint_free(no_host);
+  weft_endpoint_free(server);
 
   /* Each option out of its range. */
   weft_reconnect_options o;
@@ -265,8 +271,6 @@ START_TEST(test_bad_arguments) {
   BAD_OPTION(max_delay, 2e9);
   BAD_OPTION(max_delay, INFINITY);
   BAD_OPTION(max_retries, -1);
-  BAD_OPTION(connect_timeout, NAN);
-  BAD_OPTION(bind_address, "not-an-ip"); /* refused by weft_connect_tcp */
 #undef BAD_OPTION
 
   /* The accessors' NULL cases. */
@@ -298,8 +302,8 @@ START_TEST(test_tls_options_error) {
   EVP_PKEY *key = tu_make_key();
   tu_check_opt(opts, weft_cert_options_set_private_key(opts, key));
   weft_reconnector *out = NULL;
-  int rc = weft_reconnect_start(fx.r, "127.0.0.1", fx.port, &fx.client.base, opts, NULL, &fx.ro,
-                                &out);
+  int rc = tu_reconnect_start(fx.r, "127.0.0.1", fx.port, &fx.client.base, opts, NULL, 0, NULL,
+                              &fx.ro, &out);
   ck_assert_int_eq(rc, WEFT_EINVAL);
   ck_assert_ptr_null(out);
   ck_assert_str_ne(weft_cert_options_last_error(opts), "");
@@ -446,8 +450,7 @@ START_TEST(test_listener_appears_later) {
   tu_wait_int(fx.r, &fx.client.failed, 2, 10.0);
   ck_assert_int_eq(weft_reconnector_state(fx.rc), WEFT_RECONNECT_WAITING);
   ck_assert_double_eq_tol(weft_reconnector_current_delay(fx.rc), 0.2, 1e-12);
-  ck_assert_int_eq(weft_listen_tcp(fx.r, "127.0.0.1", fx.port, &fx.server.base, 0,
-                                   &fx.listener), 0);
+  ck_assert_int_eq(weft_listen_tcp(fx.r, "127.0.0.1", fx.port, &fx.server.base, &fx.listener), 0);
 
   tu_wait_int(fx.r, &fx.client.made, 1, 10.0);
   tu_conn *c = tu_factory_conn(&fx.client, 0);

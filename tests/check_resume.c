@@ -118,7 +118,7 @@ static weft_cert_options *client_opts(world *w, int version) {
 /* Listens on 127.0.0.1:PORT (0: any free port) with OPTIONS; stores the port in *BOUND. */
 static weft_listener *listen_on(world *w, weft_cert_options *options, int port, int *bound) {
   weft_listener *l = NULL;
-  int rc = weft_listen_ssl(w->r, "127.0.0.1", port, &w->server.base, options, 0, &l);
+  int rc = weft_listen_ssl(w->r, "127.0.0.1", port, &w->server.base, options, &l);
   ck_assert_msg(rc == 0, "weft_listen_ssl(127.0.0.1:%d): %s (%s)", port, weft_err_name(rc),
                 weft_cert_options_last_error(options));
   if (bound != NULL)
@@ -576,7 +576,7 @@ static void fleet_child(int sock, int version, const char *cert, const char *key
       weft_cert_options_add_ticket_key_file(o, ticket_key) != 0 ||
       weft_cert_options_set_session_cache(o, 0) != 0 ||
       weft_cert_options_set_tls_versions(o, version, version) != 0 ||
-      weft_listen_ssl(r, "127.0.0.1", 0, &f, o, 0, &l) != 0)
+      weft_listen_ssl(r, "127.0.0.1", 0, &f, o, &l) != 0)
     goto out;
   ev = event_new(weft_reactor_event_base(r), sock, EV_READ | EV_PERSIST, child_on_control, NULL);
   if (ev == NULL || event_add(ev, NULL) != 0)
@@ -878,8 +878,8 @@ static void tw_error(tworker *w, const char *what, int code) {
 
 static void tw_connect(tworker *w) {
   w->started++;
-  int rc = weft_connect_ssl(w->r, "127.0.0.1", w->port, &w->client_factory, w->copts,
-                            "localhost", 10, NULL, NULL);
+  int rc = tu_connect(w->r, "127.0.0.1", w->port, &w->client_factory, w->copts, "localhost", 10,
+                      NULL, NULL);
   if (rc != 0)
     tw_error(w, "weft_connect_ssl", rc);
 }
@@ -954,7 +954,7 @@ static void *tw_main(void *arg) {
   weft_listener *l = NULL;
   int rc = weft_reactor_new(&w->r);
   if (rc == 0)
-    rc = weft_listen_ssl(w->r, "127.0.0.1", 0, &w->server_factory, w->sopts, 0, &l);
+    rc = weft_listen_ssl(w->r, "127.0.0.1", 0, &w->server_factory, w->sopts, &l);
   if (rc != 0) {
     tw_error(w, "set-up", rc);
   } else {

@@ -1,4 +1,4 @@
-/* tests/check_reuseport.c: listeners that share a port (WEFT_LISTEN_REUSEPORT), the way a
+/* tests/check_reuseport.c: listeners that share a port (weft_endpoint_set_reuseport), the way a
  * multi-core weft server runs: one reactor per thread, each with its own listener on the same
  * address and port, the kernel spreading new connections among them.
  *
@@ -206,10 +206,10 @@ static void *worker_main(void *arg) {
   weft_listener *l = NULL;
   int rc = weft_reactor_new(&w->r);
   if (rc == 0)
-    rc = wd->tls ? weft_listen_ssl_ex(w->r, "127.0.0.1", w->port, &w->factory, wd->server_opts,
-                                      0, WEFT_LISTEN_REUSEPORT, &l)
-                 : weft_listen_tcp_ex(w->r, "127.0.0.1", w->port, &w->factory, 0,
-                                      WEFT_LISTEN_REUSEPORT, &l);
+    rc = wd->tls
+             ? tu_listen(w->r, "127.0.0.1", w->port, &w->factory, wd->server_opts, 0,
+                         TU_LISTEN_REUSEPORT, &l)
+             : tu_listen(w->r, "127.0.0.1", w->port, &w->factory, NULL, 0, TU_LISTEN_REUSEPORT, &l);
   if (rc == 0) {
     w->port = weft_listener_port(l);
   } else {
@@ -358,16 +358,15 @@ static void run_spread(int nworkers, int nconns, int tls) {
   /* While the group listens, a listener without the flag cannot have the port. */
   weft_factory plain = {.build_protocol = build_client};
   weft_listener *l = (weft_listener *)&plain; /* any non-NULL value: must be cleared */
-  int plain_rc = running > 0 ? weft_listen_tcp(wd->main, "127.0.0.1", port, &plain, 0, &l)
+  int plain_rc = running > 0 ? weft_listen_tcp(wd->main, "127.0.0.1", port, &plain, &l)
                              : WEFT_EADDRINUSE;
 
   int connect_errors = 0, rc = WEFT_EINVAL;
   if (running == nworkers) {
     for (int i = 0; i < nconns; i++) {
-      int crc = tls ? weft_connect_ssl(wd->main, "127.0.0.1", port, &wd->client_factory,
-                                       client_opts, "localhost", 30.0, NULL, NULL)
-                    : weft_connect_tcp(wd->main, "127.0.0.1", port, &wd->client_factory, 30.0,
-                                       NULL, NULL);
+      int crc = tls ? tu_connect(wd->main, "127.0.0.1", port, &wd->client_factory, client_opts,
+                                 "localhost", 30.0, NULL, NULL)
+                    : weft_connect_tcp(wd->main, "127.0.0.1", port, &wd->client_factory, NULL);
       connect_errors += crc != 0;
     }
     rc = weft_reactor_run_until(wd->main, all_reported, wd, DEADLINE);
@@ -459,29 +458,29 @@ START_TEST(test_addr_in_use) {
   weft_listener *a = NULL, *b = NULL, *c = (weft_listener *)fac, *p = NULL;
 
   /* A group of two on a port the kernel picks. */
-  ck_assert_int_eq(weft_listen_tcp_ex(r, "127.0.0.1", 0, fac, 0, WEFT_LISTEN_REUSEPORT, &a), 0);
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", 0, fac, NULL, 0, TU_LISTEN_REUSEPORT, &a), 0);
   int port = weft_listener_port(a);
   ck_assert_int_gt(port, 0);
-  ck_assert_int_eq(weft_listen_tcp_ex(r, "127.0.0.1", port, fac, 0, WEFT_LISTEN_REUSEPORT, &b),
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", port, fac, NULL, 0, TU_LISTEN_REUSEPORT, &b),
                    0);
   ck_assert_int_eq(weft_listener_port(b), port);
   /* Without the flag, in either form: refused, *OUT cleared. */
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", port, fac, 0, &c), WEFT_EADDRINUSE);
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", port, fac, &c), WEFT_EADDRINUSE);
   ck_assert_ptr_null(c);
   c = (weft_listener *)fac;
-  ck_assert_int_eq(weft_listen_tcp_ex(r, "127.0.0.1", port, fac, 0, 0, &c), WEFT_EADDRINUSE);
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", port, fac, NULL, 0, 0, &c), WEFT_EADDRINUSE);
   ck_assert_ptr_null(c);
   /* Port 0 with the flag picks another port: it never joins an existing group by chance. */
-  ck_assert_int_eq(weft_listen_tcp_ex(r, "127.0.0.1", 0, fac, 0, WEFT_LISTEN_REUSEPORT, &c), 0);
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", 0, fac, NULL, 0, TU_LISTEN_REUSEPORT, &c), 0);
   ck_assert_int_ne(weft_listener_port(c), port);
   weft_listener_stop(c);
 
   /* A plain listener's port cannot be joined, with or without the flag. */
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 0, fac, 0, &p), 0);
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 0, fac, &p), 0);
   int plain_port = weft_listener_port(p);
   c = (weft_listener *)fac;
   ck_assert_int_eq(
-      weft_listen_tcp_ex(r, "127.0.0.1", plain_port, fac, 0, WEFT_LISTEN_REUSEPORT, &c),
+      tu_listen(r, "127.0.0.1", plain_port, fac, NULL, 0, TU_LISTEN_REUSEPORT, &c),
       WEFT_EADDRINUSE);
   ck_assert_ptr_null(c);
   weft_listener_stop(p);
@@ -489,10 +488,10 @@ START_TEST(test_addr_in_use) {
   /* The group holds the port while one member remains; once both stopped it is free. */
   weft_listener_stop(a);
   c = (weft_listener *)fac;
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", port, fac, 0, &c), WEFT_EADDRINUSE);
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", port, fac, &c), WEFT_EADDRINUSE);
   ck_assert_ptr_null(c);
   weft_listener_stop(b);
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", port, fac, 0, &c), 0);
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", port, fac, &c), 0);
   ck_assert_int_eq(weft_listener_port(c), port);
 
   weft_reactor_free(r);
@@ -515,7 +514,7 @@ START_TEST(test_bad_arguments) {
   tu_pki pki;
   tu_pki_init(&pki);
   weft_cert_options *opts = tu_server_options(&pki);
-  const unsigned share = WEFT_LISTEN_REUSEPORT;
+  const unsigned share = TU_LISTEN_REUSEPORT;
   weft_listener *junk = (weft_listener *)fac, *l;
 
 #define EXPECT_EINVAL(call)                                                                    \
@@ -524,34 +523,30 @@ START_TEST(test_bad_arguments) {
     ck_assert_int_eq((call), WEFT_EINVAL);                                                     \
     ck_assert_ptr_null(l);                                                                     \
   } while (0)
-  /* Unknown flags. */
-  EXPECT_EINVAL(weft_listen_tcp_ex(r, "127.0.0.1", 0, fac, 0, 1u << 1, &l));
-  EXPECT_EINVAL(weft_listen_tcp_ex(r, "127.0.0.1", 0, fac, 0, ~0u, &l));
-  EXPECT_EINVAL(weft_listen_ssl_ex(r, "127.0.0.1", 0, fac, opts, 0, share | 1u << 31, &l));
-  /* The arguments weft_listen_tcp / weft_listen_ssl refuse, with the flag. */
-  EXPECT_EINVAL(weft_listen_tcp_ex(NULL, "127.0.0.1", 0, fac, 0, share, &l));
-  EXPECT_EINVAL(weft_listen_tcp_ex(r, "127.0.0.1", 0, NULL, 0, share, &l));
-  EXPECT_EINVAL(weft_listen_tcp_ex(r, "127.0.0.1", 0, &no_build, 0, share, &l));
-  EXPECT_EINVAL(weft_listen_tcp_ex(r, "127.0.0.1", -1, fac, 0, share, &l));
-  EXPECT_EINVAL(weft_listen_tcp_ex(r, "127.0.0.1", 65536, fac, 0, share, &l));
-  EXPECT_EINVAL(weft_listen_tcp_ex(r, "localhost", 0, fac, 0, share, &l));
-  EXPECT_EINVAL(weft_listen_ssl_ex(r, "127.0.0.1", 0, fac, NULL, 0, share, &l));
-  EXPECT_EINVAL(weft_listen_ssl_ex(NULL, "127.0.0.1", 0, fac, opts, 0, share, &l));
-  EXPECT_EINVAL(weft_listen_ssl_ex(r, "127.0.0.1", 0, &no_build, opts, 0, share, &l));
+  /* The arguments weft_listen_tcp / weft_listen_ssl refuse, with the flag (an endpoint). */
+  EXPECT_EINVAL(tu_listen(NULL, "127.0.0.1", 0, fac, NULL, 0, share, &l));
+  EXPECT_EINVAL(tu_listen(r, "127.0.0.1", 0, NULL, NULL, 0, share, &l));
+  EXPECT_EINVAL(tu_listen(r, "127.0.0.1", 0, &no_build, NULL, 0, share, &l));
+  EXPECT_EINVAL(tu_listen(r, "127.0.0.1", -1, fac, NULL, 0, share, &l));
+  EXPECT_EINVAL(tu_listen(r, "127.0.0.1", 65536, fac, NULL, 0, share, &l));
+  EXPECT_EINVAL(tu_listen(r, "localhost", 0, fac, NULL, 0, share, &l));
+  EXPECT_EINVAL(weft_listen_ssl(r, "127.0.0.1", 0, fac, NULL, &l));
+  EXPECT_EINVAL(tu_listen(NULL, "127.0.0.1", 0, fac, opts, 0, share, &l));
+  EXPECT_EINVAL(tu_listen(r, "127.0.0.1", 0, &no_build, opts, 0, share, &l));
 #undef EXPECT_EINVAL
   /* OUT may be NULL on failure too. */
-  ck_assert_int_eq(weft_listen_tcp_ex(r, "127.0.0.1", 0, fac, 0, 2, NULL), WEFT_EINVAL);
+  ck_assert_int_eq(tu_listen(r, "localhost", 0, fac, NULL, 0, share, NULL), WEFT_EINVAL);
   /* Options without an identity: weft_cert_options_prepare's error. */
   weft_cert_options *empty;
   ck_assert_int_eq(weft_cert_options_new(&empty), 0);
   l = junk;
-  ck_assert_int_eq(weft_listen_ssl_ex(r, "127.0.0.1", 0, fac, empty, 0, share, &l),
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", 0, fac, empty, 0, share, &l),
                    WEFT_EINVAL);
   ck_assert_ptr_null(l);
   weft_cert_options_unref(empty);
   /* And the good call works, on TCP and TLS, with OUT NULL. */
-  ck_assert_int_eq(weft_listen_tcp_ex(r, "127.0.0.1", 0, fac, 0, share, NULL), 0);
-  ck_assert_int_eq(weft_listen_ssl_ex(r, "127.0.0.1", 0, fac, opts, 16, share, NULL), 0);
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", 0, fac, NULL, 0, share, NULL), 0);
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", 0, fac, opts, 16, share, NULL), 0);
 
   weft_reactor_free(r); /* stops the two listeners */
   weft_cert_options_unref(opts);

@@ -729,7 +729,7 @@ START_TEST(test_protocol_freed_in_lost) {
   tu_factory client;
   tu_factory_init(&client);
   weft_listener *l = NULL;
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 0, &server.base, 0, &l), 0);
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 0, &server.base, &l), 0);
   int port = weft_listener_port(l);
   /* 1: the client closes; 2: the client aborts; 3: a raw client resets; 4: reactor free. */
   for (int i = 0; i < 2; i++) {
@@ -884,7 +884,7 @@ START_TEST(test_failed_timeout) {
   tu_factory client;
   tu_factory_init(&client);
   double start = tu_now();
-  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", port, &client.base, 0.5, NULL, NULL), 0);
+  ck_assert_int_eq(tu_connect(r, "127.0.0.1", port, &client.base, NULL, NULL, 0.5, NULL, NULL), 0);
   tu_wait_int(r, &client.failed, 1, 10.0);
   double took = tu_now() - start;
   tu_settle(r, 0.1);
@@ -908,8 +908,7 @@ START_TEST(test_failed_not_found) {
   tu_fake_dns *dns = tu_fake_dns_start(r, TU_DNS_NXDOMAIN);
   tu_factory client;
   tu_factory_init(&client);
-  ck_assert_int_eq(weft_connect_tcp(r, "no-such-host.invalid", tu_free_port(), &client.base, 10.0,
-                                    NULL, NULL),
+  ck_assert_int_eq(weft_connect_tcp(r, "no-such-host.invalid", tu_free_port(), &client.base, NULL),
                    0);
   ck_assert_int_eq(client.failed, 0);
   tu_wait_int(r, &client.failed, 1, 10.0);
@@ -934,7 +933,7 @@ START_TEST(test_connect_localhost) {
   p.server.conn_config.echo = 1;
   p.client.conn_config.greeting = "ping";
   p.client.conn_config.greeting_len = 4;
-  ck_assert_int_eq(weft_connect_tcp(p.r, "localhost", p.port, &p.client.base, 10.0, NULL, NULL),
+  ck_assert_int_eq(weft_connect_tcp(p.r, "localhost", p.port, &p.client.base, NULL),
                    0);
   tu_conn *c = tu_wait_conn(p.r, &p.client, 0, 10.0);
   tu_wait_size(p.r, &c->rx_len, 4, 10.0);
@@ -961,7 +960,7 @@ START_TEST(test_resolve_every_address) {
   p.client.conn_config.greeting = "multi";
   p.client.conn_config.greeting_len = 5;
   ck_assert_int_eq(
-      weft_connect_tcp(p.r, "multi.weft.test", p.port, &p.client.base, 10.0, NULL, NULL), 0);
+      weft_connect_tcp(p.r, "multi.weft.test", p.port, &p.client.base, NULL), 0);
   tu_conn *c = tu_wait_conn(p.r, &p.client, 0, 10.0);
   tu_wait_size(p.r, &c->rx_len, 5, 10.0);
   ck_assert_msg(tu_conn_rx_equals(c, "multi", 5), "client got '%s'", RX_STR(c));
@@ -973,7 +972,7 @@ START_TEST(test_resolve_every_address) {
   ck_assert_int_ge(queries, 1);
 
   ck_assert_int_eq(
-      weft_connect_tcp(p.r, "dead.weft.test", p.port, &p.client.base, 10.0, NULL, NULL), 0);
+      weft_connect_tcp(p.r, "dead.weft.test", p.port, &p.client.base, NULL), 0);
   tu_wait_int(p.r, &p.client.failed, 1, 10.0);
   ck_assert_msg(p.client.last_failed.code == WEFT_ECONNREFUSED, "%s (%s)",
                 weft_err_name(p.client.last_failed.code), p.client.last_failed.message);
@@ -988,7 +987,7 @@ START_TEST(test_bind_address) {
   pair p;
   pair_init(&p);
   ck_assert_int_eq(
-      weft_connect_tcp(p.r, "127.0.0.1", p.port, &p.client.base, 10.0, "127.0.0.1", NULL), 0);
+      tu_connect(p.r, "127.0.0.1", p.port, &p.client.base, NULL, NULL, 10.0, "127.0.0.1", NULL), 0);
   tu_conn *s = tu_wait_conn(p.r, &p.server, 0, 10.0);
   tu_conn *c = tu_wait_conn(p.r, &p.client, 0, 10.0);
   char buf[64];
@@ -1001,7 +1000,7 @@ START_TEST(test_bind_address) {
   if (tu_ipv6_available()) {
     /* An IPv6 source for an IPv4 destination cannot work: one failure, no crash. */
     ck_assert_int_eq(
-        weft_connect_tcp(p.r, "127.0.0.1", p.port, &p.client.base, 10.0, "::1", NULL), 0);
+        tu_connect(p.r, "127.0.0.1", p.port, &p.client.base, NULL, NULL, 10.0, "::1", NULL), 0);
     tu_wait_int(p.r, &p.client.failed, 1, 10.0);
     tu_settle(p.r, 0.05);
     ck_assert_int_eq(p.client.failed, 1);
@@ -1025,10 +1024,10 @@ START_TEST(test_ipv6) {
   client.conn_config.greeting = "six";
   client.conn_config.greeting_len = 3;
   weft_listener *l = NULL;
-  ck_assert_int_eq(weft_listen_tcp(r, "::1", 0, &server.base, 0, &l), 0);
+  ck_assert_int_eq(weft_listen_tcp(r, "::1", 0, &server.base, &l), 0);
   int port = weft_listener_port(l);
   ck_assert_int_gt(port, 0);
-  ck_assert_int_eq(weft_connect_tcp(r, "::1", port, &client.base, 10.0, NULL, NULL), 0);
+  ck_assert_int_eq(weft_connect_tcp(r, "::1", port, &client.base, NULL), 0);
   tu_conn *c = tu_wait_conn(r, &client, 0, 10.0);
   tu_wait_size(r, &c->rx_len, 3, 10.0);
   ck_assert_msg(tu_conn_rx_equals(c, "six", 3), "client got '%s'", RX_STR(c));
@@ -1219,24 +1218,27 @@ START_TEST(test_bad_arguments) {
   tu_factory_init(&f);
   weft_factory no_build = {0};
   weft_listener *l = NULL;
-  ck_assert_int_eq(weft_listen_tcp(NULL, "127.0.0.1", 0, &f.base, 0, &l), WEFT_EINVAL);
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 0, NULL, 0, &l), WEFT_EINVAL);
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 0, &no_build, 0, &l), WEFT_EINVAL);
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", -1, &f.base, 0, &l), WEFT_EINVAL);
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 65536, &f.base, 0, &l), WEFT_EINVAL);
-  ck_assert_int_eq(weft_listen_tcp(r, "not-an-ip", 0, &f.base, 0, &l), WEFT_EINVAL);
-  ck_assert_int_eq(weft_listen_tcp(r, "localhost", 0, &f.base, 0, &l), WEFT_EINVAL);
+  ck_assert_int_eq(weft_listen_tcp(NULL, "127.0.0.1", 0, &f.base, &l), WEFT_EINVAL);
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 0, NULL, &l), WEFT_EINVAL);
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 0, &no_build, &l), WEFT_EINVAL);
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", -1, &f.base, &l), WEFT_EINVAL);
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 65536, &f.base, &l), WEFT_EINVAL);
+  ck_assert_int_eq(weft_listen_tcp(r, "not-an-ip", 0, &f.base, &l), WEFT_EINVAL);
+  ck_assert_int_eq(weft_listen_tcp(r, "localhost", 0, &f.base, &l), WEFT_EINVAL);
 
   int port = tu_free_port();
   weft_connector *cn = NULL;
-  ck_assert_int_eq(weft_connect_tcp(NULL, "127.0.0.1", port, &f.base, 1, NULL, &cn), WEFT_EINVAL);
-  ck_assert_int_eq(weft_connect_tcp(r, NULL, port, &f.base, 1, NULL, &cn), WEFT_EINVAL);
-  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", port, NULL, 1, NULL, &cn), WEFT_EINVAL);
-  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", port, &no_build, 1, NULL, &cn), WEFT_EINVAL);
-  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", 0, &f.base, 1, NULL, &cn), WEFT_EINVAL);
-  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", -1, &f.base, 1, NULL, &cn), WEFT_EINVAL);
-  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", 65536, &f.base, 1, NULL, &cn), WEFT_EINVAL);
-  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", port, &f.base, 1, "not-an-ip", &cn),
+  ck_assert_int_eq(weft_connect_tcp(NULL, "127.0.0.1", port, &f.base, &cn),
+                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_connect_tcp(r, NULL, port, &f.base, &cn), WEFT_EINVAL);
+  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", port, NULL, &cn), WEFT_EINVAL);
+  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", port, &no_build, &cn),
+                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", 0, &f.base, &cn), WEFT_EINVAL);
+  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", -1, &f.base, &cn), WEFT_EINVAL);
+  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", 65536, &f.base, &cn),
+                   WEFT_EINVAL);
+  ck_assert_int_eq(tu_connect(r, "127.0.0.1", port, &f.base, NULL, NULL, 1, "not-an-ip", &cn),
                    WEFT_EINVAL);
 
   ck_assert_int_eq(weft_listener_port(NULL), -1);
@@ -1269,10 +1271,10 @@ START_TEST(test_listen_errors) {
   socklen_t len = sizeof sin;
   ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
   weft_listener *l = NULL;
-  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", ntohs(sin.sin_port), &f.base, 0, &l),
+  ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", ntohs(sin.sin_port), &f.base, &l),
                    WEFT_EADDRINUSE);
   /* 192.0.2.1 (TEST-NET-1) is no local address: bind fails, nothing is sent. */
-  ck_assert_int_eq(weft_listen_tcp(r, "192.0.2.1", 0, &f.base, 0, &l), WEFT_EADDRNOTAVAIL);
+  ck_assert_int_eq(weft_listen_tcp(r, "192.0.2.1", 0, &f.base, &l), WEFT_EADDRNOTAVAIL);
   close(fd);
   tu_settle(r, 0.05);
   ck_assert_int_eq(f.built + f.failed + f.made + f.lost, 0);
@@ -1287,7 +1289,7 @@ START_TEST(test_connector_cancel) {
   pair p;
   pair_init(&p);
   weft_connector *cn = NULL;
-  ck_assert_int_eq(weft_connect_tcp(p.r, "127.0.0.1", p.port, &p.client.base, 10.0, NULL, &cn), 0);
+  ck_assert_int_eq(weft_connect_tcp(p.r, "127.0.0.1", p.port, &p.client.base, &cn), 0);
   ck_assert_ptr_nonnull(cn);
   ck_assert_int_eq(weft_connector_cancel(cn), 0);
   ck_assert_int_eq(p.client.failed, 0); /* from the loop, not from inside cancel */
@@ -1314,7 +1316,7 @@ START_TEST(test_connector_cancel_resolving) {
   tu_factory_init(&client);
   weft_connector *cn = NULL;
   ck_assert_int_eq(
-      weft_connect_tcp(r, "no-such-host.invalid", tu_free_port(), &client.base, 10.0, NULL, &cn),
+      weft_connect_tcp(r, "no-such-host.invalid", tu_free_port(), &client.base, &cn),
       0);
   /* Wait until the query reached the (silent) server, then cancel mid-resolution. */
   tu_run_until(r, dns_asked, dns, 10.0);
@@ -1342,8 +1344,7 @@ START_TEST(test_reactor_free_pending_connectors) {
   int port;
   tu_listen_tcp_local(r, &server, &port);
   tu_connect_tcp_local(r, &client, port);                                  /* connecting */
-  ck_assert_int_eq(weft_connect_tcp(r, "no-such-host.invalid", port, &client.base, 10.0, NULL,
-                                    NULL),
+  ck_assert_int_eq(weft_connect_tcp(r, "no-such-host.invalid", port, &client.base, NULL),
                    0);                                                      /* resolving */
   ck_assert_int_eq(client.failed, 0);
   tu_fake_dns_free(dns);
@@ -1478,7 +1479,7 @@ START_TEST(test_listen_any) {
   client.conn_config.greeting = "any";
   client.conn_config.greeting_len = 3;
   weft_listener *l = NULL;
-  ck_assert_int_eq(weft_listen_tcp(r, NULL, 0, &server.base, -1, &l), 0);
+  ck_assert_int_eq(tu_listen(r, NULL, 0, &server.base, NULL, -1, 0, &l), 0);
   int port = weft_listener_port(l);
   ck_assert_int_gt(port, 0);
   struct sockaddr_storage ss;

@@ -350,10 +350,10 @@ static void *worker_main(void *arg) {
   w->self = pthread_self();
   int rc = weft_reactor_new(&w->r);
   if (rc == 0)
-    rc = weft_listen_tcp(w->r, "127.0.0.1", 0, &w->server_factory, 0, &w->tcp_listener);
+    rc = weft_listen_tcp(w->r, "127.0.0.1", 0, &w->server_factory, &w->tcp_listener);
   if (rc == 0)
-    rc = weft_listen_ssl(w->r, "127.0.0.1", 0, &w->server_factory, w->server_opts, 0,
-                         &w->tls_listener);
+    rc =
+        weft_listen_ssl(w->r, "127.0.0.1", 0, &w->server_factory, w->server_opts, &w->tls_listener);
   if (rc != 0) {
     worker_error(w, "setup: %s (%s)", weft_err_name(rc),
                  weft_cert_options_last_error(w->server_opts));
@@ -370,10 +370,9 @@ static void *worker_main(void *arg) {
     int tcp_port = atomic_load(&next->tcp_port), tls_port = atomic_load(&next->tls_port);
     for (int i = 0; i < TCP_CLIENTS + TLS_CLIENTS && tcp_port > 0 && tls_port > 0; i++) {
       int tls = i >= TCP_CLIENTS;
-      rc = tls ? weft_connect_ssl(w->r, "127.0.0.1", tls_port, &w->client_factory,
-                                  w->client_opts, "localhost", 20.0, NULL, NULL)
-               : weft_connect_tcp(w->r, "127.0.0.1", tcp_port, &w->client_factory, 20.0, NULL,
-                                  NULL);
+      rc = tls ? tu_connect(w->r, "127.0.0.1", tls_port, &w->client_factory, w->client_opts,
+                            "localhost", 20.0, NULL, NULL)
+               : weft_connect_tcp(w->r, "127.0.0.1", tcp_port, &w->client_factory, NULL);
       if (rc != 0) {
         worker_error(w, "connect: %s (%s)", weft_err_name(rc),
                      weft_cert_options_last_error(w->client_opts));

@@ -627,11 +627,10 @@ START_TEST(test_hostname_match) {
 
   weft_listener *l6 = NULL;
   if (tu_ipv6_available()) {
-    int rc = weft_listen_ssl(w.r, "::1", 0, &w.server.base, w.sopts, 0, &l6);
+    int rc = weft_listen_ssl(w.r, "::1", 0, &w.server.base, w.sopts, &l6);
     ck_assert_msg(rc == 0, "listen ::1: %s", weft_err_name(rc));
     weft_connector *conn = NULL;
-    rc = weft_connect_ssl(w.r, "::1", weft_listener_port(l6), &w.client.base, w.copts, NULL,
-                          10.0, NULL, &conn);
+    rc = weft_connect_ssl(w.r, "::1", weft_listener_port(l6), &w.client.base, w.copts, &conn);
     ck_assert_int_eq(rc, 0);
     tu_conn *c2 = tu_wait_conn(w.r, &w.client, 2, 20.0);
     ck_assert_int_eq(c2->made, 1);
@@ -718,7 +717,7 @@ START_TEST(test_key_mismatch) {
   tu_factory_init(&f);
   ck_assert_int_eq(weft_cert_options_new(&o), 0);
   weft_listener *l = NULL;
-  int rc = weft_listen_ssl(r, "127.0.0.1", 0, &f.base, o, 0, &l);
+  int rc = weft_listen_ssl(r, "127.0.0.1", 0, &f.base, o, &l);
   ck_assert_msg(rc < 0, "listening without a certificate succeeded");
   ck_assert_ptr_null(l);
   ck_assert_msg(weft_cert_options_last_error(o)[0] != '\0', "no last error for %s",

@@ -153,8 +153,8 @@ static void launch(load *L) {
     long busy = L->sequential ? L->started - L->c_lost - L->c_failed
                               : L->started - L->c_made - L->c_failed;
     if (busy >= L->max_in_flight) break;
-    int rc = weft_connect_ssl(L->r, "127.0.0.1", L->port, &L->cfactory, L->copts, "localhost",
-                              60.0, NULL, NULL);
+    int rc = tu_connect(L->r, "127.0.0.1", L->port, &L->cfactory, L->copts, "localhost", 60.0, NULL,
+                        NULL);
     if (rc != 0) {
       L->connect_rc = rc;
       snprintf(L->first_error, sizeof L->first_error, "weft_connect_ssl: %s", weft_err_name(rc));
@@ -297,7 +297,7 @@ static void load_init(load *L, long target, long max_in_flight, int sequential) 
   L->cfactory.build_protocol = c_build;
   L->cfactory.connection_failed = c_failed;
   L->cfactory.data = L;
-  int rc = weft_listen_ssl(L->r, "127.0.0.1", 0, &L->sfactory, L->sopts, BACKLOG, &L->listener);
+  int rc = tu_listen(L->r, "127.0.0.1", 0, &L->sfactory, L->sopts, BACKLOG, 0, &L->listener);
   ck_assert_msg(rc == 0, "weft_listen_ssl: %s (%s)", weft_err_name(rc),
                 weft_cert_options_last_error(L->sopts));
   L->port = weft_listener_port(L->listener);

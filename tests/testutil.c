@@ -434,9 +434,96 @@ void tu_factory_check_at(const char *file, int line, tu_factory *f) {
 
 /* --- Sockets -------------------------------------------------------------------------- */
 
+/* Fills a client endpoint as tu_connect describes; returns the first setter's error. */
+static int client_endpoint(const char *host, int port, weft_cert_options *options,
+                           const char *server_name, double timeout, const char *bind_address,
+                           weft_endpoint **out) {
+  weft_endpoint *ep = NULL;
+  int rc = weft_endpoint_new(WEFT_ENDPOINT_CLIENT, &ep);
+  if (rc == 0)
+    rc = weft_endpoint_set_host(ep, host);
+  if (rc == 0)
+    rc = weft_endpoint_set_port(ep, port);
+  if (rc == 0)
+    rc = weft_endpoint_set_tls(ep, options);
+  if (rc == 0 && server_name)
+    rc = weft_endpoint_set_server_name(ep, server_name);
+  if (rc == 0 && (timeout != timeout || (timeout > 0 && timeout <= 1e6)))
+    rc = weft_endpoint_set_timeout(ep, timeout);
+  if (rc == 0 && bind_address)
+    rc = weft_endpoint_set_bind_address(ep, bind_address);
+  if (rc != 0) {
+    weft_endpoint_free(ep);
+    ep = NULL;
+  }
+  *out = ep;
+  return rc;
+}
+
+int tu_connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+               weft_cert_options *options, const char *server_name, double timeout,
+               const char *bind_address, weft_connector **out) {
+  if (out)
+    *out = NULL;
+  weft_endpoint *ep;
+  int rc = client_endpoint(host, port, options, server_name, timeout, bind_address, &ep);
+  if (rc == 0)
+    rc = weft_endpoint_connect(reactor, ep, factory, out);
+  weft_endpoint_free(ep);
+  return rc;
+}
+
+weft_endpoint *tu_client_endpoint(const char *host, int port, weft_cert_options *options,
+                                  const char *server_name, double timeout,
+                                  const char *bind_address) {
+  weft_endpoint *ep;
+  int rc = client_endpoint(host, port, options, server_name, timeout, bind_address, &ep);
+  ck_assert_msg(rc == 0, "client endpoint %s:%d: %s", host ? host : "NULL", port,
+                weft_err_name(rc));
+  return ep;
+}
+
+int tu_reconnect_start(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                       weft_cert_options *options, const char *server_name, double timeout,
+                       const char *bind_address, const weft_reconnect_options *ro,
+                       weft_reconnector **out) {
+  if (out)
+    *out = NULL;
+  weft_endpoint *ep;
+  int rc = client_endpoint(host, port, options, server_name, timeout, bind_address, &ep);
+  if (rc == 0)
+    rc = weft_reconnect_start(reactor, ep, factory, ro, out);
+  weft_endpoint_free(ep);
+  return rc;
+}
+
+int tu_listen(weft_reactor *reactor, const char *interface, int port, weft_factory *factory,
+              weft_cert_options *options, int backlog, unsigned flags, weft_listener **out) {
+  if (out)
+    *out = NULL;
+  if (flags & ~TU_LISTEN_REUSEPORT)
+    return WEFT_EINVAL;
+  weft_endpoint *ep = NULL;
+  int rc = weft_endpoint_new(WEFT_ENDPOINT_SERVER, &ep);
+  if (rc == 0)
+    rc = weft_endpoint_set_host(ep, interface);
+  if (rc == 0)
+    rc = weft_endpoint_set_port(ep, port);
+  if (rc == 0)
+    rc = weft_endpoint_set_tls(ep, options);
+  if (rc == 0 && backlog > 0)
+    rc = weft_endpoint_set_backlog(ep, backlog);
+  if (rc == 0 && (flags & TU_LISTEN_REUSEPORT))
+    rc = weft_endpoint_set_reuseport(ep, 1);
+  if (rc == 0)
+    rc = weft_endpoint_listen(reactor, ep, factory, out);
+  weft_endpoint_free(ep);
+  return rc;
+}
+
 weft_listener *tu_listen_tcp_local(weft_reactor *reactor, tu_factory *f, int *port) {
   weft_listener *listener = NULL;
-  int rc = weft_listen_tcp(reactor, "127.0.0.1", 0, &f->base, 0, &listener);
+  int rc = weft_listen_tcp(reactor, "127.0.0.1", 0, &f->base, &listener);
   ck_assert_msg(rc == 0, "weft_listen_tcp(127.0.0.1, 0): %s", weft_err_name(rc));
   ck_assert_ptr_nonnull(listener);
   int p = weft_listener_port(listener);
@@ -447,7 +534,7 @@ weft_listener *tu_listen_tcp_local(weft_reactor *reactor, tu_factory *f, int *po
 
 weft_connector *tu_connect_tcp_local(weft_reactor *reactor, tu_factory *f, int port) {
   weft_connector *connector = NULL;
-  int rc = weft_connect_tcp(reactor, "127.0.0.1", port, &f->base, 10.0, NULL, &connector);
+  int rc = weft_connect_tcp(reactor, "127.0.0.1", port, &f->base, &connector);
   ck_assert_msg(rc == 0, "weft_connect_tcp(127.0.0.1:%d): %s", port, weft_err_name(rc));
   return connector;
 }

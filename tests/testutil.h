@@ -236,8 +236,37 @@ void tu_factory_check_at(const char *file, int line, tu_factory *f);
  * Fails the test on error. */
 weft_listener *tu_listen_tcp_local(weft_reactor *reactor, tu_factory *f, int *port);
 
-/* Starts weft_connect_tcp to 127.0.0.1:PORT (timeout 10 s); fails the test on error. */
+/* Starts weft_connect_tcp to 127.0.0.1:PORT; fails the test on error. */
 weft_connector *tu_connect_tcp_local(weft_reactor *reactor, tu_factory *f, int port);
+
+/* weft_connect_tcp (OPTIONS NULL) or weft_connect_ssl with the settings that weft 1.0 keeps on
+ * weft_endpoint: SERVER_NAME (TLS only; NULL: the options' name, else HOST), TIMEOUT (the
+ * connect time-out; 0 or less, or above 1e6: the default, 30 s; NaN: WEFT_EINVAL) and
+ * BIND_ADDRESS (NULL: any). Goes through a client endpoint and weft_endpoint_connect, and
+ * returns what they return (the setters' WEFT_EINVAL included). */
+int tu_connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+               weft_cert_options *options, const char *server_name, double timeout,
+               const char *bind_address, weft_connector **out);
+
+/* A client endpoint for HOST:PORT with the settings of tu_connect; fails the test on error.
+ * Free it with weft_endpoint_free. */
+weft_endpoint *tu_client_endpoint(const char *host, int port, weft_cert_options *options,
+                                  const char *server_name, double timeout,
+                                  const char *bind_address);
+
+/* weft_reconnect_start with a client endpoint made as tu_connect makes it (freed before this
+ * returns: the reconnector copies it), returning what weft_reconnect_start returns. */
+int tu_reconnect_start(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                       weft_cert_options *options, const char *server_name, double timeout,
+                       const char *bind_address, const weft_reconnect_options *ro,
+                       weft_reconnector **out);
+
+/* weft_listen_tcp (OPTIONS NULL) or weft_listen_ssl with a BACKLOG (0 or less: the default)
+ * and FLAGS (TU_LISTEN_REUSEPORT: weft_endpoint_set_reuseport; any other bit: WEFT_EINVAL),
+ * through a server endpoint and weft_endpoint_listen. */
+#define TU_LISTEN_REUSEPORT 1u
+int tu_listen(weft_reactor *reactor, const char *interface, int port, weft_factory *factory,
+              weft_cert_options *options, int backlog, unsigned flags, weft_listener **out);
 
 /* A TCP port on 127.0.0.1 that was free a moment ago and has no listener (nothing is bound to
  * it when this returns). */

@@ -146,8 +146,8 @@ weft_cert_options *tu_client_options_mutual(const tu_pki *pki) {
 weft_connector *tu_connect_ssl_local(weft_reactor *reactor, tu_factory *f, int port,
                                      weft_cert_options *options, const char *server_name) {
   weft_connector *connector = NULL;
-  int rc = weft_connect_ssl(reactor, "127.0.0.1", port, &f->base, options, server_name, 10.0,
-                            NULL, &connector);
+  int rc = tu_connect(reactor, "127.0.0.1", port, &f->base, options, server_name, 0, NULL,
+                      &connector);
   ck_assert_msg(rc == 0, "weft_connect_ssl(127.0.0.1:%d, %s): %s (%s)", port,
                 server_name ? server_name : "NULL", weft_err_name(rc),
                 weft_cert_options_last_error(options));
@@ -158,7 +158,7 @@ weft_connector *tu_connect_ssl_local(weft_reactor *reactor, tu_factory *f, int p
 weft_listener *tu_listen_ssl_local(weft_reactor *reactor, tu_factory *f,
                                    weft_cert_options *options, int *port) {
   weft_listener *listener = NULL;
-  int rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &f->base, options, 0, &listener);
+  int rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &f->base, options, &listener);
   ck_assert_msg(rc == 0, "weft_listen_ssl(127.0.0.1, 0): %s (%s)", weft_err_name(rc),
                 weft_cert_options_last_error(options));
   ck_assert_ptr_nonnull(listener);

@@ -58,7 +58,7 @@ weft_cert_options *tu_client_options_mutual(const tu_pki *pki);
 #define tu_check_opt(opts, rc) tu_check_opt_at(__FILE__, __LINE__, (opts), (rc))
 void tu_check_opt_at(const char *file, int line, weft_cert_options *opts, int rc);
 
-/* Starts weft_connect_ssl to 127.0.0.1:PORT with OPTIONS and SERVER_NAME (timeout 10 s);
+/* Starts weft_connect_ssl to 127.0.0.1:PORT with OPTIONS and SERVER_NAME (see tu_connect);
  * fails the test on error. */
 weft_connector *tu_connect_ssl_local(weft_reactor *reactor, tu_factory *f, int port,
                                      weft_cert_options *options, const char *server_name);

@@ -16,6 +16,8 @@
 #ifndef WEFT_ALLOC_H
 #define WEFT_ALLOC_H
 
+#include <weft/common.h>
+
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -26,8 +28,15 @@ extern "C" {
  * last argument. The functions follow the C library's contracts: malloc and calloc return
  * NULL on failure, realloc returns NULL and leaves PTR untouched on failure, free(NULL) does
  * nothing. They may be called from any thread that calls weft (weft_reactor_call_from_thread
- * allocates in the calling thread), so they must be thread-safe. */
+ * allocates in the calling thread), so they must be thread-safe.
+ * It follows the size rule of weft's ABI (see "API and ABI stability" in the guide): SIZE 0,
+ * what a designated initializer leaves, means the 1.0 layout; members are only ever appended,
+ * and the library reads one added after 1.0 only when SIZE (set it to sizeof the struct to use
+ * them) covers it. A SIZE larger than the library knows (a program built against newer headers
+ * running with an older library) is accepted and the tail ignored; one smaller than the 1.0
+ * layout is read as 0. */
 typedef struct weft_allocator {
+  size_t size; /**< 0 (the 1.0 layout) or sizeof(weft_allocator) */
   void *(*malloc)(size_t size, void *user_data);                /**< like malloc(3) */
   void (*free)(void *ptr, void *user_data);                     /**< like free(3) */
   void *(*calloc)(size_t count, size_t size, void *user_data);  /**< like calloc(3) */
@@ -43,11 +52,11 @@ typedef struct weft_allocator {
  * Errors: WEFT_EINVAL if ALLOCATOR lacks one of its four functions; WEFT_EBUSY if memory that
  * weft allocated is still outstanding (nothing changes).
  * Thread: any, but not concurrently with any other weft call. */
-int weft_set_allocator(const weft_allocator *allocator);
+WEFT_EXTERN int weft_set_allocator(const weft_allocator *allocator);
 
 /** How many blocks weft has allocated and not yet released (all threads). A diagnostic: 0
  * once every weft object is released. Thread: any. */
-long weft_allocations_outstanding(void);
+WEFT_EXTERN long weft_allocations_outstanding(void);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,8 @@
 #ifndef WEFT_ENDPOINT_H
 #define WEFT_ENDPOINT_H
 
+#include <weft/common.h>
+
 #include <sys/socket.h>
 
 #include <weft/protocol.h>
@@ -26,107 +28,86 @@ typedef struct weft_connector weft_connector;
 typedef struct weft_cert_options weft_cert_options;
 
 /** Listens on INTERFACE (an IPv4 or IPv6 literal such as "127.0.0.1" or "::1"; NULL means
- * "0.0.0.0") and PORT (0 picks a free port; see weft_listener_port). BACKLOG <= 0 means the
- * default (511). FACTORY builds a protocol for every accepted connection.
+ * "0.0.0.0") and PORT (0 picks a free port; see weft_listener_port), with the default backlog
+ * (511). FACTORY builds a protocol for every accepted connection. For a backlog, SO_REUSEPORT,
+ * a connection limit or a write time-out from the start, describe the listener with a
+ * weft_endpoint and call weft_endpoint_listen.
  * Errors: WEFT_EINVAL (NULL reactor/factory, build_protocol missing, port outside 0..65535,
  * interface not an IP literal), WEFT_EADDRINUSE, WEFT_EADDRNOTAVAIL (no such local address),
- * WEFT_ESOCKET, WEFT_ENOMEM. On success stores the listener in *OUT (may be NULL if the caller
- * does not need it; it is then stopped by weft_reactor_free). */
-int weft_listen_tcp(weft_reactor *reactor, const char *interface, int port,
-                    weft_factory *factory, int backlog, weft_listener **out);
+ * WEFT_ESOCKET, WEFT_ESHUTDOWN (the reactor is being freed), WEFT_ENOMEM. On success stores the
+ * listener in *OUT (may be NULL if the caller does not need it; it is then stopped by
+ * weft_reactor_free). */
+WEFT_EXTERN int weft_listen_tcp(weft_reactor *reactor, const char *interface, int port,
+                                weft_factory *factory, weft_listener **out);
 
 /** As weft_listen_tcp, but every accepted connection runs a TLS server handshake with OPTIONS
  * before build_protocol. OPTIONS must hold a private key and certificate; it is referenced and
- * frozen (see weft/tls.h). Extra errors: those of weft_cert_options_prepare (WEFT_EINVAL when
- * the options hold no key or certificate, WEFT_EKEYMISMATCH, WEFT_ETLS), with
- * weft_cert_options_last_error saying why. */
-int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
-                    weft_factory *factory, weft_cert_options *options, int backlog,
-                    weft_listener **out);
-
-/** Flags for weft_listen_tcp_ex and weft_listen_ssl_ex (bitwise OR; 0 gives the plain
- * weft_listen_tcp / weft_listen_ssl behaviour). */
-enum {
-  /** Share the port with other listeners, typically one per reactor and thread in a multi-core
-   * server: the socket sets SO_REUSEPORT before bind, and the kernel hands each new connection
-   * to one listener of the group (on Linux, by a hash of the connection's addresses and ports,
-   * so many clients spread about evenly; the load of each reactor plays no part). Every
-   * listener on the address and port must set this flag, and on Linux run with the same
-   * effective uid. Port 0 on the first listener picks a free port; pass weft_listener_port()
-   * of it to the others (another port 0 gets another port). Connections waiting in the
-   * backlog of a listener when it stops are dropped by the kernel (Linux resets them), not
-   * moved to the others: stop the listeners of a group together, at shutdown. */
-  WEFT_LISTEN_REUSEPORT = 1u << 0
-};
-
-/** As weft_listen_tcp, with FLAGS (WEFT_LISTEN_* bits). Extra errors: WEFT_EINVAL (an unknown
- * bit in FLAGS), WEFT_ENOTSUP (WEFT_LISTEN_REUSEPORT where the system has no SO_REUSEPORT, or
- * the kernel refuses the option), WEFT_EADDRINUSE also when the port is held by a socket that
- * did not set SO_REUSEPORT, or (Linux) by another user's. Ownership and thread: as
- * weft_listen_tcp. */
-int weft_listen_tcp_ex(weft_reactor *reactor, const char *interface, int port,
-                       weft_factory *factory, int backlog, unsigned flags, weft_listener **out);
-
-/** As weft_listen_ssl, with FLAGS as for weft_listen_tcp_ex (same extra errors). Once configured,
- * OPTIONS may be shared by the listeners of several reactors in several threads (see
- * "Threading" in weft/tls.h). */
-int weft_listen_ssl_ex(weft_reactor *reactor, const char *interface, int port,
-                       weft_factory *factory, weft_cert_options *options, int backlog,
-                       unsigned flags, weft_listener **out);
+ * frozen (see weft/tls.h). Once configured, OPTIONS may be shared by the listeners of several
+ * reactors in several threads (see "Threading" in weft/tls.h). Extra errors: WEFT_EINVAL
+ * (OPTIONS NULL), those of weft_cert_options_prepare (WEFT_EINVAL when the options hold no key
+ * or certificate, WEFT_EKEYMISMATCH, WEFT_ETLS), with weft_cert_options_last_error saying why. */
+WEFT_EXTERN int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
+                                weft_factory *factory, weft_cert_options *options,
+                                weft_listener **out);
 
 /** The port the listener is bound to (useful after asking for port 0), or -1 for NULL. */
-int weft_listener_port(weft_listener *listener);
+WEFT_EXTERN int weft_listener_port(weft_listener *listener);
 
 /** Copies the bound address into *ADDR / *LEN as weft_transport_host_address does. */
-int weft_listener_address(weft_listener *listener, struct sockaddr *addr, socklen_t *len);
+WEFT_EXTERN int weft_listener_address(weft_listener *listener, struct sockaddr *addr,
+                                      socklen_t *len);
 
 /** Limits how many of the listener's connections may exist at once (MAX 0, the default: no
  * limit). A connection counts from accept until it is freed: TLS handshakes under way count,
  * and so does a connection from build_protocol until its connection_lost has returned. At the
  * limit the listener stops calling accept(); new connections wait in the kernel's backlog (up
- * to the BACKLOG given to weft_listen_*, then the kernel refuses or drops them) and are
- * accepted, oldest first, as the listener's own connections end. Lowering MAX below the current
- * count closes nothing. Errors: WEFT_EINVAL (NULL listener). */
-int weft_listener_set_connection_limit(weft_listener *listener, unsigned max);
+ * to the listen backlog, 511 unless weft_endpoint_set_backlog says otherwise, then the kernel
+ * refuses or drops them) and are accepted, oldest first, as the listener's own connections end.
+ * Lowering MAX below the current count closes nothing. Errors: WEFT_EINVAL (NULL listener). */
+WEFT_EXTERN int weft_listener_set_connection_limit(weft_listener *listener, unsigned max);
 
 /** The number of the listener's connections that exist now, as counted for the limit above
  * (0 for NULL). */
-unsigned weft_listener_connection_count(weft_listener *listener);
+WEFT_EXTERN unsigned weft_listener_connection_count(weft_listener *listener);
 
 /** The write time-out (see weft_transport_set_write_timeout) that connections accepted from now
  * on start with, applied when they become ready (before build_protocol, so build_protocol or
  * connection_made may change it per connection). SECONDS 0, the default, means none. Errors:
  * WEFT_EINVAL (NULL listener, SECONDS negative, above 1e6 or not a number). */
-int weft_listener_set_write_timeout(weft_listener *listener, double seconds);
+WEFT_EXTERN int weft_listener_set_write_timeout(weft_listener *listener, double seconds);
 
 /** Stops listening and frees the listener. Connections it accepted live on (they no longer count
  * against anything). NULL is ignored. */
-void weft_listener_stop(weft_listener *listener);
+WEFT_EXTERN void weft_listener_stop(weft_listener *listener);
 
 /** Connects to HOST (an IP literal, or a name resolved asynchronously, IPv4 and IPv6; every
- * address is tried in turn) and PORT (1..65535). TIMEOUT is the limit in seconds for the whole
- * attempt up to an established TCP connection (<= 0: 30 s). BIND_ADDRESS, if not NULL, is the
- * local IP literal to connect from. On success the factory builds a protocol; on failure
- * connection_failed gets WEFT_ECONNREFUSED, WEFT_ETIMEDOUT, WEFT_ENOTFOUND, ... exactly once,
- * always from the reactor loop (never from inside this call).
- * Errors returned here (no callback follows): WEFT_EINVAL (NULL argument, port out of range,
- * build_protocol missing, bad bind address), WEFT_ENOMEM. OUT may be NULL. */
-int weft_connect_tcp(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
-                     double timeout, const char *bind_address, weft_connector **out);
+ * address is tried in turn) and PORT (1..65535), from any local address, with a time-out of
+ * 30 s for the whole attempt up to an established TCP connection. On success the factory
+ * builds a protocol; on failure connection_failed gets WEFT_ECONNREFUSED, WEFT_ETIMEDOUT,
+ * WEFT_ENOTFOUND, ... exactly once, always from the reactor loop (never from inside this call).
+ * For another time-out or a bind address, describe the connection with a weft_endpoint and call
+ * weft_endpoint_connect.
+ * Errors returned here (no callback follows): WEFT_EINVAL (NULL argument, empty HOST, port out
+ * of range, build_protocol missing), WEFT_ESHUTDOWN (the reactor is being freed), WEFT_ENOMEM.
+ * OUT may be NULL. */
+WEFT_EXTERN int weft_connect_tcp(weft_reactor *reactor, const char *host, int port,
+                                 weft_factory *factory, weft_connector **out);
 
 /** As weft_connect_tcp, then a TLS client handshake with OPTIONS (referenced and frozen) before
- * build_protocol. SERVER_NAME is the name sent as SNI (when it is a DNS name) and checked
- * against the server certificate (DNS name or IP address); NULL means the options' server name,
- * or else HOST. Handshake failures reach connection_failed with their reason (WEFT_ECERTVERIFY,
- * WEFT_EHOSTNAME, WEFT_ETLSALERT, WEFT_ETLSVERSION, WEFT_ENOPROTOCOL, WEFT_EHANDSHAKETIMEOUT...).
- * Extra errors: WEFT_ETLS (options cannot build a client context). */
-int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
-                     weft_cert_options *options, const char *server_name, double timeout,
-                     const char *bind_address, weft_connector **out);
+ * build_protocol. The name sent as SNI (when it is a DNS name) and checked against the server
+ * certificate (DNS name or IP address) is the options' server name
+ * (weft_cert_options_set_server_name), or else HOST; a per-connection name is a setting of
+ * weft_endpoint (weft_endpoint_set_server_name). Handshake failures reach connection_failed
+ * with their reason (WEFT_ECERTVERIFY, WEFT_EHOSTNAME, WEFT_ETLSALERT, WEFT_ETLSVERSION,
+ * WEFT_ENOPROTOCOL, WEFT_EHANDSHAKETIMEOUT...). Extra errors: WEFT_EINVAL (OPTIONS NULL),
+ * WEFT_ETLS (options cannot build a client context). */
+WEFT_EXTERN int weft_connect_ssl(weft_reactor *reactor, const char *host, int port,
+                                 weft_factory *factory, weft_cert_options *options,
+                                 weft_connector **out);
 
 /** Abandons a pending connection attempt: connection_failed follows with WEFT_ECANCELED, from
  * the reactor loop. Returns 0, or WEFT_EINVAL for NULL. */
-int weft_connector_cancel(weft_connector *connector);
+WEFT_EXTERN int weft_connector_cancel(weft_connector *connector);
 
 /* --- Endpoints: where to listen or connect, and how -------------------------------------
  *
@@ -156,11 +137,11 @@ typedef struct weft_endpoint weft_endpoint;
 /** Creates an empty endpoint for ROLE: no host, no port (which must be set before use), plain
  * TCP, every other setting at the default of the function it ends up calling. Stores it in
  * *OUT. Errors: WEFT_EINVAL (OUT NULL, unknown ROLE), WEFT_ENOMEM. Any thread. */
-int weft_endpoint_new(weft_endpoint_role role, weft_endpoint **out);
+WEFT_EXTERN int weft_endpoint_new(weft_endpoint_role role, weft_endpoint **out);
 
 /** Frees the endpoint and drops its reference to its TLS options. Listeners and connectors
  * made from it are not affected. NULL is ignored. */
-void weft_endpoint_free(weft_endpoint *endpoint);
+WEFT_EXTERN void weft_endpoint_free(weft_endpoint *endpoint);
 
 /** Parses DESCRIPTION, a string in Twisted's endpoint syntax (serverFromString /
  * clientFromString), into a new endpoint for ROLE, stored in *OUT.
@@ -202,81 +183,109 @@ void weft_endpoint_free(weft_endpoint *endpoint);
  * WEFT_ENOMEM. On error *OUT is NULL and, when ERR is not NULL, ERR (ERR_SIZE bytes, always
  * NUL-terminated when ERR_SIZE > 0) receives a sentence that starts with the key at fault and
  * gives the reason, e.g. "port: not a number 'x'". Any thread (loads files, blocking). */
-int weft_endpoint_parse(const char *description, weft_endpoint_role role, weft_endpoint **out,
-                        char *err, size_t err_size);
+WEFT_EXTERN int weft_endpoint_parse(const char *description, weft_endpoint_role role,
+                                    weft_endpoint **out, char *err, size_t err_size);
 
 /** Client: the host to connect to (a name or an IP literal, 1 to 255 bytes). Server: the
  * interface to listen on (an IPv4 or IPv6 literal; NULL, the default, means every IPv4
  * interface, as for weft_listen_tcp). The string is copied. Errors: WEFT_EINVAL (NULL endpoint,
  * a server interface that is not an IP literal, a client host that is NULL, empty or longer
  * than 255 bytes), WEFT_ENOMEM. */
-int weft_endpoint_set_host(weft_endpoint *endpoint, const char *host);
+WEFT_EXTERN int weft_endpoint_set_host(weft_endpoint *endpoint, const char *host);
 
 /** The port: 0..65535 for a server (0 picks a free one: read it back with
  * weft_listener_port), 1..65535 for a client. Errors: WEFT_EINVAL. */
-int weft_endpoint_set_port(weft_endpoint *endpoint, int port);
+WEFT_EXTERN int weft_endpoint_set_port(weft_endpoint *endpoint, int port);
 
 /** Makes the endpoint TLS with OPTIONS (referenced; the endpoint drops its reference when
  * freed or given other options), or plain TCP again with NULL. The options are frozen by the
  * first listen or connect, as with weft_listen_ssl. Errors: WEFT_EINVAL (NULL endpoint). */
-int weft_endpoint_set_tls(weft_endpoint *endpoint, weft_cert_options *options);
+WEFT_EXTERN int weft_endpoint_set_tls(weft_endpoint *endpoint, weft_cert_options *options);
 
-/** Client with TLS: the name sent as SNI and checked against the server's certificate (as the
- * SERVER_NAME of weft_connect_ssl; NULL, the default, means the options' name, else the host).
+/** Client with TLS: the name sent as SNI and checked against the server's certificate (NULL,
+ * the default, means the options' name, else the host; see weft_connect_ssl). Ignored for
+ * plain TCP.
  * Errors: WEFT_EINVAL (NULL endpoint, a server endpoint, a name longer than 255 bytes),
  * WEFT_ENOMEM. */
-int weft_endpoint_set_server_name(weft_endpoint *endpoint, const char *name);
+WEFT_EXTERN int weft_endpoint_set_server_name(weft_endpoint *endpoint, const char *name);
 
 /** Server: the listen backlog, 1..65535 (0, the default, means weft_listen_tcp's default).
  * Errors: WEFT_EINVAL (NULL endpoint, a client endpoint, out of range). */
-int weft_endpoint_set_backlog(weft_endpoint *endpoint, int backlog);
+WEFT_EXTERN int weft_endpoint_set_backlog(weft_endpoint *endpoint, int backlog);
 
-/** Client: the connect time-out in seconds, as the TIMEOUT of weft_connect_tcp (0, the
- * default, means 30 s; at most 1e6). Errors: WEFT_EINVAL (NULL endpoint, a server endpoint,
- * negative, too large or not a number). */
-int weft_endpoint_set_timeout(weft_endpoint *endpoint, double seconds);
+/** Client: the time-out in seconds of the whole attempt up to an established TCP connection
+ * (0, the default, means 30 s, as for weft_connect_tcp; at most 1e6). Errors: WEFT_EINVAL
+ * (NULL endpoint, a server endpoint, negative, too large or not a number). */
+WEFT_EXTERN int weft_endpoint_set_timeout(weft_endpoint *endpoint, double seconds);
 
 /** Client: the local IP literal to connect from (NULL, the default: any). Copied. Errors:
  * WEFT_EINVAL (NULL endpoint, a server endpoint, not an IP literal), WEFT_ENOMEM. */
-int weft_endpoint_set_bind_address(weft_endpoint *endpoint, const char *address);
+WEFT_EXTERN int weft_endpoint_set_bind_address(weft_endpoint *endpoint, const char *address);
 
-/** Server: share the port with other listeners (WEFT_LISTEN_REUSEPORT; default off). Errors:
- * WEFT_EINVAL (NULL endpoint, a client endpoint). */
-int weft_endpoint_set_reuseport(weft_endpoint *endpoint, int on);
+/** Server: share the port with other listeners (default off), typically one per reactor and
+ * thread in a multi-core server: the socket sets SO_REUSEPORT before bind, and the kernel hands
+ * each new connection to one listener of the group (on Linux, by a hash of the connection's
+ * addresses and ports, so many clients spread about evenly; the load of each reactor plays no
+ * part). Every listener on the address and port must set this, and on Linux run with the same
+ * effective uid. Port 0 on the first listener picks a free port; give weft_listener_port() of
+ * it to the others (another port 0 gets another port). Connections waiting in the backlog of a
+ * listener when it stops are dropped by the kernel (Linux resets them), not moved to the
+ * others: stop the listeners of a group together, at shutdown. weft_endpoint_listen then fails
+ * with WEFT_ENOTSUP where the system has no SO_REUSEPORT or the kernel refuses the option, and
+ * with WEFT_EADDRINUSE also when the port is held by a socket that did not set SO_REUSEPORT,
+ * or (Linux) by another user's. Errors: WEFT_EINVAL (NULL endpoint, a client endpoint). */
+WEFT_EXTERN int weft_endpoint_set_reuseport(weft_endpoint *endpoint, int on);
 
 /** Server: the connection limit of the listener (weft_listener_set_connection_limit; 0, the
  * default, means none). Errors: WEFT_EINVAL (NULL endpoint, a client endpoint). */
-int weft_endpoint_set_connection_limit(weft_endpoint *endpoint, unsigned max);
+WEFT_EXTERN int weft_endpoint_set_connection_limit(weft_endpoint *endpoint, unsigned max);
 
 /** Server: the write time-out the listener gives its connections
  * (weft_listener_set_write_timeout; 0, the default, means none). Errors: WEFT_EINVAL (NULL
  * endpoint, a client endpoint, SECONDS negative, above 1e6 or not a number). */
-int weft_endpoint_set_write_timeout(weft_endpoint *endpoint, double seconds);
+WEFT_EXTERN int weft_endpoint_set_write_timeout(weft_endpoint *endpoint, double seconds);
 
 /** @{ */
 /** What the endpoint holds: its role (WEFT_ENDPOINT_SERVER for NULL), its host or interface
  * (NULL when not set; valid until changed or freed), its port (-1 when not set or for NULL),
  * its TLS options (NULL for plain TCP; borrowed: take a reference to keep them). */
-weft_endpoint_role weft_endpoint_get_role(const weft_endpoint *endpoint);
-const char *weft_endpoint_get_host(const weft_endpoint *endpoint);
-int weft_endpoint_get_port(const weft_endpoint *endpoint);
-weft_cert_options *weft_endpoint_get_tls(const weft_endpoint *endpoint);
+WEFT_EXTERN weft_endpoint_role weft_endpoint_get_role(const weft_endpoint *endpoint);
+WEFT_EXTERN const char *weft_endpoint_get_host(const weft_endpoint *endpoint);
+WEFT_EXTERN int weft_endpoint_get_port(const weft_endpoint *endpoint);
+WEFT_EXTERN weft_cert_options *weft_endpoint_get_tls(const weft_endpoint *endpoint);
 /** @} */
 
-/** Listens as the server ENDPOINT says: weft_listen_tcp_ex or weft_listen_ssl_ex, then the
- * listener's connection limit and write time-out. Errors: WEFT_EINVAL (NULL argument, a client
- * endpoint, no port set), then those of the functions named. OUT: as weft_listen_tcp. Reactor
- * thread. */
-int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *endpoint,
-                         weft_factory *factory, weft_listener **out);
+/** Listens as the server ENDPOINT says: as weft_listen_tcp or, with TLS options,
+ * weft_listen_ssl, with the endpoint's backlog and SO_REUSEPORT setting, and the listener's
+ * connection limit and write time-out set before anything can be accepted. Errors:
+ * WEFT_EINVAL (NULL argument, a client endpoint, no port set), then those of the functions
+ * named and of weft_endpoint_set_reuseport. OUT: as weft_listen_tcp. Reactor thread. */
+WEFT_EXTERN int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *endpoint,
+                                     weft_factory *factory, weft_listener **out);
 
-/** Connects as the client ENDPOINT says: weft_connect_tcp or weft_connect_ssl, with the
- * endpoint's host, port, time-out, bind address and server name. Errors: WEFT_EINVAL (NULL
- * argument, a server endpoint, no host or port set), then those of the functions named; failures
- * after the call returned 0 reach connection_failed, exactly once. OUT: as weft_connect_tcp.
- * Reactor thread. */
-int weft_endpoint_connect(weft_reactor *reactor, const weft_endpoint *endpoint,
-                          weft_factory *factory, weft_connector **out);
+/** Connects as the client ENDPOINT says: as weft_connect_tcp or, with TLS options,
+ * weft_connect_ssl, with the endpoint's host, port, time-out, bind address and server name.
+ * Errors: WEFT_EINVAL (NULL argument, a server endpoint, no host or port set), then those of
+ * the functions named; failures after the call returned 0 reach connection_failed, exactly
+ * once. OUT: as weft_connect_tcp. Reactor thread. */
+WEFT_EXTERN int weft_endpoint_connect(weft_reactor *reactor, const weft_endpoint *endpoint,
+                                      weft_factory *factory, weft_connector **out);
+
+/** Replaces the TLS options of a running TLS listener. OPTIONS are prepared for the server role
+ * first (every identity's SSL_CTX built, files already read by their loaders): if that fails
+ * nothing changes, the listener keeps serving with what it had and the call returns the
+ * error, with the sentence in weft_cert_options_last_error(OPTIONS). On success the listener
+ * takes a reference to OPTIONS and drops its old one: every handshake that starts afterwards
+ * uses the new certificates, keys, protocol lists and policies; connections already accepted
+ * keep the options they started with (each holds its own reference) and are not disturbed.
+ * To reload files, build new options from the same file names (weft's loaders read files
+ * when called) and pass them here; ticket keys given by file reload the same way. With
+ * automatic ticket keys, the new options make new keys: tickets issued before the reload
+ * then get a full handshake (give ticket key files to keep resumption across reloads).
+ * Errors: WEFT_EINVAL (NULL, or a TCP listener), the errors of weft_cert_options_prepare.
+ * Thread: the listener's reactor thread (from another thread, use
+ * weft_reactor_call_from_thread). */
+WEFT_EXTERN int weft_listener_set_options(weft_listener *listener, weft_cert_options *options);
 
 #ifdef __cplusplus
 }

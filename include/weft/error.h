@@ -10,6 +10,8 @@
 #ifndef WEFT_ERROR_H
 #define WEFT_ERROR_H
 
+#include <weft/common.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -59,11 +61,11 @@ enum {
 
 /** Returns a static English message for CODE ("success" for 0, "unknown error" for a code not
  * in the table). Never NULL. */
-const char *weft_strerror(int code);
+WEFT_EXTERN const char *weft_strerror(int code);
 
 /** Returns the static name of CODE, e.g.\ "WEFT_ECONNREFUSED" ("WEFT_OK" for 0,
  * "WEFT_UNKNOWN" for a code not in the table). Never NULL. */
-const char *weft_err_name(int code);
+WEFT_EXTERN const char *weft_err_name(int code);
 
 /** Why a connection ended or never started: given to connection_lost, connection_failed and
  * handshake_failed. Valid only for the duration of the callback it is passed to: copy what
@@ -77,7 +79,10 @@ const char *weft_err_name(int code);
  *  alert_sent     1 if tls_alert was sent by this side, 0 if it came from the peer.
  *  verify_result  OpenSSL's X509_V_* verify result when certificate verification failed,
  *                 otherwise 0 (X509_V_OK).
- *  sys_errno      the operating system errno behind the failure, or 0. */
+ *  sys_errno      the operating system errno behind the failure, or 0.
+ *
+ * Frozen: weft allocates every reason and callers only read it through the pointer they are
+ * given, during the call; its members never change. */
 typedef struct weft_reason {
   int code;            /**< WEFT_OK for a clean close, otherwise a WEFT_E* code */
   const char *message; /**< a human readable sentence, never NULL */

@@ -40,6 +40,8 @@
 #ifndef WEFT_PROTOCOL_H
 #define WEFT_PROTOCOL_H
 
+#include <weft/common.h>
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -57,8 +59,15 @@ typedef struct weft_protocol weft_protocol;
 /** A factory (see struct weft_factory below). */
 typedef struct weft_factory weft_factory;
 
-/** The protocol's callbacks. Every member may be NULL except where noted. */
+/** The protocol's callbacks. Every member may be NULL except where noted. Usually a static
+ * const table with designated initializers (SIZE left 0). It follows the size rule of weft's ABI (see "API and ABI stability" in the guide): SIZE 0,
+ * what a designated initializer leaves, means the 1.0 layout; members are only ever appended,
+ * and the library reads one added after 1.0 only when SIZE (set it to sizeof the struct to use
+ * them) covers it. A SIZE larger than the library knows (a program built against newer headers
+ * running with an older library) is accepted and the tail ignored; one smaller than the 1.0
+ * layout is read as 0. */
 typedef struct weft_protocol_ops {
+  size_t size; /**< 0 (the 1.0 layout) or sizeof(weft_protocol_ops) */
   /** The connection is ready. The transport is valid until connection_lost returns. */
   void (*connection_made)(weft_protocol *protocol, weft_transport *transport);
   /** LEN (> 0) bytes arrived. DATA is valid only during the call. */
@@ -81,14 +90,21 @@ typedef struct weft_protocol_ops {
 } weft_protocol_ops;
 
 /** A protocol instance. Embed it (usually as the first member) in your own per-connection
- * struct, set OPS, and return it from build_protocol. */
+ * struct, set OPS, and return it from build_protocol. Frozen: these two members are all it will
+ * ever have (new callbacks go into weft_protocol_ops), so it has no SIZE. */
 struct weft_protocol {
   const weft_protocol_ops *ops; /**< the protocol's callbacks */
   void *data; /**< free for the user */
 };
 
-/** A factory. The user allocates and fills it; weft reads it. */
+/** A factory. The user allocates and fills it; weft reads it. It follows the size rule of weft's ABI (see "API and ABI stability" in the guide): SIZE 0,
+ * what a designated initializer leaves, means the 1.0 layout; members are only ever appended,
+ * and the library reads one added after 1.0 only when SIZE (set it to sizeof the struct to use
+ * them) covers it. A SIZE larger than the library knows (a program built against newer headers
+ * running with an older library) is accepted and the tail ignored; one smaller than the 1.0
+ * layout is read as 0. */
 struct weft_factory {
+  size_t size; /**< 0 (the 1.0 layout) or sizeof(weft_factory) */
   /** Required. Builds the protocol for a connection that is ready. PEER is the remote address,
    * TRANSPORT the new connection (its accessors, such as weft_transport_next_protocol, already
    * work; do not write before connection_made). Return NULL to refuse the connection. */
@@ -111,7 +127,8 @@ struct weft_factory {
 #define WEFT_HAVE_DISPATCH 1
 
 /** One route of a dispatch factory: connections that negotiated PROTOCOL (a NUL-terminated
- * name, compared byte for byte) go to FACTORY. */
+ * name, compared byte for byte) go to FACTORY. Frozen: it never gains a member (an array of
+ * them is passed with its count, so its size is part of the ABI). */
 typedef struct weft_dispatch_entry {
   const char *protocol;  /**< the negotiated protocol's name, NUL-terminated */
   weft_factory *factory; /**< the factory that builds the protocol for those connections */
@@ -125,12 +142,12 @@ typedef struct weft_dispatch_entry {
  * FALLBACK, stay the user's and must outlive the dispatch factory.
  * Errors: WEFT_EINVAL (OUT NULL, ENTRIES NULL with COUNT > 0, an entry with a NULL or empty
  * protocol, a NULL factory or one without build_protocol), WEFT_ENOMEM. Any thread. */
-int weft_dispatch_factory_new(const weft_dispatch_entry *entries, size_t count,
-                              weft_factory *fallback, weft_factory **out);
+WEFT_EXTERN int weft_dispatch_factory_new(const weft_dispatch_entry *entries, size_t count,
+                                          weft_factory *fallback, weft_factory **out);
 
 /** Frees a factory made by weft_dispatch_factory_new, once no listener or connector uses it
  * and no connection it dispatched is still being built. NULL is ignored. */
-void weft_dispatch_factory_free(weft_factory *factory);
+WEFT_EXTERN void weft_dispatch_factory_free(weft_factory *factory);
 
 #ifdef __cplusplus
 }

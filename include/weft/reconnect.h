@@ -2,7 +2,8 @@
  * weft/reconnect.h: a client that keeps its connection up, like Twisted's
  * ReconnectingClientFactory.
  *
- * A reconnector connects to HOST:PORT (TCP, or TLS) with the user's factory and, whenever an
+ * A reconnector connects where a client weft_endpoint says (TCP, or TLS) with the user's
+ * factory and, whenever an
  * attempt fails or an established connection ends, waits and tries again. The wait starts at
  * initial_delay, is multiplied by factor after each retry up to max_delay, is spread by a random
  * jitter, and goes back to initial_delay once a connection is made. With max_retries set, it
@@ -36,8 +37,9 @@
  *     then only releases its memory). Call no other reconnector function after its reactor is
  *     gone.
  *  3. The factory, and the certificate options' owner, are the user's; the factory must outlive
- *     the reconnector and every connection it made. The options are referenced (and frozen by
- *     the first attempt), so the caller may unref them right after weft_reconnect_start.
+ *     the reconnector and every connection it made. The endpoint's settings are copied and its TLS
+ *     options referenced (and frozen by the first attempt) by weft_reconnect_start, so the
+ *     caller may free the endpoint and unref the options right after it.
  *  4. Stopping (weft_reconnector_stop, weft_reconnector_free, or a give-up) ends the retrying:
  *     the pending wait or attempt is cancelled without any callback (no connection_failed for a
  *     cancelled attempt). A live connection is left alone: its protocol keeps getting its
@@ -52,6 +54,9 @@
 #ifndef WEFT_RECONNECT_H
 #define WEFT_RECONNECT_H
 
+#include <weft/common.h>
+
+#include <stddef.h>
 #include <stdint.h>
 
 #include <weft/endpoint.h>
@@ -69,9 +74,16 @@ extern "C" {
 /** A reconnecting client (opaque; weft_reconnect_start makes it, weft_reconnector_free ends it). */
 typedef struct weft_reconnector weft_reconnector;
 
-/** How a reconnector waits and retries. Always fill it with weft_reconnect_options_init first,
- * then change the fields you need: fields may be added at the end in later versions. */
+/** How a reconnector waits and retries, and whom it tells (where and how it connects is the
+ * client endpoint given to weft_reconnect_start). The caller allocates it, so it follows the
+ * size rule of the weft 1.0 ABI: fill it with weft_reconnect_options_init first (which sets
+ * SIZE and the defaults), then change the fields you need. Members are only ever appended in
+ * later versions; the library reads one added after 1.0 only when SIZE covers it. SIZE 0 (what a
+ * designated initializer leaves) means the 1.0 layout, as does any SIZE smaller than it; a SIZE
+ * larger than this library knows (a program built against newer headers) is accepted and the
+ * tail ignored. */
 typedef struct weft_reconnect_options {
+  size_t size;            /**< sizeof(weft_reconnect_options), or 0 for the 1.0 layout */
   double initial_delay;   /**< seconds before the first retry after a failure or a lost
                                connection (default 1.0; > 0) */
   double factor;          /**< the delay is multiplied by this after each retry (default
@@ -84,9 +96,6 @@ typedef struct weft_reconnect_options {
   int max_retries;        /**< give up after this many retries in a row without a connection
                                made, i.e. after max_retries + 1 failed attempts from the start
                                (0: never give up; default 0; >= 0) */
-  double connect_timeout; /**< per attempt, as weft_connect_tcp's TIMEOUT (default 30; <= 0:
-                               the connector's default, 30 s) */
-  const char *bind_address; /**< local IP literal to connect from, or NULL (default); copied */
   uint64_t seed;          /**< seed of the jitter's random generator, so tests can repeat a
                                sequence of waits (default 0: seeded from the clock) */
 
@@ -115,53 +124,54 @@ typedef enum weft_reconnect_state {
                                       connection of its own is live */
 } weft_reconnect_state;
 
-/** Fills OPTIONS with the defaults noted above (Twisted's ReconnectingClientFactory values).
- * NULL is ignored. Any thread. */
-void weft_reconnect_options_init(weft_reconnect_options *options);
+/** Fills OPTIONS with the defaults noted above (Twisted's ReconnectingClientFactory values)
+ * and sets its SIZE to sizeof(weft_reconnect_options) of these headers. NULL is ignored. Any
+ * thread. */
+WEFT_EXTERN void weft_reconnect_options_init(weft_reconnect_options *options);
 
-/** Starts a reconnector: connects to HOST:PORT at once (see weft_connect_tcp for HOST and PORT;
- * with CERT_OPTIONS not NULL over TLS as weft_connect_ssl, SERVER_NAME being the SNI and
- * verification name, NULL for the options' or HOST) and keeps reconnecting as described at the
- * top of this file. FACTORY is the user's and must have build_protocol. OPTIONS NULL means the
- * defaults. Stores the reconnector in *OUT; the first attempt's outcome, like every later one,
- * comes from the reactor loop, never from inside this call.
- * Errors (nothing is started and no callback follows): WEFT_EINVAL (NULL reactor, host, factory
- * or OUT, empty HOST, no build_protocol, port outside 1..65535, SERVER_NAME without
- * CERT_OPTIONS, an option out of its range or not finite, a bad bind address), the errors of
- * weft_cert_options_prepare when CERT_OPTIONS cannot make a client context (WEFT_EINVAL,
- * WEFT_ETLS...; weft_cert_options_last_error says why), WEFT_ESHUTDOWN (the reactor is being
- * freed), WEFT_ENOMEM. */
-int weft_reconnect_start(weft_reactor *reactor, const char *host, int port,
-                         weft_factory *factory, weft_cert_options *cert_options,
-                         const char *server_name, const weft_reconnect_options *options,
-                         weft_reconnector **out);
+/** Starts a reconnector: connects at once as the client ENDPOINT says (host, port, TLS options,
+ * server name, connect time-out and bind address, as weft_endpoint_connect; all copied now, and
+ * the TLS options referenced, so the endpoint may be freed or changed right after) and keeps
+ * reconnecting as described at the top of this file. FACTORY is the user's and must have
+ * build_protocol. OPTIONS NULL means the defaults. Stores the reconnector in *OUT; the first
+ * attempt's outcome, like every later one, comes from the reactor loop, never from inside this
+ * call.
+ * Errors (nothing is started and no callback follows): WEFT_EINVAL (NULL reactor, endpoint,
+ * factory or OUT, a server endpoint, an endpoint without host or port, no build_protocol, an
+ * option out of its range or not finite), the errors of weft_cert_options_prepare when the
+ * endpoint's TLS options cannot make a client context (WEFT_EINVAL, WEFT_ETLS...;
+ * weft_cert_options_last_error says why), WEFT_ESHUTDOWN (the reactor is being freed),
+ * WEFT_ENOMEM. */
+WEFT_EXTERN int weft_reconnect_start(weft_reactor *reactor, const weft_endpoint *endpoint,
+                                     weft_factory *factory, const weft_reconnect_options *options,
+                                     weft_reconnector **out);
 
 /** Stops retrying (rule 4, as Twisted's stopTrying): cancels the pending wait or attempt without
  * callbacks and leaves a live connection alone; nothing is retried after it ends. Stopping is
  * final; calling it again does nothing. Returns 0, or WEFT_EINVAL for NULL. */
-int weft_reconnector_stop(weft_reconnector *rc);
+WEFT_EXTERN int weft_reconnector_stop(weft_reconnector *rc);
 
 /** Stops the reconnector (as weft_reconnector_stop) and frees it. A live connection lives on
  * with its protocol until connection_lost (close it through its transport if it must end).
  * Safe from any callback, including the reconnector's own. NULL is ignored. */
-void weft_reconnector_free(weft_reconnector *rc);
+WEFT_EXTERN void weft_reconnector_free(weft_reconnector *rc);
 
 /** Where the reconnector is (see weft_reconnect_state). WEFT_RECONNECT_STOPPED for NULL. */
-weft_reconnect_state weft_reconnector_state(const weft_reconnector *rc);
+WEFT_EXTERN weft_reconnect_state weft_reconnector_state(const weft_reconnector *rc);
 
 /** Retries made in a row since the start or the last connection made: 0 while the first attempt
  * runs or a connection is live, 1 once the first retry is scheduled, ... (a lost connection
  * counts as the first failure of a new series). -1 for NULL. */
-int weft_reconnector_retries(const weft_reconnector *rc);
+WEFT_EXTERN int weft_reconnector_retries(const weft_reconnector *rc);
 
 /** The delay, in seconds and before jitter, that the next retry will wait: initial_delay after
  * the start and after every connection made, then multiplied by factor with each retry
  * scheduled, up to max_delay. -1 for NULL. */
-double weft_reconnector_current_delay(const weft_reconnector *rc);
+WEFT_EXTERN double weft_reconnector_current_delay(const weft_reconnector *rc);
 
 /** The transport of the reconnector's live connection (from build_protocol until
  * connection_lost returns), or NULL. */
-weft_transport *weft_reconnector_transport(const weft_reconnector *rc);
+WEFT_EXTERN weft_transport *weft_reconnector_transport(const weft_reconnector *rc);
 
 #ifdef __cplusplus
 }

@@ -29,6 +29,8 @@
 #ifndef WEFT_TLS_H
 #define WEFT_TLS_H
 
+#include <weft/common.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -75,7 +77,7 @@ typedef enum weft_no_overlap_policy {
 /** Reports which mechanisms this build of weft, linked with this OpenSSL, supports: a mask of
  * WEFT_MECH_ALPN and WEFT_MECH_NPN (0 when neither). Probes features, not version numbers.
  * Any thread. */
-unsigned weft_protocol_negotiation_mechanisms(void);
+WEFT_EXTERN unsigned weft_protocol_negotiation_mechanisms(void);
 
 /* --- Options: life ---------------------------------------------------------------------- */
 
@@ -84,47 +86,51 @@ unsigned weft_protocol_negotiation_mechanisms(void);
  * require_certificate), TLS 1.2 to 1.3, forward-secret AEAD ciphers only, server cipher order,
  * no compression, no renegotiation, no next protocols, both mechanisms, WEFT_NO_OVERLAP_FAIL,
  * handshake timeout 30 s, close timeout 5 s. Errors: WEFT_EINVAL, WEFT_ENOMEM. */
-int weft_cert_options_new(weft_cert_options **out);
+WEFT_EXTERN int weft_cert_options_new(weft_cert_options **out);
 
 /** @{ */
 /** Takes / drops a reference. The last unref frees. NULL is ignored. */
-weft_cert_options *weft_cert_options_ref(weft_cert_options *options);
-void weft_cert_options_unref(weft_cert_options *options);
+WEFT_EXTERN weft_cert_options *weft_cert_options_ref(weft_cert_options *options);
+WEFT_EXTERN void weft_cert_options_unref(weft_cert_options *options);
 /** @} */
 
 /** The sentence explaining the last failed call on these options ("" if none). Valid until the
  * next call on them. */
-const char *weft_cert_options_last_error(const weft_cert_options *options);
+WEFT_EXTERN const char *weft_cert_options_last_error(const weft_cert_options *options);
 
 /** Builds the SSL_CTX now, for ROLE (WEFT_TLS_SERVER or WEFT_TLS_CLIENT), and freezes the
  * options, so that configuration mistakes (no certificate for a server, a key that does not
  * match, an empty version range, unknown ciphers or groups) are reported here rather than on
  * the first connection. Listeners and connectors call it themselves. Calling it again for the
  * same role returns 0. Errors: WEFT_EINVAL, WEFT_EKEYMISMATCH, WEFT_ETLS, WEFT_ENOMEM. */
-int weft_cert_options_prepare(weft_cert_options *options, weft_tls_role role);
+WEFT_EXTERN int weft_cert_options_prepare(weft_cert_options *options, weft_tls_role role);
 
 /* --- Identity ------------------------------------------------------------------------- */
 
 /** @{ */
 /** Sets the private key (EVP_PKEY *) and the certificate (X509 *). A key that does not match
  * the certificate is refused (WEFT_EKEYMISMATCH) by whichever setter comes second. */
-int weft_cert_options_set_private_key(weft_cert_options *options, struct evp_pkey_st *pkey);
-int weft_cert_options_set_certificate(weft_cert_options *options, struct x509_st *x509);
+WEFT_EXTERN int weft_cert_options_set_private_key(weft_cert_options *options,
+                                                  struct evp_pkey_st *pkey);
+WEFT_EXTERN int weft_cert_options_set_certificate(weft_cert_options *options, struct x509_st *x509);
 /** @} */
 
 /** Appends an intermediate certificate (X509 *) sent after the leaf, in call order. */
-int weft_cert_options_add_chain_certificate(weft_cert_options *options, struct x509_st *x509);
+WEFT_EXTERN int weft_cert_options_add_chain_certificate(weft_cert_options *options,
+                                                        struct x509_st *x509);
 
 /** @{ */
 /** Loads a PEM private key, or a PEM certificate chain (leaf first, then intermediates), from
  * memory (PEM of LEN bytes) or from a file. Errors: WEFT_EPEM (unreadable or malformed; the
  * message names the file or OpenSSL's reason), WEFT_EKEYMISMATCH, WEFT_EFROZEN. */
-int weft_cert_options_load_private_key_pem(weft_cert_options *options, const char *pem,
-                                           size_t len);
-int weft_cert_options_load_private_key_file(weft_cert_options *options, const char *path);
-int weft_cert_options_load_certificate_chain_pem(weft_cert_options *options, const char *pem,
-                                                 size_t len);
-int weft_cert_options_load_certificate_chain_file(weft_cert_options *options, const char *path);
+WEFT_EXTERN int weft_cert_options_load_private_key_pem(weft_cert_options *options, const char *pem,
+                                                       size_t len);
+WEFT_EXTERN int weft_cert_options_load_private_key_file(weft_cert_options *options,
+                                                        const char *path);
+WEFT_EXTERN int weft_cert_options_load_certificate_chain_pem(weft_cert_options *options,
+                                                             const char *pem, size_t len);
+WEFT_EXTERN int weft_cert_options_load_certificate_chain_file(weft_cert_options *options,
+                                                              const char *path);
 /** @} */
 
 /* --- Verification --------------------------------------------------------------------- */
@@ -132,12 +138,12 @@ int weft_cert_options_load_certificate_chain_file(weft_cert_options *options, co
 /** Verify the peer (default on). Turning it off on a client accepts any server: an explicit
  * choice for tests and pinned setups, never a default. It also turns off identity checks (see
  * weft_cert_options_set_verify_identity) and client session reuse. */
-int weft_cert_options_set_verify(weft_cert_options *options, int on);
+WEFT_EXTERN int weft_cert_options_set_verify(weft_cert_options *options, int on);
 
 /** Clients: check the server's identity (default on). Every client checks one by default, on
  * every path (weft_connect_ssl, reconnectors, weft_transport_start_tls): the server name
- * (the connection's, else the options' weft_cert_options_set_server_name, else the host given
- * to weft_connect_ssl) matched against the certificate's DNS subjectAltNames, or, for an IP
+ * (the connection's, else the options' weft_cert_options_set_server_name, else the host
+ * connected to) matched against the certificate's DNS subjectAltNames, or, for an IP
  * literal, its IP subjectAltNames; with no name at all (weft_transport_start_tls with
  * SERVER_NAME NULL and no name in the options) the peer's IP address is checked, and a
  * connection with no IP address (a Unix socket) is refused with WEFT_EINVAL.
@@ -148,46 +154,47 @@ int weft_cert_options_set_verify(weft_cert_options *options, int on);
  * handshake would have checked the same identity). Use it only where something else binds
  * the certificate to the peer (a private CA issuing one certificate per peer, a pinned key).
  * Servers ignore it. Errors: WEFT_EINVAL (NULL), WEFT_EFROZEN. */
-int weft_cert_options_set_verify_identity(weft_cert_options *options, int on);
+WEFT_EXTERN int weft_cert_options_set_verify_identity(weft_cert_options *options, int on);
 
 /** Servers: require the client to present a certificate that verifies (default off). Implies
  * verification. */
-int weft_cert_options_set_require_certificate(weft_cert_options *options, int on);
+WEFT_EXTERN int weft_cert_options_set_require_certificate(weft_cert_options *options, int on);
 
 /** @{ */
 /** Trust anchors (X509 * for weft_cert_options_add_ca_certificate). Adding any replaces the
  * default (the system trust store, used by clients only when no CA was given). */
-int weft_cert_options_add_ca_certificate(weft_cert_options *options, struct x509_st *x509);
-int weft_cert_options_load_ca_file(weft_cert_options *options, const char *path);
-int weft_cert_options_load_ca_dir(weft_cert_options *options, const char *path);
+WEFT_EXTERN int weft_cert_options_add_ca_certificate(weft_cert_options *options,
+                                                     struct x509_st *x509);
+WEFT_EXTERN int weft_cert_options_load_ca_file(weft_cert_options *options, const char *path);
+WEFT_EXTERN int weft_cert_options_load_ca_dir(weft_cert_options *options, const char *path);
 /** @} */
 
 /** Maximum verification chain depth (default 9; 0..100). */
-int weft_cert_options_set_verify_depth(weft_cert_options *options, int depth);
+WEFT_EXTERN int weft_cert_options_set_verify_depth(weft_cert_options *options, int depth);
 
 /** Clients: the server's host name, sent as SNI when it is a DNS name (never for IP literals)
  * and matched against the certificate (DNS name, or IP address subjectAltName). A connection's
- * own server_name (weft_connect_ssl, weft_transport_start_tls) takes precedence; with neither,
- * the host given to weft_connect_ssl, or for STARTTLS the peer's IP address, is checked (see
+ * own server name (weft_endpoint_set_server_name, weft_transport_start_tls) takes precedence;
+ * with neither, the host connected to, or for STARTTLS the peer's IP address, is checked (see
  * weft_cert_options_set_verify_identity). */
-int weft_cert_options_set_server_name(weft_cert_options *options, const char *name);
+WEFT_EXTERN int weft_cert_options_set_server_name(weft_cert_options *options, const char *name);
 
 /* --- Protocol versions and algorithms --------------------------------------------------- */
 
 /** Inclusive range of TLS versions, WEFT_TLS1_2 or WEFT_TLS1_3 (default 1.2 to 1.3). An empty
  * range (MIN > MAX) or an unknown version is refused with WEFT_EINVAL. */
-int weft_cert_options_set_tls_versions(weft_cert_options *options, int min_version,
-                                       int max_version);
+WEFT_EXTERN int weft_cert_options_set_tls_versions(weft_cert_options *options, int min_version,
+                                                   int max_version);
 
 /** @{ */
 /** TLS 1.2 cipher list (OpenSSL syntax) and TLS 1.3 cipher suites. Unknown names are refused
  * with WEFT_EINVAL. The defaults allow only forward-secret AEAD ciphers. */
-int weft_cert_options_set_cipher_list(weft_cert_options *options, const char *ciphers);
-int weft_cert_options_set_ciphersuites(weft_cert_options *options, const char *suites);
+WEFT_EXTERN int weft_cert_options_set_cipher_list(weft_cert_options *options, const char *ciphers);
+WEFT_EXTERN int weft_cert_options_set_ciphersuites(weft_cert_options *options, const char *suites);
 /** @} */
 
 /** Key-exchange groups, colon separated ("X25519:P-256"). Unknown names: WEFT_EINVAL. */
-int weft_cert_options_set_groups(weft_cert_options *options, const char *groups);
+WEFT_EXTERN int weft_cert_options_set_groups(weft_cert_options *options, const char *groups);
 
 /* --- Session resumption ----------------------------------------------------------------
  *
@@ -226,8 +233,8 @@ int weft_cert_options_set_groups(weft_cert_options *options, const char *groups)
 /** @{ */
 /** Servers: the session cache (default on) and stateless session tickets (default on). With
  * both off, no session is ever resumed. */
-int weft_cert_options_set_session_cache(weft_cert_options *options, int on);
-int weft_cert_options_set_session_tickets(weft_cert_options *options, int on);
+WEFT_EXTERN int weft_cert_options_set_session_cache(weft_cert_options *options, int on);
+WEFT_EXTERN int weft_cert_options_set_session_tickets(weft_cert_options *options, int on);
 /** @} */
 
 /** Size in bytes of a session ticket key: 16 bytes of key name, 32 of HMAC-SHA256 secret and 32
@@ -251,8 +258,9 @@ int weft_cert_options_set_session_tickets(weft_cert_options *options, int on);
  * Errors: WEFT_EINVAL (NULL argument; wrong size, the message gives the size found; not a
  * regular file; a key whose 16-byte name is already in use), WEFT_EIO (the file cannot be read; the message names
  * PATH and the system's reason), WEFT_EFROZEN, WEFT_ENOMEM. */
-int weft_cert_options_add_ticket_key(weft_cert_options *options, const uint8_t *key, size_t len);
-int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char *path);
+WEFT_EXTERN int weft_cert_options_add_ticket_key(weft_cert_options *options, const uint8_t *key,
+                                                 size_t len);
+WEFT_EXTERN int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char *path);
 /** @} */
 
 /** Servers without ticket keys of their own (weft_cert_options_add_ticket_key): every SECONDS
@@ -265,7 +273,8 @@ int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char
  * rotation happens on the next handshake after the deadline, under a mutex. Keys generated
  * in one process are unknown to others: for a fleet, give keys.
  * Errors: WEFT_EINVAL (SECONDS not a positive number), WEFT_EFROZEN. */
-int weft_cert_options_set_ticket_key_lifetime(weft_cert_options *options, double seconds);
+WEFT_EXTERN int weft_cert_options_set_ticket_key_lifetime(weft_cert_options *options,
+                                                          double seconds);
 
 /** Clients: keep the sessions servers give (default on) and offer them again to the next
  * connection made with these options that checks the same identity at the same port. The
@@ -288,7 +297,7 @@ int weft_cert_options_set_ticket_key_lifetime(weft_cert_options *options, double
  * clients that must not be linkable across connections (a resumed session identifies the
  * client to the server). Thread: the cache is guarded by a mutex; options may be shared by
  * reactors in several threads. Errors: WEFT_EINVAL (NULL), WEFT_EFROZEN. */
-int weft_cert_options_set_session_reuse(weft_cert_options *options, int on);
+WEFT_EXTERN int weft_cert_options_set_session_reuse(weft_cert_options *options, int on);
 
 /** @{ */
 /** Seconds a TLS handshake may take before the connection is cut (default 30; > 0), and seconds
@@ -296,8 +305,8 @@ int weft_cert_options_set_session_reuse(weft_cert_options *options, int on);
  * handshake time-out is what ends a client that connects and never completes its handshake
  * (WEFT_EHANDSHAKETIMEOUT to handshake_failed); until then that connection holds a slot of the
  * listener's connection limit (weft_listener_set_connection_limit). */
-int weft_cert_options_set_handshake_timeout(weft_cert_options *options, double seconds);
-int weft_cert_options_set_close_timeout(weft_cert_options *options, double seconds);
+WEFT_EXTERN int weft_cert_options_set_handshake_timeout(weft_cert_options *options, double seconds);
+WEFT_EXTERN int weft_cert_options_set_close_timeout(weft_cert_options *options, double seconds);
 /** @} */
 
 /* --- Next-protocol negotiation (ALPN and NPN) ------------------------------------------
@@ -316,21 +325,22 @@ int weft_cert_options_set_close_timeout(weft_cert_options *options, double secon
  * encoded list (each name prefixed by its length byte) at most 65535 bytes. COUNT 0 clears it.
  * Errors: WEFT_EINVAL (bad name or list too long; the message says which), WEFT_ENOTSUP
  * (non-empty list and this build supports neither mechanism), WEFT_EFROZEN, WEFT_ENOMEM. */
-int weft_cert_options_set_next_protocols(weft_cert_options *options, const char *const *names,
-                                         size_t count);
+WEFT_EXTERN int weft_cert_options_set_next_protocols(weft_cert_options *options,
+                                                     const char *const *names, size_t count);
 
 /** Same, from the wire form (length-prefixed names, as in the ALPN extension), for names that
  * may hold any byte. Same errors; a malformed encoding is WEFT_EINVAL. */
-int weft_cert_options_set_next_protocols_wire(weft_cert_options *options, const uint8_t *wire,
-                                              size_t len);
+WEFT_EXTERN int weft_cert_options_set_next_protocols_wire(weft_cert_options *options,
+                                                          const uint8_t *wire, size_t len);
 
 /** Restricts negotiation to a mask of WEFT_MECH_ALPN and WEFT_MECH_NPN (default: both, where
  * available). 0 or unknown bits: WEFT_EINVAL. A mechanism this build lacks: WEFT_ENOTSUP. */
-int weft_cert_options_set_negotiation_mechanisms(weft_cert_options *options, unsigned mask);
+WEFT_EXTERN int weft_cert_options_set_negotiation_mechanisms(weft_cert_options *options,
+                                                             unsigned mask);
 
 /** What to do when the lists do not overlap (default WEFT_NO_OVERLAP_FAIL). */
-int weft_cert_options_set_no_overlap_policy(weft_cert_options *options,
-                                            weft_no_overlap_policy policy);
+WEFT_EXTERN int weft_cert_options_set_no_overlap_policy(weft_cert_options *options,
+                                                        weft_no_overlap_policy policy);
 
 /** @{ */
 /** Servers: a callback that picks the ALPN protocol per connection, instead of the list order.
@@ -342,8 +352,8 @@ int weft_cert_options_set_no_overlap_policy(weft_cert_options *options,
  * during the handshake. */
 typedef int (*weft_protocol_selector)(void *arg, const uint8_t *offer, size_t offer_len,
                                       const char *server_name);
-int weft_cert_options_set_protocol_selector(weft_cert_options *options,
-                                            weft_protocol_selector selector, void *arg);
+WEFT_EXTERN int weft_cert_options_set_protocol_selector(weft_cert_options *options,
+                                                        weft_protocol_selector selector, void *arg);
 /** @} */
 
 /* --- Keys and certificates, in memory ---------------------------------------------------- */
@@ -357,10 +367,17 @@ typedef enum weft_key_type {
 
 /** Generates a key pair. BITS is used for RSA only (0 means 2048; below 2048 is WEFT_EINVAL).
  * Stores a new EVP_PKEY * in *OUT, owned by the caller (EVP_PKEY_free). */
-int weft_key_generate(weft_key_type type, int bits, struct evp_pkey_st **out);
+WEFT_EXTERN int weft_key_generate(weft_key_type type, int bits, struct evp_pkey_st **out);
 
-/** What a generated certificate says. Zeroed fields take the defaults noted. */
+/** What a generated certificate says. Zeroed fields take the defaults noted. Fill it with
+ * weft_cert_spec_init, or a designated initializer (SIZE 0). It follows the size rule of weft's ABI (see "API and ABI stability" in the guide): SIZE 0,
+ * what a designated initializer leaves, means the 1.0 layout; members are only ever appended,
+ * and the library reads one added after 1.0 only when SIZE (set it to sizeof the struct to use
+ * them) covers it. A SIZE larger than the library knows (a program built against newer headers
+ * running with an older library) is accepted and the tail ignored; one smaller than the 1.0
+ * layout is read as 0. */
 typedef struct weft_cert_spec {
+  size_t size;                      /**< 0 (the 1.0 layout) or sizeof(weft_cert_spec) */
   const char *common_name;          /**< subject CN; NULL: none */
   const char *organization;         /**< subject O; NULL: none */
   const char *const *dns_names;     /**< subjectAltName DNS entries */
@@ -374,23 +391,27 @@ typedef struct weft_cert_spec {
   long serial;                      /**< 0: random */
 } weft_cert_spec;
 
+/** Zeroes SPEC (every field at its default) and sets its SIZE to sizeof(weft_cert_spec) of
+ * these headers. NULL is ignored. Any thread. */
+WEFT_EXTERN void weft_cert_spec_init(weft_cert_spec *spec);
+
 /** Makes an X509 certificate for KEY (EVP_PKEY *) as SPEC says, signed by ISSUER_KEY with issuer
  * name from ISSUER_CERT (X509 *), or self-signed when both are NULL. Stores a new X509 * in
  * *OUT, owned by the caller (X509_free). Errors: WEFT_EINVAL (bad IP literal, only one of the
  * issuer pair given, issuer key that does not match its certificate), WEFT_ETLS, WEFT_ENOMEM. */
-int weft_cert_generate(const weft_cert_spec *spec, struct evp_pkey_st *key,
-                       struct evp_pkey_st *issuer_key, struct x509_st *issuer_cert,
-                       struct x509_st **out);
+WEFT_EXTERN int weft_cert_generate(const weft_cert_spec *spec, struct evp_pkey_st *key,
+                                   struct evp_pkey_st *issuer_key, struct x509_st *issuer_cert,
+                                   struct x509_st **out);
 
 /** @{ */
 /** PEM in and out of memory, for keys (EVP_PKEY *) and certificates (X509 *). *_from_pem store
  * a new object owned by the caller (EVP_PKEY_free, X509_free); *_to_pem store a malloc'd
  * NUL-terminated PEM text (free with free()) and its length (LEN may be NULL).
  * Errors: WEFT_EINVAL, WEFT_EPEM, WEFT_ENOMEM. */
-int weft_key_from_pem(const char *pem, size_t len, struct evp_pkey_st **out);
-int weft_cert_from_pem(const char *pem, size_t len, struct x509_st **out);
-int weft_key_to_pem(struct evp_pkey_st *key, char **out, size_t *len);
-int weft_cert_to_pem(struct x509_st *x509, char **out, size_t *len);
+WEFT_EXTERN int weft_key_from_pem(const char *pem, size_t len, struct evp_pkey_st **out);
+WEFT_EXTERN int weft_cert_from_pem(const char *pem, size_t len, struct x509_st **out);
+WEFT_EXTERN int weft_key_to_pem(struct evp_pkey_st *key, char **out, size_t *len);
+WEFT_EXTERN int weft_cert_to_pem(struct x509_st *x509, char **out, size_t *len);
 /** @} */
 
 /* --- Serving TLS in production: identities chosen by SNI -------------------------------
@@ -426,48 +447,48 @@ typedef struct weft_tls_identity weft_tls_identity;
 /** Creates an empty identity (one reference). Give it a key and a certificate chain, then
  * add it to server options with weft_cert_options_add_identity, which freezes it.
  * Errors: WEFT_EINVAL (NULL), WEFT_ENOMEM. Any thread. */
-int weft_tls_identity_new(weft_tls_identity **out);
+WEFT_EXTERN int weft_tls_identity_new(weft_tls_identity **out);
 
 /** @{ */
 /** Takes / drops a reference; the last unref frees. NULL is ignored. */
-weft_tls_identity *weft_tls_identity_ref(weft_tls_identity *identity);
-void weft_tls_identity_unref(weft_tls_identity *identity);
+WEFT_EXTERN weft_tls_identity *weft_tls_identity_ref(weft_tls_identity *identity);
+WEFT_EXTERN void weft_tls_identity_unref(weft_tls_identity *identity);
 /** @} */
 
 /** The sentence explaining the last failed call on IDENTITY ("" if none). */
-const char *weft_tls_identity_last_error(const weft_tls_identity *identity);
+WEFT_EXTERN const char *weft_tls_identity_last_error(const weft_tls_identity *identity);
 
 /** @{ */
 /** The identity's key and certificate chain: as the weft_cert_options functions of the same
  * names (same ownership and errors; WEFT_EFROZEN once the identity was added to options). */
-int weft_tls_identity_set_private_key(weft_tls_identity *identity, struct evp_pkey_st *pkey);
-int weft_tls_identity_set_certificate(weft_tls_identity *identity, struct x509_st *x509);
-int weft_tls_identity_add_chain_certificate(weft_tls_identity *identity, struct x509_st *x509);
-int weft_tls_identity_load_private_key_file(weft_tls_identity *identity, const char *path);
-int weft_tls_identity_load_certificate_chain_file(weft_tls_identity *identity,
+WEFT_EXTERN int weft_tls_identity_set_private_key(weft_tls_identity *identity, struct evp_pkey_st *pkey);
+WEFT_EXTERN int weft_tls_identity_set_certificate(weft_tls_identity *identity, struct x509_st *x509);
+WEFT_EXTERN int weft_tls_identity_add_chain_certificate(weft_tls_identity *identity, struct x509_st *x509);
+WEFT_EXTERN int weft_tls_identity_load_private_key_file(weft_tls_identity *identity, const char *path);
+WEFT_EXTERN int weft_tls_identity_load_certificate_chain_file(weft_tls_identity *identity,
                                                   const char *path);
 /** @} */
 
 /** The identity's own next-protocol list (as weft_cert_options_set_next_protocols; COUNT 0 is
  * an empty list of its own: nothing negotiated). Unset, the listener's list, policy and
  * selector apply. */
-int weft_tls_identity_set_next_protocols(weft_tls_identity *identity, const char *const *names,
+WEFT_EXTERN int weft_tls_identity_set_next_protocols(weft_tls_identity *identity, const char *const *names,
                                          size_t count);
 
 /** The identity's own client-certificate policy: require a client certificate (ON 1) or not
  * (0), verified against the identity's CAs if it was given any
  * (weft_tls_identity_add_ca_certificate), else the listener's. Unset, the listener's policy
  * applies. */
-int weft_tls_identity_set_require_certificate(weft_tls_identity *identity, int on);
-int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity, struct x509_st *x509);
+WEFT_EXTERN int weft_tls_identity_set_require_certificate(weft_tls_identity *identity, int on);
+WEFT_EXTERN int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity, struct x509_st *x509);
 
 /** The identity's own ticket keys (as weft_cert_options_add_ticket_key_file). Unset, the
  * listener's keys seal and open the identity's tickets. */
-int weft_tls_identity_add_ticket_key_file(weft_tls_identity *identity, const char *path);
+WEFT_EXTERN int weft_tls_identity_add_ticket_key_file(weft_tls_identity *identity, const char *path);
 
 /** The identity's own OCSP response to staple (as weft_cert_options_set_ocsp_response). An
  * identity never staples the listener's response (it is about another certificate). */
-int weft_tls_identity_load_ocsp_response_file(weft_tls_identity *identity, const char *path);
+WEFT_EXTERN int weft_tls_identity_load_ocsp_response_file(weft_tls_identity *identity, const char *path);
 
 /** Servers: adds IDENTITY under COUNT host NAMES (each a DNS name or "*." and at least two
  * labels; copied). COUNT 0 adds an identity only a selector can choose (e.g. the acme-tls/1
@@ -475,7 +496,7 @@ int weft_tls_identity_load_ocsp_response_file(weft_tls_identity *identity, const
  * is built with the options' (weft_cert_options_prepare): a bad identity (no key, key that
  * does not match, ...) makes the listener fail to start, or a reload fail, naming it.
  * Errors: WEFT_EINVAL (NULL, bad name), WEFT_EFROZEN, WEFT_ENOMEM. Thread: the options'. */
-int weft_cert_options_add_identity(weft_cert_options *options, const char *const *names,
+WEFT_EXTERN int weft_cert_options_add_identity(weft_cert_options *options, const char *const *names,
                                    size_t count, weft_tls_identity *identity);
 
 /** What a server does with an SNI name that matches no identity. */
@@ -486,7 +507,7 @@ typedef enum weft_sni_unknown_policy {
 
 /** Sets the unknown-name policy. A ClientHello without SNI always gets the default identity.
  * Errors: WEFT_EINVAL, WEFT_EFROZEN. */
-int weft_cert_options_set_sni_unknown_policy(weft_cert_options *options,
+WEFT_EXTERN int weft_cert_options_set_sni_unknown_policy(weft_cert_options *options,
                                              weft_sni_unknown_policy policy);
 
 /** @{ */
@@ -501,29 +522,13 @@ int weft_cert_options_set_sni_unknown_policy(weft_cert_options *options,
  * not block. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
 typedef int (*weft_identity_selector)(void *arg, const char *server_name, const uint8_t *offer,
                                       size_t offer_len, weft_tls_identity **identity);
-int weft_cert_options_set_identity_selector(weft_cert_options *options,
+WEFT_EXTERN int weft_cert_options_set_identity_selector(weft_cert_options *options,
                                             weft_identity_selector selector, void *arg);
 /** @} */
 
 /* --- Reload without restart ------------------------------------------------------------- */
 
-typedef struct weft_listener weft_listener;
-
-/** Replaces the TLS options of a running TLS listener. OPTIONS are prepared for the server role
- * first (every identity's SSL_CTX built, files already read by their loaders): if that fails
- * nothing changes, the listener keeps serving with what it had and the call returns the
- * error, with the sentence in weft_cert_options_last_error(OPTIONS). On success the listener
- * takes a reference to OPTIONS and drops its old one: every handshake that starts afterwards
- * uses the new certificates, keys, protocol lists and policies; connections already accepted
- * keep the options they started with (each holds its own reference) and are not disturbed.
- * To reload files, build new options from the same file names (weft's loaders read files
- * when called) and pass them here; ticket keys given by file reload the same way. With
- * automatic ticket keys, the new options make new keys: tickets issued before the reload
- * then get a full handshake (give ticket key files to keep resumption across reloads).
- * Errors: WEFT_EINVAL (NULL, or a TCP listener), the errors of weft_cert_options_prepare.
- * Thread: the listener's reactor thread (from another thread, use
- * weft_reactor_call_from_thread). */
-int weft_listener_set_options(weft_listener *listener, weft_cert_options *options);
+/* Reloading a live listener's options: weft_listener_set_options, in weft/endpoint.h. */
 
 /* --- OCSP stapling --------------------------------------------------------------------- */
 
@@ -533,9 +538,9 @@ int weft_listener_set_options(weft_listener *listener, weft_cert_options *option
  * "successful"; weft does not check its signature or dates (the client does): refresh it by
  * reloading (weft_listener_set_options). Errors: WEFT_EINVAL (not an OCSP response, or not
  * successful), WEFT_EIO (the file cannot be read), WEFT_EFROZEN, WEFT_ENOMEM. */
-int weft_cert_options_set_ocsp_response(weft_cert_options *options, const uint8_t *der,
+WEFT_EXTERN int weft_cert_options_set_ocsp_response(weft_cert_options *options, const uint8_t *der,
                                         size_t len);
-int weft_cert_options_load_ocsp_response_file(weft_cert_options *options, const char *path);
+WEFT_EXTERN int weft_cert_options_load_ocsp_response_file(weft_cert_options *options, const char *path);
 /** @} */
 
 /** Clients: ask for certificate status and fail the handshake (WEFT_ECERTVERIFY; alert 113,
@@ -543,7 +548,7 @@ int weft_cert_options_load_ocsp_response_file(weft_cert_options *options, const 
  * signed by the certificate's issuer or a responder it delegated to (as the trust anchors
  * see it), current (5 minutes of clock skew allowed) and saying "good" for the server's
  * certificate. Default off. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
-int weft_cert_options_set_require_ocsp(weft_cert_options *options, int on);
+WEFT_EXTERN int weft_cert_options_set_require_ocsp(weft_cert_options *options, int on);
 
 /* --- Key log ------------------------------------------------------------------------------ */
 
@@ -558,9 +563,9 @@ typedef void (*weft_keylog_callback)(void *arg, const char *line);
  * lines ARE SECRETS: whoever reads them decrypts the captured traffic (Wireshark reads this
  * format). Use only for debugging, never in production by default. Errors: WEFT_EINVAL,
  * WEFT_EIO (the file cannot be opened; the message says why), WEFT_EFROZEN. */
-int weft_cert_options_set_keylog_callback(weft_cert_options *options,
+WEFT_EXTERN int weft_cert_options_set_keylog_callback(weft_cert_options *options,
                                           weft_keylog_callback callback, void *arg);
-int weft_cert_options_set_keylog_file(weft_cert_options *options, const char *path);
+WEFT_EXTERN int weft_cert_options_set_keylog_file(weft_cert_options *options, const char *path);
 /** @} */
 
 /* --- Verification hooks ------------------------------------------------------------------ */
@@ -577,7 +582,7 @@ int weft_cert_options_set_keylog_file(weft_cert_options *options, const char *pa
  * during the handshake. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
 typedef int (*weft_verify_callback)(void *arg, long verdict, struct x509_st *const *chain,
                                     size_t count);
-int weft_cert_options_set_verify_callback(weft_cert_options *options,
+WEFT_EXTERN int weft_cert_options_set_verify_callback(weft_cert_options *options,
                                           weft_verify_callback callback, void *arg);
 /** @} */
 
@@ -589,7 +594,7 @@ int weft_cert_options_set_verify_callback(weft_cert_options *options,
  * (WEFT_ECERTVERIFY). With verification on, the pin is checked in addition to the chain; with
  * verification off (weft_cert_options_set_verify(options, 0)) the pins alone decide (a pinned
  * self-signed server). Errors: WEFT_EINVAL (malformed pin), WEFT_EFROZEN, WEFT_ENOMEM. */
-int weft_cert_options_add_pin_sha256(weft_cert_options *options, const char *pin);
+WEFT_EXTERN int weft_cert_options_add_pin_sha256(weft_cert_options *options, const char *pin);
 
 /* --- Miscellaneous --------------------------------------------------------------------- */
 
@@ -597,11 +602,11 @@ int weft_cert_options_add_pin_sha256(weft_cert_options *options, const char *pin
  * a handshake that ends with no protocol negotiated (a server without ALPN or NPN, or under
  * WEFT_NO_OVERLAP_CONTINUE) fails with WEFT_ENOPROTOCOL before build_protocol: the factory's
  * connection_failed hears of it. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
-int weft_cert_options_set_require_protocol(weft_cert_options *options, int on);
+WEFT_EXTERN int weft_cert_options_set_require_protocol(weft_cert_options *options, int on);
 
 /** Servers: how many TLS 1.3 session tickets to send after a full handshake (OpenSSL's
  * default is 2; 0 sends none; at most 16). Errors: WEFT_EINVAL, WEFT_EFROZEN. */
-int weft_cert_options_set_tls13_tickets(weft_cert_options *options, unsigned count);
+WEFT_EXTERN int weft_cert_options_set_tls13_tickets(weft_cert_options *options, unsigned count);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,8 @@
 #ifndef WEFT_TRANSPORT_H
 #define WEFT_TRANSPORT_H
 
+#include <weft/common.h>
+
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -33,7 +35,8 @@ typedef struct weft_reactor weft_reactor;
 /** Certificate options (see weft/tls.h). */
 typedef struct weft_cert_options weft_cert_options;
 
-/** One buffer of a gathered write. */
+/** One buffer of a gathered write. Frozen: it never gains a member (an array of them is passed
+ * with its count, so its size is part of the ABI). */
 typedef struct weft_buf {
   const void *base; /**< the first byte */
   size_t len;       /**< the number of bytes */
@@ -46,11 +49,12 @@ typedef struct weft_buf {
  * Errors: WEFT_EINVAL (DATA NULL with LEN > 0; or LEN plus the pending output above
  * EV_SSIZE_MAX, which also covers a sum that overflows size_t), WEFT_ECLOSED (after lose_connection,
  * abort_connection, half_close or once the connection is lost), WEFT_ENOMEM. LEN 0 is a no-op. */
-int weft_transport_write(weft_transport *transport, const void *data, size_t len);
+WEFT_EXTERN int weft_transport_write(weft_transport *transport, const void *data, size_t len);
 
 /** Queues COUNT buffers as one write, in order; all or nothing. Errors as weft_transport_write
  * (the lengths' sum, and the sum with the pending output, must not overflow: WEFT_EINVAL). */
-int weft_transport_write_sequence(weft_transport *transport, const weft_buf *bufs, size_t count);
+WEFT_EXTERN int weft_transport_write_sequence(weft_transport *transport, const weft_buf *bufs,
+                                              size_t count);
 
 /** Releases the bytes given to weft_transport_write_reference: DATA and LEN as given, ARG the
  * caller's pointer. */
@@ -68,8 +72,8 @@ typedef void (*weft_release_fn)(const void *data, size_t len, void *arg);
  * any weft function on it, writes included; after connection_lost it must not touch it.
  * Errors as weft_transport_write; on error nothing is queued and RELEASE is not called, so the
  * bytes are still the caller's. LEN 0 returns 0 and calls RELEASE at once. */
-int weft_transport_write_reference(weft_transport *transport, const void *data, size_t len,
-                                   weft_release_fn release, void *arg);
+WEFT_EXTERN int weft_transport_write_reference(weft_transport *transport, const void *data,
+                                               size_t len, weft_release_fn release, void *arg);
 
 /** Closes the connection gracefully: what was written is sent first (also after the peer's FIN
  * or close_notify: they say the peer sends nothing more, not that it stops reading); then for TCP a FIN is
@@ -86,34 +90,34 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
  * call; a handshake still unfinished then ends with WEFT_ETIMEDOUT (tls_started, then
  * connection_lost), without close_notify.
  * Calling it again, or after abort, returns 0 and does nothing. */
-int weft_transport_lose_connection(weft_transport *transport);
+WEFT_EXTERN int weft_transport_lose_connection(weft_transport *transport);
 
 /** Closes the connection at once, dropping pending output (after STARTTLS, also the records
  * already encrypted and not yet given to the socket). connection_lost follows with
  * WEFT_EABORTED, from the reactor loop (not from inside this call). Calling it again returns 0. */
-int weft_transport_abort_connection(weft_transport *transport);
+WEFT_EXTERN int weft_transport_abort_connection(weft_transport *transport);
 
 /** Shuts down the write side once pending output is sent (TCP FIN); reading goes on. Further
  * writes fail with WEFT_ECLOSED. TLS transports return WEFT_ENOTSUP: weft does not offer a TLS
  * half-close (close_notify ends the whole connection). */
-int weft_transport_half_close(weft_transport *transport);
+WEFT_EXTERN int weft_transport_half_close(weft_transport *transport);
 
 /** @{ */
 /** Stops / restarts delivering data_received. Data keeps arriving in the kernel's buffer, so a
  * paused peer is eventually slowed by TCP flow control. Idempotent. */
-int weft_transport_pause_reading(weft_transport *transport);
-int weft_transport_resume_reading(weft_transport *transport);
+WEFT_EXTERN int weft_transport_pause_reading(weft_transport *transport);
+WEFT_EXTERN int weft_transport_resume_reading(weft_transport *transport);
 /** @} */
 
 /** Bytes written but not yet handed to the kernel (for TLS: plaintext not yet encrypted and
  * sent). 0 for NULL. */
-size_t weft_transport_pending_output(weft_transport *transport);
+WEFT_EXTERN size_t weft_transport_pending_output(weft_transport *transport);
 
 /** Sets the low-water mark for write_drained (default 0): when pending output falls to LOW
  * bytes or fewer, after a write left it above, the protocol's write_drained is called. A
  * producer writes until pending output passes its own high mark, then waits for
  * write_drained. */
-int weft_transport_set_write_low_water(weft_transport *transport, size_t low);
+WEFT_EXTERN int weft_transport_set_write_low_water(weft_transport *transport, size_t low);
 
 /** Cuts the connection when pending output makes no progress for SECONDS: the socket took not
  * one byte for that long, typically because the peer stopped reading and its window and the
@@ -127,34 +131,36 @@ int weft_transport_set_write_low_water(weft_transport *transport, size_t low);
  * per write: libevent's write event carries the time-out.
  * Errors: WEFT_EINVAL (SECONDS negative, above 1e6 or not a number), WEFT_ECLOSED (after the
  * connection was lost), WEFT_ENOMEM. */
-int weft_transport_set_write_timeout(weft_transport *transport, double seconds);
+WEFT_EXTERN int weft_transport_set_write_timeout(weft_transport *transport, double seconds);
 
 /** TCP_NODELAY on or off (weft turns it on for every connection by default). */
-int weft_transport_set_nodelay(weft_transport *transport, int on);
+WEFT_EXTERN int weft_transport_set_nodelay(weft_transport *transport, int on);
 
 /** SO_KEEPALIVE on or off; with IDLE_SECONDS > 0 also the idle time before the first probe. */
-int weft_transport_set_keepalive(weft_transport *transport, int on, int idle_seconds);
+WEFT_EXTERN int weft_transport_set_keepalive(weft_transport *transport, int on, int idle_seconds);
 
 /** @{ */
 /** Copies the peer's (remote) or the host's (local) address into *ADDR (which must hold
  * *LEN bytes; a struct sockaddr_storage always fits) and sets *LEN to the address length.
  * Errors: WEFT_EINVAL. */
-int weft_transport_peer_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len);
-int weft_transport_host_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len);
+WEFT_EXTERN int weft_transport_peer_address(weft_transport *transport, struct sockaddr *addr,
+                                            socklen_t *len);
+WEFT_EXTERN int weft_transport_host_address(weft_transport *transport, struct sockaddr *addr,
+                                            socklen_t *len);
 /** @} */
 
 /** Formats ADDR as "1.2.3.4:80" or "[::1]:80" into BUF (at most SIZE bytes, always terminated
  * when SIZE > 0). Returns BUF, or "?" for an unknown family. Any thread. */
-const char *weft_address_format(const struct sockaddr *addr, char *buf, size_t size);
+WEFT_EXTERN const char *weft_address_format(const struct sockaddr *addr, char *buf, size_t size);
 
 /** The reactor this transport belongs to. */
-weft_reactor *weft_transport_reactor(weft_transport *transport);
+WEFT_EXTERN weft_reactor *weft_transport_reactor(weft_transport *transport);
 
 /** The protocol attached to this transport (NULL before build_protocol returned). */
-weft_protocol *weft_transport_protocol(weft_transport *transport);
+WEFT_EXTERN weft_protocol *weft_transport_protocol(weft_transport *transport);
 
 /** 1 if the transport is TLS (from the start, or after start_tls completed), else 0. */
-int weft_transport_is_tls(weft_transport *transport);
+WEFT_EXTERN int weft_transport_is_tls(weft_transport *transport);
 
 /* --- Next-protocol negotiation (see weft/tls.h for how it is configured) ------------------ */
 
@@ -169,38 +175,39 @@ typedef enum weft_negotiation_mechanism {
  * NULL, its length in *LEN. NULL (and *LEN 0) when nothing was negotiated. Final by
  * connection_made (or tls_started after STARTTLS) and still readable in connection_lost. When
  * both mechanisms ran, the ALPN result is reported. */
-const uint8_t *weft_transport_next_protocol(weft_transport *transport, size_t *len);
+WEFT_EXTERN const uint8_t *weft_transport_next_protocol(weft_transport *transport, size_t *len);
 
 /** Which mechanism produced weft_transport_next_protocol's result. */
-weft_negotiation_mechanism weft_transport_negotiation_mechanism(weft_transport *transport);
+WEFT_EXTERN weft_negotiation_mechanism weft_transport_negotiation_mechanism(
+    weft_transport *transport);
 
 /* --- TLS details ---------------------------------------------------------------------- */
 
 /** "TLSv1.2", "TLSv1.3", ... or NULL when not TLS. Static string. */
-const char *weft_transport_tls_version(weft_transport *transport);
+WEFT_EXTERN const char *weft_transport_tls_version(weft_transport *transport);
 
 /** The cipher in use, e.g.\ "TLS_AES_256_GCM_SHA384", or NULL when not TLS. Static string. */
-const char *weft_transport_tls_cipher(weft_transport *transport);
+WEFT_EXTERN const char *weft_transport_tls_cipher(weft_transport *transport);
 
 /** 1 if the TLS session was resumed, 0 if not or not TLS. */
-int weft_transport_tls_session_reused(weft_transport *transport);
+WEFT_EXTERN int weft_transport_tls_session_reused(weft_transport *transport);
 
 /** The peer's certificate (an X509 *: struct x509_st is OpenSSL's X509), or NULL if none or
  * not TLS. Borrowed: valid while the transport is; call X509_up_ref to keep it. */
-struct x509_st *weft_transport_peer_certificate(weft_transport *transport);
+WEFT_EXTERN struct x509_st *weft_transport_peer_certificate(weft_transport *transport);
 
 /** @{ */
 /** Writes the peer certificate's subject or issuer (one line, OpenSSL's RFC 2253 form) or its
  * SHA-256 fingerprint (hex with colons) into BUF of SIZE bytes. Errors: WEFT_EINVAL,
  * WEFT_ENOTTLS, WEFT_ENOPEERCERT, WEFT_ENOMEM (BUF too small). */
-int weft_transport_peer_subject(weft_transport *transport, char *buf, size_t size);
-int weft_transport_peer_issuer(weft_transport *transport, char *buf, size_t size);
-int weft_transport_peer_fingerprint(weft_transport *transport, char *buf, size_t size);
+WEFT_EXTERN int weft_transport_peer_subject(weft_transport *transport, char *buf, size_t size);
+WEFT_EXTERN int weft_transport_peer_issuer(weft_transport *transport, char *buf, size_t size);
+WEFT_EXTERN int weft_transport_peer_fingerprint(weft_transport *transport, char *buf, size_t size);
 /** @} */
 
 /** The SSL * of the connection (struct ssl_st is OpenSSL's SSL) for advanced use (NULL if not
  * TLS). Borrowed. Changing its configuration after the handshake is at the user's risk. */
-struct ssl_st *weft_transport_ssl(weft_transport *transport);
+WEFT_EXTERN struct ssl_st *weft_transport_ssl(weft_transport *transport);
 
 /** Which side of a TLS handshake this end plays in weft_transport_start_tls. */
 typedef enum weft_tls_role {
@@ -216,8 +223,8 @@ typedef enum weft_tls_role {
  * is refused with WEFT_EINVAL (see weft_cert_options_set_verify_identity).
  * Errors: WEFT_EINVAL, WEFT_EBUSY (already TLS or upgrading), WEFT_ECLOSED, WEFT_ENOMEM,
  * WEFT_ETLS (options could not be built). OPTIONS is referenced, not copied. */
-int weft_transport_start_tls(weft_transport *transport, weft_cert_options *options,
-                             weft_tls_role role, const char *server_name);
+WEFT_EXTERN int weft_transport_start_tls(weft_transport *transport, weft_cert_options *options,
+                                         weft_tls_role role, const char *server_name);
 
 #ifdef __cplusplus
 }

@@ -12,14 +12,16 @@
 #ifndef WEFT_VERSION_H
 #define WEFT_VERSION_H
 
+#include <weft/common.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /** @{ */
 /** The version of these headers, in three numbers (0..255 each). */
-#define WEFT_VERSION_MAJOR 0
-#define WEFT_VERSION_MINOR 1
+#define WEFT_VERSION_MAJOR 1
+#define WEFT_VERSION_MINOR 0
 #define WEFT_VERSION_PATCH 0
 /** @} */
 
@@ -36,11 +38,11 @@ extern "C" {
   "." WEFT__VERSION_STR(WEFT_VERSION_MINOR) "." WEFT__VERSION_STR(WEFT_VERSION_PATCH)
 
 /** The version of the library the program runs with, in the WEFT_VERSION_HEX form. */
-unsigned weft_version(void);
+WEFT_EXTERN unsigned weft_version(void);
 
 /** The version of the library the program runs with, as WEFT_VERSION_STRING (static, never
  * NULL). */
-const char *weft_version_string(void);
+WEFT_EXTERN const char *weft_version_string(void);
 
 #ifdef __cplusplus
 }

@@ -3,6 +3,8 @@
 #ifndef WEFT_WEFT_H
 #define WEFT_WEFT_H
 
+#include <weft/common.h>
+
 #include <weft/error.h>
 #include <weft/reactor.h>
 #include <weft/protocol.h>

@@ -12,5 +12,6 @@
 #include <weft/reconnect.h>
 #include <weft/alloc.h>
 #include <weft/version.h>
+#include <weft/framing.h>
 
 #endif /* WEFT_WEFT_H */

@@ -13,5 +13,9 @@
 #include <weft/alloc.h>
 #include <weft/version.h>
 #include <weft/framing.h>
+#include <weft/log.h>
+#include <weft/timeout.h>
+#include <weft/testing.h>
+#include <weft/producer.h>
 
 #endif /* WEFT_WEFT_H */

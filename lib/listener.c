@@ -15,6 +15,8 @@
 #include "alloc-internal.h"
 #include "listener-internal.h"
 #include "transport-internal.h"
+#include "log-internal.h"
+#include <weft/timeout.h>
 
 struct weft_listener {
   weft_reactor *reactor;
@@ -28,6 +30,7 @@ struct weft_listener {
   unsigned max_connections; /* 0: no limit */
   unsigned connections;     /* accepted and not yet freed, handshakes included */
   double write_timeout;     /* default for the connections it accepts; 0: off */
+  double idle_timeout;      /* default idle time-out of its connections; 0: off */
   int accepting;            /* the evconnlistener is enabled */
   int in_backoff;           /* paused after EMFILE/ENFILE until the backoff timer fires */
   int stopped;              /* weft_listener_stop or the reactor's shutdown ran: the memory
@@ -74,6 +77,8 @@ static void on_connection_closed(void *arg, const weft_reason *reason, int made)
   connection_closed(arg);
 }
 
+static void on_connection_ready(void *arg, struct weft_transport *transport);
+
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *peer,
                       int peer_len, void *arg) {
   weft_listener *l = arg;
@@ -81,7 +86,7 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
   /* Counted before the transport exists, so that L outlives this call even if the protocol's
    * connection_made stops it (the memory stays while a connection counts). */
   connection_opened(l);
-  const weft__owner owner = {NULL, on_connection_closed, l};
+  const weft__owner owner = {on_connection_ready, on_connection_closed, l};
   int rc = weft__transport_start(l->reactor, fd, peer, (socklen_t)peer_len, l->factory,
                                  l->options, WEFT_TLS_SERVER, NULL, l->write_timeout, &owner,
                                  NULL);
@@ -103,6 +108,7 @@ static void on_backoff_done(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   l->in_backoff = 0;
+  weft__log(l->reactor, WEFT_LOG_INFO, "accepting resumed after the back-off");
   update_accepting(l);
 }
 
@@ -113,6 +119,8 @@ static void on_accept_error(struct evconnlistener *evl, void *arg) {
   int err = EVUTIL_SOCKET_ERROR();
   (void)evl;
   if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+    weft__log(l->reactor, WEFT_LOG_WARNING, "accept failed (%s): accepting paused for 100 ms",
+              strerror(err));
     l->in_backoff = 1;
     update_accepting(l);
     struct timeval tv = {0, 100000};
@@ -312,5 +320,21 @@ int weft_listener_set_options(weft_listener *listener, weft_cert_options *option
   weft_cert_options *old = listener->options;
   listener->options = weft_cert_options_ref(options);
   weft_cert_options_unref(old); /* connections accepted before keep their own references */
+  return 0;
+}
+
+/* --- idle time-out default ---------------------------------------------------------------- */
+
+/* The owner's ready hook of accepted connections: right before build_protocol. */
+static void on_connection_ready(void *arg, struct weft_transport *transport) {
+  weft_listener *l = arg;
+  if (l->idle_timeout > 0)
+    (void)weft_transport_set_idle_timeout(transport, l->idle_timeout); /* ENOMEM: none */
+}
+
+int weft_listener_set_idle_timeout(weft_listener *listener, double seconds) {
+  if (!listener || !(seconds >= 0 && seconds <= 1e6)) /* also refuses NaN */
+    return WEFT_EINVAL;
+  listener->idle_timeout = seconds;
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <event2/event.h>
 
 #include <weft/reactor.h>
+#include <weft/log.h>
 
 struct weft_transport;
 struct weft_listener;
@@ -47,7 +48,24 @@ struct weft_reactor {
   int wake_pending; /* a byte is in the pipe (guarded by queue_lock) */
   int wake_fds[2];
   struct event *wake_event;
+
+  /* The log callback (lib/log.c). */
+  weft_log_fn log_fn;
+  void *log_arg;
+  int log_level;
+
+  /* The test clock (lib/testing.c): while FAKE_CLOCK is set, delayed calls do not wait on
+   * libevent's timers but for weft_testing_clock_advance, which moves FAKE_NOW. */
+  int fake_clock;
+  double fake_now;
 };
+
+/* Seconds on the reactor's clock: libevent's cached monotonic time, or the test clock. */
+double weft__reactor_now(weft_reactor *reactor);
+
+/* Test clock: runs the earliest delayed call due at or before UNTIL (setting the clock to its
+ * due time first). Returns 1 if one ran, 0 if none is due. */
+int weft__reactor_run_one_due(weft_reactor *reactor, double until);
 
 /* weft_reactor_call_later, plus ON_DROP(ARG), called instead of FN if the reactor is freed
  * before the call ran (ON_DROP may be NULL). For library objects that outlive a reactor. */

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/dns.h>
@@ -25,6 +26,7 @@ struct weft_delayed_call {
   weft_callback fn;
   weft_callback on_drop; /* called instead of FN when the reactor is freed first */
   void *arg;
+  double due; /* on the reactor's clock (weft__reactor_now): the test clock needs it */
   TAILQ_ENTRY(weft_delayed_call) link;
 };
 
@@ -325,7 +327,8 @@ int weft__reactor_call_later_full(weft_reactor *reactor, double seconds, weft_ca
   /* Count SECONDS from now, not from the start of this loop iteration (libevent's cache). */
   event_base_update_cache_time(reactor->base);
   call->event = evtimer_new(reactor->base, on_delayed, call);
-  if (!call->event || evtimer_add(call->event, &tv) != 0) {
+  call->due = weft__reactor_now(reactor) + seconds;
+  if (!call->event || (!reactor->fake_clock && evtimer_add(call->event, &tv) != 0)) {
     if (call->event)
       event_free(call->event);
     weft__free(call);
@@ -351,6 +354,9 @@ int weft_delayed_call_reset(weft_delayed_call *call, double seconds) {
   if (!call || seconds_to_tv(seconds, &tv) != 0)
     return WEFT_EINVAL;
   event_base_update_cache_time(call->reactor->base);
+  call->due = weft__reactor_now(call->reactor) + seconds;
+  if (call->reactor->fake_clock)
+    return 0; /* weft_testing_clock_advance runs it */
   return evtimer_add(call->event, &tv) == 0 ? 0 : WEFT_ENOMEM;
 }
 
@@ -476,4 +482,30 @@ int weft__parse_ip(const char *ip, int port, struct sockaddr_storage *ss, sockle
     return 0;
   }
   return WEFT_EINVAL;
+}
+
+/* --- the reactor's clock (idle time-outs, the test clock) ---------------------------------- */
+
+double weft__reactor_now(weft_reactor *reactor) {
+  if (reactor->fake_clock)
+    return reactor->fake_now;
+  /* CLOCK_MONOTONIC_COARSE: a vDSO read, no system call, the resolution libevent's timers
+   * have anyway (see weft_reactor_call_later). */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int weft__reactor_run_one_due(weft_reactor *reactor, double until) {
+  weft_delayed_call *call, *first = NULL;
+  TAILQ_FOREACH(call, &reactor->delayed, link) {
+    if (call->due <= until && (!first || call->due < first->due))
+      first = call; /* ties: the earliest scheduled, as the list is in scheduling order */
+  }
+  if (!first)
+    return 0;
+  if (first->due > reactor->fake_now)
+    reactor->fake_now = first->due;
+  on_delayed(-1, EV_TIMEOUT, first);
+  return 1;
 }

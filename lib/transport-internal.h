@@ -100,7 +100,24 @@ struct weft_transport {
   weft_negotiation_mechanism mechanism;
 
   weft__reason_buf reason; /* why it closed (valid once state is CLOSED) */
+
+  /* Idle time-out (weft_transport_set_idle_timeout): one delayed call per connection, not
+   * moved on each read: a read only stores the time (LAST_ACTIVITY), and the call, when it
+   * fires, re-arms itself for what is left. */
+  double idle_timeout;
+  double last_activity;
+  weft_delayed_call *idle_call;
+  /* The producer streaming into this transport (lib/producer.c), if any. */
+  struct weft_producer *producer;
 };
+
+/* Closes the transport now with CODE and MESSAGE (connection_lost follows from the loop), as
+ * an error would; for TLS after the handshake, close_notify is sent first. For
+ * weft_testing_transport_close and the idle time-out. */
+void weft__transport_close_with(struct weft_transport *transport, int code, const char *message);
+
+/* The producer (lib/producer.c) hears that its transport ends, before connection_lost. */
+void weft__producer_transport_lost(struct weft_producer *producer, const weft_reason *reason);
 
 /* Creates a transport for the connected socket FD (owned from now on, closed on failure) and
  * registers it with the reactor. For TLS (OPTIONS not NULL) the handshake starts at once in

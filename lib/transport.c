@@ -23,6 +23,8 @@
 
 #include "alloc-internal.h"
 #include "transport-internal.h"
+#include "log-internal.h"
+#include <weft/timeout.h>
 
 /* STARTTLS: ciphertext the socket bufferevent under a TLS filter may hold (see start_tls). */
 #define WEFT__STARTTLS_SOCKET_HIGH ((size_t)64 << 10)
@@ -61,6 +63,8 @@ static void transport_free(weft_transport *t) {
   flush_filter_output(t);
   settle_releases(t);
   weft__reactor_remove_transport(t->reactor, t);
+  if (t->idle_call)
+    weft_delayed_call_cancel(t->idle_call);
   if (t->timer)
     event_free(t->timer);
   if (t->finish_event)
@@ -83,6 +87,8 @@ static void transport_free(weft_transport *t) {
 static void deliver_end(weft_transport *t) {
   const weft_reason *reason = &t->reason.reason;
   int made = t->made;
+  if (t->producer)
+    weft__producer_transport_lost(t->producer, reason); /* before connection_lost frees it */
   if (made) {
     /* The ops as they are now: the protocol may have swapped its table at any time. */
     if (t->protocol->ops->connection_lost)
@@ -119,6 +125,9 @@ static void close_now(weft_transport *t) {
   }
   if (t->timer)
     event_del(t->timer);
+  if (t->idle_call)
+    weft_delayed_call_cancel(t->idle_call);
+  t->idle_call = NULL;
   if (t->resume_event)
     event_del(t->resume_event);
   if (t->bev) {
@@ -479,6 +488,8 @@ static void check_read_ahead(weft_transport *t) {
 
 static void on_read(struct bufferevent *bev, void *arg) {
   (void)bev;
+  if (((weft_transport *)arg)->idle_call) /* a time stamp, no timer work (see idle_call) */
+    ((weft_transport *)arg)->last_activity = weft__reactor_now(((weft_transport *)arg)->reactor);
   deliver_input(arg);
   check_read_ahead(arg);
 }
@@ -1312,5 +1323,71 @@ int weft_transport_start_tls(weft_transport *transport, weft_cert_options *optio
     (void)apply_write_timeout(t); /* the socket bufferevent below keeps its own already */
   bufferevent_enable(t->bev, t->read_paused ? EV_WRITE : EV_READ | EV_WRITE);
   arm_timer(t, weft__tls_handshake_timeout(options));
+  return 0;
+}
+
+/* --- idle time-out and closing with a given reason ----------------------------------------- */
+
+void weft__transport_close_with(weft_transport *t, int code, const char *message) {
+  if (t->state == WEFT__T_CLOSED)
+    return;
+  if (t->ssl && t->tls.handshake_done && !t->shutdown_sent && !t->starttls)
+    send_close_notify(t); /* a clean TLS end: the peer sees a close, not a truncation */
+  close_with(t, code, "%s", message ? message : weft_strerror(code));
+}
+
+static void on_idle(void *arg) {
+  weft_transport *t = arg;
+  t->idle_call = NULL; /* the reactor frees a delayed call once it ran */
+  if (t->state != WEFT__T_OPEN)
+    return; /* closing: lose_connection's own bounds apply */
+  double now = weft__reactor_now(t->reactor);
+  /* Output still waiting is not idleness (the write time-out watches that it moves). */
+  if (evbuffer_get_length(bufferevent_get_output(t->bev)) > 0)
+    t->last_activity = now;
+  double left = t->idle_timeout - (now - t->last_activity);
+  if (left > 1e-3) {
+    if (weft__reactor_call_later_full(t->reactor, left, on_idle, NULL, t, &t->idle_call) == 0)
+      return;
+    left = 0; /* no memory for the timer: end the connection rather than keep it unbounded */
+  }
+  char peer[64] = "?";
+  if (t->peer_len)
+    weft_address_format((struct sockaddr *)&t->peer, peer, sizeof peer);
+  char msg[128];
+  snprintf(msg, sizeof msg, "idle time-out: nothing received for %.3g s", t->idle_timeout);
+  weft__log(t->reactor, WEFT_LOG_INFO, "connection from %s closed: %s", peer, msg);
+  weft__transport_close_with(t, WEFT_EIDLE, msg);
+}
+
+int weft_transport_set_idle_timeout(weft_transport *transport, double seconds) {
+  if (!transport || !(seconds >= 0 && seconds <= 1e6))
+    return WEFT_EINVAL;
+  weft_transport *t = transport;
+  if (t->state == WEFT__T_CLOSED)
+    return WEFT_ECLOSED;
+  t->idle_timeout = seconds;
+  t->last_activity = weft__reactor_now(t->reactor);
+  if (seconds == 0) {
+    if (t->idle_call)
+      weft_delayed_call_cancel(t->idle_call);
+    t->idle_call = NULL;
+    return 0;
+  }
+  if (t->idle_call)
+    return weft_delayed_call_reset(t->idle_call, seconds);
+  return weft__reactor_call_later_full(t->reactor, seconds, on_idle, NULL, t, &t->idle_call);
+}
+
+double weft_transport_get_idle_timeout(weft_transport *transport) {
+  return transport ? transport->idle_timeout : 0;
+}
+
+int weft_transport_reset_idle_timeout(weft_transport *transport) {
+  if (!transport)
+    return WEFT_EINVAL;
+  if (transport->state == WEFT__T_CLOSED)
+    return WEFT_ECLOSED;
+  transport->last_activity = weft__reactor_now(transport->reactor);
   return 0;
 }

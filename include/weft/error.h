@@ -49,7 +49,10 @@ extern "C" {
   X(EIO, -29, "I/O error")                                                                    \
   X(ENOTTLS, -30, "transport is not a TLS transport")                                         \
   X(EBUSY, -31, "resource busy")                                                              \
-  X(ECONNLIMIT, -32, "connection limit reached (reserved)")
+  X(ECONNLIMIT, -32, "connection limit reached (reserved)")                                  \
+  X(ETOOLONG, -33, "line or frame longer than the maximum length")                          \
+  X(EIDLE, -34, "connection idle for longer than its idle time-out")                        \
+  X(EBADFRAME, -35, "malformed frame")
 
 /** The error codes. WEFT_OK (0) is success; for a reason it means a clean close. */
 enum {

@@ -14,5 +14,10 @@
 #include <weft/reconnect.h>
 #include <weft/alloc.h>
 #include <weft/version.h>
+#include <weft/framing.h>
+#include <weft/log.h>
+#include <weft/timeout.h>
+#include <weft/testing.h>
+#include <weft/producer.h>
 
 #endif /* WEFT_WEFT_H */

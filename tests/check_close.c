@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -320,6 +322,208 @@ START_TEST(test_abort_after_starttls_sends_nothing) {
 }
 END_TEST
 
+/* The test above aborts before anything reached the socket bufferevent's writer, and then the
+ * kernel has no room anyway: it passes whether or not abort drops the ciphertext. Here the
+ * records wait below the filter while the kernel has room when the transport is freed: the
+ * server writes 1 MiB after the handshake to a peer that does not read, over small socket
+ * buffers, so that the socket bufferevent under the filter holds tens of KiB of ciphertext
+ * (its high-water mark is 64 KiB; the kernel takes much less). With the reactor stopped, the
+ * peer then empties the kernel (its receive queue and the server's send queue), and the test
+ * aborts. Whatever the peer receives after that was sent by weft after the abort. */
+
+/* A STARTTLS client in a thread: a small receive buffer, the STARTTLS line, the go-ahead, the
+ * handshake; then it reads nothing and leaves the socket to the test. */
+typedef struct quiet_client {
+  weft_reactor *reactor;
+  int port;
+  void *ca;
+  int fd;
+  int handshake_ok;
+  char error[200];
+  atomic_int done;
+  pthread_t thread;
+} quiet_client;
+
+static void quiet_wake(void *arg) { (void)arg; }
+
+static void *quiet_main(void *arg) {
+  quiet_client *q = arg;
+  int buf = 8 * 1024;
+  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)q->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct timeval tv = {10, 0};
+  char ch = 0;
+  int i = 0;
+  SSL_CTX *ctx = NULL;
+  SSL *ssl = NULL;
+  q->fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (q->fd < 0 || setsockopt(q->fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf) != 0 ||
+      setsockopt(q->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+      connect(q->fd, (struct sockaddr *)&sin, sizeof sin) != 0 ||
+      send(q->fd, "STARTTLS\n", 9, MSG_NOSIGNAL) != 9) {
+    snprintf(q->error, sizeof q->error, "connecting: %s", strerror(errno));
+    goto out;
+  }
+  while (i++ < 64 && recv(q->fd, &ch, 1, 0) == 1 && ch != '\n')
+    ;
+  if (ch != '\n') {
+    snprintf(q->error, sizeof q->error, "no go-ahead line");
+    goto out;
+  }
+  ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+  X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), q->ca);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+  ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, q->fd); /* BIO_NOCLOSE: the descriptor stays the test's */
+  SSL_set1_host(ssl, "localhost");
+  if (SSL_connect(ssl) == 1)
+    q->handshake_ok = 1;
+  else
+    snprintf(q->error, sizeof q->error, "handshake failed");
+out:
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ERR_clear_error();
+  OPENSSL_thread_stop();
+  atomic_store(&q->done, 1);
+  weft_reactor_call_from_thread(q->reactor, quiet_wake, NULL);
+  return NULL;
+}
+
+typedef struct filled {
+  quiet_client *q;
+  tu_factory *f;
+} filled;
+
+static int queued(int fd, unsigned long req) {
+  int n = 0;
+  return ioctl(fd, req, &n) == 0 ? n : -1;
+}
+
+/* The handshake is done on both sides, the filter holds plaintext back (the socket
+ * bufferevent below it reached its high-water mark, 64 KiB, which it refills only once
+ * empty), and that bufferevent has written to the kernel, which takes far less than 64 KiB
+ * with these buffers: ciphertext waits in the bufferevent. */
+static int filter_blocked(void *arg) {
+  filled *w = arg;
+  tu_conn *c = tu_factory_conn(w->f, 0);
+  return atomic_load(&w->q->done) && c && c->tls_started && c->transport &&
+         weft_transport_pending_output(c->transport) > 0 &&
+         queued((int)(intptr_t)c->user, SIOCOUTQ) > 0;
+}
+
+static void write_after_started(tu_conn *c, weft_transport *t, int status) {
+  script *s = c->factory->user;
+  if (status == 0)
+    s->write_rc = weft_transport_write(t, s->stream, s->total);
+}
+
+static void set_small_sndbuf(tu_conn *c, weft_transport *t) {
+  int fd = peer_fd_of(t), sz = 8 * 1024;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz) != 0)
+    tu_conn_violation(c, "server socket not found");
+  c->user = (void *)(intptr_t)fd;
+}
+
+/* Reads what FD has without blocking; returns the bytes read, and sets *END at EOF or error. */
+static size_t read_available(int fd, int *end) {
+  char buf[16384];
+  size_t got = 0;
+  for (int i = 0; i < 1024; i++) {
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      got += (size_t)n;
+      continue;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+      *end = 1;
+    break;
+  }
+  return got;
+}
+
+START_TEST(test_abort_after_starttls_drops_queued_ciphertext) {
+  const size_t total = (size_t)1 << 20;
+  tu_pki pki;
+  tu_pki_init(&pki);
+  weft_reactor *r = tu_reactor_new();
+  weft_cert_options *so = tu_server_options(&pki);
+  tu_factory f;
+  tu_factory_init(&f);
+  script s = {0};
+  s.stream = make_stream(total);
+  s.total = total;
+  s.starttls_opts = so;
+  f.user = &s;
+  f.conn_config.on_made = set_small_sndbuf;
+  f.conn_config.on_data = starttls_data;
+  f.conn_config.on_tls_started = write_after_started;
+  int port = 0;
+  weft_listener *l = tu_listen_tcp_local(r, &f, &port);
+
+  quiet_client q = {.reactor = r, .port = port, .ca = pki.ca_cert, .fd = -1};
+  atomic_init(&q.done, 0);
+  ck_assert_int_eq(pthread_create(&q.thread, NULL, quiet_main, &q), 0);
+  filled w = {&q, &f};
+  tu_run_until(r, filter_blocked, &w, 20.0);
+  ck_assert_int_eq(pthread_join(q.thread, NULL), 0);
+  ck_assert_msg(q.error[0] == '\0' && q.handshake_ok, "client: %s", q.error);
+  tu_conn *c = tu_factory_conn(&f, 0);
+  ck_assert_int_eq(s.start_rc, 0);
+  ck_assert_int_eq(s.write_rc, 0);
+  ck_assert_int_eq(c->tls_started_status, 0);
+  int server_fd = (int)(intptr_t)c->user;
+
+  /* The reactor is stopped: weft writes nothing now. Empty the kernel on both sides, so that
+   * it has room for whatever weft would push when the transport is freed. */
+  size_t before = 0;
+  int end = 0;
+  double deadline = tu_now() + 10.0;
+  while (!end && tu_now() < deadline) {
+    before += read_available(q.fd, &end);
+    if (queued(server_fd, SIOCOUTQ) == 0 && queued(q.fd, FIONREAD) == 0)
+      break;
+    struct pollfd pfd = {q.fd, POLLIN, 0};
+    (void)poll(&pfd, 1, 100);
+  }
+  ck_assert_msg(!end, "the connection ended before the abort");
+  ck_assert_msg(queued(server_fd, SIOCOUTQ) == 0 && queued(q.fd, FIONREAD) == 0,
+                "the kernel still holds %d + %d bytes", queued(server_fd, SIOCOUTQ),
+                queued(q.fd, FIONREAD));
+  ck_assert_msg(before < total, "the peer read %zu bytes: weft did not hold any back", before);
+  ck_assert_uint_gt(weft_transport_pending_output(c->transport), 0);
+
+  ck_assert_int_eq(weft_transport_abort_connection(c->transport), 0);
+  tu_wait_int(r, &f.lost, 1, 10.0);
+  /* The transport is freed and its socket closed: read to the end of the stream. */
+  size_t after = 0;
+  end = 0;
+  deadline = tu_now() + 10.0;
+  while (!end && tu_now() < deadline) {
+    after += read_available(q.fd, &end);
+    struct pollfd pfd = {q.fd, POLLIN, 0};
+    if (!end)
+      (void)poll(&pfd, 1, 100);
+  }
+  if (getenv("CLOSE_VERBOSE"))
+    fprintf(stderr, "abort with queued ciphertext: %zu bytes before, %zu after\n", before, after);
+  ck_assert_msg(end, "the peer saw no end of the stream");
+  ck_assert_msg(after == 0, "the peer received %zu bytes of ciphertext sent after the abort",
+                after);
+  ck_assert_int_eq(c->lost_reason.code, WEFT_EABORTED);
+  tu_factory_check(&f);
+
+  close(q.fd);
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_cleanup(&f);
+  weft_cert_options_unref(so);
+  free((void *)s.stream);
+  tu_pki_free(&pki);
+}
+END_TEST
+
 /* --- lengths that overflow ----------------------------------------------------------------------- */
 
 typedef struct overflow_result {
@@ -516,6 +720,7 @@ static Suite *close_suite(void) {
   tcase_add_loop_test(tc, test_lose_during_starttls_handshake, 0, 4);
   tcase_add_test(tc, test_lose_during_starttls_handshake_that_never_ends);
   tcase_add_test(tc, test_abort_after_starttls_sends_nothing);
+  tcase_add_test(tc, test_abort_after_starttls_drops_queued_ciphertext);
   tcase_add_test(tc, test_write_length_overflow);
   tcase_add_loop_test(tc, test_refused_handshake_alert_reaches_client, 0, 2);
   suite_add_tcase(s, tc);

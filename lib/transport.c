@@ -82,6 +82,18 @@ static void transport_free(weft_transport *t) {
 static void deliver_end(weft_transport *t) {
   const weft_reason *reason = &t->reason.reason;
   int made = t->made;
+  if (made && t->starttls) {
+    /* A STARTTLS handshake was still under way and nothing told the protocol how it ended
+     * (abort_connection, the reactor freed, ...): every successful start_tls gets exactly one
+     * tls_started before connection_lost, with the same failure code. From the loop, like
+     * connection_lost, never from inside the weft call that ended the connection. */
+    t->starttls = 0;
+    if (t->reason.reason.code >= 0)
+      weft__reason_set(&t->reason, WEFT_ECONNLOST, "the connection ended during the STARTTLS "
+                       "handshake");
+    if (t->protocol->ops->tls_started)
+      t->protocol->ops->tls_started(t->protocol, t, reason->code);
+  }
   if (made) {
     /* The ops as they are now: the protocol may have swapped its table at any time. */
     if (t->protocol->ops->connection_lost)

@@ -9,7 +9,12 @@
  *   time-out with its own reason (not "handshake timed out").
  * - a TLS server that refuses a handshake (no client certificate) lets the client read the
  *   alert: a TLS 1.3 client that writes before it reads gets no reset.
- * - abort_connection after STARTTLS sends nothing more, not even records already encrypted.
+ * - abort_connection after STARTTLS sends nothing more, not even records already encrypted:
+ *   also when they wait in the socket bufferevent below the filter and the kernel has room.
+ * - every STARTTLS handshake that start_tls began ends with exactly one tls_started (a failure
+ *   code, the one connection_lost gets) before connection_lost, whatever ends it: the peer's
+ *   EOF or reset (before, inside or after its ClientHello), no TLS from the peer, the
+ *   handshake or close time-out, lose_connection, abort_connection, weft_reactor_free.
  * - write calls with lengths whose sum with pending output overflows: WEFT_EINVAL, nothing
  *   queued, release not called.
  *
@@ -51,6 +56,8 @@ typedef struct script {
   int lose_rc;
   int lose_in_handshake;     /* STARTTLS: lose_connection right after start_tls */
   int abort_after_started;   /* STARTTLS: write TOTAL then abort in tls_started */
+  int abort_in_handshake;    /* STARTTLS: abort_connection right after start_tls */
+  int tls_started_in_abort;  /* tls_started calls seen right after that abort returned */
 } script;
 
 static int has_line(tu_conn *c) { return c->rx && memchr(c->rx, '\n', c->rx_len) != NULL; }
@@ -150,6 +157,10 @@ static void starttls_data(tu_conn *c, weft_transport *t, const uint8_t *data, si
     if (s->total)
       s->write_rc = weft_transport_write(t, s->stream, s->total); /* sent once TLS is up */
     s->lose_rc = weft_transport_lose_connection(t);
+  }
+  if (s->abort_in_handshake) {
+    weft_transport_abort_connection(t);
+    s->tls_started_in_abort = c->tls_started; /* must still be 0: never from inside the call */
   }
 }
 
@@ -524,6 +535,191 @@ START_TEST(test_abort_after_starttls_drops_queued_ciphertext) {
 }
 END_TEST
 
+/* --- every STARTTLS ending gets tls_started ------------------------------------------------------ */
+
+/* How a STARTTLS handshake under way ends (server side; the peer is a raw socket here). */
+enum starttls_ending {
+  END_LINE_THEN_EOF,     /* the peer closes right behind its STARTTLS line (one read) */
+  END_LINE_THEN_RESET,   /* the peer resets right behind its STARTTLS line */
+  END_PEER_EOF,          /* the peer closes before its ClientHello */
+  END_PEER_EOF_PARTIAL,  /* the peer sends half a record header, then closes */
+  END_PEER_RESET,        /* the peer resets the connection */
+  END_HELLO_THEN_EOF,    /* the peer sends its ClientHello, gets the server's answer, sends FIN */
+  END_HELLO_THEN_RESET,  /* the peer sends its ClientHello, gets the server's answer, resets */
+  END_GARBAGE,           /* the peer sends no TLS at all: the handshake fails */
+  END_TIMEOUT,           /* the peer stays silent: the handshake time-out */
+  END_LOSE_THEN_EOF,     /* lose_connection right after start_tls, then the peer closes */
+  END_LOSE_THEN_SILENCE, /* lose_connection right after start_tls, the peer stays silent */
+  END_ABORT,             /* abort_connection from outside any callback */
+  END_ABORT_IN_CALLBACK, /* abort_connection right after start_tls, in the same callback */
+  END_REACTOR_FREE,      /* weft_reactor_free */
+  END_COUNT
+};
+
+static const char *const ending_names[END_COUNT] = {
+    "line, then EOF", "line, then reset",
+    "peer EOF",     "peer EOF in a record", "peer reset",          "ClientHello, then EOF",
+    "ClientHello, then reset",                  "no TLS from the peer",
+    "time-out",     "lose, then peer EOF",  "lose, peer silent",   "abort",
+    "abort in the callback", "reactor free"};
+
+static int script_started(void *arg) { return ((script *)arg)->started; }
+
+typedef struct fd_wait {
+  int fd;
+  int bytes;
+} fd_wait;
+
+static int fd_has(void *arg) {
+  fd_wait *w = arg;
+  int n = 0;
+  return ioctl(w->fd, FIONREAD, &n) == 0 && n >= w->bytes;
+}
+
+/* A TLS 1.3 ClientHello, as a client would send it (memory BIOs); returns its length. */
+static size_t make_client_hello(uint8_t *buf, size_t cap) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  ck_assert_ptr_nonnull(ctx);
+  SSL *ssl = SSL_new(ctx);
+  ck_assert_ptr_nonnull(ssl);
+  BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, rb, wb);
+  SSL_set_connect_state(ssl);
+  (void)SSL_do_handshake(ssl); /* wants to read the server's answer */
+  int n = BIO_read(wb, buf, (int)cap);
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  ERR_clear_error();
+  ck_assert_int_gt(n, 0);
+  return (size_t)n;
+}
+
+/* _i: an enum starttls_ending. Whatever ends the handshake, the protocol that called start_tls
+ * hears tls_started exactly once, with a failure code, before connection_lost (with the same
+ * code). */
+START_TEST(test_starttls_ending_reports_tls_started) {
+  const enum starttls_ending ending = (enum starttls_ending)_i;
+  tu_pki pki;
+  tu_pki_init(&pki);
+  weft_reactor *r = tu_reactor_new();
+  weft_cert_options *so = tu_server_options(&pki);
+  tu_check_opt(so, weft_cert_options_set_handshake_timeout(so, ending == END_TIMEOUT ? 0.3 : 20));
+  tu_check_opt(so, weft_cert_options_set_close_timeout(so, 0.3));
+  tu_factory f;
+  tu_factory_init(&f);
+  script s = {0};
+  s.starttls_opts = so;
+  s.lose_in_handshake = ending == END_LOSE_THEN_EOF || ending == END_LOSE_THEN_SILENCE;
+  s.abort_in_handshake = ending == END_ABORT_IN_CALLBACK;
+  f.user = &s;
+  f.conn_config.on_data = starttls_data;
+  int port = 0;
+  weft_listener *l = tu_listen_tcp_local(r, &f, &port);
+
+  int fd = tu_raw_connect("127.0.0.1", port);
+  ck_assert_int_eq(send(fd, "STARTTLS\n", 9, MSG_NOSIGNAL), 9);
+  if (ending == END_LINE_THEN_EOF) {
+    close(fd);
+    fd = -1;
+  } else if (ending == END_LINE_THEN_RESET) {
+    tu_raw_reset(fd);
+    fd = -1;
+  }
+  tu_run_until(r, script_started, &s, 10.0);
+  ck_assert_int_eq(s.start_rc, 0);
+  tu_conn *c = tu_factory_conn(&f, 0);
+  ck_assert_ptr_nonnull(c);
+  if (fd >= 0 && ending != END_ABORT_IN_CALLBACK) {
+    /* Read the go-ahead, so that closing our socket sends a FIN, not a reset. */
+    fd_wait w = {fd, 3};
+    char go[3];
+    tu_run_until(r, fd_has, &w, 10.0);
+    ck_assert_int_eq(recv(fd, go, 3, 0), 3);
+    ck_assert_int_eq(c->tls_started, 0);
+  }
+  ck_assert_int_eq(s.tls_started_in_abort, 0);
+
+  switch (ending) {
+  case END_PEER_EOF:
+  case END_LOSE_THEN_EOF:
+    close(fd);
+    fd = -1;
+    break;
+  case END_PEER_EOF_PARTIAL:
+    ck_assert_int_eq(send(fd, "\x16\x03", 2, MSG_NOSIGNAL), 2);
+    close(fd);
+    fd = -1;
+    break;
+  case END_PEER_RESET:
+    tu_raw_reset(fd);
+    fd = -1;
+    break;
+  case END_HELLO_THEN_EOF:
+  case END_HELLO_THEN_RESET: {
+    uint8_t hello[4096];
+    size_t len = make_client_hello(hello, sizeof hello);
+    ck_assert_int_eq(send(fd, hello, len, MSG_NOSIGNAL), (ssize_t)len);
+    fd_wait w = {fd, 1};
+    tu_run_until(r, fd_has, &w, 10.0); /* the server's first flight */
+    ck_assert_int_eq(c->tls_started, 0);
+    if (ending == END_HELLO_THEN_EOF) {
+      shutdown(fd, SHUT_WR);
+    } else {
+      tu_raw_reset(fd);
+      fd = -1;
+    }
+    break;
+  }
+  case END_GARBAGE:
+    ck_assert_int_eq(send(fd, "HELLO THERE, NO TLS HERE\r\n", 26, MSG_NOSIGNAL), 26);
+    break;
+  case END_ABORT:
+    ck_assert_int_eq(weft_transport_abort_connection(c->transport), 0);
+    ck_assert_int_eq(c->tls_started, 0); /* never from inside the call */
+    break;
+  case END_REACTOR_FREE:
+    weft_listener_stop(l);
+    l = NULL;
+    weft_reactor_free(r);
+    r = NULL;
+    break;
+  default:
+    break;
+  }
+  if (r) {
+    tu_wait_int(r, &f.lost, 1, 10.0);
+    tu_settle(r, 0.05);
+  }
+
+  ck_assert_int_eq(f.lost, 1);
+  ck_assert_msg(c->tls_started == 1, "%s: tls_started called %d times before connection_lost "
+                "(%s: %s)", ending_names[ending], c->tls_started,
+                weft_err_name(c->lost_reason.code), c->lost_reason.message);
+  ck_assert_msg(c->tls_started_status < 0 && c->tls_started_status == c->lost_reason.code,
+                "%s: tls_started said %s, connection_lost %s (%s)", ending_names[ending],
+                weft_err_name(c->tls_started_status), weft_err_name(c->lost_reason.code),
+                c->lost_reason.message);
+  if (ending == END_ABORT || ending == END_ABORT_IN_CALLBACK)
+    ck_assert_int_eq(c->lost_reason.code, WEFT_EABORTED);
+  if (ending == END_REACTOR_FREE)
+    ck_assert_int_eq(c->lost_reason.code, WEFT_ESHUTDOWN);
+  if (ending == END_TIMEOUT)
+    ck_assert_int_eq(c->lost_reason.code, WEFT_EHANDSHAKETIMEOUT);
+  if (ending == END_LOSE_THEN_SILENCE)
+    ck_assert_int_eq(c->lost_reason.code, WEFT_ETIMEDOUT);
+  tu_factory_check(&f);
+
+  if (fd >= 0)
+    close(fd);
+  if (l)
+    weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_cleanup(&f);
+  weft_cert_options_unref(so);
+  tu_pki_free(&pki);
+}
+END_TEST
+
 /* --- lengths that overflow ----------------------------------------------------------------------- */
 
 typedef struct overflow_result {
@@ -721,6 +917,7 @@ static Suite *close_suite(void) {
   tcase_add_test(tc, test_lose_during_starttls_handshake_that_never_ends);
   tcase_add_test(tc, test_abort_after_starttls_sends_nothing);
   tcase_add_test(tc, test_abort_after_starttls_drops_queued_ciphertext);
+  tcase_add_loop_test(tc, test_starttls_ending_reports_tls_started, 0, END_COUNT);
   tcase_add_test(tc, test_write_length_overflow);
   tcase_add_loop_test(tc, test_refused_handshake_alert_reaches_client, 0, 2);
   suite_add_tcase(s, tc);

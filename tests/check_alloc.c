@@ -25,6 +25,10 @@
  * clean-up (bufferevent_free on a half-built bufferevent). Failures that
  * libevent does report (event_base_new, event_new, bufferevent_*_new returning NULL) reach
  * the caller as WEFT_ENOMEM. OpenSSL's allocations are not failed here.
+ *
+ * test_walk_starttls fails, one at a time, every allocation made inside
+ * weft_transport_start_tls (weft's, libevent's and OpenSSL's together), server and client
+ * side, in a fresh copy of this program (see the comment above test_walk_starttls).
  */
 #include "config.h"
 

@@ -71,6 +71,7 @@ struct weft_transport {
   unsigned shutdown_sent : 1; /* TLS close_notify sent */
   unsigned eof_seen : 1;
   unsigned starttls : 1;      /* upgrading in place */
+  unsigned starting_tls : 1;  /* inside start_tls, enabling the new filter: no callbacks */
   unsigned tls_socket : 1;    /* TLS from the start: bufferevent_openssl on the socket, read-ahead
                                  on (not a STARTTLS filter) */
   unsigned close_notify_pulled : 1; /* pull_decrypted met the peer's close_notify: on_resume

@@ -39,6 +39,7 @@ static int send_close_notify(weft_transport *t);
 static void deliver_input(weft_transport *t);
 static void check_read_ahead(weft_transport *t);
 static void on_eof(weft_transport *t);
+static void start_filter(weft_transport *t, struct bufferevent *tls);
 
 /* --- ending a connection ------------------------------------------------------------------ */
 
@@ -87,6 +88,18 @@ static void transport_free(weft_transport *t) {
 static void deliver_end(weft_transport *t) {
   const weft_reason *reason = &t->reason.reason;
   int made = t->made;
+  if (made && t->starttls) {
+    /* A STARTTLS handshake was still under way and nothing told the protocol how it ended
+     * (abort_connection, the reactor freed, ...): every successful start_tls gets exactly one
+     * tls_started before connection_lost, with the same failure code. From the loop, like
+     * connection_lost, never from inside the weft call that ended the connection. */
+    t->starttls = 0;
+    if (t->reason.reason.code >= 0)
+      weft__reason_set(&t->reason, WEFT_ECONNLOST, "the connection ended during the STARTTLS "
+                       "handshake");
+    if (t->protocol->ops->tls_started)
+      t->protocol->ops->tls_started(t->protocol, t, reason->code);
+  }
   if (t->producer)
     weft__producer_transport_lost(t->producer, reason); /* before connection_lost frees it */
   if (made) {
@@ -287,9 +300,10 @@ static int linger_after_alert(weft_transport *t) {
   return 1;
 }
 
-/* The reason is set: tell a STARTTLS protocol its upgrade failed, then close. */
+/* The reason is set: tell a STARTTLS protocol its upgrade failed, then close. Inside
+ * weft_transport_start_tls itself, deliver_end tells it later, from the loop. */
 static void end_handshake_failed(weft_transport *t) {
-  if (t->starttls && t->made) {
+  if (t->starttls && t->made && !t->starting_tls) {
     t->starttls = 0;
     if (t->protocol->ops->tls_started)
       t->protocol->ops->tls_started(t->protocol, t, t->reason.reason.code);
@@ -1289,23 +1303,42 @@ int weft_transport_start_tls(weft_transport *transport, weft_cert_options *optio
   if (rc != 0)
     return rc;
   rc = setup_tls(t, options, role, server_name);
-  if (rc != 0) {
-    weft_cert_options_unref(t->tls.options);
-    t->tls.options = NULL;
-    weft__free(t->server_name);
-    t->server_name = NULL;
-    return rc;
+  if (rc == 0) {
+    /* A filter over the plain bufferevent: clear output already queued goes out first, and
+     * bytes already read past the upgrade point are fed to the TLS engine. With
+     * BEV_OPT_CLOSE_ON_FREE the filter owns the SSL, and libevent frees it when the filter
+     * cannot be made; weft holds a reference of its own across the call, so that it frees the
+     * SSL itself, exactly once, and never touches a freed one, whatever libevent did. */
+    SSL_up_ref(t->ssl);
+    struct bufferevent *tls = bufferevent_openssl_filter_new(
+        t->reactor->base, t->bev, t->ssl,
+        role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
+        BEV_OPT_CLOSE_ON_FREE);
+    if (tls) {
+      SSL_free(t->ssl); /* weft's reference; the filter keeps its own */
+      start_filter(t, tls);
+      return 0;
+    }
+    rc = WEFT_ENOMEM;
   }
-  /* A filter over the plain bufferevent: clear output already queued goes out first, and
-   * bytes already read past the upgrade point are fed to the TLS engine. */
-  struct bufferevent *tls = bufferevent_openssl_filter_new(
-      t->reactor->base, t->bev, t->ssl,
-      role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
-      BEV_OPT_CLOSE_ON_FREE);
-  if (!tls) {
-    t->ssl = NULL; /* freed by libevent on failure (BEV_OPT_CLOSE_ON_FREE) */
-    return WEFT_ENOMEM;
-  }
+  /* Back to the plain connection as it was: weft's callbacks on its bufferevent (libevent may
+   * have set its own before it failed), no TLS state, nothing held. Writes, closing and
+   * another start_tls work as before the call. */
+  if (t->ssl)
+    SSL_free(t->ssl);
+  t->ssl = NULL;
+  weft_cert_options_unref(t->tls.options);
+  weft__free(t->server_name);
+  t->server_name = NULL;
+  memset(&t->tls, 0, sizeof t->tls);
+  bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
+  ERR_clear_error();
+  return rc;
+}
+
+/* start_tls, once the filter TLS over the plain bufferevent exists: the transport switches to
+ * it. */
+static void start_filter(weft_transport *t, struct bufferevent *tls) {
   /* Report the plain bufferevent's EOF as EOF (not as an error with no reason): on_eof tells
    * a clean close_notify from a truncated stream itself. */
   bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
@@ -1321,9 +1354,13 @@ int weft_transport_start_tls(weft_transport *transport, weft_cert_options *optio
   bufferevent_setwatermark(t->bev, EV_WRITE, t->low_water, 0);
   if (t->write_timeout > 0)
     (void)apply_write_timeout(t); /* the socket bufferevent below keeps its own already */
+  arm_timer(t, weft__tls_handshake_timeout(t->tls.options));
+  /* The filter may start reading here (bytes already buffered, or its first read's allocation
+   * failing): a failure it reports now closes the transport, and tls_started follows from the
+   * loop (deliver_end), never from inside start_tls, which has returned 0 by then. */
+  t->starting_tls = 1;
   bufferevent_enable(t->bev, t->read_paused ? EV_WRITE : EV_READ | EV_WRITE);
-  arm_timer(t, weft__tls_handshake_timeout(options));
-  return 0;
+  t->starting_tls = 0;
 }
 
 /* --- idle time-out and closing with a given reason ----------------------------------------- */

@@ -82,7 +82,12 @@ typedef struct weft_protocol_ops {
    * having been above it: a producer that paused may write again. */
   void (*write_drained)(weft_protocol *protocol, weft_transport *transport);
   /** A TLS handshake started by weft_transport_start_tls completed (STATUS 0) or failed (STATUS
-   * < 0; the connection is then closed and connection_lost follows with the reason). */
+   * < 0; the connection is then closed and connection_lost follows with the reason, whose code
+   * is STATUS). Every weft_transport_start_tls that returned 0 gets exactly one tls_started,
+   * before connection_lost, whatever ends the handshake: the peer's reset or EOF, a handshake
+   * failure, the handshake or close time-out, lose_connection, abort_connection (STATUS
+   * WEFT_EABORTED) or weft_reactor_free (WEFT_ESHUTDOWN). Like connection_lost it never runs
+   * from inside the weft call that ended the connection (rule 7). */
   void (*tls_started)(weft_protocol *protocol, weft_transport *transport, int status);
   /** The connection ended; REASON->code is WEFT_OK for a clean close. Always the last call. */
   void (*connection_lost)(weft_protocol *protocol, weft_transport *transport,

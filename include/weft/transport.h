@@ -217,7 +217,10 @@ typedef enum weft_tls_role {
 
 /** STARTTLS: upgrades this live TCP connection to TLS in place with OPTIONS, in ROLE. Output
  * already written is sent in clear first; bytes read after this call are TLS. The protocol keeps
- * its transport; when the handshake ends, its tls_started callback runs (0 on success). For a
+ * its transport; when the handshake ends, its tls_started callback runs (0 on success), exactly
+ * once and before connection_lost, however the handshake ends (see tls_started in
+ * weft/protocol.h). On failure (an error returned) tls_started is not called and the transport
+ * stays a working plain TCP connection: it may write, close, or call start_tls again. For a
  * client, SERVER_NAME (may be NULL) is the SNI and verification name; with NULL and no name in
  * the options the peer's IP address is checked, and a connection without one (a Unix socket)
  * is refused with WEFT_EINVAL (see weft_cert_options_set_verify_identity).

@@ -21,8 +21,8 @@
 #include <event2/event.h>
 
 #include "alloc-internal.h"
+#include "connector-internal.h"
 #include "reactor-internal.h"
-#include "transport-internal.h"
 
 #include <weft/endpoint.h>
 #include <weft/reconnect.h>

@@ -16,14 +16,14 @@
 #include <event2/util.h>
 
 #include "alloc-internal.h"
-#include "transport-internal.h"
+#include "connector-internal.h"
 
 #define WEFT__MAX_ADDRS 16
 #define WEFT__DEFAULT_CONNECT_TIMEOUT 30.0
 
 struct weft_connector {
   weft_reactor *reactor;
-  TAILQ_ENTRY(weft_connector) link;
+  weft__handle handle; /* registered (WEFT__RANK_ATTEMPT) until freed */
   weft_factory *factory;
   weft_cert_options *options; /* NULL for TCP */
   char *host;
@@ -52,7 +52,7 @@ struct weft_connector {
 };
 
 static void connector_free(weft_connector *c) {
-  TAILQ_REMOVE(&c->reactor->connectors, c, link);
+  weft__reactor_remove_handle(c->reactor, &c->handle);
   if (c->dns_request) {
     struct evdns_getaddrinfo_request *req = c->dns_request;
     c->dns_request = NULL;
@@ -288,6 +288,21 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg) {
   connector_fail(c, WEFT_ETIMEDOUT, "%s port %d: connection attempt timed out", c->host, c->port);
 }
 
+/* The reactor is being freed: connection_failed (WEFT_ESHUTDOWN, or the failure already
+ * scheduled), then free C. Connections close first, and a connector in its TLS handshake ends
+ * with its transport (on_transport_closed), so C has no transport here. */
+static void on_reactor_close(weft__handle *handle) {
+  weft_connector *c = WEFT__CONTAINER_OF(handle, weft_connector, handle);
+  if (!c->failed) {
+    c->last_errno = 0;
+    connector_fail(c, WEFT_ESHUTDOWN, "the reactor was freed");
+  }
+  event_del(c->fail_event);
+  on_fail_event(-1, 0, c);
+}
+
+static const weft__handle_ops connector_handle_ops = {NULL, on_reactor_close};
+
 static int connect_common(weft_reactor *reactor, const char *host, int port,
                           weft_factory *factory, weft_cert_options *options,
                           const char *server_name, double timeout, const char *bind_address,
@@ -320,7 +335,10 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
   c->fd = -1;
   if (owner)
     c->next_owner = *owner;
-  TAILQ_INSERT_TAIL(&reactor->connectors, c, link);
+  if (weft__reactor_add_handle(reactor, &c->handle, &connector_handle_ops, WEFT__RANK_ATTEMPT)) {
+    weft__free(c); /* the reactor is being freed */
+    return WEFT_ESHUTDOWN;
+  }
   if (options)
     c->options = weft_cert_options_ref(options);
   if (bind_len) {
@@ -386,19 +404,4 @@ int weft_connector_cancel(weft_connector *connector) {
   }
   connector_fail(connector, WEFT_ECANCELED, "connection attempt canceled");
   return 0;
-}
-
-void weft__connector_shutdown_all(weft_reactor *reactor) {
-  weft_connector *c, *next;
-  for (c = TAILQ_FIRST(&reactor->connectors); c; c = next) {
-    next = TAILQ_NEXT(c, link);
-    if (c->transport)
-      continue; /* in its TLS handshake: the transport's shutdown reports it */
-    if (!c->failed) {
-      c->last_errno = 0;
-      connector_fail(c, WEFT_ESHUTDOWN, "the reactor was freed");
-    }
-    event_del(c->fail_event);
-    on_fail_event(-1, 0, c);
-  }
 }

@@ -14,6 +14,7 @@
 
 #include "alloc-internal.h"
 #include "endpoint-internal.h"
+#include "connector-internal.h"
 #include "listener-internal.h"
 #include "transport-internal.h"
 

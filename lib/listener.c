@@ -20,7 +20,7 @@
 
 struct weft_listener {
   weft_reactor *reactor;
-  TAILQ_ENTRY(weft_listener) link;
+  weft__handle handle; /* registered (WEFT__RANK_SOURCE) until stopped */
   struct evconnlistener *evl;
   weft_factory *factory;
   weft_cert_options *options; /* NULL for TCP */
@@ -131,7 +131,7 @@ static void on_accept_error(struct evconnlistener *evl, void *arg) {
 /* Stops L for good and releases everything but its memory, which stays until its last
  * connection has ended (those connections live on, and report to it: see connection_closed). */
 static void listener_free(weft_listener *l) {
-  TAILQ_REMOVE(&l->reactor->listeners, l, link);
+  weft__reactor_remove_handle(l->reactor, &l->handle);
   l->stopped = 1;
   if (l->evl)
     evconnlistener_free(l->evl);
@@ -145,6 +145,14 @@ static void listener_free(weft_listener *l) {
   if (l->connections == 0)
     weft__free(l);
 }
+
+/* The reactor is being freed. Its connections are gone already (they close first), so this
+ * frees L at once. A connection_lost run before may have stopped L itself: it is no handle then. */
+static void on_reactor_close(weft__handle *handle) {
+  listener_free(WEFT__CONTAINER_OF(handle, weft_listener, handle));
+}
+
+static const weft__handle_ops listener_handle_ops = {NULL, on_reactor_close};
 
 /* SO_REUSEPORT could not be set: the option does not exist in this kernel (ENOPROTOOPT, Linux
  * before 3.9) or not for this socket. */
@@ -212,7 +220,10 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
     return WEFT_ENOMEM;
   l->reactor = reactor;
   l->factory = factory;
-  TAILQ_INSERT_TAIL(&reactor->listeners, l, link);
+  if (weft__reactor_add_handle(reactor, &l->handle, &listener_handle_ops, WEFT__RANK_SOURCE)) {
+    weft__free(l); /* the reactor is being freed */
+    return WEFT_ESHUTDOWN;
+  }
   if (options)
     l->options = weft_cert_options_ref(options);
   int fd = -1;
@@ -302,12 +313,6 @@ int weft_listener_set_write_timeout(weft_listener *listener, double seconds) {
 void weft_listener_stop(weft_listener *listener) {
   if (listener)
     listener_free(listener);
-}
-
-void weft__listener_shutdown_all(weft_reactor *reactor) {
-  weft_listener *l;
-  while ((l = TAILQ_FIRST(&reactor->listeners)) != NULL)
-    listener_free(l);
 }
 
 int weft_listener_set_options(weft_listener *listener, weft_cert_options *options) {

@@ -46,7 +46,8 @@ static void finish(weft_producer *p, int status) {
   event_free(p->step);
   if (p->seg)
     evbuffer_file_segment_free(p->seg); /* chunks still queued hold their own reference */
-  t->producer = NULL;
+  t->helper.ended = NULL;
+  t->helper.arg = NULL;
   if (p->paused_reading && t->state == WEFT__T_OPEN)
     weft_transport_resume_reading(t);
   weft_producer_done_fn done = p->done;
@@ -56,7 +57,9 @@ static void finish(weft_producer *p, int status) {
     done(arg, status);
 }
 
-void weft__producer_transport_lost(struct weft_producer *p, const weft_reason *reason) {
+/* The transport's helper hook: it ends, before connection_lost. */
+static void transport_ended(void *arg, const weft_reason *reason) {
+  weft_producer *p = arg;
   finish(p, reason->code != WEFT_OK ? reason->code : WEFT_ECLOSED);
 }
 
@@ -134,7 +137,7 @@ static void on_step(evutil_socket_t fd, short what, void *arg) {
       finish(p, rc);
       return;
     }
-    if (t->producer != p)
+    if (t->helper.arg != p)
       return; /* the connection ended inside the generator: finish ran already */
     if (t->state != WEFT__T_OPEN) {
       finish(p, WEFT_ECLOSED);
@@ -158,7 +161,7 @@ static int start(weft_transport *t, weft_producer_done_fn done, void *arg, weft_
     *out = NULL;
   if (!t)
     return WEFT_EINVAL;
-  if (t->producer)
+  if (t->helper.ended)
     return WEFT_EBUSY;
   if (t->state != WEFT__T_OPEN || t->write_closed)
     return WEFT_ECLOSED;
@@ -186,7 +189,8 @@ static int start(weft_transport *t, weft_producer_done_fn done, void *arg, weft_
 }
 
 static void launch(weft_producer *p, weft_producer **out) {
-  p->t->producer = p;
+  p->t->helper.ended = transport_ended;
+  p->t->helper.arg = p;
   event_active(p->step, EV_TIMEOUT, 1);
   if (out)
     *out = p;

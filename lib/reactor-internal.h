@@ -1,8 +1,10 @@
-/* Private: the reactor's state, shared by reactor.c, transport.c, listener.c and connector.c. */
+/* Private: the reactor's state and its handle list. The reactor is the bottom of the stack: it
+ * knows no concrete type (transport, listener, connector, ...), only weft__handle. */
 #ifndef WEFT_REACTOR_INTERNAL_H
 #define WEFT_REACTOR_INTERNAL_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <sys/queue.h>
 
@@ -11,14 +13,57 @@
 #include <weft/reactor.h>
 #include <weft/log.h>
 
-struct weft_transport;
-struct weft_listener;
-struct weft_connector;
 struct evdns_base;
 
-TAILQ_HEAD(weft__transport_list, weft_transport);
-TAILQ_HEAD(weft__listener_list, weft_listener);
-TAILQ_HEAD(weft__connector_list, weft_connector);
+/* The object that embeds MEMBER at PTR (PTR must not be NULL). */
+#define WEFT__CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* --- handles (libuv's handle queue and uv_close) ---------------------------------------------
+ *
+ * Everything long-lived that the reactor must end when it is freed (a transport, a listener, a
+ * connector, the stop-signal events, ...) embeds a weft__handle and registers it with
+ * weft__reactor_add_handle. weft_reactor_free ends them in two passes:
+ *   1. stop: every handle's stop operation (when it has one), in rank order, then list order.
+ *      A stop quiesces: afterwards nothing of the handle runs from the loop. It calls no user
+ *      callback and neither frees nor removes any handle.
+ *   2. close: the first handle of the lowest rank, again and again, until no handle is left.
+ *      A close delivers what must still be delivered (connection_lost, connection_failed, ...)
+ *      and frees the handle; it must remove it (weft__reactor_remove_handle) before it
+ *      returns. The callbacks it runs may end other handles (stop a listener, cancel a
+ *      connector), which remove themselves; they cannot add one (see weft__reactor_add_handle).
+ * So every handle of one rank is stopped before any handle is closed, and all handles of a
+ * lower rank are gone before the first of a higher rank is closed.
+ * All of this runs in the reactor's thread. */
+
+typedef struct weft__handle weft__handle;
+
+typedef struct weft__handle_ops {
+  void (*stop)(weft__handle *handle);  /* may be NULL */
+  void (*close)(weft__handle *handle); /* required; removes and frees the handle */
+} weft__handle_ops;
+
+/* Close order at reactor free, lowest first. The ranks name roles, not types: whatever ends
+ * later must still exist while what ends earlier delivers its last callbacks. */
+typedef enum weft__handle_rank {
+  /* Live connections, handshakes included; weft_reactor_connection_count counts them. Their
+   * connection_lost (or a pending client's connection_failed) may still stop a listener or
+   * cancel a pending attempt, which must exist then. */
+  WEFT__RANK_CONNECTION = 0,
+  /* Connection attempts not yet connected: connection_failed (WEFT_ESHUTDOWN). It may stop a
+   * listener too. */
+  WEFT__RANK_ATTEMPT,
+  /* Sources of new work that deliver nothing when they end (listeners, signal events). */
+  WEFT__RANK_SOURCE,
+  WEFT__RANK_COUNT
+} weft__handle_rank;
+
+struct weft__handle {
+  TAILQ_ENTRY(weft__handle) link;
+  const weft__handle_ops *ops;
+  weft__handle_rank rank;
+};
+
+TAILQ_HEAD(weft__handle_list, weft__handle);
 TAILQ_HEAD(weft__delayed_list, weft_delayed_call);
 
 /* One request queued by weft_reactor_call_from_thread. */
@@ -36,11 +81,9 @@ struct weft_reactor {
   int freeing;            /* inside weft_reactor_free */
   atomic_int stop_requested;
 
-  struct weft__transport_list transports;
-  struct weft__listener_list listeners;
-  struct weft__connector_list connectors;
+  struct weft__handle_list handles[WEFT__RANK_COUNT]; /* one list per rank, in order added */
+  unsigned handle_count[WEFT__RANK_COUNT];
   struct weft__delayed_list delayed;
-  unsigned connection_count;
 
   /* call_from_thread: a locked FIFO and a self-pipe that wakes the loop. */
   pthread_mutex_t queue_lock;
@@ -75,9 +118,16 @@ int weft__reactor_call_later_full(weft_reactor *reactor, double seconds, weft_ca
 /* Returns the reactor's DNS resolver, creating it on first use; NULL on failure. */
 struct evdns_base *weft__reactor_dns(weft_reactor *reactor);
 
-/* Bookkeeping used by the other files. */
-void weft__reactor_add_transport(weft_reactor *reactor, struct weft_transport *transport);
-void weft__reactor_remove_transport(weft_reactor *reactor, struct weft_transport *transport);
+/* Registers HANDLE (the caller's memory, usually embedded in its object) with OPS and RANK, at
+ * the end of its rank's list. The handle stays registered until weft__reactor_remove_handle;
+ * the reactor never frees it, it calls OPS->close when it is freed first. Returns 0, or
+ * WEFT_ESHUTDOWN while the reactor is being freed (nothing new may start then; HANDLE is not
+ * registered). Reactor thread. */
+int weft__reactor_add_handle(weft_reactor *reactor, weft__handle *handle,
+                             const weft__handle_ops *ops, weft__handle_rank rank);
+
+/* Unregisters HANDLE, which must be registered with REACTOR. Reactor thread. */
+void weft__reactor_remove_handle(weft_reactor *reactor, weft__handle *handle);
 
 /* Parses an IP literal (v4 or v6) and PORT into *SS / *LEN. Returns 0 or WEFT_EINVAL. */
 int weft__parse_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len);

@@ -1,5 +1,5 @@
 /* The reactor: an event_base (owned or borrowed), delayed calls, the cross-thread queue, and
- * the lists of everything it must close at shutdown. */
+ * the handles of everything it must end when it is freed (which it knows only as handles). */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -15,10 +15,10 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#include <weft/error.h>
+
 #include "alloc-internal.h"
 #include "reactor-internal.h"
-#include "transport-internal.h"
-#include "signals-internal.h"
 
 struct weft_delayed_call {
   weft_reactor *reactor;
@@ -29,10 +29,6 @@ struct weft_delayed_call {
   double due; /* on the reactor's clock (weft__reactor_now): the test clock needs it */
   TAILQ_ENTRY(weft_delayed_call) link;
 };
-
-/* Listeners and connectors close themselves; these live in their files. */
-void weft__listener_shutdown_all(weft_reactor *reactor);
-void weft__connector_shutdown_all(weft_reactor *reactor);
 
 static void ignore_sigpipe(void) {
   struct sigaction current;
@@ -76,9 +72,8 @@ static int set_nonblocking_cloexec(int fd) {
 static int reactor_init(weft_reactor *r, struct event_base *base, int owns) {
   r->base = base;
   r->owns_base = owns;
-  TAILQ_INIT(&r->transports);
-  TAILQ_INIT(&r->listeners);
-  TAILQ_INIT(&r->connectors);
+  for (int rank = 0; rank < WEFT__RANK_COUNT; rank++)
+    TAILQ_INIT(&r->handles[rank]);
   TAILQ_INIT(&r->delayed);
   atomic_init(&r->stop_requested, 0);
   r->wake_fds[0] = r->wake_fds[1] = -1;
@@ -242,17 +237,25 @@ int weft_reactor_run_until(weft_reactor *reactor, int (*predicate)(void *arg), v
   return rc;
 }
 
+/* Ends every handle: all stopped first, then closed in rank order (see reactor-internal.h).
+ * Connections first: their connection_lost (or a pending TLS client's connection_failed) may
+ * still use a listener or a pending connector (stop it, cancel it), which must exist then. */
+static void close_handles(weft_reactor *r) {
+  weft__handle *h;
+  for (int rank = 0; rank < WEFT__RANK_COUNT; rank++)
+    TAILQ_FOREACH(h, &r->handles[rank], link) /* a stop removes nothing */
+      if (h->ops->stop)
+        h->ops->stop(h);
+  for (int rank = 0; rank < WEFT__RANK_COUNT; rank++)
+    while ((h = TAILQ_FIRST(&r->handles[rank])) != NULL)
+      h->ops->close(h); /* removes H */
+}
+
 void weft_reactor_free(weft_reactor *reactor) {
   if (!reactor || reactor->freeing)
     return;
-  reactor->freeing = 1;
-  weft__signals_release(reactor); /* lib/signals.c: the SIGINT/SIGTERM events, if it owns them */
-  /* Transports first: their connection_lost (or a TLS connector's connection_failed) may still
-   * use a listener or a pending connector (stop it, cancel it), which must exist then. A
-   * connection_failed may stop a listener too. Nothing new can start meanwhile (freeing). */
-  weft__transport_shutdown_all(reactor);
-  weft__connector_shutdown_all(reactor);
-  weft__listener_shutdown_all(reactor);
+  reactor->freeing = 1; /* from now on weft__reactor_add_handle refuses */
+  close_handles(reactor);
   weft_delayed_call *call;
   while ((call = TAILQ_FIRST(&reactor->delayed)) != NULL) {
     TAILQ_REMOVE(&reactor->delayed, call, link);
@@ -442,17 +445,23 @@ int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
 }
 
 unsigned weft_reactor_connection_count(weft_reactor *reactor) {
-  return reactor ? reactor->connection_count : 0;
+  return reactor ? reactor->handle_count[WEFT__RANK_CONNECTION] : 0;
 }
 
-void weft__reactor_add_transport(weft_reactor *reactor, struct weft_transport *transport) {
-  TAILQ_INSERT_TAIL(&reactor->transports, transport, link);
-  reactor->connection_count++;
+int weft__reactor_add_handle(weft_reactor *reactor, weft__handle *handle,
+                             const weft__handle_ops *ops, weft__handle_rank rank) {
+  if (reactor->freeing)
+    return WEFT_ESHUTDOWN;
+  handle->ops = ops;
+  handle->rank = rank;
+  TAILQ_INSERT_TAIL(&reactor->handles[rank], handle, link);
+  reactor->handle_count[rank]++;
+  return 0;
 }
 
-void weft__reactor_remove_transport(weft_reactor *reactor, struct weft_transport *transport) {
-  TAILQ_REMOVE(&reactor->transports, transport, link);
-  reactor->connection_count--;
+void weft__reactor_remove_handle(weft_reactor *reactor, weft__handle *handle) {
+  TAILQ_REMOVE(&reactor->handles[handle->rank], handle, link);
+  reactor->handle_count[handle->rank]--;
 }
 
 int weft__parse_ip(const char *ip, int port, struct sockaddr_storage *ss, socklen_t *len) {

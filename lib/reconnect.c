@@ -22,9 +22,9 @@
 
 #include "abi-internal.h"
 #include "alloc-internal.h"
+#include "connector-internal.h"
 #include "endpoint-internal.h"
 #include "reactor-internal.h"
-#include "transport-internal.h"
 
 #include <weft/endpoint.h>
 #include <weft/reconnect.h>

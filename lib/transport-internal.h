@@ -47,7 +47,7 @@ typedef struct weft__owner {
 
 struct weft_transport {
   weft_reactor *reactor;
-  TAILQ_ENTRY(weft_transport) link;
+  weft__handle handle; /* registered (WEFT__RANK_CONNECTION) from a successful start until freed */
   struct bufferevent *bev;
   evutil_socket_t fd;
   weft__tstate state;
@@ -108,8 +108,13 @@ struct weft_transport {
   double idle_timeout;
   double last_activity;
   weft_delayed_call *idle_call;
-  /* The producer streaming into this transport (lib/producer.c), if any. */
-  struct weft_producer *producer;
+  /* A helper working on this transport on the protocol's behalf (lib/producer.c's producer),
+   * if any: ENDED (ARG, REASON) runs once, before connection_lost, when the transport ends.
+   * The transport knows nothing else of it, so the dependency runs one way. */
+  struct {
+    void (*ended)(void *arg, const weft_reason *reason);
+    void *arg;
+  } helper;
 };
 
 /* Closes the transport now with CODE and MESSAGE (connection_lost follows from the loop), as
@@ -117,18 +122,17 @@ struct weft_transport {
  * weft_testing_transport_close and the idle time-out. */
 void weft__transport_close_with(struct weft_transport *transport, int code, const char *message);
 
-/* The producer (lib/producer.c) hears that its transport ends, before connection_lost. */
-void weft__producer_transport_lost(struct weft_producer *producer, const weft_reason *reason);
-
 /* Creates a transport for the connected socket FD (owned from now on, closed on failure) and
- * registers it with the reactor. For TLS (OPTIONS not NULL) the handshake starts at once in
+ * registers it with the reactor as a handle of rank WEFT__RANK_CONNECTION (freeing the reactor
+ * closes it: connection_lost with WEFT_ESHUTDOWN, TLS close_notify sent). For TLS (OPTIONS not NULL) the handshake starts at once in
  * ROLE; otherwise the connection is ready and OWNER's ready hook and the factory's
  * build_protocol run before this returns. OWNER (copied; may be NULL) hears of the
  * transport's readiness and end (see weft__owner). WRITE_TIMEOUT (0: off) is applied when the
  * connection becomes ready, before build_protocol. PEER may be NULL (looked up with
  * getpeername). On success *OUT (may be NULL) receives the transport, before anything is
- * called back; it is valid until OWNER's closed hook. Returns 0 or a WEFT_E* code: the fd is
- * closed then, *OUT is untouched and no hook of OWNER is called. */
+ * called back; it is valid until OWNER's closed hook. Returns 0 or a WEFT_E* code (among them
+ * WEFT_ESHUTDOWN while the reactor is being freed): the fd is closed then, *OUT is untouched
+ * and no hook of OWNER is called. */
 int weft__transport_start(weft_reactor *reactor, evutil_socket_t fd, const struct sockaddr *peer,
                           socklen_t peer_len, weft_factory *factory, weft_cert_options *options,
                           weft_tls_role role, const char *server_name, double write_timeout,
@@ -138,19 +142,8 @@ int weft__transport_start(weft_reactor *reactor, evutil_socket_t fd, const struc
  * e.g. a connector from its ready hook to the one that asked it to connect. */
 void weft__transport_set_owner(struct weft_transport *transport, const weft__owner *owner);
 
-/* Closes every transport of the reactor at shutdown, delivering connection_lost (ESHUTDOWN). */
-void weft__transport_shutdown_all(weft_reactor *reactor);
-
 /* Ends a client TLS handshake under way with WEFT_ECANCELED (the owner's closed hook follows,
  * from the loop). Does nothing once the transport is ready. */
 void weft__transport_cancel_handshake(struct weft_transport *transport);
-
-/* Connector side (connector.c): weft_connect_tcp / weft_connect_ssl, where OWNER (copied; may
- * be NULL) becomes the owner of the connection's transport once it is ready (its ready hook is
- * called then, right before build_protocol). A failed attempt does not reach OWNER: the
- * factory's connection_failed tells of it. */
-int weft__connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
-                  weft_cert_options *options, const char *server_name, double timeout,
-                  const char *bind_address, const weft__owner *owner, weft_connector **out);
 
 #endif

@@ -60,10 +60,10 @@ static void flush_filter_output(weft_transport *t) {
 
 static void settle_releases(weft_transport *t);
 
-static void transport_free(weft_transport *t) {
+/* Frees T and everything it holds (the socket too), whether it was registered or not. */
+static void transport_release(weft_transport *t) {
   flush_filter_output(t);
   settle_releases(t);
-  weft__reactor_remove_transport(t->reactor, t);
   if (t->idle_call)
     weft_delayed_call_cancel(t->idle_call);
   if (t->timer)
@@ -80,6 +80,12 @@ static void transport_free(weft_transport *t) {
     weft_cert_options_unref(t->tls.options);
   weft__free(t->server_name);
   weft__free(t);
+}
+
+/* Unregisters and frees a transport that weft__transport_start returned. */
+static void transport_free(weft_transport *t) {
+  weft__reactor_remove_handle(t->reactor, &t->handle);
+  transport_release(t);
 }
 
 /* Delivers the end of the connection to whoever must hear it, then frees the transport: the
@@ -100,8 +106,8 @@ static void deliver_end(weft_transport *t) {
     if (t->protocol->ops->tls_started)
       t->protocol->ops->tls_started(t->protocol, t, reason->code);
   }
-  if (t->producer)
-    weft__producer_transport_lost(t->producer, reason); /* before connection_lost frees it */
+  if (t->helper.ended) /* before connection_lost, which may free what the helper uses */
+    t->helper.ended(t->helper.arg, reason);
   if (made) {
     /* The ops as they are now: the protocol may have swapped its table at any time. */
     if (t->protocol->ops->connection_lost)
@@ -164,21 +170,24 @@ static void close_with(weft_transport *t, int code, const char *fmt, ...) {
   close_now(t);
 }
 
-void weft__transport_shutdown_all(weft_reactor *reactor) {
-  weft_transport *t;
-  /* First stop everything, so a connection_lost that touches another transport sees it closed. */
-  TAILQ_FOREACH(t, &reactor->transports, link) {
-    if (t->state != WEFT__T_CLOSED) {
-      if (t->ssl && t->tls.handshake_done)
-        send_close_notify(t); /* a clean TLS close, so the peer sees no truncation */
-      weft__reason_set(&t->reason, WEFT_ESHUTDOWN, "the reactor was freed");
-      close_now(t);
-    }
-    event_del(t->finish_event);
+/* The reactor is being freed. Its handle ops, stop first for every transport (so that a
+ * connection_lost that touches another transport sees it closed), then close. */
+static void on_reactor_stop(weft__handle *handle) {
+  weft_transport *t = WEFT__CONTAINER_OF(handle, weft_transport, handle);
+  if (t->state != WEFT__T_CLOSED) {
+    if (t->ssl && t->tls.handshake_done)
+      send_close_notify(t); /* a clean TLS close, so the peer sees no truncation */
+    weft__reason_set(&t->reason, WEFT_ESHUTDOWN, "the reactor was freed");
+    close_now(t);
   }
-  while ((t = TAILQ_FIRST(&reactor->transports)) != NULL)
-    deliver_end(t);
+  event_del(t->finish_event); /* delivered by on_reactor_close, not from the loop */
 }
+
+static void on_reactor_close(weft__handle *handle) {
+  deliver_end(WEFT__CONTAINER_OF(handle, weft_transport, handle));
+}
+
+static const weft__handle_ops transport_handle_ops = {on_reactor_stop, on_reactor_close};
 
 /* --- TLS helpers ------------------------------------------------------------------------- */
 
@@ -675,7 +684,6 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
   t->is_client = role == WEFT_TLS_CLIENT;
   t->state = options ? WEFT__T_HANDSHAKING : WEFT__T_OPEN;
   t->write_timeout = write_timeout;
-  weft__reactor_add_transport(reactor, t);
 
   if (peer && peer_len <= sizeof t->peer) {
     memcpy(&t->peer, peer, peer_len);
@@ -726,6 +734,11 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
     if (!t->bev)
       goto fail;
   }
+  /* Registered once nothing can fail any more; from here on transport_free unregisters it. */
+  rc = weft__reactor_add_handle(reactor, &t->handle, &transport_handle_ops,
+                                WEFT__RANK_CONNECTION);
+  if (rc != 0)
+    goto fail;
   if (owner)
     t->owner = *owner;
   bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
@@ -737,16 +750,7 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
   return 0;
 
 fail:
-  weft__reactor_remove_transport(reactor, t);
-  if (t->bev) {
-    bufferevent_free(t->bev);
-  } else {
-    close(fd);
-  }
-  t->bev = NULL;
-  t->fd = -1;
-  weft__reactor_add_transport(reactor, t); /* transport_free removes it again */
-  transport_free(t);
+  transport_release(t); /* never registered; closes FD (with the bufferevent, if there is one) */
   return rc;
 }
 

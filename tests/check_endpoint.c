@@ -705,6 +705,46 @@ START_TEST(test_signal_owner) {
 }
 END_TEST
 
+/* A connection_lost run while the reactor is freed cannot take the signals (nothing new starts
+ * then: WEFT_ESHUTDOWN). Before, it took them again after the reactor had given them back, and
+ * the freed reactor kept them: libevent's handler stayed, its events leaked, and no reactor of
+ * the process could take the signals any more (WEFT_EBUSY). */
+static int signals_rc_in_lost = 1;
+
+static void take_signals_in_lost(tu_conn *c, weft_transport *t, const weft_reason *reason) {
+  (void)c;
+  (void)reason;
+  signals_rc_in_lost = weft_reactor_stop_on_signals(weft_transport_reactor(t));
+}
+
+START_TEST(test_signal_owner_during_free) {
+  void (*before)(int) = handler(SIGTERM);
+  weft_reactor *r = tu_reactor_new();
+  tu_factory server, client;
+  tu_factory_init(&server);
+  tu_factory_init(&client);
+  server.conn_config.on_lost = take_signals_in_lost;
+  int port;
+  tu_listen_tcp_local(r, &server, &port);
+  tu_connect_tcp_local(r, &client, port);
+  tu_wait_int(r, &server.made, 1, 10.0);
+  ck_assert_int_eq(weft_reactor_stop_on_signals(r), 0);
+
+  weft_reactor_free(r);
+  ck_assert_int_eq(server.lost, 1);
+  ck_assert_int_eq(signals_rc_in_lost, WEFT_ESHUTDOWN);
+  ck_assert(handler(SIGTERM) == before);
+  weft_reactor *b = tu_reactor_new();
+  ck_assert_int_eq(weft_reactor_stop_on_signals(b), 0); /* nobody holds them */
+  weft_reactor_free(b);
+  ck_assert(handler(SIGTERM) == before);
+  tu_factory_check(&server);
+  tu_factory_check(&client);
+  tu_factory_cleanup(&server);
+  tu_factory_cleanup(&client);
+}
+END_TEST
+
 /* --- Version ---------------------------------------------------------------------------------- */
 
 START_TEST(test_version) {
@@ -743,6 +783,7 @@ static Suite *endpoint_suite(void) {
   tcase_add_test(tc, test_signal_sigterm);
   tcase_add_test(tc, test_signal_sigint);
   tcase_add_test(tc, test_signal_owner);
+  tcase_add_test(tc, test_signal_owner_during_free);
   tcase_add_test(tc, test_version);
   suite_add_tcase(s, tc);
   return s;

@@ -130,8 +130,9 @@ WEFT_EXTERN unsigned weft_reactor_connection_count(weft_reactor *reactor);
  * stop the others (weft_reactor_stop is safe from any thread). On a borrowed event_base the
  * signal events count as pending events for the application's own event_base_dispatch.
  * Returns 0 (also when this reactor already owns the signals), WEFT_EBUSY (another reactor of
- * the process owns them), WEFT_EINVAL (NULL reactor), WEFT_ENOMEM or WEFT_EIO (libevent could
- * not add the signal events). Reactor thread. */
+ * the process owns them), WEFT_EINVAL (NULL reactor), WEFT_ESHUTDOWN (called from a callback
+ * run by weft_reactor_free, which has given the signals back already), WEFT_ENOMEM or WEFT_EIO
+ * (libevent could not add the signal events). Reactor thread. */
 WEFT_EXTERN int weft_reactor_stop_on_signals(weft_reactor *reactor);
 
 #ifdef __cplusplus

@@ -1,0 +1,17 @@
+/* Private: what lib/connector.c offers the rest of the library (the reconnector). */
+#ifndef WEFT_CONNECTOR_INTERNAL_H
+#define WEFT_CONNECTOR_INTERNAL_H
+
+#include <weft/endpoint.h>
+
+#include "transport-internal.h"
+
+/* weft_connect_tcp / weft_connect_ssl, where OWNER (copied; may be NULL) becomes the owner of
+ * the connection's transport once it is ready (its ready hook is called then, right before
+ * build_protocol). A failed attempt does not reach OWNER: the factory's connection_failed tells
+ * of it. Errors as weft_connect_ssl's (OPTIONS may be NULL: TCP). Reactor thread. */
+int weft__connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                  weft_cert_options *options, const char *server_name, double timeout,
+                  const char *bind_address, const weft__owner *owner, weft_connector **out);
+
+#endif

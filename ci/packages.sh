@@ -86,7 +86,8 @@ else
   opts="nocheck ${DEB_BUILD_OPTIONS:-}"
 fi
 start=$SECONDS
-if ! DEB_BUILD_OPTIONS="$opts parallel=$JOBS" dpkg-buildpackage -us -uc -b \
+# A distribution's build: without CI's ci/config.site (--enable-werror), with Debian's flags.
+if ! env -u CONFIG_SITE DEB_BUILD_OPTIONS="$opts parallel=$JOBS" dpkg-buildpackage -us -uc -b \
   >"$WORK/build.log" 2>&1; then
   tail -n 80 "$WORK/build.log"
   echo "packages: FAILED: dpkg-buildpackage -us -uc -b (log: $WORK/build.log)" >&2
@@ -98,7 +99,8 @@ cd "$WORK"
 changes=$(ls ./*.changes)
 for deb in ./*.deb; do
   echo "----- $deb"
-  dpkg-deb -c "$deb" | awk '{ print "  " $NF }' | grep -v '/$' || true
+  dpkg-deb -c "$deb" | awk '$1 !~ /^d/ { $1 = $2 = $3 = $4 = $5 = ""; sub(/^ +/, ""); print "  " $0 }' |
+    awk '/\/html\/./ { html++; next } { print } END { if (html) print "  (and " html " files of the HTML reference under html/)" }'
 done
 
 # --- lintian: no error; warnings shown ---------------------------------------------------------

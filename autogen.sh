@@ -6,8 +6,9 @@
 #                                 or through sudo), then autoreconf -fi
 set -eu
 
-# The Debian 12 packages needed to build weft and run its tests: the one list of them.
-WEFT_DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config libevent-dev libssl-dev check openssl"
+# The Debian 12 packages needed to build weft, run its tests and build its API reference
+# (doxygen: `make` builds it when doxygen is installed, `make doc` always): the one list of them.
+WEFT_DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config libevent-dev libssl-dev check openssl doxygen"
 
 usage() {
     echo "usage: $0 [--install-deps]" >&2

@@ -42,8 +42,9 @@ die() {
 }
 
 need_tools() {
-  command -v abidw >/dev/null 2>&1 && command -v abidiff >/dev/null 2>&1 ||
+  if ! command -v abidw >/dev/null 2>&1 || ! command -v abidiff >/dev/null 2>&1; then
     die "abidw and abidiff not found (apt-get install abigail-tools)"
+  fi
 }
 
 # dump LIB OUT [HEADERS-DIR]: the ABI description of LIB (a shared library built with -g), with
@@ -187,12 +188,12 @@ check_packaging() {
   extra=$(comm -23 <(sed -n 's/^ \([^ ]*\)@Base .*/\1/p' "$symbols" | sort -u) \
     <(exports "$lib"))
   if [[ -n $extra ]]; then
-    echo "abi: FAILED: symbols in ${symbols#"$ROOT"/} that the library no longer exports:" $extra
+    echo "abi: FAILED: symbols in ${symbols#"$ROOT"/} that the library no longer exports:" "${extra//$'\n'/ }"
     bad=1
   fi
   if [[ -n $missing ]]; then
     echo "abi: new exported symbols, not yet in ${symbols#"$ROOT"/} (make abi-baseline at the" \
-      "release):" $missing
+      "release):" "${missing//$'\n'/ }"
   fi
   return $bad
 }

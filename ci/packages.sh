@@ -134,7 +134,8 @@ as_root apt-get install -y --no-install-recommends ./*.deb >"$WORK/install.log" 
   echo "packages: FAILED: apt-get install ./*.deb" >&2
   exit 1
 }
-echo "packages: installed $(ls ./*.deb | xargs -n1 basename | paste -sd' ' -)"
+debs=(./*.deb)
+echo "packages: installed ${debs[*]#./}"
 [[ -f /usr/share/doc/libweft-doc/html/index.html ]] ||
   { echo "packages: FAILED: libweft-doc has no html/index.html" >&2; exit 1; }
 bash "$ROOT/ci/consumers.sh" system

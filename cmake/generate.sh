@@ -20,6 +20,8 @@ soname=$(sed -n "s/^dlname='\(.*\)'\$/\1/p" "$la")
 major=${version%%.*}
 
 # relative_to_prefix DIR: prints "${_weft_prefix}/REST" when DIR is PREFIX/REST, else DIR.
+# (${_weft_prefix} is CMake's, written as it is.)
+# shellcheck disable=SC2016
 relative_to_prefix() {
   case $1 in
     "$prefix") printf '%s' '${_weft_prefix}' ;;

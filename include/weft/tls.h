@@ -480,6 +480,11 @@ WEFT_EXTERN int weft_tls_identity_set_next_protocols(weft_tls_identity *identity
  * (weft_tls_identity_add_ca_certificate), else the listener's. Unset, the listener's policy
  * applies. */
 WEFT_EXTERN int weft_tls_identity_set_require_certificate(weft_tls_identity *identity, int on);
+
+/** Adds X509 (referenced, not copied: the caller keeps its own reference) to the CAs that verify
+ * client certificates on this identity; once it has any, the listener's CAs no longer apply to
+ * it. Errors: WEFT_EINVAL (NULL identity), and those of weft_cert_options_add_ca_certificate.
+ * Any thread, before the identity is added to options in use. */
 WEFT_EXTERN int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity, struct x509_st *x509);
 
 /** The identity's own ticket keys (as weft_cert_options_add_ticket_key_file). Unset, the

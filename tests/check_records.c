@@ -284,7 +284,8 @@ START_TEST(test_producer_full_socket) {
                 p.first_bad);
   ck_assert_msg(p.rx == total, "%s %s: received %zu of %zu (%s)", what, kind_name[kind], p.rx,
                 total, p.end_detail);
-  ck_assert_int_eq(p.end, 1);
+  ck_assert_msg(p.end == 1, "%s %s: the stream did not end with close_notify: %s; server: %s",
+                what, kind_name[kind], p.end_detail, c->lost_reason.message);
   ck_assert_msg(c->lost_reason.code == WEFT_OK, "server: %s", c->lost_reason.message);
   ck_assert_int_eq(pr.released, pr.referenced);
   if (mode == M_STARTTLS)

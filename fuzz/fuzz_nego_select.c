@@ -14,10 +14,8 @@
  *  - weft__nego_contains agrees with the reference for every name of OTHER;
  *  - the server's ALPN callback (selection in the server's order, the selector, the no-overlap
  *    policy, the no_overlap flag on the connection) and the client's NPN callbacks, called
- *    directly with OTHER as the peer's list. weft installs them from weft__tls_ctx; this
- *    target catches the function pointers by defining SSL_CTX_set_alpn_select_cb and friends
- *    itself (they forward to OpenSSL's through dlsym(RTLD_NEXT)). */
-#include <dlfcn.h>
+ *    directly with OTHER as the peer's list: the ones weft__nego_install registers, which
+ *    negotiation.c hands out to tests (weft__nego_alpn_select_callback and friends). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,34 +141,6 @@ static SSL_CTX_npn_select_cb_func npn_select_cb;
 static SSL_CTX_npn_advertised_cb_func npn_advertise_cb;
 #endif
 
-/* Remembers CB, then hands it to OpenSSL's own setter of that name. */
-#define FORWARD(fn, type)                                                                      \
-  do {                                                                                         \
-    typedef void (*setter)(SSL_CTX *, type, void *);                                           \
-    setter real = (setter)dlsym(RTLD_NEXT, #fn);                                               \
-    if (real == NULL)                                                                          \
-      fail("dlsym cannot find " #fn);                                                          \
-    real(ctx, cb, arg);                                                                        \
-  } while (0)
-
-void SSL_CTX_set_alpn_select_cb(SSL_CTX *ctx, SSL_CTX_alpn_select_cb_func cb, void *arg) {
-  alpn_select_cb = cb;
-  FORWARD(SSL_CTX_set_alpn_select_cb, SSL_CTX_alpn_select_cb_func);
-}
-
-#ifndef OPENSSL_NO_NEXTPROTONEG
-void SSL_CTX_set_next_proto_select_cb(SSL_CTX *ctx, SSL_CTX_npn_select_cb_func cb, void *arg) {
-  npn_select_cb = cb;
-  FORWARD(SSL_CTX_set_next_proto_select_cb, SSL_CTX_npn_select_cb_func);
-}
-
-void SSL_CTX_set_next_protos_advertised_cb(SSL_CTX *ctx, SSL_CTX_npn_advertised_cb_func cb,
-                                           void *arg) {
-  npn_advertise_cb = cb;
-  FORWARD(SSL_CTX_set_next_protos_advertised_cb, SSL_CTX_npn_advertised_cb_func);
-}
-#endif
-
 static weft__tls_conn server_conn, client_conn;
 static SSL *server_ssl, *client_ssl;
 
@@ -219,11 +189,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
       weft__tls_new_ssl(options, WEFT_TLS_CLIENT, "127.0.0.1", &client_conn, &client_ssl,
                         &err) != 0)
     fail(err.msg);
+  alpn_select_cb = (mech & WEFT_MECH_ALPN) ? weft__nego_alpn_select_callback() : NULL;
   if ((mech & WEFT_MECH_ALPN) && alpn_select_cb == NULL)
-    fail("weft__tls_ctx did not install an ALPN select callback");
+    fail("this build has ALPN but no ALPN select callback");
 #ifndef OPENSSL_NO_NEXTPROTONEG
+  npn_select_cb = (mech & WEFT_MECH_NPN) ? weft__nego_npn_select_callback() : NULL;
+  npn_advertise_cb = (mech & WEFT_MECH_NPN) ? weft__nego_npn_advertise_callback() : NULL;
   if ((mech & WEFT_MECH_NPN) && (npn_select_cb == NULL || npn_advertise_cb == NULL))
-    fail("weft__tls_ctx did not install the NPN callbacks");
+    fail("this build has NPN but not its callbacks");
 #endif
   ERR_clear_error();
   return 0;

@@ -57,6 +57,15 @@ typedef struct weft__nego_config {
 int weft__nego_install(SSL_CTX *ctx, weft_tls_role role, const weft__nego_config *cfg,
                        weft__reason_buf *err);
 
+/* The callbacks weft__nego_install registers (server ALPN selection, client NPN selection,
+ * server NPN advertisement), for tests and fuzz targets that drive them directly with a CFG as
+ * their ARG; NULL when this build lacks the mechanism. */
+SSL_CTX_alpn_select_cb_func weft__nego_alpn_select_callback(void);
+#ifndef OPENSSL_NO_NEXTPROTONEG
+SSL_CTX_npn_select_cb_func weft__nego_npn_select_callback(void);
+SSL_CTX_npn_advertised_cb_func weft__nego_npn_advertise_callback(void);
+#endif
+
 /* After a successful handshake: the negotiated protocol and the mechanism that produced it,
  * following weft's rules (ALPN result first; NPN only when a protocol in common was chosen).
  * *PROTO points into the SSL's memory (valid while the SSL lives) or is NULL. */

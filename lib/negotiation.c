@@ -258,6 +258,32 @@ static int npn_select_cb(SSL *ssl, unsigned char **out, unsigned char *out_len,
 }
 #endif
 
+SSL_CTX_alpn_select_cb_func weft__nego_alpn_select_callback(void) {
+#ifdef WEFT__HAVE_ALPN
+  return alpn_select_cb;
+#else
+  return NULL;
+#endif
+}
+
+#ifndef OPENSSL_NO_NEXTPROTONEG
+SSL_CTX_npn_select_cb_func weft__nego_npn_select_callback(void) {
+#ifdef WEFT__HAVE_NPN
+  return npn_select_cb;
+#else
+  return NULL;
+#endif
+}
+
+SSL_CTX_npn_advertised_cb_func weft__nego_npn_advertise_callback(void) {
+#ifdef WEFT__HAVE_NPN
+  return npn_advertise_cb;
+#else
+  return NULL;
+#endif
+}
+#endif
+
 int weft__nego_install(SSL_CTX *ctx, weft_tls_role role, const weft__nego_config *cfg,
                        weft__reason_buf *err) {
   SSL_CTX_set_app_data(ctx, (void *)cfg);

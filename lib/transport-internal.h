@@ -84,6 +84,8 @@ struct weft_transport {
   struct event *finish_event; /* delivers connection_lost from the loop */
   struct event *resume_event; /* delivers data buffered while paused */
   struct event *drain_event;  /* lingering: reads and discards input (NULL otherwise) */
+  struct event *shutdown_event; /* TLS socket: close_notify met a full socket; retried when it
+                                   is writable (NULL otherwise) */
   /* write_reference with a release: the releases not yet due (bytes still queued) and those
    * due but not yet called. libevent calls a reference's cleanup from inside its own buffer
    * work, where a weft call on this transport would corrupt the buffer: the user's release

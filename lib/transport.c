@@ -66,6 +66,8 @@ static void transport_release(weft_transport *t) {
   settle_releases(t);
   if (t->idle_call)
     weft_delayed_call_cancel(t->idle_call);
+  if (t->shutdown_event)
+    event_free(t->shutdown_event);
   if (t->timer)
     event_free(t->timer);
   if (t->finish_event)
@@ -141,6 +143,10 @@ static void close_now(weft_transport *t) {
   if (t->drain_event) {
     event_free(t->drain_event);
     t->drain_event = NULL;
+  }
+  if (t->shutdown_event) {
+    event_free(t->shutdown_event);
+    t->shutdown_event = NULL;
   }
   if (t->timer)
     event_del(t->timer);
@@ -219,6 +225,34 @@ static void arm_timer(weft_transport *t, double seconds) {
 }
 
 /* Sends close_notify once. Returns 1 once the peer's close_notify has been received too. */
+static void on_shutdown_writable(evutil_socket_t fd, short what, void *arg);
+
+/* One SSL_shutdown. On a TLS socket whose send buffer is full, OpenSSL keeps the close_notify
+ * record and asks to be called again once the socket is writable: nothing else would (the
+ * bufferevent has no output left to write), so a one-shot write event retries it. Returns 1
+ * once the peer's close_notify has been received too. */
+static int shutdown_step(weft_transport *t) {
+  ERR_clear_error();
+  int rc = SSL_shutdown(t->ssl);
+  if (rc < 0 && SSL_get_error(t->ssl, rc) == SSL_ERROR_WANT_WRITE && t->tls_socket &&
+      t->state != WEFT__T_CLOSED) {
+    if (!t->shutdown_event)
+      t->shutdown_event = event_new(t->reactor->base, t->fd, EV_WRITE, on_shutdown_writable, t);
+    if (t->shutdown_event)
+      event_add(t->shutdown_event, NULL); /* (out of memory: the close time-out still ends it) */
+  }
+  ERR_clear_error();
+  return rc == 1;
+}
+
+static void on_shutdown_writable(evutil_socket_t fd, short what, void *arg) {
+  weft_transport *t = arg;
+  (void)fd;
+  (void)what;
+  if (t->state != WEFT__T_CLOSED)
+    (void)shutdown_step(t); /* the peer's answer arrives through the bufferevent, as usual */
+}
+
 static int send_close_notify(weft_transport *t) {
   if (t->shutdown_sent)
     return (SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
@@ -228,9 +262,7 @@ static int send_close_notify(weft_transport *t) {
   struct bufferevent *under = bufferevent_get_underlying(t->bev);
   if (under)
     bufferevent_setwatermark(under, EV_WRITE, 0, 0);
-  int rc = SSL_shutdown(t->ssl);
-  ERR_clear_error();
-  return rc == 1;
+  return shutdown_step(t);
 }
 
 static void handshake_complete(weft_transport *t) {

@@ -35,6 +35,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -138,6 +139,76 @@ START_TEST(test_flush_after_peer_half_close) {
   tu_factory_cleanup(&f);
   weft_cert_options_unref(so);
   free((void *)s.stream);
+  tu_pki_free(&pki);
+}
+END_TEST
+
+/* --- close_notify when the socket is full --------------------------------------------------- */
+
+/* OpenSSL's socket BIO writes with write(2). This process's own write() makes the next write to
+ * one chosen descriptor fail once with EAGAIN, as a full socket would: that is how the
+ * close_notify of lose_connection meets a full socket on demand. Every other write goes
+ * straight to the system call. */
+static atomic_int write_eagain_fd = -1;
+
+ssize_t write(int fd, const void *buf, size_t n) {
+  int target = atomic_load(&write_eagain_fd);
+  if (target >= 0 && fd == target &&
+      atomic_compare_exchange_strong(&write_eagain_fd, &target, -1)) {
+    errno = EAGAIN;
+    return -1;
+  }
+  return syscall(SYS_write, fd, buf, n);
+}
+
+static void lose_on_full_socket(tu_conn *c, weft_transport *t) {
+  int fd = peer_fd_of(t);
+  if (fd < 0) {
+    tu_conn_violation(c, "server socket not found");
+    return;
+  }
+  ck_assert_int_eq(weft_transport_pending_output(t), 0); /* so close_notify goes out now */
+  atomic_store(&write_eagain_fd, fd);
+  ck_assert_int_eq(weft_transport_lose_connection(t), 0);
+  /* The close_notify's write met the "full socket": nothing else would ever retry it. */
+  ck_assert_int_eq(atomic_load(&write_eagain_fd), -1);
+}
+
+/* _i: 0 TLS 1.2, 1 TLS 1.3. */
+START_TEST(test_close_notify_on_full_socket) {
+  tu_pki pki;
+  tu_pki_init(&pki);
+  weft_reactor *r = tu_reactor_new();
+  weft_cert_options *so = tu_server_options(&pki);
+  tu_check_opt(so, weft_cert_options_set_close_timeout(so, 3));
+  tu_factory f;
+  tu_factory_init(&f);
+  f.conn_config.on_made = lose_on_full_socket;
+  int port = 0;
+  weft_listener *l = tu_listen_ssl_local(r, &f, so, &port);
+
+  peer p = {0};
+  p.reactor = r;
+  p.port = port;
+  p.tls_version = _i == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
+  p.ca = pki.ca_cert;
+  peer_start(&p);
+  peer_join(&p, r, 30.0);
+  tu_wait_int(r, &f.lost, 1, 10.0);
+
+  tu_conn *c = tu_factory_conn(&f, 0);
+  ck_assert_ptr_nonnull(c);
+  ck_assert_msg(p.end == 1, "the stream did not end with close_notify: %s; server: %s",
+                p.end_detail, c->lost_reason.message);
+  ck_assert_msg(c->lost_reason.code == WEFT_OK, "server: %s", c->lost_reason.message);
+  ck_assert_msg(strstr(c->lost_reason.message, "did not answer") == NULL,
+                "the peer never got close_notify: %s", c->lost_reason.message);
+  tu_factory_check(&f);
+
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_cleanup(&f);
+  weft_cert_options_unref(so);
   tu_pki_free(&pki);
 }
 END_TEST
@@ -913,6 +984,7 @@ static Suite *close_suite(void) {
   TCase *tc = tcase_create("close");
   tcase_set_timeout(tc, 60);
   tcase_add_loop_test(tc, test_flush_after_peer_half_close, 0, 3);
+  tcase_add_loop_test(tc, test_close_notify_on_full_socket, 0, 2);
   tcase_add_loop_test(tc, test_lose_during_starttls_handshake, 0, 4);
   tcase_add_test(tc, test_lose_during_starttls_handshake_that_never_ends);
   tcase_add_test(tc, test_abort_after_starttls_sends_nothing);

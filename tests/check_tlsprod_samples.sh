@@ -9,6 +9,8 @@
 # client loop running through it: zero failed handshakes, and every handshake started after
 # "reloaded" gets the new certificate) and a failed reload that leaves service unchanged.
 # samples/https-hello with two reactor threads (SO_REUSEPORT) reloads the same way on SIGHUP.
+# samples/acme-tls-alpn answers acme-tls/1 (RFC 8737) with the challenge certificate, seen by
+# `openssl s_client -alpn acme-tls/1 -servername NAME`; other clients get the real one.
 #
 # Uses $WEFT_BUILDDIR (set by `make check`) or the current directory to find samples/.
 # Every wait is bounded. Exit status: 0 pass, 1 fail, 77 skip (openssl, curl or gnutls-cli
@@ -175,6 +177,44 @@ grep -q 'alert unrecognized name\|alert number 112' reject.sclient ||
   fail "unknown name not refused with alert 112: $(cat reject.sclient)"
 echo Q | timeout 10 openssl s_client -connect "127.0.0.1:$rport" -servername alpha.test \
   -CAfile ca.pem 2>&1 | grep -q 'CN *= *alpha' || fail "reject policy: alpha.test not served"
+
+# --- acme-tls/1 (RFC 8737): the identity selector sees the ALPN offer ----------------------
+# the challenge certificate as an ACME client makes it: self-signed, the name validated, and
+# the critical acmeIdentifier extension (SHA-256 of the key authorization)
+digest=$(printf 'token.thumbprint' | openssl dgst -sha256 -hex | sed 's/^.*= *//')
+ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout challenge.key \
+  -out challenge.pem -subj /CN=acme-challenge -days 1 -addext subjectAltName=DNS:alpha.test \
+  -addext "1.3.6.1.5.5.7.1.31=critical,DER:04:20:$digest"
+"$samples/acme-tls-alpn" --listen 127.0.0.1:0 --cert alpha.pem --key alpha.key \
+  --protocols h2,http/1.1 --challenge alpha.test=challenge.pem,challenge.key \
+  >acme.out 2>acme.err &
+acme=$!
+pids="$pids $acme"
+wait_line acme.out '^listening on '
+aport=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' acme.out)
+[ -n "$aport" ] || fail "acme-tls-alpn: no port in the listening line"
+acme_sclient() { # NAME ALPN
+  echo Q | timeout 10 openssl s_client -connect "127.0.0.1:$aport" -servername "$1" \
+    -alpn "$2" 2>&1
+}
+out=$(acme_sclient alpha.test acme-tls/1)
+echo "$out" | grep -q '^subject=.*CN *= *acme-challenge$' ||
+  fail "acme-tls/1: not the challenge certificate: $out"
+echo "$out" | grep -q '^ALPN protocol: acme-tls/1$' || fail "acme-tls/1 not negotiated: $out"
+for alpn in h2,http/1.1 acme-tls/1,http/1.1; do
+  out=$(acme_sclient alpha.test "$alpn")
+  echo "$out" | grep -q '^subject=.*CN *= *alpha$' || fail "ALPN $alpn: not the real certificate"
+done
+out=$(acme_sclient alpha.test h2,http/1.1)
+echo "$out" | grep -q '^ALPN protocol: h2$' || fail "ALPN h2,http/1.1: not h2 on the real identity"
+# acme-tls/1 for a name without a challenge: refused with alert 112
+out=$(acme_sclient other.test acme-tls/1)
+echo "$out" | grep -q 'alert unrecognized name\|alert number 112' ||
+  fail "acme-tls/1 for a name without a challenge was not refused with alert 112: $out"
+grep -q '^connected peer=127\.0\.0\.1:[0-9]* protocol=acme-tls/1$' acme.out ||
+  fail "acme-tls-alpn did not report the acme-tls/1 connection"
+kill "$acme"
+wait "$acme" || fail "acme-tls-alpn did not exit cleanly on SIGTERM"
 
 # --- Reload under load ----------------------------------------------------------------------
 # The loop tags each handshake "before" or "after" by whether the reload was seen (marker file)

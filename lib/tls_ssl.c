@@ -78,24 +78,52 @@ static unsigned peer_port(const struct sockaddr *peer) {
   return peer_ip(peer, bin, &len, text, sizeof text, &port) == 0 ? port : 0;
 }
 
-/* Records MESSAGE (with OpenSSL's reason when SSL_REASON) in ERR and, for the user calling
- * weft_transport_start_tls or weft_connect_ssl, in the options' last error. */
+/* How identity_error explains a failure. */
+enum {
+  ID_INPUT,   /* the input is wrong (WEFT_EINVAL); OpenSSL was not asked */
+  ID_OPENSSL, /* an OpenSSL call failed: WEFT_ENOMEM when its error queue says an allocation
+               * failed, else WEFT_EINVAL with OpenSSL's reason */
+  ID_MEMORY   /* an OpenSSL call failed on input weft had checked already: running out of
+               * memory is the only way left for it to fail (OpenSSL 3.0 does not always say
+               * so: SSL_set_tlsext_host_name reports ERR_R_INTERNAL_ERROR, SSL_set1_host
+               * nothing), so WEFT_ENOMEM */
+};
+
+/* 1 when OpenSSL's error queue holds ERR_R_MALLOC_FAILURE (its first or last entry; looked
+ * at, not taken off the queue). */
+static int openssl_out_of_memory(void) {
+  unsigned long first = ERR_peek_error(), last = ERR_peek_last_error();
+  return (first != 0 && !ERR_SYSTEM_ERROR(first) &&
+          ERR_GET_REASON(first) == ERR_R_MALLOC_FAILURE) ||
+         (last != 0 && !ERR_SYSTEM_ERROR(last) && ERR_GET_REASON(last) == ERR_R_MALLOC_FAILURE);
+}
+
+/* Records MESSAGE (with OpenSSL's reason, or "out of memory", as KIND says) in ERR and, for the
+ * user calling weft_transport_start_tls or weft_connect_ssl, in the options' last error.
+ * Returns WEFT_ENOMEM for an allocation failure, else WEFT_EINVAL. Clears OpenSSL's error
+ * queue when KIND is not ID_INPUT. */
 __attribute__((format(printf, 4, 5))) static int identity_error(weft_cert_options *o,
                                                                 weft__reason_buf *err,
-                                                                int ssl_reason,
+                                                                int kind,
                                                                 const char *fmt, ...) {
   char msg[WEFT__REASON_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
   int n = vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  if (ssl_reason && n >= 0 && (size_t)n < sizeof msg) {
+  int code = WEFT_EINVAL;
+  if (kind == ID_MEMORY || (kind == ID_OPENSSL && openssl_out_of_memory())) {
+    code = WEFT_ENOMEM;
+    ERR_clear_error();
+    if (n >= 0 && (size_t)n < sizeof msg)
+      snprintf(msg + n, sizeof msg - (size_t)n, ": out of memory");
+  } else if (kind == ID_OPENSSL && n >= 0 && (size_t)n < sizeof msg) {
     char why[200];
     weft__openssl_reason(why, sizeof why);
     snprintf(msg + n, sizeof msg - (size_t)n, ": %s", why);
   }
-  weft__reason_set(err, WEFT_EINVAL, "%s", msg);
-  return weft__tls_options_set_error(o, WEFT_EINVAL, msg);
+  weft__reason_set(err, code, "%s", msg);
+  return weft__tls_options_set_error(o, code, msg);
 }
 
 /* SNI and the identity check of a client SSL, and the connection's session cache key.
@@ -111,11 +139,12 @@ static int client_identity(weft_cert_options *o, SSL *ssl, const char *name,
   int checks = SSL_get_verify_mode(ssl) != SSL_VERIFY_NONE && weft__tls_options_verify_identity(o);
   if (name != NULL) {
     if (name[0] == '\0' || strlen(name) > 255)
-      return identity_error(o, err, 0, "the server name must be 1 to 255 bytes long");
+      return identity_error(o, err, ID_INPUT, "the server name must be 1 to 255 bytes long");
     int is_ip = ip_literal(name, ip, sizeof ip);
-    /* RFC 6066: SNI carries host names only, never IP literals */
+    /* RFC 6066: SNI carries host names only, never IP literals. The length is checked
+     * above, so this fails only when OpenSSL cannot copy the name. */
     if (!is_ip && SSL_set_tlsext_host_name(ssl, name) != 1)
-      return identity_error(o, err, 1, "cannot use the server name '%s'", name);
+      return identity_error(o, err, ID_MEMORY, "cannot use the server name '%s'", name);
     if (!checks)
       return 0;
     if (is_ip) {
@@ -124,14 +153,16 @@ static int client_identity(weft_cert_options *o, SSL *ssl, const char *name,
       int family = inet_pton(AF_INET, ip, bin) == 1    ? AF_INET
                    : inet_pton(AF_INET6, ip, bin) == 1 ? AF_INET6
                                                        : AF_UNSPEC;
-      if (family == AF_UNSPEC || X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1 ||
-          inet_ntop(family, bin, identity, sizeof identity) == NULL)
-        return identity_error(o, err, 1, "cannot use the server name '%s'", name);
+      if (family == AF_UNSPEC || inet_ntop(family, bin, identity, sizeof identity) == NULL)
+        return identity_error(o, err, ID_INPUT, "cannot use the server name '%s'", name);
+      if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1)
+        return identity_error(o, err, ID_OPENSSL, "cannot use the server name '%s'", name);
       kind = WEFT__IDENTITY_IP;
     } else {
       SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      /* NAME is a non-empty C string (no NUL inside): only an allocation can fail here */
       if (SSL_set1_host(ssl, name) != 1)
-        return identity_error(o, err, 1, "cannot use the server name '%s'", name);
+        return identity_error(o, err, ID_MEMORY, "cannot use the server name '%s'", name);
       /* host names compare without case: one key per name */
       size_t i = 0;
       for (; name[i] != '\0'; i++)
@@ -146,13 +177,15 @@ static int client_identity(weft_cert_options *o, SSL *ssl, const char *name,
     size_t len;
     if (peer_ip(conn->peer, bin, &len, identity, sizeof identity, &port) != 0)
       return identity_error(
-          o, err, 0,
+          o, err, ID_INPUT,
           "a TLS client checks the server's identity, and with no server name it checks the "
           "peer's IP address, but this connection has none (%s); give a server name, or skip "
           "the identity check explicitly with weft_cert_options_set_verify_identity(options, 0)",
           conn->peer == NULL ? "no peer address" : "not an IP connection");
+    /* BIN is 4 or 16 bytes: only an allocation can fail here */
     if (X509_VERIFY_PARAM_set1_ip(SSL_get0_param(ssl), bin, len) != 1)
-      return identity_error(o, err, 1, "cannot check the peer's IP address %s", identity);
+      return identity_error(o, err, ID_MEMORY, "cannot check the peer's IP address %s",
+                            identity);
     kind = WEFT__IDENTITY_IP;
   }
   conn->session_key_set = weft__sessions_client_key(weft__tls_options_client_policy(o), kind,

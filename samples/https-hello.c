@@ -9,9 +9,18 @@
  * Multi-core: --threads N runs N threads, each with its own reactor and its own listener on
  * the same address (an endpoint with weft_endpoint_set_reuseport when N > 1), so the kernel
  * spreads new connections among them; a connection stays on the thread that accepted it, and
- * the threads share nothing but the frozen TLS options. The main thread only waits for SIGTERM
- * or SIGINT (sigwait), then stops every reactor (weft_reactor_stop, safe from any thread) and
- * joins the threads.
+ * the threads share nothing but the frozen TLS options. The main thread only waits for signals
+ * (sigwait): on SIGTERM or SIGINT it stops every reactor (weft_reactor_stop, safe from any
+ * thread) and joins the threads.
+ *
+ * Reload: on SIGHUP the main thread reads --cert and --key again (without them, it generates a
+ * new self-signed certificate) and builds new options, prepared (checked) right there; if that
+ * fails it prints "error: reload failed: MESSAGE" to stderr and nothing changes. Otherwise it
+ * asks every thread to swap them into its own listener (weft_listener_set_options must run in
+ * the listener's reactor thread: weft_reactor_call_from_thread), waits for all of them, and
+ * prints "reloaded" on stdout. Handshakes that start afterwards get the new certificate;
+ * connections already open keep theirs. Session tickets issued before the reload are not
+ * resumed after it (the new options have new automatic ticket keys).
  *
  * Prints "listening on HOST:PORT" once every listener is up; on SIGTERM or SIGINT prints
  * "thread I: C connections, R requests" for each thread to stderr (C: connections that
@@ -25,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -46,7 +56,9 @@ static const char usage[] =
     "--cert a self-signed certificate for localhost is generated.\n"
     "--threads N (1 to 64, default 1): N threads, each with its own reactor, listening on\n"
     "the same port with SO_REUSEPORT; the kernel spreads connections among them. On exit\n"
-    "each thread's connection and request counts are printed to stderr.\n";
+    "each thread's connection and request counts are printed to stderr.\n"
+    "SIGHUP reloads the certificate and key files (prints \"reloaded\", or\n"
+    "\"error: reload failed: MESSAGE\" and keeps serving with what it had).\n";
 
 static char body_chunk[CHUNK]; /* the bytes of /bytes/N, filled once in main */
 
@@ -58,6 +70,7 @@ struct server {
   int index;
   pthread_t thread;
   weft_reactor *reactor;     /* made, run and freed by the thread itself */
+  weft_listener *listener;   /* its listener; touched in the thread only (reload: a call) */
   weft_factory factory;      /* data: this struct */
   weft_cert_options *opts;   /* shared, prepared (frozen) before the threads start */
   const char *host;
@@ -323,6 +336,100 @@ static int use_generated_cert(weft_cert_options *o) {
   return rc;
 }
 
+/* Builds and prepares (freezes, checks) the server's TLS options: the identity from CERT and
+ * KEY (PEM files; both NULL: a generated self-signed certificate) and ALPN (and NPN) offering
+ * http/1.1. Returns 0 with *OUT set, or prints "error: PREFIX: MESSAGE" and returns an error. */
+static int make_options(const char *cert, const char *key, const char *prefix,
+                        weft_cert_options **out) {
+  static const char *const protocols[] = {"http/1.1"};
+  weft_cert_options *opts;
+  *out = NULL;
+  if (weft_cert_options_new(&opts) != 0) {
+    fprintf(stderr, "error: %s: out of memory\n", prefix);
+    return WEFT_ENOMEM;
+  }
+  int rc = cert ? weft_cert_options_load_certificate_chain_file(opts, cert) : 0;
+  if (rc == 0) rc = key ? weft_cert_options_load_private_key_file(opts, key)
+                        : use_generated_cert(opts);
+  if (rc == 0) rc = weft_cert_options_set_next_protocols(opts, protocols, 1);
+  if (rc == 0) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER); /* report errors now */
+  if (rc != 0) {
+    const char *why = weft_cert_options_last_error(opts);
+    fprintf(stderr, "error: %s: %s\n", prefix, *why ? why : weft_strerror(rc));
+    weft_cert_options_unref(opts);
+    return rc;
+  }
+  *out = opts;
+  return 0;
+}
+
+/* --- Reload (SIGHUP) --------------------------------------------------------------------- */
+
+/* One thread's part of a reload: runs in that thread (weft_reactor_call_from_thread), swaps
+ * the new options into its listener, drops the reference it was given, and says so. */
+struct reload_call {
+  struct server *server;
+  weft_cert_options *opts; /* a reference of the call's own */
+  int rc;
+  sem_t *done;
+};
+
+static void reload_in_thread(void *arg) {
+  struct reload_call *call = arg;
+  call->rc = weft_listener_set_options(call->server->listener, call->opts);
+  weft_cert_options_unref(call->opts);
+  sem_post(call->done); /* the main thread reads rc after this */
+}
+
+/* Main thread: builds new options from CERT and KEY and has each of the N running threads put
+ * them into its listener. The options are prepared (every check done) before any thread is
+ * asked, so either every listener gets them or none does. Returns 0 or an error (printed). */
+static int reload_all(struct server *servers, int n, const char *cert, const char *key) {
+  /* Static: a call that comes late (after a time-out below) still finds its slot and DONE. */
+  static struct reload_call calls[MAX_THREADS];
+  static sem_t done;
+  static int done_ready;
+  weft_cert_options *opts;
+  int rc = make_options(cert, key, "reload failed", &opts);
+  if (rc != 0) return rc;
+  if (!done_ready) sem_init(&done, 0, 0), done_ready = 1;
+  while (sem_trywait(&done) == 0) { /* what late calls of an earlier reload posted */
+  }
+  int asked = 0;
+  for (int i = 0; i < n; i++) {
+    calls[i] = (struct reload_call){&servers[i], weft_cert_options_ref(opts), 0, &done};
+    if (weft_reactor_call_from_thread(servers[i].reactor, reload_in_thread, &calls[i]) != 0) {
+      weft_cert_options_unref(opts);
+      rc = WEFT_ENOMEM;
+      break;
+    }
+    asked++;
+  }
+  /* A thread whose reactor stopped on an error never answers: wait a bounded time. */
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += 10;
+  for (int i = 0; i < asked; i++) {
+    int w;
+    while ((w = sem_timedwait(&done, &deadline)) != 0 && errno == EINTR) {
+    }
+    if (w != 0) { /* the late calls keep their references (and their slots) */
+      fprintf(stderr, "error: reload failed: a thread did not answer\n");
+      weft_cert_options_unref(opts);
+      return WEFT_ETIMEDOUT;
+    }
+  }
+  for (int i = 0; i < asked && rc == 0; i++) rc = calls[i].rc;
+  weft_cert_options_unref(opts); /* the listeners hold their own references */
+  if (rc != 0) {
+    fprintf(stderr, "error: reload failed: %s\n", weft_strerror(rc));
+    return rc;
+  }
+  printf("reloaded\n");
+  fflush(stdout);
+  return 0;
+}
+
 /* A server thread: sets up its reactor and listener, says so, then runs until stopped. */
 /* A server thread: sets up its reactor and listener, says so, then runs until stopped. */
 static void *server_main(void *arg) {
@@ -352,6 +459,7 @@ static void *server_main(void *arg) {
     if (weft_listener_address(listener, (struct sockaddr *)&ss, &len) == 0)
       weft_address_format((struct sockaddr *)&ss, sv->addr, sizeof sv->addr);
     sv->port = weft_listener_port(listener);
+    sv->listener = listener;
   } else {
     weft_reactor_free(sv->reactor); /* NULL is ignored; the main thread will not touch it */
     sv->reactor = NULL;
@@ -398,29 +506,19 @@ int main(int argc, char **argv) {
 
   /* TLS options: identity, and ALPN (and NPN) offering http/1.1. Prepared (frozen) here, so
    * the threads only ever read them. */
-  static const char *const protocols[] = {"http/1.1"};
   weft_cert_options *opts;
-  if (weft_cert_options_new(&opts) != 0) return fputs("error: out of memory\n", stderr), 1;
-  int rc = cert ? weft_cert_options_load_certificate_chain_file(opts, cert) : 0;
-  if (rc == 0) rc = key ? weft_cert_options_load_private_key_file(opts, key)
-                        : use_generated_cert(opts);
-  if (rc == 0) rc = weft_cert_options_set_next_protocols(opts, protocols, 1);
-  if (rc == 0) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER); /* report errors now */
-  if (rc != 0) {
-    const char *why = weft_cert_options_last_error(opts);
-    fprintf(stderr, "error: TLS options: %s\n", *why ? why : weft_strerror(rc));
-    weft_cert_options_unref(opts);
-    return 1;
-  }
+  int rc = make_options(cert, key, "TLS options", &opts);
+  if (rc != 0) return 1;
   memset(body_chunk, 'x', sizeof body_chunk);
 
-  /* SIGTERM and SIGINT are blocked in every thread (the threads inherit this mask) and taken
-   * by the main thread's sigwait below. */
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+  /* SIGTERM, SIGINT and SIGHUP are blocked in every thread (the threads inherit this mask)
+   * and taken by the main thread's sigwait below. */
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
   /* Start the threads one at a time: the first one's port (chosen by the kernel for port 0)
    * is the port of all the others. */
@@ -460,8 +558,9 @@ int main(int argc, char **argv) {
   if (rc == 0) {
     printf("listening on %s\n", servers[0].addr);
     fflush(stdout); /* a driver waits for this line: do not leave it in stdio's buffer */
-    int sig;
-    sigwait(&stop_signals, &sig);
+    int sig = 0;
+    while (sigwait(&signals, &sig) == 0 && sig == SIGHUP)
+      reload_all(servers, running, cert, key); /* a failure is printed; serving goes on */
   }
   for (int i = 0; i < running; i++) weft_reactor_stop(servers[i].reactor);
   for (int i = 0; i < running; i++) sem_post(&release);

@@ -124,6 +124,7 @@ typedef struct outcome {
   char proto[260];
   tu_reason failed;
   char client_random[80]; /* hex */
+  int reused;             /* the handshake resumed a session */
 } outcome;
 
 static int made_or_failed(void *arg) {
@@ -142,6 +143,7 @@ static void connect_once(world *w, int port, weft_cert_options *opts, const char
   if (f.made > 0) {
     tu_conn *c = tu_factory_conn(&f, 0);
     out->made = 1;
+    out->reused = weft_transport_tls_session_reused(c->transport);
     weft_transport_peer_subject(c->transport, out->subject, sizeof out->subject);
     snprintf(out->proto, sizeof out->proto, "%s", c->proto_made.present ? c->proto_made.name
                                                                          : "none");
@@ -619,6 +621,112 @@ START_TEST(test_ocsp) {
 }
 END_TEST
 
+/* --- Resumption across identities ---------------------------------------------------------- */
+
+/* A selector that serves whichever identity the test names, whatever the SNI name: so one
+ * client (one session cache entry, for one name) offers its ticket to several identities. */
+static int pick_selector(void *arg, const char *server_name, const uint8_t *offer,
+                         size_t offer_len, weft_tls_identity **out) {
+  (void)server_name, (void)offer, (void)offer_len;
+  *out = *(weft_tls_identity **)arg;
+  return 1;
+}
+
+static void expect_resumption(world *w, int port, weft_cert_options *c, const char *cn,
+                              int reused) {
+  outcome o;
+  connect_once(w, port, c, "alpha.test", &o);
+  ck_assert_msg(o.made, "connection failed: %s", o.failed.message);
+  char want[64];
+  snprintf(want, sizeof want, "CN=%s", cn);
+  ck_assert_msg(strstr(o.subject, want) != NULL, "got %s, want %s", o.subject, want);
+  ck_assert_msg(o.reused == reused, "%s: %s, want %s", cn, o.reused ? "resumed" : "full",
+                reused ? "resumed" : "a full handshake");
+}
+
+/* A ticket (TLS 1.3) or session (1.2) made under identity A is not resumed under identity B,
+ * although both seal tickets with the listener's keys; A resumes its own. */
+START_TEST(test_resumption_per_identity) {
+  world w;
+  world_init(&w);
+  for (int v = 0; v < 2; v++) {
+    weft_tls_identity *chosen = NULL;
+    weft_cert_options *s = keep(&w, tu_server_options(&w.pki));
+    weft_tls_identity *a = identity(&w, v ? "alpha13" : "alpha12", "alpha.test", NULL, 0);
+    weft_tls_identity *b = identity(&w, v ? "beta13" : "beta12", "alpha.test", NULL, 0);
+    const char *an[] = {"alpha.test"}, *bn[] = {"beta.test"};
+    tu_check_opt(s, weft_cert_options_add_identity(s, an, 1, a));
+    tu_check_opt(s, weft_cert_options_add_identity(s, bn, 1, b));
+    tu_check_opt(s, weft_cert_options_set_identity_selector(s, pick_selector, &chosen));
+    weft_cert_options *c = keep(&w, tu_client_options(&w.pki));
+    int version = v == 0 ? WEFT_TLS1_2 : WEFT_TLS1_3;
+    tu_check_opt(c, weft_cert_options_set_tls_versions(c, version, version));
+    int port;
+    weft_listener *l = listen_local(&w, s, &port);
+    chosen = a;
+    expect_resumption(&w, port, c, v ? "alpha13" : "alpha12", 0); /* first: full */
+    expect_resumption(&w, port, c, v ? "alpha13" : "alpha12", 1); /* A resumes its own */
+    chosen = b; /* the client offers A's session (same name, same cache entry) */
+    expect_resumption(&w, port, c, v ? "beta13" : "beta12", 0);
+    expect_resumption(&w, port, c, v ? "beta13" : "beta12", 1); /* B then resumes its own */
+    chosen = a; /* B's session is not resumed under A either */
+    expect_resumption(&w, port, c, v ? "alpha13" : "alpha12", 0);
+    weft_listener_stop(l);
+  }
+  world_free(&w);
+}
+END_TEST
+
+/* Ticket keys, as documented: an identity with its own ticket key file keeps resuming across a
+ * reload that reads the same file, while an identity that inherits the listener's automatic
+ * keys gets new keys with the new options, so its old tickets get a full handshake. */
+START_TEST(test_resumption_ticket_keys) {
+  world w;
+  world_init(&w);
+  char path[] = "/tmp/weft-ticketkey-XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  uint8_t key[WEFT_TICKET_KEY_SIZE];
+  for (size_t i = 0; i < sizeof key; i++)
+    key[i] = (uint8_t)(i * 7 + 3);
+  ck_assert_int_eq(write(fd, key, sizeof key), (ssize_t)sizeof key);
+  close(fd);
+  weft_tls_identity *chosen = NULL;
+  weft_tls_identity *own[2], *inherit[2];
+  weft_cert_options *s[2];
+  for (int i = 0; i < 2; i++) { /* the options at start, and those of the reload */
+    s[i] = keep(&w, tu_server_options(&w.pki));
+    own[i] = identity(&w, "own", "alpha.test", NULL, 0);
+    ck_assert_int_eq(weft_tls_identity_add_ticket_key_file(own[i], path), 0);
+    inherit[i] = identity(&w, "inherit", "alpha.test", NULL, 0);
+    const char *on[] = {"own.test"}, *in[] = {"inherit.test"};
+    tu_check_opt(s[i], weft_cert_options_add_identity(s[i], on, 1, own[i]));
+    tu_check_opt(s[i], weft_cert_options_add_identity(s[i], in, 1, inherit[i]));
+    tu_check_opt(s[i], weft_cert_options_set_identity_selector(s[i], pick_selector, &chosen));
+  }
+  /* two clients (two session caches): one talks to each identity */
+  weft_cert_options *c_own = keep(&w, tu_client_options(&w.pki));
+  weft_cert_options *c_inherit = keep(&w, tu_client_options(&w.pki));
+  int port;
+  weft_listener *l = listen_local(&w, s[0], &port);
+  chosen = own[0];
+  expect_resumption(&w, port, c_own, "own", 0);
+  expect_resumption(&w, port, c_own, "own", 1);
+  chosen = inherit[0];
+  expect_resumption(&w, port, c_inherit, "inherit", 0);
+  expect_resumption(&w, port, c_inherit, "inherit", 1);
+  ck_assert_int_eq(weft_listener_set_options(l, s[1]), 0);
+  chosen = own[1]; /* same key file: the ticket issued before the reload still opens */
+  expect_resumption(&w, port, c_own, "own", 1);
+  chosen = inherit[1]; /* new automatic keys: a full handshake, then resumption again */
+  expect_resumption(&w, port, c_inherit, "inherit", 0);
+  expect_resumption(&w, port, c_inherit, "inherit", 1);
+  weft_listener_stop(l);
+  unlink(path);
+  world_free(&w);
+}
+END_TEST
+
 /* --- TLS 1.3 ticket count ----------------------------------------------------------------- */
 
 START_TEST(test_tls13_tickets) {
@@ -658,6 +766,8 @@ static Suite *sni_suite(void) {
   tcase_add_test(tc, test_require_protocol);
   tcase_add_test(tc, test_ocsp);
   tcase_add_test(tc, test_tls13_tickets);
+  tcase_add_test(tc, test_resumption_per_identity);
+  tcase_add_test(tc, test_resumption_ticket_keys);
   suite_add_tcase(s, tc);
   return s;
 }

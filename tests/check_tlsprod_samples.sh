@@ -8,6 +8,9 @@
 # secrets, pinning (right key accepted, another refused), and SIGHUP reload under load (a
 # client loop running through it: zero failed handshakes, and every handshake started after
 # "reloaded" gets the new certificate) and a failed reload that leaves service unchanged.
+# samples/https-hello with two reactor threads (SO_REUSEPORT) reloads the same way on SIGHUP.
+# samples/acme-tls-alpn answers acme-tls/1 (RFC 8737) with the challenge certificate, seen by
+# `openssl s_client -alpn acme-tls/1 -servername NAME`; other clients get the real one.
 #
 # Uses $WEFT_BUILDDIR (set by `make check`) or the current directory to find samples/.
 # Every wait is bounded. Exit status: 0 pass, 1 fail, 77 skip (openssl, curl or gnutls-cli
@@ -67,6 +70,7 @@ leaf default default DNS:localhost,IP:127.0.0.1
 leaf alpha alpha DNS:alpha.test
 leaf wild wild 'DNS:*.wild.test'
 leaf renewed renewed DNS:alpha.test
+leaf renewed-local renewed-local DNS:localhost,IP:127.0.0.1
 : >index.txt
 ossl ocsp -issuer ca.pem -cert default.pem -req_text -reqout req.der
 ossl ocsp -index index.txt -rsigner ca.pem -rkey ca.key -CA ca.pem -reqin req.der \
@@ -174,22 +178,60 @@ grep -q 'alert unrecognized name\|alert number 112' reject.sclient ||
 echo Q | timeout 10 openssl s_client -connect "127.0.0.1:$rport" -servername alpha.test \
   -CAfile ca.pem 2>&1 | grep -q 'CN *= *alpha' || fail "reject policy: alpha.test not served"
 
+# --- acme-tls/1 (RFC 8737): the identity selector sees the ALPN offer ----------------------
+# the challenge certificate as an ACME client makes it: self-signed, the name validated, and
+# the critical acmeIdentifier extension (SHA-256 of the key authorization)
+digest=$(printf 'token.thumbprint' | openssl dgst -sha256 -hex | sed 's/^.*= *//')
+ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout challenge.key \
+  -out challenge.pem -subj /CN=acme-challenge -days 1 -addext subjectAltName=DNS:alpha.test \
+  -addext "1.3.6.1.5.5.7.1.31=critical,DER:04:20:$digest"
+"$samples/acme-tls-alpn" --listen 127.0.0.1:0 --cert alpha.pem --key alpha.key \
+  --protocols h2,http/1.1 --challenge alpha.test=challenge.pem,challenge.key \
+  >acme.out 2>acme.err &
+acme=$!
+pids="$pids $acme"
+wait_line acme.out '^listening on '
+aport=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' acme.out)
+[ -n "$aport" ] || fail "acme-tls-alpn: no port in the listening line"
+acme_sclient() { # NAME ALPN
+  echo Q | timeout 10 openssl s_client -connect "127.0.0.1:$aport" -servername "$1" \
+    -alpn "$2" 2>&1
+}
+out=$(acme_sclient alpha.test acme-tls/1)
+echo "$out" | grep -q '^subject=.*CN *= *acme-challenge$' ||
+  fail "acme-tls/1: not the challenge certificate: $out"
+echo "$out" | grep -q '^ALPN protocol: acme-tls/1$' || fail "acme-tls/1 not negotiated: $out"
+for alpn in h2,http/1.1 acme-tls/1,http/1.1; do
+  out=$(acme_sclient alpha.test "$alpn")
+  echo "$out" | grep -q '^subject=.*CN *= *alpha$' || fail "ALPN $alpn: not the real certificate"
+done
+out=$(acme_sclient alpha.test h2,http/1.1)
+echo "$out" | grep -q '^ALPN protocol: h2$' || fail "ALPN h2,http/1.1: not h2 on the real identity"
+# acme-tls/1 for a name without a challenge: refused with alert 112
+out=$(acme_sclient other.test acme-tls/1)
+echo "$out" | grep -q 'alert unrecognized name\|alert number 112' ||
+  fail "acme-tls/1 for a name without a challenge was not refused with alert 112: $out"
+grep -q '^connected peer=127\.0\.0\.1:[0-9]* protocol=acme-tls/1$' acme.out ||
+  fail "acme-tls-alpn did not report the acme-tls/1 connection"
+kill "$acme"
+wait "$acme" || fail "acme-tls-alpn did not exit cleanly on SIGTERM"
+
 # --- Reload under load ----------------------------------------------------------------------
 # The loop tags each handshake "before" or "after" by whether the reload was seen (marker file)
 # before the handshake started; every "after" handshake must show the renewed certificate.
-loop() {
+loop() { # PORT NAME
   i=0
   while [ $i -lt 60 ] && [ ! -e stop ]; do
     tag=before
     [ -e reloaded.mark ] && tag=after
-    subj=$(echo Q | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
-      -servername alpha.test -CAfile ca.pem -verify_return_error 2>/dev/null |
+    subj=$(echo Q | timeout 10 openssl s_client -connect "127.0.0.1:$1" \
+      -servername "$2" -CAfile ca.pem -verify_return_error 2>/dev/null |
       sed -n 's/^subject=.*CN *= *//p')
     echo "$tag ${subj:-FAILED}" >>load.out
     i=$((i + 1))
   done
 }
-loop &
+loop "$port" alpha.test &
 loader=$!
 pids="$pids $loader"
 wait_line load.out 'before'
@@ -224,4 +266,53 @@ check_sclient alpha.test renewed h2 # the failed reload changed nothing
 
 kill "$server"
 wait "$server" || fail "echo-server did not exit cleanly on SIGTERM"
+
+# --- https-hello: SIGHUP reload under load, two reactor threads -----------------------------
+# Both threads' listeners must take the new certificate: the kernel spreads the loop's
+# handshakes over them (SO_REUSEPORT), and no handshake after "reloaded" may see the old one.
+cp default.pem live-local.pem
+cp default.key live-local.key
+"$samples/https-hello" --listen 127.0.0.1:0 --cert live-local.pem --key live-local.key \
+  --threads 2 >hello.out 2>hello.err &
+hello=$!
+pids="$pids $hello"
+wait_line hello.out '^listening on '
+hport=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' hello.out)
+[ -n "$hport" ] || fail "https-hello: no port in the listening line"
+rm -f stop reloaded.mark load.out
+loop "$hport" localhost &
+loader=$!
+pids="$pids $loader"
+wait_line load.out 'before'
+cp renewed-local.pem live-local.pem.new && mv live-local.pem.new live-local.pem
+cp renewed-local.key live-local.key.new && mv live-local.key.new live-local.key
+kill -HUP "$hello"
+wait_line hello.out '^reloaded$'
+: >reloaded.mark
+# a failed reload (a key that does not match the certificate): refused, service unchanged
+cp wild.key live-local.key.new && mv live-local.key.new live-local.key
+kill -HUP "$hello"
+wait_line hello.err '^error: reload failed: '
+wait_line load.out 'after'
+n=0
+while [ "$(grep -c after load.out)" -lt 10 ] && kill -0 "$loader" 2>/dev/null; do
+  n=$((n + 1)); [ $n -gt 400 ] && break; sleep 0.05
+done
+: >stop
+wait "$loader"
+total=$(wc -l <load.out)
+failed=$(grep -c FAILED load.out)
+after=$(grep -c '^after' load.out)
+stale=$(grep -c '^after default$' load.out)
+echo "https-hello reload under load: $total handshakes ($after after the reload), $failed failed, $stale stale after the reload"
+[ "$failed" -eq 0 ] || fail "https-hello: $failed handshakes failed during the reload"
+[ "$after" -gt 0 ] || fail "https-hello: no handshake after the reload"
+[ "$stale" -eq 0 ] || fail "https-hello: $stale handshakes after the reload got the old certificate"
+grep -q '^after renewed-local$' load.out || fail "https-hello: the renewed certificate never served"
+# HTTP still answers, with the renewed certificate verified by name
+body=$(timeout 10 curl -s --max-time 5 --cacert ca.pem --resolve "localhost:$hport:127.0.0.1" \
+  "https://localhost:$hport/") || fail "https-hello: curl after the reloads failed"
+[ "$body" = "Hello, World!" ] || fail "https-hello: unexpected body: $body"
+kill "$hello"
+wait "$hello" || fail "https-hello did not exit cleanly on SIGTERM"
 echo "PASS"

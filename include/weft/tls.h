@@ -450,35 +450,42 @@ typedef struct weft_tls_identity weft_tls_identity;
 WEFT_EXTERN int weft_tls_identity_new(weft_tls_identity **out);
 
 /** @{ */
-/** Takes / drops a reference; the last unref frees. NULL is ignored. */
+/** Takes / drops a reference; the last unref frees (options holding the identity keep their
+ * own references). NULL is ignored. Any thread: the count is atomic. */
 WEFT_EXTERN weft_tls_identity *weft_tls_identity_ref(weft_tls_identity *identity);
 WEFT_EXTERN void weft_tls_identity_unref(weft_tls_identity *identity);
 /** @} */
 
-/** The sentence explaining the last failed call on IDENTITY ("" if none). */
+/** The sentence explaining the last failed call on IDENTITY ("" if none, or for NULL).
+ * Borrowed: valid until the next call on IDENTITY. */
 WEFT_EXTERN const char *weft_tls_identity_last_error(const weft_tls_identity *identity);
 
 /** @{ */
 /** The identity's key and certificate chain: as the weft_cert_options functions of the same
- * names (same ownership and errors; WEFT_EFROZEN once the identity was added to options). */
+ * names (same ownership: PKEY and X509 are referenced, the caller keeps its own; files are
+ * read when called). Errors: WEFT_EINVAL (NULL identity), those of the weft_cert_options
+ * function, and WEFT_EFROZEN once the identity was added to options. Any thread, one at a
+ * time per identity, before it is added to options. */
 WEFT_EXTERN int weft_tls_identity_set_private_key(weft_tls_identity *identity, struct evp_pkey_st *pkey);
 WEFT_EXTERN int weft_tls_identity_set_certificate(weft_tls_identity *identity, struct x509_st *x509);
 WEFT_EXTERN int weft_tls_identity_add_chain_certificate(weft_tls_identity *identity, struct x509_st *x509);
 WEFT_EXTERN int weft_tls_identity_load_private_key_file(weft_tls_identity *identity, const char *path);
 WEFT_EXTERN int weft_tls_identity_load_certificate_chain_file(weft_tls_identity *identity,
-                                                  const char *path);
+                                                              const char *path);
 /** @} */
 
-/** The identity's own next-protocol list (as weft_cert_options_set_next_protocols; COUNT 0 is
- * an empty list of its own: nothing negotiated). Unset, the listener's list, policy and
- * selector apply. */
+/** The identity's own next-protocol list (as weft_cert_options_set_next_protocols; NAMES
+ * copied; COUNT 0 is an empty list of its own: nothing negotiated). Unset, the listener's
+ * list, policy and selector apply. Errors: WEFT_EINVAL (NULL identity, a bad list), WEFT_EFROZEN
+ * (already added to options), WEFT_ENOMEM. Any thread, before the identity is added. */
 WEFT_EXTERN int weft_tls_identity_set_next_protocols(weft_tls_identity *identity, const char *const *names,
-                                         size_t count);
+                                                     size_t count);
 
 /** The identity's own client-certificate policy: require a client certificate (ON 1) or not
  * (0), verified against the identity's CAs if it was given any
  * (weft_tls_identity_add_ca_certificate), else the listener's. Unset, the listener's policy
- * applies. */
+ * applies. Errors: WEFT_EINVAL (NULL identity), WEFT_EFROZEN (already added to options). Any
+ * thread, before the identity is added. */
 WEFT_EXTERN int weft_tls_identity_set_require_certificate(weft_tls_identity *identity, int on);
 
 /** Adds X509 (referenced, not copied: the caller keeps its own reference) to the CAs that verify
@@ -487,22 +494,34 @@ WEFT_EXTERN int weft_tls_identity_set_require_certificate(weft_tls_identity *ide
  * Any thread, before the identity is added to options in use. */
 WEFT_EXTERN int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity, struct x509_st *x509);
 
-/** The identity's own ticket keys (as weft_cert_options_add_ticket_key_file). Unset, the
- * listener's keys seal and open the identity's tickets. */
+/** The identity's own ticket keys (as weft_cert_options_add_ticket_key_file: the file is read
+ * now; call again for each older key that must still open tickets). Unset, the listener's
+ * keys (given, or automatic) seal and open the identity's tickets; automatic keys are made
+ * anew by each new options object, so across a reload (weft_listener_set_options) only an
+ * identity with key files keeps resuming the tickets it issued before. Errors: WEFT_EINVAL
+ * (NULL identity), those of weft_cert_options_add_ticket_key_file, WEFT_EFROZEN. Any thread,
+ * before the identity is added. */
 WEFT_EXTERN int weft_tls_identity_add_ticket_key_file(weft_tls_identity *identity, const char *path);
 
-/** The identity's own OCSP response to staple (as weft_cert_options_set_ocsp_response). An
- * identity never staples the listener's response (it is about another certificate). */
+/** The identity's own OCSP response to staple, read from the DER file PATH now (as
+ * weft_cert_options_load_ocsp_response_file). An identity never staples the listener's
+ * response (it is about another certificate). Errors: WEFT_EINVAL (NULL identity or PATH, not
+ * a successful OCSP response), WEFT_EIO (the file cannot be read), WEFT_EFROZEN, WEFT_ENOMEM.
+ * Any thread, before the identity is added. */
 WEFT_EXTERN int weft_tls_identity_load_ocsp_response_file(weft_tls_identity *identity, const char *path);
 
 /** Servers: adds IDENTITY under COUNT host NAMES (each a DNS name or "*." and at least two
  * labels; copied). COUNT 0 adds an identity only a selector can choose (e.g. the acme-tls/1
- * challenge certificate). Takes a reference to IDENTITY and freezes it. The identity's SSL_CTX
- * is built with the options' (weft_cert_options_prepare): a bad identity (no key, key that
- * does not match, ...) makes the listener fail to start, or a reload fail, naming it.
- * Errors: WEFT_EINVAL (NULL, bad name), WEFT_EFROZEN, WEFT_ENOMEM. Thread: the options'. */
+ * challenge certificate). Takes a reference to IDENTITY and freezes it (its setters then
+ * return WEFT_EFROZEN); the same identity may be added to several options. The identity's
+ * SSL_CTX is built with the options' (weft_cert_options_prepare): a key that does not match
+ * its certificate makes the listener fail to start, or a reload fail, naming it.
+ * Errors: WEFT_EINVAL (NULL options or identity, an identity without a key or a certificate,
+ * NULL NAMES with COUNT > 0, a bad name), WEFT_EFROZEN (the options are in use), WEFT_ENOMEM;
+ * the sentence is in weft_cert_options_last_error(OPTIONS). Any thread, one at a time per
+ * options object, before the options are in use. */
 WEFT_EXTERN int weft_cert_options_add_identity(weft_cert_options *options, const char *const *names,
-                                   size_t count, weft_tls_identity *identity);
+                                               size_t count, weft_tls_identity *identity);
 
 /** What a server does with an SNI name that matches no identity. */
 typedef enum weft_sni_unknown_policy {
@@ -511,9 +530,10 @@ typedef enum weft_sni_unknown_policy {
 } weft_sni_unknown_policy;
 
 /** Sets the unknown-name policy. A ClientHello without SNI always gets the default identity.
- * Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+ * Errors: WEFT_EINVAL (NULL options, unknown POLICY), WEFT_EFROZEN (options in use). Any
+ * thread, before the options are in use. */
 WEFT_EXTERN int weft_cert_options_set_sni_unknown_policy(weft_cert_options *options,
-                                             weft_sni_unknown_policy policy);
+                                                         weft_sni_unknown_policy policy);
 
 /** @{ */
 /** Servers: chooses the identity of each connection before the names are matched. SERVER_NAME
@@ -523,12 +543,14 @@ WEFT_EXTERN int weft_cert_options_set_sni_unknown_policy(weft_cert_options *opti
  * decide; -1 to refuse the connection with unrecognized_name (112). An identity that was not
  * added to these options fails the handshake (internal_error). This is how acme-tls/1 (RFC
  * 8737) answers its challenge with a special certificate while other clients get the real
- * one (see the guide, "TLS in production"). Runs in the reactor's thread during the handshake; must
- * not block. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+ * one (see the guide, "TLS in production"). SELECTOR (NULL: none) runs in the reactor's thread
+ * during the handshake and must not block; ARG is the caller's and must outlive the options.
+ * Errors: WEFT_EINVAL (NULL options), WEFT_EFROZEN (options in use). Any thread, before the
+ * options are in use. */
 typedef int (*weft_identity_selector)(void *arg, const char *server_name, const uint8_t *offer,
                                       size_t offer_len, weft_tls_identity **identity);
 WEFT_EXTERN int weft_cert_options_set_identity_selector(weft_cert_options *options,
-                                            weft_identity_selector selector, void *arg);
+                                                        weft_identity_selector selector, void *arg);
 /** @} */
 
 /* --- Reload without restart ------------------------------------------------------------- */
@@ -541,10 +563,11 @@ WEFT_EXTERN int weft_cert_options_set_identity_selector(weft_cert_options *optio
 /** Servers: a DER OCSP response (copied; LEN bytes) or a file holding one, stapled to every
  * handshake whose client asks for certificate status. It must parse and its status be
  * "successful"; weft does not check its signature or dates (the client does): refresh it by
- * reloading (weft_listener_set_options). Errors: WEFT_EINVAL (not an OCSP response, or not
- * successful), WEFT_EIO (the file cannot be read), WEFT_EFROZEN, WEFT_ENOMEM. */
+ * reloading (weft_listener_set_options). Errors: WEFT_EINVAL (NULL argument, not an OCSP
+ * response, or not successful), WEFT_EIO (the file cannot be read), WEFT_EFROZEN, WEFT_ENOMEM.
+ * Any thread, before the options are in use. */
 WEFT_EXTERN int weft_cert_options_set_ocsp_response(weft_cert_options *options, const uint8_t *der,
-                                        size_t len);
+                                                    size_t len);
 WEFT_EXTERN int weft_cert_options_load_ocsp_response_file(weft_cert_options *options, const char *path);
 /** @} */
 
@@ -552,7 +575,8 @@ WEFT_EXTERN int weft_cert_options_load_ocsp_response_file(weft_cert_options *opt
  * bad_certificate_status_response) unless the server staples a successful OCSP response,
  * signed by the certificate's issuer or a responder it delegated to (as the trust anchors
  * see it), current (5 minutes of clock skew allowed) and saying "good" for the server's
- * certificate. Default off. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+ * certificate. Default off. Errors: WEFT_EINVAL (NULL options), WEFT_EFROZEN. Any thread,
+ * before the options are in use. */
 WEFT_EXTERN int weft_cert_options_set_require_ocsp(weft_cert_options *options, int on);
 
 /* --- Key log ------------------------------------------------------------------------------ */
@@ -566,10 +590,12 @@ typedef void (*weft_keylog_callback)(void *arg, const char *line);
  * (NULL turns it off), or append it to the file PATH (opened now, created mode 0600 when
  * missing; one line per secret, flushed at once; NULL closes it). Off by default. Key log
  * lines ARE SECRETS: whoever reads them decrypts the captured traffic (Wireshark reads this
- * format). Use only for debugging, never in production by default. Errors: WEFT_EINVAL,
- * WEFT_EIO (the file cannot be opened; the message says why), WEFT_EFROZEN. */
+ * format). Use only for debugging, never in production by default. ARG is the caller's and
+ * must outlive the options; the file is closed when the options are freed. Errors:
+ * WEFT_EINVAL (NULL options), WEFT_EIO (the file cannot be opened; the message says why),
+ * WEFT_EFROZEN, WEFT_ENOMEM (the file's lock). Any thread, before the options are in use. */
 WEFT_EXTERN int weft_cert_options_set_keylog_callback(weft_cert_options *options,
-                                          weft_keylog_callback callback, void *arg);
+                                                      weft_keylog_callback callback, void *arg);
 WEFT_EXTERN int weft_cert_options_set_keylog_file(weft_cert_options *options, const char *path);
 /** @} */
 
@@ -584,11 +610,12 @@ WEFT_EXTERN int weft_cert_options_set_keylog_file(weft_cert_options *options, co
  * handshake then fails with WEFT_ECERTVERIFY. The callback has the last word: returning 1
  * when VERDICT is not 0 accepts a certificate OpenSSL refused (a custom policy; use with
  * care); a pin mismatch is refused before the callback is asked. Runs in the reactor's thread
- * during the handshake. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+ * during the handshake; ARG is the caller's and must outlive the options. Errors: WEFT_EINVAL
+ * (NULL options), WEFT_EFROZEN. Any thread, before the options are in use. */
 typedef int (*weft_verify_callback)(void *arg, long verdict, struct x509_st *const *chain,
                                     size_t count);
 WEFT_EXTERN int weft_cert_options_set_verify_callback(weft_cert_options *options,
-                                          weft_verify_callback callback, void *arg);
+                                                      weft_verify_callback callback, void *arg);
 /** @} */
 
 /** Clients (and servers, for client certificates): pins the peer's key. PIN is curl's form,
@@ -598,7 +625,8 @@ WEFT_EXTERN int weft_cert_options_set_verify_callback(weft_cert_options *options
  * and the next one). With pins set, a peer whose key matches none is refused
  * (WEFT_ECERTVERIFY). With verification on, the pin is checked in addition to the chain; with
  * verification off (weft_cert_options_set_verify(options, 0)) the pins alone decide (a pinned
- * self-signed server). Errors: WEFT_EINVAL (malformed pin), WEFT_EFROZEN, WEFT_ENOMEM. */
+ * self-signed server). PIN is copied. Errors: WEFT_EINVAL (NULL argument, malformed pin),
+ * WEFT_EFROZEN, WEFT_ENOMEM. Any thread, before the options are in use. */
 WEFT_EXTERN int weft_cert_options_add_pin_sha256(weft_cert_options *options, const char *pin);
 
 /* --- Miscellaneous --------------------------------------------------------------------- */
@@ -606,11 +634,13 @@ WEFT_EXTERN int weft_cert_options_add_pin_sha256(weft_cert_options *options, con
 /** Clients: require a negotiated protocol (default off). With a non-empty next-protocol list,
  * a handshake that ends with no protocol negotiated (a server without ALPN or NPN, or under
  * WEFT_NO_OVERLAP_CONTINUE) fails with WEFT_ENOPROTOCOL before build_protocol: the factory's
- * connection_failed hears of it. Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+ * connection_failed hears of it. Errors: WEFT_EINVAL (NULL options), WEFT_EFROZEN. Any
+ * thread, before the options are in use. */
 WEFT_EXTERN int weft_cert_options_set_require_protocol(weft_cert_options *options, int on);
 
 /** Servers: how many TLS 1.3 session tickets to send after a full handshake (OpenSSL's
- * default is 2; 0 sends none; at most 16). Errors: WEFT_EINVAL, WEFT_EFROZEN. */
+ * default is 2; 0 sends none; at most 16). Errors: WEFT_EINVAL (NULL options, COUNT over 16),
+ * WEFT_EFROZEN. Any thread, before the options are in use. */
 WEFT_EXTERN int weft_cert_options_set_tls13_tickets(weft_cert_options *options, unsigned count);
 
 #ifdef __cplusplus

@@ -12,6 +12,9 @@
  * start, prints "listening on HOST:PORT" and exits 0 on SIGTERM or SIGINT. The client verifies
  * the server (system trust store, or --ca FILE) unless --insecure is given.
  *
+ * Lines are cut by a weft_framer (weft/framing.h), bounded to MAX_LINE bytes; on the switching
+ * line the framer goes to raw mode, which hands over every byte that followed it explicitly.
+ *
  * This is the model of a safe STARTTLS (copy it). Both sides keep an explicit state, and:
  *  1. the line that triggers the switch (STARTTLS for the server, GO for the client) must be the
  *     last byte of clear text: anything after it in the same read was sent by someone before the
@@ -44,6 +47,8 @@ static const char usage[] =
     "The server generates a certificate for localhost; --write-cert saves it (PEM) for the\n"
     "client's --ca. The client verifies the server unless --insecure is given.\n";
 
+#define MAX_LINE 1024 /* the longest line accepted (a final "\r" included) */
+
 static weft_reactor *reactor;
 static weft_cert_options *tls;  /* the server's or the client's options, shared by connections */
 static int client_mode, status = 1; /* the client's exit status */
@@ -61,8 +66,9 @@ typedef struct line_conn {
   weft_protocol base; /* first member: a weft_protocol * we hand out is a line_conn * */
   line_state state;
   const char *error; /* why we aborted (a protocol violation), for connection_lost's message */
-  char line[1024];
-  size_t len;
+  weft_transport *transport;
+  weft_framer *framer; /* cuts the stream into lines; raw mode from the switch to TLS on */
+  int switch_role;     /* 1 + the weft_tls_role to switch to once this read is parsed, or 0 */
 } line_conn;
 
 static void send_line(weft_transport *t, const char *a, const char *b) {
@@ -78,14 +84,29 @@ static void refuse(line_conn *c, weft_transport *t, const char *why) {
   weft_transport_abort_connection(t);
 }
 
-/* Switches to TLS in ROLE after the line that asked for it. PENDING is the number of bytes that
- * arrived after that line in the same read: they came in clear text, before the handshake, so
- * they must not be read as if they were protected (nor handed to the TLS engine). */
-static void upgrade(line_conn *c, weft_transport *t, weft_tls_role role, size_t pending) {
-  if (pending > 0) {
-    refuse(c, t, "clear text pipelined after the STARTTLS switch (possible injection)");
-    return;
-  }
+static size_t line_raw(void *arg, const uint8_t *data, size_t len);
+
+/* The line that asks for TLS (STARTTLS, GO) was read: from now on no byte is a line. The
+ * framer switches to raw mode, so the bytes that arrived after that line in the same read go to
+ * line_raw (which refuses them: they came in clear text, before the handshake, and must not be
+ * read as if they were protected, nor handed to the TLS engine). The switch itself (GO, then
+ * start_tls) happens in line_data once the read is parsed, if nothing followed. */
+static void ask_upgrade(line_conn *c, weft_tls_role role) {
+  c->switch_role = 1 + (int)role;
+  weft_framer_set_raw_mode(c->framer, line_raw);
+}
+
+/* Bytes after the switching line, before TLS started: a protocol violation. */
+static size_t line_raw(void *arg, const uint8_t *data, size_t len) {
+  line_conn *c = arg;
+  (void)data;
+  if (c->state != LINE_CLOSED)
+    refuse(c, c->transport, "clear text pipelined after the STARTTLS switch (possible injection)");
+  return len;
+}
+
+/* Switches to TLS in ROLE: nothing followed the line that asked for it. */
+static void upgrade(line_conn *c, weft_transport *t, weft_tls_role role) {
   if (role == WEFT_TLS_SERVER) send_line(t, "GO", ""); /* written before start_tls: in clear */
   /* The client checks the server's name: "localhost" is the name its certificate must carry
    * (and the SNI sent). */
@@ -97,14 +118,14 @@ static void upgrade(line_conn *c, weft_transport *t, weft_tls_role role, size_t 
 }
 
 /* The client got LINE: print it and take the next step of the dialogue. */
-static void client_line(line_conn *c, weft_transport *t, const char *line, size_t pending) {
+static void client_line(line_conn *c, weft_transport *t, const char *line) {
   printf("%s\n", line);
   fflush(stdout);
   if (c->state == LINE_PLAIN && !strcmp(line, "HELLO plain")) {
     send_line(t, "STARTTLS", "");
     c->state = LINE_ASKED;
   } else if (c->state == LINE_ASKED && !strcmp(line, "GO")) {
-    upgrade(c, t, WEFT_TLS_CLIENT, pending);
+    ask_upgrade(c, WEFT_TLS_CLIENT);
   } else if (c->state == LINE_TLS && weft_transport_is_tls(t) &&
              !strncmp(line, "SECRET over ", 12)) {
     status = 0; /* the last line, received over TLS: done */
@@ -115,13 +136,13 @@ static void client_line(line_conn *c, weft_transport *t, const char *line, size_
   }
 }
 
-/* The server got LINE; PENDING bytes arrived after it in the same read. */
-static void server_line(line_conn *c, weft_transport *t, const char *line, size_t pending) {
+/* The server got LINE. */
+static void server_line(line_conn *c, weft_transport *t, const char *line) {
   int is_tls = c->state == LINE_TLS && weft_transport_is_tls(t);
   if (!strcmp(line, "HELLO")) {
     send_line(t, "HELLO ", is_tls ? "tls" : "plain");
   } else if (!strcmp(line, "STARTTLS") && c->state == LINE_PLAIN) {
-    upgrade(c, t, WEFT_TLS_SERVER, pending);
+    ask_upgrade(c, WEFT_TLS_SERVER);
   } else if (!strcmp(line, "SECRET") && is_tls) {
     send_line(t, "SECRET over ", weft_transport_tls_version(t));
   } else {
@@ -129,26 +150,30 @@ static void server_line(line_conn *c, weft_transport *t, const char *line, size_
   }
 }
 
+/* One line (without its "\n"; a final "\r" is dropped too), from the framer. */
+static int on_line(void *arg, const uint8_t *data, size_t len) {
+  line_conn *c = arg;
+  char line[MAX_LINE + 1];
+  if (c->state == LINE_CLOSED) return WEFT_ECLOSED; /* we aborted: the rest is not read */
+  if (len > 0 && data[len - 1] == '\r') len--;
+  memcpy(line, data, len);
+  line[len] = '\0';
+  if (client_mode) client_line(c, c->transport, line);
+  else server_line(c, c->transport, line);
+  return c->state == LINE_CLOSED ? WEFT_ECLOSED : 0;
+}
+
 static void line_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
   line_conn *c = (line_conn *)p;
-  /* Stop at once when a line changed the state to one where the bytes that follow must not be
-   * read as lines of the same stream: after an abort, or after start_tls (the rest, if any, was
-   * refused above; what arrives later is TLS and comes back through data_received). */
-  for (size_t i = 0; i < len && (c->state == LINE_PLAIN || c->state == LINE_ASKED ||
-                                 c->state == LINE_TLS); i++) {
-    if (data[i] == '\r') continue;
-    if (data[i] != '\n') {
-      if (c->len + 1 == sizeof c->line) { /* no room for the byte and the final NUL */
-        refuse(c, t, "line too long");
-        return;
-      }
-      c->line[c->len++] = (char)data[i];
-      continue;
-    }
-    c->line[c->len] = '\0';
-    c->len = 0;
-    if (client_mode) client_line(c, t, c->line, len - i - 1);
-    else server_line(c, t, c->line, len - i - 1);
+  if (c->state == LINE_CLOSED) return;
+  int rc = weft_framer_feed(c->framer, data, len);
+  if (rc == WEFT_ETOOLONG) refuse(c, t, "line too long");
+  else if (rc != 0 && c->state != LINE_CLOSED) refuse(c, t, weft_strerror(rc));
+  /* A switching line was the last byte of this read (line_raw refused anything after it). */
+  if (c->switch_role && c->state != LINE_CLOSED) {
+    weft_tls_role role = (weft_tls_role)(c->switch_role - 1);
+    c->switch_role = 0;
+    upgrade(c, t, role);
   }
 }
 
@@ -165,6 +190,7 @@ static void line_tls_started(weft_protocol *p, weft_transport *t, int rc) {
     return;
   }
   c->state = LINE_TLS; /* from now on, and only now, protected lines are accepted */
+  weft_framer_set_raw_mode(c->framer, NULL); /* lines again, decrypted ones */
   printf("tls: %s\n", weft_transport_tls_version(t));
   fflush(stdout);
   if (client_mode) send_line(t, "SECRET", "");
@@ -178,6 +204,8 @@ static void line_lost(weft_protocol *p, weft_transport *t, const weft_reason *re
   if (!client_mode && c->error) fprintf(stderr, "refused: %s\n", c->error);
   else if (!client_mode && reason->code != WEFT_OK)
     fprintf(stderr, "lost: %s (%s)\n", reason->message, weft_err_name(reason->code));
+  weft_framer_free(c->framer);
+  c->framer = NULL;
   if (client_mode) weft_reactor_stop(reactor); /* the client's one connection is over */
   else free(p); /* weft never frees a protocol: connection_lost is its last callback */
 }
@@ -188,11 +216,18 @@ static const weft_protocol_ops line_ops = {.connection_made = line_made,
                                            .connection_lost = line_lost};
 
 static weft_protocol *build_line(weft_factory *f, weft_transport *t, const struct sockaddr *pr) {
-  (void)f, (void)t, (void)pr;
+  (void)f, (void)pr;
   static line_conn the_client; /* the client has one connection; a server one per peer */
   line_conn *c = client_mode ? &the_client : calloc(1, sizeof *c);
-  if (c) c->base.ops = &line_ops;
-  return c ? &c->base : NULL;
+  if (!c) return NULL;
+  c->base.ops = &line_ops;
+  c->transport = t;
+  /* Lines end with "\n" (a "\r" before it is dropped); longer than MAX_LINE: refused. */
+  if (weft_framer_new_lines("\n", 1, MAX_LINE, on_line, c, &c->framer) != 0) {
+    if (!client_mode) free(c);
+    return NULL;
+  }
+  return &c->base;
 }
 
 static void connection_failed(weft_factory *f, const weft_reason *reason) {

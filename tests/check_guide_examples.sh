@@ -103,8 +103,8 @@ extract() {
   ' "$1"
 }
 
-extract "$guide" guide doc/guide.md
-extract "$readme" README README.md
+extract "$guide" guide "$guide"
+extract "$readme" README "$readme"
 blocks=0
 for f in "$tmp"/*.c "$tmp"/*.skip "$tmp"/*.bad; do
   test -e "$f" || continue

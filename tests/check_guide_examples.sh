@@ -158,7 +158,7 @@ while read -r name; do
   case " $REMOVED weft__ " in *" $name "*) continue ;; esac # weft__: "internal, not API"
   case $name in
   *_) # a prefix (`weft_endpoint_set_...`, `weft__*`): some name in the headers starts with it
-    if grep -q -- "$name[A-Za-z0-9]" "$tmp/headers"; then continue; fi ;;
+    if grep -q -- "${name}[A-Za-z0-9]" "$tmp/headers"; then continue; fi ;;
   esac
   if ! grep -qw -- "$name" "$tmp/headers"; then
     fail "$name is named in the guide or README but declared in no include/weft/*.h"

@@ -2,7 +2,8 @@
  * lists (length-prefixed names, as in the ALPN extension), safe to fuzz; the second half is the
  * OpenSSL glue: the ALPN and NPN callbacks and the reading of the result.
  *
- * The rules (DESIGN.md section 4, the seed's semantics): over ALPN the server selects and its
+ * The rules (doc/guide.md, section 4 "ALPN and NPN how-to", and its table "Cases and
+ * results"): over ALPN the server selects and its
  * order wins; over NPN the client selects and its order wins; when both run, ALPN's result is
  * reported; an empty list on either side negotiates nothing; no overlap follows the selecting
  * side's policy. */

@@ -46,8 +46,8 @@
 #define MAX_BUFFERED (256 * 1024) /* pipelined bytes kept while a response streams */
 #define CHUNK (64 * 1024)         /* body bytes per write */
 #define HIGH_WATER (256 * 1024)   /* stop writing body while this much output waits... */
-#define LOW_WATER (64 * 1024)
-#define SCRATCH (32 * 1024)       /* per thread: input is parsed here, not in the connection */     /* ... and resume (write_drained) once it is down to this */
+#define LOW_WATER (64 * 1024)    /* ... and resume (write_drained) once it is down to this */
+#define SCRATCH (32 * 1024)       /* per thread: input is parsed here, not in the connection */
 #define MAX_THREADS 64
 
 static const char usage[] =

@@ -94,8 +94,11 @@ WEFT_EXTERN weft_cert_options *weft_cert_options_ref(weft_cert_options *options)
 WEFT_EXTERN void weft_cert_options_unref(weft_cert_options *options);
 /** @} */
 
-/** The sentence explaining the last failed call on these options ("" if none). Valid until the
- * next call on them. */
+/** The sentence explaining the most recent failed call on these options ("" if no call has
+ * failed yet). A call that succeeds does not clear it, as errno: read it right after a call
+ * returned an error. The string belongs to the options and lives as long as they do; the next
+ * failed call on them (a setter, weft_cert_options_prepare, or a listen, connect or STARTTLS
+ * that prepares them) overwrites it. "" for NULL. */
 WEFT_EXTERN const char *weft_cert_options_last_error(const weft_cert_options *options);
 
 /** Builds the SSL_CTX now, for ROLE (WEFT_TLS_SERVER or WEFT_TLS_CLIENT), and freezes the
@@ -456,8 +459,9 @@ WEFT_EXTERN weft_tls_identity *weft_tls_identity_ref(weft_tls_identity *identity
 WEFT_EXTERN void weft_tls_identity_unref(weft_tls_identity *identity);
 /** @} */
 
-/** The sentence explaining the last failed call on IDENTITY ("" if none, or for NULL).
- * Borrowed: valid until the next call on IDENTITY. */
+/** The sentence explaining the most recent failed call on IDENTITY ("" if none has failed, or
+ * for NULL); as weft_cert_options_last_error, a call that succeeds does not clear it.
+ * Borrowed: valid until the next call on IDENTITY. Thread: the one configuring IDENTITY. */
 WEFT_EXTERN const char *weft_tls_identity_last_error(const weft_tls_identity *identity);
 
 /** @{ */

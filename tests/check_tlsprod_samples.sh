@@ -127,12 +127,14 @@ for case in "alpha.test h2" "x.wild.test http/1.1"; do
 done
 
 # gnutls-cli --sni-hostname
-for case in "alpha.test alpha" "x.wild.test wild"; do
+# (it prints "- Application protocol: P": the identity's own list decides P)
+for case in "alpha.test alpha h2" "x.wild.test wild http/1.1"; do
   set -- $case
   echo | timeout 10 gnutls-cli --x509cafile=ca.pem --sni-hostname="$1" --verify-hostname="$1" \
     --alpn=h2 --alpn=http/1.1 -p "$port" 127.0.0.1 >gnutls.out 2>&1 ||
     fail "gnutls-cli $1 failed"
   grep -q "CN=$2" gnutls.out || fail "gnutls-cli $1: not CN $2"
+  grep -q "Application protocol: $3\$" gnutls.out || fail "gnutls-cli $1: not ALPN $3"
 done
 
 # weft's own client: the identity's protocol, required; pinning

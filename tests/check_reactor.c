@@ -113,6 +113,7 @@ typedef struct order_log {
   int n;
   int order[8];
   double at[8];
+  weft_reactor *clock; /* a testing reactor: AT is its test clock; NULL: CLOCK_MONOTONIC */
 } order_log;
 
 typedef struct order_item {
@@ -124,7 +125,8 @@ static void record_call(void *arg) {
   order_item *it = arg;
   if (it->log->n < 8) {
     it->log->order[it->log->n] = it->id;
-    it->log->at[it->log->n] = tu_now();
+    it->log->at[it->log->n] =
+        it->log->clock ? weft_testing_clock_now(it->log->clock) : tu_now();
   }
   it->log->n++;
 }
@@ -154,56 +156,101 @@ START_TEST(test_call_later_order) {
 }
 END_TEST
 
-START_TEST(test_call_later_zero_delay) {
-  weft_reactor *r = tu_reactor_new();
+/* A testing reactor: the delayed calls below follow the test clock (weft/testing.h), so they
+ * run deterministically, with no real wait. */
+static weft_reactor *clock_reactor_new(order_log *log) {
+  weft_reactor *r = NULL;
+  ck_assert_int_eq(weft_testing_reactor_new(&r), 0);
+  log->clock = r;
+  return r;
+}
+
+/* test_call_later_order under the test clock: each call runs at its exact due time, none
+ * before, ties in the order they were scheduled. (The real-clock test above stays: it checks
+ * libevent's timer path.) */
+START_TEST(test_call_later_order_clock) {
   order_log log = {0};
+  weft_reactor *r = clock_reactor_new(&log);
+  order_item a = {&log, 30}, b = {&log, 10}, c = {&log, 20}, d = {&log, 21};
+  ck_assert_int_eq(weft_reactor_call_later(r, 3, record_call, &a, NULL), 0);
+  ck_assert_int_eq(weft_reactor_call_later(r, 1, record_call, &b, NULL), 0);
+  ck_assert_int_eq(weft_reactor_call_later(r, 2, record_call, &c, NULL), 0);
+  ck_assert_int_eq(weft_reactor_call_later(r, 2, record_call, &d, NULL), 0); /* tie with C */
+  ck_assert_int_eq(log.n, 0); /* never from inside call_later */
+  ck_assert_int_eq(weft_testing_pump(r), 0);
+  ck_assert_int_eq(log.n, 0); /* nor from the loop while the clock stands still */
+  ck_assert_int_eq(weft_testing_clock_advance(r, 0.999), 0);
+  ck_assert_int_eq(log.n, 0);
+  ck_assert_int_eq(weft_testing_clock_advance(r, 0.001), 1);
+  ck_assert_int_eq(log.n, 1);
+  ck_assert_int_eq(weft_testing_clock_advance(r, 5), 3);
+  ck_assert_int_eq(log.n, 4);
+  ck_assert_int_eq(log.order[0], 10);
+  ck_assert_int_eq(log.order[1], 20);
+  ck_assert_int_eq(log.order[2], 21);
+  ck_assert_int_eq(log.order[3], 30);
+  ck_assert(log.at[0] == 1 && log.at[1] == 2 && log.at[2] == 2 && log.at[3] == 3);
+  ck_assert(weft_testing_clock_now(r) == 6);
+  weft_reactor_free(r);
+}
+END_TEST
+
+START_TEST(test_call_later_zero_delay) {
+  order_log log = {0};
+  weft_reactor *r = clock_reactor_new(&log);
   order_item a = {&log, 1}, b = {&log, 2};
   ck_assert_int_eq(weft_reactor_call_later(r, 0, record_call, &a, NULL), 0);
   ck_assert_int_eq(weft_reactor_call_later(r, 0, record_call, &b, NULL), 0);
-  ck_assert_int_eq(log.n, 0);
-  tu_wait_int(r, &log.n, 2, 5.0);
+  ck_assert_int_eq(log.n, 0); /* not from inside call_later, even with no delay */
+  ck_assert_int_eq(weft_testing_clock_advance(r, 0), 2); /* due now: run without time passing */
+  ck_assert_int_eq(log.n, 2);
   ck_assert_int_eq(log.order[0], 1);
   ck_assert_int_eq(log.order[1], 2);
+  ck_assert(log.at[0] == 0 && log.at[1] == 0);
   weft_reactor_free(r);
 }
 END_TEST
 
 START_TEST(test_call_later_cancel) {
-  weft_reactor *r = tu_reactor_new();
   order_log log = {0};
+  weft_reactor *r = clock_reactor_new(&log);
   order_item a = {&log, 1}, b = {&log, 2};
   weft_delayed_call *call = NULL;
-  ck_assert_int_eq(weft_reactor_call_later(r, 0.01, record_call, &a, &call), 0);
+  ck_assert_int_eq(weft_reactor_call_later(r, 1, record_call, &a, &call), 0);
   ck_assert_ptr_nonnull(call);
-  ck_assert_int_eq(weft_reactor_call_later(r, 0.03, record_call, &b, NULL), 0);
+  ck_assert_int_eq(weft_reactor_call_later(r, 3, record_call, &b, NULL), 0);
   ck_assert_int_eq(weft_delayed_call_cancel(call), 0);
   ck_assert_int_eq(weft_delayed_call_cancel(NULL), WEFT_EINVAL);
-  tu_wait_int(r, &log.n, 1, 5.0);
-  tu_settle(r, 0.05);
+  ck_assert_int_eq(weft_testing_clock_advance(r, 2), 0); /* A's time passed: nothing ran */
+  ck_assert_int_eq(log.n, 0);
+  ck_assert_int_eq(weft_testing_clock_advance(r, 60), 1);
   ck_assert_int_eq(log.n, 1);
   ck_assert_int_eq(log.order[0], 2); /* only the call that was not cancelled */
+  ck_assert(log.at[0] == 3);
   weft_reactor_free(r);
 }
 END_TEST
 
 START_TEST(test_call_later_reset) {
-  weft_reactor *r = tu_reactor_new();
   order_log log = {0};
+  weft_reactor *r = clock_reactor_new(&log);
   order_item x = {&log, 1}, y = {&log, 2};
   weft_delayed_call *cx = NULL;
-  double start = tu_now();
-  ck_assert_int_eq(weft_reactor_call_later(r, 0.01, record_call, &x, &cx), 0);
-  ck_assert_int_eq(weft_reactor_call_later(r, 0.02, record_call, &y, NULL), 0);
-  ck_assert_int_eq(weft_delayed_call_reset(cx, 0.04), 0);
-  ck_assert_int_eq(weft_delayed_call_reset(NULL, 0.04), WEFT_EINVAL);
+  ck_assert_int_eq(weft_reactor_call_later(r, 1, record_call, &x, &cx), 0);
+  ck_assert_int_eq(weft_reactor_call_later(r, 2, record_call, &y, NULL), 0);
+  ck_assert_int_eq(weft_delayed_call_reset(cx, 4), 0);
+  ck_assert_int_eq(weft_delayed_call_reset(NULL, 4), WEFT_EINVAL);
   ck_assert_int_eq(weft_delayed_call_reset(cx, -1.0), WEFT_EINVAL);
   ck_assert_int_eq(weft_delayed_call_reset(cx, NAN), WEFT_EINVAL);
   ck_assert_int_eq(weft_delayed_call_reset(cx, INFINITY), WEFT_EINVAL);
-  tu_wait_int(r, &log.n, 2, 5.0);
+  ck_assert_int_eq(weft_testing_clock_advance(r, 3.999), 1);
+  ck_assert_int_eq(log.n, 1);
   ck_assert_int_eq(log.order[0], 2); /* Y first now */
+  ck_assert_int_eq(weft_testing_clock_advance(r, 0.001), 1);
+  ck_assert_int_eq(log.n, 2);
   ck_assert_int_eq(log.order[1], 1);
-  ck_assert_double_ge(log.at[1] - start, 0.04 - CLOCK_SLACK); /* failed resets did not move X */
-  tu_settle(r, 0.03);
+  ck_assert(log.at[1] == 4); /* the failed resets did not move X */
+  ck_assert_int_eq(weft_testing_clock_advance(r, 60), 0);
   ck_assert_int_eq(log.n, 2);
   weft_reactor_free(r);
 }
@@ -224,23 +271,27 @@ static void chain_call(void *arg) {
 }
 
 START_TEST(test_call_later_from_callback) {
-  weft_reactor *r = tu_reactor_new();
   order_log log = {0};
+  weft_reactor *r = clock_reactor_new(&log);
   order_item victim = {&log, 1}, next = {&log, 2};
   chain_state s = {r, NULL, &log, &next};
-  ck_assert_int_eq(weft_reactor_call_later(r, 0.05, record_call, &victim, &s.victim), 0);
-  ck_assert_int_eq(weft_reactor_call_later(r, 0.01, chain_call, &s, NULL), 0);
-  tu_wait_int(r, &log.n, 1, 5.0);
-  tu_settle(r, 0.08);
+  ck_assert_int_eq(weft_reactor_call_later(r, 5, record_call, &victim, &s.victim), 0);
+  ck_assert_int_eq(weft_reactor_call_later(r, 1, chain_call, &s, NULL), 0);
+  /* CHAIN runs at 1 s, cancels VICTIM and schedules NEXT with no delay: NEXT runs within the
+   * same advance, at 1 s (nested scheduling). */
+  ck_assert_int_eq(weft_testing_clock_advance(r, 1), 2);
   ck_assert_int_eq(log.n, 1);
   ck_assert_int_eq(log.order[0], 2);
+  ck_assert(log.at[0] == 1);
+  ck_assert_int_eq(weft_testing_clock_advance(r, 60), 0); /* VICTIM's time: it stays cancelled */
+  ck_assert_int_eq(log.n, 1);
   weft_reactor_free(r);
 }
 END_TEST
 
 START_TEST(test_call_later_invalid) {
-  weft_reactor *r = tu_reactor_new();
   order_log log = {0};
+  weft_reactor *r = clock_reactor_new(&log);
   order_item a = {&log, 1};
   weft_delayed_call *call = NULL;
   ck_assert_int_eq(weft_reactor_call_later(r, 0.01, NULL, &a, &call), WEFT_EINVAL);
@@ -248,7 +299,7 @@ START_TEST(test_call_later_invalid) {
   ck_assert_int_eq(weft_reactor_call_later(r, NAN, record_call, &a, &call), WEFT_EINVAL);
   ck_assert_int_eq(weft_reactor_call_later(r, INFINITY, record_call, &a, &call), WEFT_EINVAL);
   ck_assert_int_eq(weft_reactor_call_later(NULL, 0.01, record_call, &a, &call), WEFT_EINVAL);
-  tu_settle(r, 0.05);
+  ck_assert_int_eq(weft_testing_clock_advance(r, 60), 0); /* none of them was scheduled */
   ck_assert_int_eq(log.n, 0);
   weft_reactor_free(r);
 }
@@ -256,8 +307,8 @@ END_TEST
 
 /* Delayed calls still pending at free are dropped without running (and without leaking). */
 START_TEST(test_call_later_dropped_at_free) {
-  weft_reactor *r = tu_reactor_new();
   order_log log = {0};
+  weft_reactor *r = clock_reactor_new(&log);
   order_item a = {&log, 1};
   weft_delayed_call *call = NULL;
   ck_assert_int_eq(weft_reactor_call_later(r, 10.0, record_call, &a, &call), 0);
@@ -567,6 +618,7 @@ static Suite *reactor_suite(void) {
 
   tc = tcase_create("call_later");
   tcase_add_test(tc, test_call_later_order);
+  tcase_add_test(tc, test_call_later_order_clock);
   tcase_add_test(tc, test_call_later_zero_delay);
   tcase_add_test(tc, test_call_later_cancel);
   tcase_add_test(tc, test_call_later_reset);

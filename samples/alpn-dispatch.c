@@ -23,48 +23,53 @@ static const char usage[] =
     "HOST is an IP literal (\"[::1]:PORT\" for IPv6); PORT 0 picks a free port. Without\n"
     "--cert a self-signed certificate for localhost is generated.\n";
 
-/* One connection, whichever handler serves it: the bytes of an unfinished line or request. */
+/* The longest line (h2) or request head (http/1.1) a connection may send. */
+#define MAX_HEAD 8192
+
+/* One connection, whichever handler serves it. The framer (weft/framing.h) cuts the stream into
+ * lines, whatever pieces TLS delivers, and keeps at most MAX_HEAD bytes of an unfinished one. */
 typedef struct conn {
-  weft_protocol base; /* first member: a weft_protocol * we hand out is a conn * */
-  char buf[8192];
-  size_t len;
+  weft_protocol base;   /* first member: a weft_protocol * we hand out is a conn * */
+  weft_framer *framer;  /* NULL for the fallback, which reads nothing */
+  weft_transport *t;    /* for the framer's callbacks */
+  size_t head;          /* http/1.1: bytes of the request head so far */
 } conn;
 
-/* h2 (the toy): answers "h2-handler: LINE" for every line. */
-static void h2_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
-  conn *c = (conn *)p;
-  for (size_t i = 0; i < len; i++) {
-    if (data[i] != '\n') { /* part of a line: keep it until its end arrives */
-      if (c->len == sizeof c->buf) { /* a line longer than we accept */
-        weft_transport_abort_connection(t);
-        return;
-      }
-      c->buf[c->len++] = (char)data[i];
-      continue;
-    }
-    if (c->len > 0 && c->buf[c->len - 1] == '\r') c->len--; /* accept CRLF too */
-    weft_buf reply[3] = {{"h2-handler: ", 12}, {c->buf, c->len}, {"\n", 1}};
-    weft_transport_write_sequence(t, reply, 3); /* copied: the buffer can be reused */
-    c->len = 0;
-  }
+/* h2 (the toy): answers "h2-handler: LINE" for every line (without its "\n"). */
+static int h2_line(void *arg, const uint8_t *line, size_t len) {
+  conn *c = arg;
+  if (len > 0 && line[len - 1] == '\r') len--; /* accept CRLF too */
+  weft_buf reply[3] = {{"h2-handler: ", 12}, {line, len}, {"\n", 1}};
+  weft_transport_write_sequence(c->t, reply, 3); /* copied: the line is only lent to us */
+  return 0;
 }
 
-/* http/1.1: answers the first complete request head with 200 and closes (no keep-alive, to
- * stay short; samples/https-hello shows a real one). */
-static void http_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
+/* http/1.1: answers the first complete request head (its empty line) with 200 and closes (no
+ * keep-alive, to stay short; samples/https-hello shows a real one). */
+static int http_line(void *arg, const uint8_t *line, size_t len) {
   static const char response[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
                                  "Content-Length: 17\r\nConnection: close\r\n\r\n"
                                  "http/1.1-handler\n";
-  conn *c = (conn *)p;
-  if (len > sizeof c->buf - c->len) { /* a request head larger than we accept */
-    weft_transport_abort_connection(t);
-    return;
+  conn *c = arg;
+  (void)line;
+  c->head += len + 2;
+  if (c->head > MAX_HEAD) { /* a request head larger than we accept */
+    weft_transport_abort_connection(c->t);
+    return 1;
   }
-  memcpy(c->buf + c->len, data, len);
-  c->len += len;
-  if (!memmem(c->buf, c->len, "\r\n\r\n", 4)) return; /* the head is not complete yet */
-  weft_transport_write(t, response, sizeof response - 1);
-  weft_transport_lose_connection(t); /* sends the response, then close_notify; ignores the rest */
+  if (len > 0) return 0; /* a header line: the head is not complete yet */
+  weft_transport_write(c->t, response, sizeof response - 1);
+  weft_transport_lose_connection(c->t); /* sends the response, then close_notify */
+  return 1; /* stops the framer: the rest of the stream is ignored */
+}
+
+/* Both handlers: feed the framer. A line longer than MAX_HEAD (WEFT_ETOOLONG) ends the
+ * connection; a framer stopped by http_line (1, then WEFT_ECLOSED) has already closed it. */
+static void conn_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
+  conn *c = (conn *)p;
+  c->t = t;
+  int rc = weft_framer_feed(c->framer, data, len);
+  if (rc < 0 && rc != WEFT_ECLOSED) weft_transport_abort_connection(t);
 }
 
 /* fallback: no protocol negotiated (or one without a route): say so and close. */
@@ -76,11 +81,13 @@ static void fallback_made(weft_protocol *p, weft_transport *t) {
 
 static void conn_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
   (void)t, (void)reason;
+  weft_framer_free(((conn *)p)->framer);
   free(p); /* weft never frees a protocol: connection_lost is its last callback */
 }
 
-static const weft_protocol_ops h2_ops = {.data_received = h2_data, .connection_lost = conn_lost};
-static const weft_protocol_ops http_ops = {.data_received = http_data,
+static const weft_protocol_ops h2_ops = {.data_received = conn_data,
+                                         .connection_lost = conn_lost};
+static const weft_protocol_ops http_ops = {.data_received = conn_data,
                                            .connection_lost = conn_lost};
 static const weft_protocol_ops fallback_ops = {.connection_made = fallback_made,
                                                .connection_lost = conn_lost};
@@ -99,8 +106,13 @@ static weft_protocol *build(weft_factory *f, weft_transport *t, const struct soc
          proto ? (const char *)proto : "none", handler);
   fflush(stdout);
   conn *c = calloc(1, sizeof *c);
-  if (c) c->base.ops = ops;
-  return c ? &c->base : NULL; /* NULL refuses the connection */
+  if (!c) return NULL; /* NULL refuses the connection */
+  c->base.ops = ops;
+  int rc = ops == &h2_ops     ? weft_framer_new_lines("\n", 1, MAX_HEAD, h2_line, c, &c->framer)
+           : ops == &http_ops ? weft_framer_new_lines("\r\n", 2, MAX_HEAD, http_line, c, &c->framer)
+                              : 0;
+  if (rc != 0) free(c);
+  return rc == 0 ? &c->base : NULL;
 }
 
 static void handshake_failed(weft_factory *f, const struct sockaddr *peer, const weft_reason *r) {

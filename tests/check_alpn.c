@@ -396,13 +396,14 @@ static void check_both_at(int line, pair *p, const char *name, weft_negotiation_
 
 #define check_both(p, name, mech) check_both_at(__LINE__, (p), (name), (mech))
 
-/* One whole loopback, the seed's loopback(): listen with SOPTS, connect with COPTS, expect
- * success, close, and check that both sides negotiated NAME via MECH from build_protocol to
- * connection_lost. Drops the caller's references to both options. */
-#define loopback_expect(sopts, copts, name, mech)                                              \
-  loopback_expect_at(__LINE__, (sopts), (copts), (name), (mech))
-static void loopback_expect_at(int line, weft_cert_options *sopts, weft_cert_options *copts,
-                               const char *name, weft_negotiation_mechanism mech) {
+/* One whole loopback over a real TCP socket, the seed's loopback(): listen with SOPTS, connect
+ * with COPTS, expect success, close, and check that both sides negotiated NAME via MECH from
+ * build_protocol to connection_lost. Drops the caller's references to both options. */
+#define loopback_expect_socket(sopts, copts, name, mech)                                       \
+  loopback_expect_socket_at(__LINE__, (sopts), (copts), (name), (mech))
+static void loopback_expect_socket_at(int line, weft_cert_options *sopts,
+                                      weft_cert_options *copts, const char *name,
+                                      weft_negotiation_mechanism mech) {
   pair p;
   pair_init(&p);
   pair_listen(&p, sopts);
@@ -411,6 +412,57 @@ static void loopback_expect_at(int line, weft_cert_options *sopts, weft_cert_opt
   pair_close_all(&p);
   check_both_at(line, &p, name, mech); /* and still in connection_lost */
   pair_free(&p);
+  weft_cert_options_unref(sopts);
+  weft_cert_options_unref(copts);
+}
+
+/* The same exchange without a port, where negotiation (not the socket) is the point: a
+ * weft_testing_pair (weft/testing.h) runs the real OpenSSL handshake over memory, pumped step
+ * by step; the client verifies the server as 127.0.0.1, the name its certificate carries. */
+#define loopback_expect(sopts, copts, name, mech)                                              \
+  loopback_expect_at(__LINE__, (sopts), (copts), (name), (mech))
+static void loopback_expect_at(int line, weft_cert_options *sopts, weft_cert_options *copts,
+                               const char *name, weft_negotiation_mechanism mech) {
+  weft_reactor *r = NULL;
+  ck_assert_int_eq(weft_testing_reactor_new(&r), 0);
+  tu_factory server, client;
+  tu_factory_init(&server);
+  tu_factory_init(&client);
+  weft_testing_pair *tp = NULL;
+  int rc = weft_testing_pair_new(r, &client.base, &server.base, copts, sopts, "127.0.0.1", &tp);
+  ck_assert_msg(rc == 0, "line %d: weft_testing_pair_new: %s (%s / %s)", line, weft_err_name(rc),
+                weft_cert_options_last_error(copts), weft_cert_options_last_error(sopts));
+  ck_assert_int_eq(weft_testing_pump(r), 0); /* the whole handshake */
+  ck_assert_msg(client.failed == 0, "line %d: the client connection failed: %s (%s)", line,
+                weft_err_name(client.last_failed.code), client.last_failed.message);
+  ck_assert_msg(server.handshake_failed == 0, "line %d: the server handshake failed: %s (%s)",
+                line, weft_err_name(server.last_handshake_failed.code),
+                server.last_handshake_failed.message);
+  ck_assert_int_eq(client.made, 1);
+  ck_assert_int_eq(server.made, 1);
+  check_conn_at(line, server.conns_tail, "server", name, opt_strlen(name), mech);
+  check_conn_at(line, client.conns_tail, "client", name, opt_strlen(name), mech);
+  /* A clean close both ways (close_notify): a side that disliked the handshake would have sent
+   * an alert instead. */
+  weft_transport *ct = weft_testing_pair_transport(tp, WEFT_TLS_CLIENT);
+  ck_assert_ptr_nonnull(ct);
+  ck_assert_int_eq(weft_transport_lose_connection(ct), 0);
+  ck_assert_int_eq(weft_testing_pump(r), 0);
+  int code = 1;
+  ck_assert_int_eq(weft_testing_pair_ended(tp, WEFT_TLS_CLIENT, &code), 1);
+  ck_assert_msg(code == WEFT_OK, "line %d: client ended with %s", line, weft_err_name(code));
+  ck_assert_int_eq(weft_testing_pair_ended(tp, WEFT_TLS_SERVER, &code), 1);
+  ck_assert_msg(code == WEFT_OK, "line %d: server ended with %s", line, weft_err_name(code));
+  ck_assert_int_eq(client.lost, 1);
+  ck_assert_int_eq(server.lost, 1);
+  check_conn_at(line, server.conns_tail, "server", name, opt_strlen(name), mech);
+  check_conn_at(line, client.conns_tail, "client", name, opt_strlen(name), mech);
+  weft_testing_pair_free(tp);
+  weft_reactor_free(r);
+  tu_factory_check(&server);
+  tu_factory_check(&client);
+  tu_factory_cleanup(&server);
+  tu_factory_cleanup(&client);
   weft_cert_options_unref(sopts);
   weft_cert_options_unref(copts);
 }
@@ -436,6 +488,9 @@ START_TEST(test_NPNAndALPNSuccess) {
   NEED(ALPN);
   certs k;
   certs_init(&k);
+  /* over a real socket once (the listener's and connector's TLS path), then without one */
+  loopback_expect_socket(server_options(&k, LIST("h2", "http/1.1")),
+                         client_options(&k, LIST("h2", "http/1.1")), "h2", WEFT_NEGOTIATED_ALPN);
   loopback_expect(server_options(&k, LIST("h2", "http/1.1")),
                   client_options(&k, LIST("h2", "http/1.1")), "h2", WEFT_NEGOTIATED_ALPN);
   /* at TLS 1.2 both mechanisms are in play: the ALPN result is the one reported */

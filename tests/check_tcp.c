@@ -1210,6 +1210,91 @@ START_TEST(test_half_close) {
 }
 END_TEST
 
+/* --- The same protocol logic without a port ------------------------------------------------ */
+
+/* A plain weft_testing_pair (weft/testing.h): both protocols are built on return, and the test
+ * pumps the reactor instead of waiting. For the tests below the socket is not the point. */
+typedef struct mem_pair {
+  weft_reactor *r;
+  tu_factory server, client;
+  weft_testing_pair *tp;
+  tu_conn *s, *c;
+} mem_pair;
+
+static void mem_pair_new(mem_pair *p) {
+  memset(p, 0, sizeof *p);
+  ck_assert_int_eq(weft_testing_reactor_new(&p->r), 0);
+  tu_factory_init(&p->server);
+  tu_factory_init(&p->client);
+}
+
+static void mem_pair_connect(mem_pair *p) {
+  ck_assert_int_eq(
+      weft_testing_pair_new(p->r, &p->client.base, &p->server.base, NULL, NULL, NULL, &p->tp), 0);
+  p->c = tu_factory_conn(&p->client, 0);
+  p->s = tu_factory_conn(&p->server, 0);
+  ck_assert_ptr_nonnull(p->c);
+  ck_assert_ptr_nonnull(p->s);
+}
+
+static void mem_pair_free(mem_pair *p) {
+  tu_factory_check(&p->server);
+  tu_factory_check(&p->client);
+  weft_testing_pair_free(p->tp);
+  weft_reactor_free(p->r);
+  tu_factory_check(&p->server);
+  tu_factory_check(&p->client);
+  tu_factory_cleanup(&p->server);
+  tu_factory_cleanup(&p->client);
+}
+
+/* test_half_close without a port. */
+START_TEST(test_half_close_memory) {
+  mem_pair p;
+  mem_pair_new(&p);
+  p.client.conn_config.on_made = half_close_on_made;
+  p.server.conn_config.on_read_eof = reply_on_eof;
+  mem_pair_connect(&p);
+  ck_assert_int_eq(weft_testing_pump(p.r), 0);
+  ck_assert_int_eq(p.c->lost, 1);
+  ck_assert_int_eq(p.s->lost, 1);
+  ck_assert_int_eq(p.c->last_write_error, WEFT_ECLOSED);
+  ck_assert_msg(tu_conn_rx_equals(p.s, "request", 7), "server got '%s'", RX_STR(p.s));
+  ck_assert_msg(tu_conn_rx_equals(p.c, "reply:request", 13), "client got '%s'", RX_STR(p.c));
+  ck_assert_int_eq(p.s->write_errors, 0);
+  ck_assert_int_eq(p.s->read_eof, 1);
+  ck_assert_int_le(p.c->read_eof, 1);
+  ck_assert_int_eq(p.c->lost_reason.code, WEFT_OK);
+  ck_assert_int_eq(p.s->lost_reason.code, WEFT_OK);
+  mem_pair_free(&p);
+}
+END_TEST
+
+/* test_write_after_close and test_write_in_connection_lost without a port. */
+START_TEST(test_write_after_close_memory) {
+  mem_pair p;
+  mem_pair_new(&p);
+  p.client.conn_config.on_lost = write_in_lost;
+  p.server.conn_config.on_lost = write_in_lost;
+  mem_pair_connect(&p);
+  weft_buf bufs[1] = {{"x", 1}};
+  ck_assert_int_eq(weft_transport_lose_connection(p.c->transport), 0);
+  ck_assert_int_eq(weft_transport_write(p.c->transport, "late", 4), WEFT_ECLOSED);
+  ck_assert_int_eq(weft_transport_write_sequence(p.c->transport, bufs, 1), WEFT_ECLOSED);
+  ck_assert_int_eq(weft_transport_abort_connection(p.s->transport), 0);
+  ck_assert_int_eq(weft_transport_write(p.s->transport, "late", 4), WEFT_ECLOSED);
+  ck_assert_int_eq(weft_transport_write_sequence(p.s->transport, bufs, 1), WEFT_ECLOSED);
+  ck_assert_int_eq(weft_testing_pump(p.r), 0);
+  ck_assert_int_eq(p.c->lost, 1);
+  ck_assert_int_eq(p.s->lost, 1);
+  ck_assert_int_eq(p.s->lost_reason.code, WEFT_EABORTED);
+  ck_assert_uint_eq(p.s->rx_total, 0);
+  ck_assert_int_eq(p.c->last_write_error, WEFT_ECLOSED); /* from inside connection_lost */
+  ck_assert_int_eq(p.s->last_write_error, WEFT_ECLOSED);
+  mem_pair_free(&p);
+}
+END_TEST
+
 /* --- Bad arguments ---------------------------------------------------------------------- */
 
 START_TEST(test_bad_arguments) {
@@ -1543,6 +1628,8 @@ static Suite *tcp_suite(void) {
   tcase_add_test(tc, test_write_sequence);
   tcase_add_test(tc, test_write_arguments);
   tcase_add_test(tc, test_half_close);
+  tcase_add_test(tc, test_half_close_memory);
+  tcase_add_test(tc, test_write_after_close_memory);
   tcase_set_timeout(tc, 30);
   suite_add_tcase(s, tc);
 

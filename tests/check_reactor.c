@@ -136,9 +136,11 @@ START_TEST(test_call_later_order) {
   order_log log = {0};
   order_item a = {&log, 30}, b = {&log, 10}, c = {&log, 20};
   double start = tu_now();
-  ck_assert_int_eq(weft_reactor_call_later(r, 0.03, record_call, &a, NULL), 0);
-  ck_assert_int_eq(weft_reactor_call_later(r, 0.01, record_call, &b, NULL), 0);
-  ck_assert_int_eq(weft_reactor_call_later(r, 0.02, record_call, &c, NULL), 0);
+  /* 100 ms apart: a slow build (valgrind) may take milliseconds between these calls, which
+   * must not reorder the deadlines (the test clock's twin below checks exact times). */
+  ck_assert_int_eq(weft_reactor_call_later(r, 0.3, record_call, &a, NULL), 0);
+  ck_assert_int_eq(weft_reactor_call_later(r, 0.1, record_call, &b, NULL), 0);
+  ck_assert_int_eq(weft_reactor_call_later(r, 0.2, record_call, &c, NULL), 0);
   ck_assert_int_eq(log.n, 0); /* never from inside call_later */
   tu_wait_int(r, &log.n, 3, 5.0);
   tu_settle(r, 0.05);
@@ -149,9 +151,9 @@ START_TEST(test_call_later_order) {
   /* None ran early, give or take the clock's granularity: libevent times its timers with
    * CLOCK_MONOTONIC_COARSE (4 ms ticks here), so a call may run up to a tick "early" as seen
    * from CLOCK_MONOTONIC. */
-  ck_assert_double_ge(log.at[0] - start, 0.01 - CLOCK_SLACK);
-  ck_assert_double_ge(log.at[1] - start, 0.02 - CLOCK_SLACK);
-  ck_assert_double_ge(log.at[2] - start, 0.03 - CLOCK_SLACK);
+  ck_assert_double_ge(log.at[0] - start, 0.1 - CLOCK_SLACK);
+  ck_assert_double_ge(log.at[1] - start, 0.2 - CLOCK_SLACK);
+  ck_assert_double_ge(log.at[2] - start, 0.3 - CLOCK_SLACK);
   weft_reactor_free(r);
 }
 END_TEST

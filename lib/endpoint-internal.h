@@ -17,6 +17,9 @@ struct weft_endpoint {
   int reuseport;          /* server */
   unsigned connection_limit; /* server; 0: none */
   double write_timeout;      /* server; 0: none */
+  unsigned proxy_versions;   /* server: PROXY header versions required; 0: none */
+  char *proxy_sources;       /* server: trusted PROXY sources; NULL: any */
+  double proxy_timeout;      /* server: PROXY header time-out; 0: the default */
 };
 
 /* 1 if S is an IPv4 or IPv6 literal (without brackets), else 0 (also for NULL). */

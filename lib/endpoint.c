@@ -16,6 +16,7 @@
 #include "endpoint-internal.h"
 #include "connector-internal.h"
 #include "listener-internal.h"
+#include "proxy-internal.h"
 #include "transport-internal.h"
 
 #define WEFT__HOST_MAX 255
@@ -69,6 +70,7 @@ void weft_endpoint_free(weft_endpoint *ep) {
   weft__free(ep->host);
   weft__free(ep->server_name);
   weft__free(ep->bind_address);
+  weft__free(ep->proxy_sources);
   weft__free(ep);
 }
 
@@ -145,6 +147,23 @@ int weft_endpoint_set_write_timeout(weft_endpoint *ep, double seconds) {
   return 0;
 }
 
+int weft_endpoint_set_proxy_protocol(weft_endpoint *ep, unsigned versions, const char *sources,
+                                     double timeout) {
+  if (!is_server(ep) || (versions & ~(WEFT_PROXY_V1 | WEFT_PROXY_V2)) || !seconds_ok(timeout))
+    return WEFT_EINVAL;
+  weft__proxy_net *nets;
+  size_t n;
+  int rc = weft__proxy_parse_sources(sources, &nets, &n); /* checked now, not at listen */
+  if (rc != 0)
+    return rc;
+  weft__free(nets);
+  if ((rc = set_string(&ep->proxy_sources, sources && *sources ? sources : NULL)) != 0)
+    return rc;
+  ep->proxy_versions = versions;
+  ep->proxy_timeout = timeout;
+  return 0;
+}
+
 weft_endpoint_role weft_endpoint_get_role(const weft_endpoint *ep) {
   return ep ? ep->role : WEFT_ENDPOINT_SERVER;
 }
@@ -177,6 +196,12 @@ int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *ep, weft_fa
     weft_listener_set_connection_limit(l, ep->connection_limit);
   if (ep->write_timeout > 0)
     weft_listener_set_write_timeout(l, ep->write_timeout);
+  if (ep->proxy_versions &&
+      (rc = weft_listener_set_proxy_protocol(l, ep->proxy_versions, ep->proxy_sources,
+                                             ep->proxy_timeout)) != 0) {
+    weft_listener_stop(l); /* ENOMEM: nothing was accepted */
+    return rc;
+  }
   if (out)
     *out = l;
   return 0;

@@ -53,7 +53,9 @@
   X(NOOVERLAP, "noOverlap")                                                                    \
   X(TLSMIN, "tlsMin")                                                                          \
   X(TLSMAX, "tlsMax")                                                                          \
-  X(HANDSHAKETIMEOUT, "handshakeTimeout")
+  X(HANDSHAKETIMEOUT, "handshakeTimeout")                                                      \
+  X(PROXYSOURCES, "proxySources")                                                              \
+  X(PROXYTIMEOUT, "proxyTimeout")
 
 enum {
 #define WEFT__KEY_ENUM(id, name) K_##id,
@@ -71,7 +73,7 @@ static const char *const key_names[K_COUNT] = {
 #define BIT(k) (1u << (k))
 #define TCP_SERVER_KEYS                                                                        \
   (BIT(K_PORT) | BIT(K_INTERFACE) | BIT(K_BACKLOG) | BIT(K_REUSEPORT) | BIT(K_CONNLIMIT) |    \
-   BIT(K_WRITETIMEOUT))
+   BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT))
 #define TCP_CLIENT_KEYS (BIT(K_HOST) | BIT(K_PORT) | BIT(K_TIMEOUT) | BIT(K_BINDADDRESS))
 #define TLS_COMMON_KEYS                                                                        \
   (BIT(K_ALPN) | BIT(K_MECHANISMS) | BIT(K_NOOVERLAP) | BIT(K_TLSMIN) | BIT(K_TLSMAX) |        \
@@ -107,13 +109,14 @@ static const kind kinds[] = {
 };
 
 /* Kinds Twisted has that weft does not support yet. */
-static const char *const unsupported_kinds[] = {"unix", "systemd", "haproxy"};
+static const char *const unsupported_kinds[] = {"unix", "systemd"};
 
 /* The parser's state: the unescaped copy of the description and the values found in it. */
 typedef struct parse {
   char *buf;                  /* the unescaped arguments, each NUL-terminated */
   const kind *kind;
   const char *values[K_COUNT]; /* NULL: not given */
+  int haproxy;                /* the description started with "haproxy:" */
   char *err;
   size_t err_size;
 } parse;
@@ -514,6 +517,19 @@ static int build(parse *p, weft_endpoint_role role, weft_endpoint **out) {
       weft_endpoint_set_tls(ep, o);
     weft_cert_options_unref(o); /* the endpoint holds its own reference */
   }
+  if (rc == 0 && p->haproxy) {
+    double seconds = 0;
+    if (p->values[K_PROXYTIMEOUT])
+      rc = get_seconds(p, K_PROXYTIMEOUT, &seconds);
+    if (rc == 0 && (rc = weft_endpoint_set_proxy_protocol(ep, WEFT_PROXY_V1 | WEFT_PROXY_V2,
+                                                          p->values[K_PROXYSOURCES], seconds)))
+      rc = fail(p, rc, "proxySources: %s",
+                rc == WEFT_ENOMEM ? "out of memory"
+                                  : "not a comma-separated list of IP[/BITS] prefixes");
+  } else if (rc == 0 && (p->values[K_PROXYSOURCES] || p->values[K_PROXYTIMEOUT])) {
+    rc = fail(p, WEFT_EINVAL, "%s: only after the haproxy: prefix",
+              p->values[K_PROXYSOURCES] ? "proxySources" : "proxyTimeout");
+  }
   if (rc != 0) {
     weft_endpoint_free(ep);
     return rc;
@@ -533,6 +549,12 @@ int weft_endpoint_parse(const char *description, weft_endpoint_role role, weft_e
     return fail(&p, WEFT_EINVAL, "%s: NULL or unknown role", !description ? "description"
                                                             : !out        ? "out"
                                                                           : "role");
+  if (!strncmp(description, "haproxy:", 8)) {
+    if (role != WEFT_ENDPOINT_SERVER)
+      return fail(&p, WEFT_EINVAL, "haproxy: a prefix of server descriptions only");
+    p.haproxy = 1;
+    description += 8;
+  }
   int rc = split(&p, description, role);
   if (rc == 0)
     rc = check_required(&p);

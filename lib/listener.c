@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 
 #include "alloc-internal.h"
 #include "listener-internal.h"
+#include "proxy-internal.h"
 #include "transport-internal.h"
 #include "log-internal.h"
 #include <weft/timeout.h>
@@ -35,6 +38,12 @@ struct weft_listener {
   int in_backoff;           /* paused after EMFILE/ENFILE until the backoff timer fires */
   int stopped;              /* weft_listener_stop or the reactor's shutdown ran: the memory
                                stays until the last connection it counts has ended */
+  /* PROXY protocol (weft_listener_set_proxy_protocol): the versions required (0: none), the
+   * trusted source prefixes (none: every source) and the time the header may take. */
+  unsigned proxy_versions;
+  weft__proxy_net *proxy_nets;
+  size_t proxy_nnets;
+  double proxy_timeout;
 };
 
 /* Accepting goes on unless the connection limit is reached or a back-off is running. Both
@@ -79,6 +88,246 @@ static void on_connection_closed(void *arg, const weft_reason *reason, int made)
 
 static void on_connection_ready(void *arg, struct weft_transport *transport);
 
+/* Tells the factory that a connection from PEER ended before build_protocol. */
+static void report_failure(weft_listener *l, const struct sockaddr *peer, int code,
+                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void report_failure(weft_listener *l, const struct sockaddr *peer, int code,
+                           const char *fmt, ...) {
+  if (!l->factory->handshake_failed)
+    return;
+  weft__reason_buf reason;
+  char msg[WEFT__REASON_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  weft__reason_set(&reason, code, "%s", msg);
+  l->factory->handshake_failed(l->factory, peer, &reason.reason);
+}
+
+/* Hands the accepted FD (already counted in L's connections) to a new transport whose owner
+ * is OWNER (L's own hooks when NULL). On failure the fd is closed, the factory told, and the
+ * count given back; returns the error so that an owner's caller can free its state. */
+static int start_transport(weft_listener *l, evutil_socket_t fd, const struct sockaddr *peer,
+                           socklen_t peer_len, const weft__owner *owner) {
+  const weft__owner own = {on_connection_ready, on_connection_closed, l};
+  int rc = weft__transport_start(l->reactor, fd, peer, peer_len, l->factory, l->options,
+                                 WEFT_TLS_SERVER, NULL, l->write_timeout, owner ? owner : &own,
+                                 NULL);
+  if (rc != 0) {
+    /* The descriptor is closed already. Nobody else hears of this connection: tell the
+     * factory. */
+    report_failure(l, peer, rc, "could not set up an accepted connection: %s",
+                   weft_strerror(rc));
+    connection_closed(l);
+  }
+  return rc;
+}
+
+/* --- PROXY protocol: reading the header before the transport exists ---------------------- */
+
+/* One accepted connection whose PROXY header is being read, then (from the hand-over to its
+ * transport until the transport is freed) the owner of that transport. */
+typedef struct proxy_conn {
+  weft_listener *l;
+  weft__handle handle; /* registered (WEFT__RANK_CONNECTION) while reading the header */
+  evutil_socket_t fd;
+  struct event *ev;    /* readable, or the header time-out */
+  struct sockaddr_storage peer; /* the socket's peer */
+  socklen_t peer_len;
+  uint8_t *buf;        /* WEFT__PROXY_MAX bytes: the header read so far */
+  size_t have;
+  int version;         /* of the header read */
+  uint8_t *tlvs;       /* its TLVs, until the transport takes them */
+  size_t tlvs_len;
+} proxy_conn;
+
+static void proxy_conn_free(proxy_conn *pc) {
+  if (pc->ev)
+    event_free(pc->ev);
+  weft__free(pc->buf);
+  weft__free(pc->tlvs);
+  weft__free(pc);
+}
+
+/* Ends PC before its header was read: the socket closes, the factory hears why. */
+static void proxy_fail(proxy_conn *pc, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void proxy_fail(proxy_conn *pc, int code, const char *fmt, ...) {
+  weft_listener *l = pc->l;
+  char msg[WEFT__REASON_MSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  weft__reactor_remove_handle(l->reactor, &pc->handle);
+  close(pc->fd);
+  report_failure(l, (struct sockaddr *)&pc->peer, code, "%s", msg);
+  proxy_conn_free(pc);
+  connection_closed(l);
+}
+
+static void on_proxy_ready(void *arg, struct weft_transport *transport) {
+  proxy_conn *pc = arg;
+  transport->proxy_version = pc->version;
+  transport->proxy_tlvs = pc->tlvs; /* the transport frees them */
+  transport->proxy_tlvs_len = pc->tlvs_len;
+  pc->tlvs = NULL;
+  on_connection_ready(pc->l, transport);
+}
+
+static void on_proxy_closed(void *arg, const weft_reason *reason, int made) {
+  proxy_conn *pc = arg;
+  weft_listener *l = pc->l;
+  (void)reason;
+  (void)made;
+  proxy_conn_free(pc);
+  connection_closed(l);
+}
+
+/* The header H (in PC->buf) is read whole: the connection goes on as a transport whose peer
+ * is the header's source. */
+static void proxy_done(proxy_conn *pc, const weft__proxy_header *h) {
+  weft_listener *l = pc->l;
+  if (h->tlvs_len) {
+    if (!(pc->tlvs = weft__malloc(h->tlvs_len))) {
+      proxy_fail(pc, WEFT_ENOMEM, "could not set up an accepted connection: %s",
+                 weft_strerror(WEFT_ENOMEM));
+      return;
+    }
+    memcpy(pc->tlvs, h->tlvs, h->tlvs_len);
+    pc->tlvs_len = h->tlvs_len;
+  }
+  pc->version = h->version;
+  struct sockaddr_storage peer = h->has_addresses ? h->src : pc->peer;
+  socklen_t peer_len = h->has_addresses ? h->src_len : pc->peer_len;
+  weft__reactor_remove_handle(l->reactor, &pc->handle);
+  event_free(pc->ev);
+  pc->ev = NULL;
+  weft__free(pc->buf);
+  pc->buf = NULL;
+  const weft__owner owner = {on_proxy_ready, on_proxy_closed, pc};
+  if (start_transport(l, pc->fd, (struct sockaddr *)&peer, peer_len, &owner) != 0)
+    proxy_conn_free(pc); /* start_transport gave the count back */
+}
+
+/* Reads the header without ever reading past it: peek, let the parser say how long the header
+ * is (or that all it saw belongs to it), then consume exactly that many bytes. Whatever follows
+ * (a ClientHello in the same segment) stays in the socket for the transport. */
+static void on_proxy_event(evutil_socket_t fd, short what, void *arg) {
+  proxy_conn *pc = arg;
+  weft_listener *l = pc->l;
+  if (what & EV_TIMEOUT) {
+    proxy_fail(pc, WEFT_ETIMEDOUT, "no complete PROXY header within %.3g s (%zu bytes read)",
+               l->proxy_timeout, pc->have);
+    return;
+  }
+  ssize_t n = recv(fd, pc->buf + pc->have, WEFT__PROXY_MAX - pc->have, MSG_PEEK);
+  if (n < 0) {
+    int err = errno;
+    if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)
+      proxy_fail(pc, weft__errno_to_code(err), "reading the PROXY header: %s", strerror(err));
+    return;
+  }
+  if (n == 0) {
+    proxy_fail(pc, WEFT_EPROXY, "the peer closed the connection before a complete PROXY "
+               "header (%zu bytes read)", pc->have);
+    return;
+  }
+  weft__proxy_header h;
+  char why[160];
+  long r = weft__proxy_parse(pc->buf, pc->have + (size_t)n, l->proxy_versions, &h, why,
+                             sizeof why);
+  if (r < 0) {
+    proxy_fail(pc, WEFT_EPROXY, "%s", why);
+    return;
+  }
+  size_t take = r > 0 ? (size_t)r - pc->have : (size_t)n;
+  ssize_t got = recv(fd, pc->buf + pc->have, take, 0); /* the bytes just peeked */
+  if (got != (ssize_t)take) {
+    proxy_fail(pc, WEFT_ESOCKET, "reading the PROXY header: short read");
+    return;
+  }
+  pc->have += take;
+  if (r > 0)
+    proxy_done(pc, &h);
+}
+
+/* The reactor is being freed while PC waits for its header: close quietly, as a TLS
+ * handshake under way does. */
+static void on_proxy_reactor_close(weft__handle *handle) {
+  proxy_conn *pc = WEFT__CONTAINER_OF(handle, proxy_conn, handle);
+  weft_listener *l = pc->l;
+  weft__reactor_remove_handle(l->reactor, &pc->handle);
+  close(pc->fd);
+  proxy_conn_free(pc);
+  connection_closed(l);
+}
+
+static const weft__handle_ops proxy_handle_ops = {NULL, on_proxy_reactor_close};
+
+static int trusted_source(const weft_listener *l, const struct sockaddr *peer) {
+  if (l->proxy_nnets == 0)
+    return 1;
+  for (size_t i = 0; i < l->proxy_nnets; i++)
+    if (weft__proxy_addr_in(peer, &l->proxy_nets[i].net, l->proxy_nets[i].bits))
+      return 1;
+  return 0;
+}
+
+/* Starts reading the PROXY header of the accepted FD (counted already). */
+static void proxy_start(weft_listener *l, evutil_socket_t fd, const struct sockaddr *peer,
+                        socklen_t peer_len) {
+  if (!trusted_source(l, peer)) {
+    close(fd);
+    report_failure(l, peer, WEFT_EPEERREFUSED,
+                   "not a trusted source of PROXY headers: connection refused");
+    connection_closed(l);
+    return;
+  }
+  proxy_conn *pc = weft__calloc(1, sizeof *pc);
+  if (pc)
+    pc->buf = weft__malloc(WEFT__PROXY_MAX);
+  if (pc && pc->buf)
+    pc->ev = event_new(l->reactor->base, fd, EV_READ | EV_PERSIST, on_proxy_event, pc);
+  double t = l->proxy_timeout;
+  struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+  if (!pc || !pc->ev || event_add(pc->ev, &tv) != 0 ||
+      weft__reactor_add_handle(l->reactor, &pc->handle, &proxy_handle_ops,
+                               WEFT__RANK_CONNECTION) != 0) {
+    if (pc)
+      proxy_conn_free(pc);
+    close(fd);
+    report_failure(l, peer, WEFT_ENOMEM, "could not set up an accepted connection: %s",
+                   weft_strerror(WEFT_ENOMEM));
+    connection_closed(l);
+    return;
+  }
+  pc->l = l;
+  pc->fd = fd;
+  if (peer_len > 0 && (size_t)peer_len <= sizeof pc->peer)
+    memcpy(&pc->peer, peer, (size_t)peer_len);
+  pc->peer_len = peer_len;
+}
+
+int weft_listener_set_proxy_protocol(weft_listener *l, unsigned versions, const char *sources,
+                                     double timeout) {
+  if (!l || l->stopped || (versions & ~(WEFT_PROXY_V1 | WEFT_PROXY_V2)) ||
+      !(timeout >= 0 && timeout <= 1e6))
+    return WEFT_EINVAL;
+  weft__proxy_net *nets;
+  size_t n;
+  int rc = weft__proxy_parse_sources(sources, &nets, &n);
+  if (rc != 0)
+    return rc;
+  weft__free(l->proxy_nets);
+  l->proxy_nets = nets;
+  l->proxy_nnets = n;
+  l->proxy_versions = versions;
+  l->proxy_timeout = timeout > 0 ? timeout : 10;
+  return 0;
+}
+
 static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *peer,
                       int peer_len, void *arg) {
   weft_listener *l = arg;
@@ -86,21 +335,10 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
   /* Counted before the transport exists, so that L outlives this call even if the protocol's
    * connection_made stops it (the memory stays while a connection counts). */
   connection_opened(l);
-  const weft__owner owner = {on_connection_ready, on_connection_closed, l};
-  int rc = weft__transport_start(l->reactor, fd, peer, (socklen_t)peer_len, l->factory,
-                                 l->options, WEFT_TLS_SERVER, NULL, l->write_timeout, &owner,
-                                 NULL);
-  if (rc != 0) {
-    /* The descriptor is closed already. Nobody else hears of this connection: tell the
-     * factory. */
-    if (l->factory->handshake_failed) {
-      weft__reason_buf reason;
-      weft__reason_set(&reason, rc, "could not set up an accepted connection: %s",
-                       weft_strerror(rc));
-      l->factory->handshake_failed(l->factory, peer, &reason.reason);
-    }
-    connection_closed(l);
-  }
+  if (l->proxy_versions)
+    proxy_start(l, fd, peer, (socklen_t)peer_len);
+  else
+    start_transport(l, fd, peer, (socklen_t)peer_len, NULL);
 }
 
 static void on_backoff_done(evutil_socket_t fd, short what, void *arg) {
@@ -142,6 +380,9 @@ static void listener_free(weft_listener *l) {
   if (l->options)
     weft_cert_options_unref(l->options);
   l->options = NULL;
+  weft__free(l->proxy_nets);
+  l->proxy_nets = NULL;
+  l->proxy_nnets = 0;
   if (l->connections == 0)
     weft__free(l);
 }

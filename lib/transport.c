@@ -79,6 +79,7 @@ static void transport_release(weft_transport *t) {
   if (t->tls.options)
     weft_cert_options_unref(t->tls.options);
   weft__free(t->server_name);
+  weft__free(t->proxy_tlvs);
   weft__free(t);
 }
 

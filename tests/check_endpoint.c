@@ -400,7 +400,7 @@ START_TEST(test_invalid) {
   /* Kinds weft knows but does not support yet. */
   parse_err("unix:/tmp/sock", S, WEFT_ENOTSUP, "unix: endpoints are not supported yet");
   parse_err("systemd:domain=INET:index=0", S, WEFT_ENOTSUP, "systemd: endpoints are not");
-  parse_err("haproxy:tcp:8080", S, WEFT_ENOTSUP, "haproxy: endpoints are not");
+  parse_err("haproxy:tcp:host=a:port=1", C, WEFT_EINVAL, "haproxy: a prefix of server");
   parse_err("unix:path=/tmp/sock", C, WEFT_ENOTSUP, "unix: endpoints are not");
 
   /* NULLs and a small or missing error buffer. */

@@ -168,9 +168,14 @@ WEFT_EXTERN void weft_endpoint_free(weft_endpoint *endpoint);
  *    (client certificate) and privateKey. Unlike Twisted's ssl: client, weft always verifies
  *    the server (against the system trust store when no CA is given).
  *
+ * Prefix (servers): `haproxy:` before a tcp: or ssl: description requires a PROXY header,
+ * version 1 or 2, on every connection (weft_endpoint_set_proxy_protocol), with two more keys
+ * allowed after it: `proxySources=LIST` (trusted prefixes IP[/BITS], comma-separated; escape
+ * the colons of IPv6 ones as \:) and `proxyTimeout=S` (the header time-out).
+ *
  * PORT is 0..65535 for servers (0 picks a free port) and 1..65535 for clients; LIST is
  * comma-separated (h2,http/1.1); S is seconds (a decimal number above 0, at most 1000000).
- * `unix:`, `systemd:` and `haproxy:` are recognised and refused with WEFT_ENOTSUP.
+ * `unix:` and `systemd:` are recognised and refused with WEFT_ENOTSUP.
  *
  * TLS endpoints get new weft_cert_options (weft_endpoint_get_tls) with the key, certificates
  * and CAs loaded from the files now; the options are not frozen yet, so the caller may change
@@ -286,6 +291,87 @@ WEFT_EXTERN int weft_endpoint_connect(weft_reactor *reactor, const weft_endpoint
  * Thread: the listener's reactor thread (from another thread, use
  * weft_reactor_call_from_thread). */
 WEFT_EXTERN int weft_listener_set_options(weft_listener *listener, weft_cert_options *options);
+
+/* --- PROXY protocol (HAProxy's proxy-protocol.txt, versions 1 and 2) ----------------------
+ *
+ * Behind a load balancer (HAProxy, AWS NLB, ...) every connection starts with a PROXY header
+ * that names the client the balancer accepted. A listener told to expect it reads the header
+ * right after accept, before any TLS handshake, and consumes exactly its bytes (a ClientHello
+ * in the same TCP segment stays for the handshake). The connection then reports the header's
+ * source as its peer: build_protocol's PEER, weft_transport_peer_address and, on failure,
+ * handshake_failed's PEER (the socket's own peer until the header is read). A LOCAL command
+ * (health checks), an UNSPEC family or a v1 UNKNOWN line keeps the socket's addresses.
+ * A missing, malformed, unsupported or oversized header (more than 4096 bytes) ends the
+ * connection before build_protocol: handshake_failed gets WEFT_EPROXY with a sentence saying
+ * what was wrong; one that does not arrive whole within the header time-out gets
+ * WEFT_ETIMEDOUT; a peer that closes first gets WEFT_EPROXY.
+ * Anyone who can connect could claim any address in a header: give the balancers' addresses
+ * as SOURCES, and connections from anywhere else are refused (handshake_failed gets
+ * WEFT_EPEERREFUSED) before a byte of theirs is read. */
+
+/** Bits of the VERSIONS argument below. */
+#define WEFT_PROXY_V1 1u /**< the text header, "PROXY TCP4 ..." */
+#define WEFT_PROXY_V2 2u /**< the binary header, with TLVs */
+
+/** @{ */
+/** Version 2 TLV types (the spec's PP2_TYPE_*), for weft_transport_proxy_tlv. */
+#define WEFT_PROXY_TLV_ALPN 0x01u
+#define WEFT_PROXY_TLV_AUTHORITY 0x02u
+#define WEFT_PROXY_TLV_CRC32C 0x03u
+#define WEFT_PROXY_TLV_NOOP 0x04u
+#define WEFT_PROXY_TLV_UNIQUE_ID 0x05u
+#define WEFT_PROXY_TLV_SSL 0x20u
+#define WEFT_PROXY_TLV_NETNS 0x30u
+/** @} */
+
+/** Makes LISTENER require a PROXY header of one of VERSIONS (WEFT_PROXY_V1 | WEFT_PROXY_V2;
+ * 0 turns it off) on every connection accepted from now on. SOURCES, when not NULL or empty,
+ * is a comma-separated list of trusted prefixes ("10.0.0.0/8,192.0.2.7,2001:db8::/32"; an
+ * address alone is a full-length prefix; an IPv4-mapped IPv6 peer matches IPv4 prefixes):
+ * connections from other addresses are refused at once. NULL trusts every source (only for a
+ * port no one but the balancer can reach). TIMEOUT is the time the whole header may take, in
+ * seconds (0: 10 s; at most 1e6). Errors: WEFT_EINVAL (NULL listener, an unknown bit, a
+ * malformed SOURCES, TIMEOUT out of range), WEFT_ENOMEM; nothing changes then. Reactor
+ * thread. */
+WEFT_EXTERN int weft_listener_set_proxy_protocol(weft_listener *listener, unsigned versions,
+                                                 const char *sources, double timeout);
+
+/** Server endpoint: the settings of weft_listener_set_proxy_protocol, applied by
+ * weft_endpoint_listen before anything is accepted (VERSIONS 0, the default: no header).
+ * SOURCES is copied. Errors: WEFT_EINVAL (NULL or client endpoint, as for the listener's
+ * function), WEFT_ENOMEM. */
+WEFT_EXTERN int weft_endpoint_set_proxy_protocol(weft_endpoint *endpoint, unsigned versions,
+                                                 const char *sources, double timeout);
+
+/** The version of the PROXY header the connection came with (1 or 2), or 0 (none, or NULL).
+ * Valid from build_protocol on. */
+WEFT_EXTERN int weft_transport_proxy_version(weft_transport *transport);
+
+/** The value of the first TLV of TYPE (WEFT_PROXY_TLV_ALPN, ..._AUTHORITY, ..._UNIQUE_ID, or
+ * any other type) in the connection's version 2 header, with its length in *LEN (may be NULL),
+ * or NULL (and *LEN 0) when there is none. The bytes are the transport's, valid until
+ * connection_lost returns, and not NUL-terminated. */
+WEFT_EXTERN const uint8_t *weft_transport_proxy_tlv(weft_transport *transport, unsigned type,
+                                                    size_t *len);
+
+/** One version 2 TLV to send (weft_proxy_header_write): TYPE, and LEN bytes at VALUE. */
+typedef struct weft_proxy_tlv {
+  uint8_t type;         /**< WEFT_PROXY_TLV_* or another type */
+  const uint8_t *value; /**< LEN bytes (may be NULL when LEN is 0) */
+  size_t len;           /**< at most 65535 */
+} weft_proxy_tlv;
+
+/** The sending side, for tests and for proxies written on weft: writes into OUT (SIZE bytes)
+ * the PROXY header of VERSION (1 or 2) that announces a connection from SRC to DST (both IPv4
+ * or both IPv6, ports included), with NTLVS TLVS (version 2 only), and stores its length in
+ * *LEN. SRC and DST NULL write a v1 "PROXY UNKNOWN" line or a v2 LOCAL header. Send the header
+ * as the very first bytes of the connection (before TLS). 16 + 36 + the TLVs' bytes (3 + len
+ * each) always suffice for version 2, 108 for version 1. Errors: WEFT_EINVAL (a NULL OUT or
+ * LEN, a bad version, one of SRC/DST NULL, mixed or other families, TLVs with version 1),
+ * WEFT_ETOOLONG (SIZE too small, or more than 65535 bytes after the first 16). Any thread. */
+WEFT_EXTERN int weft_proxy_header_write(unsigned version, const struct sockaddr *src,
+                                        const struct sockaddr *dst, const weft_proxy_tlv *tlvs,
+                                        size_t ntlvs, uint8_t *out, size_t size, size_t *len);
 
 #ifdef __cplusplus
 }

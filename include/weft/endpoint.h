@@ -171,7 +171,7 @@ WEFT_EXTERN void weft_endpoint_free(weft_endpoint *endpoint);
  * Prefix (servers): `haproxy:` before a tcp: or ssl: description requires a PROXY header,
  * version 1 or 2, on every connection (weft_endpoint_set_proxy_protocol), with two more keys
  * allowed after it: `proxySources=LIST` (trusted prefixes IP[/BITS], comma-separated; escape
- * the colons of IPv6 ones as \:) and `proxyTimeout=S` (the header time-out).
+ * the colons of IPv6 ones with a backslash) and `proxyTimeout=S` (the header time-out).
  *
  * PORT is 0..65535 for servers (0 picks a free port) and 1..65535 for clients; LIST is
  * comma-separated (h2,http/1.1); S is seconds (a decimal number above 0, at most 1000000).

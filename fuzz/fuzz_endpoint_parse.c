@@ -43,6 +43,10 @@ int weft__connect(weft_reactor *r, const char *h, int p, weft_factory *f, weft_c
   (void)r, (void)h, (void)p, (void)f, (void)o, (void)sn, (void)t, (void)b, (void)ow, (void)out;
   abort();
 }
+int weft_listener_set_per_address_limit(weft_listener *l, unsigned max) {
+  (void)l, (void)max;
+  abort();
+}
 void weft_listener_stop(weft_listener *l) {
   (void)l;
   abort();

@@ -20,6 +20,7 @@ struct weft_endpoint {
   unsigned proxy_versions;   /* server: PROXY header versions required; 0: none */
   char *proxy_sources;       /* server: trusted PROXY sources; NULL: any */
   double proxy_timeout;      /* server: PROXY header time-out; 0: the default */
+  unsigned per_address_limit; /* server; 0: none */
 };
 
 /* 1 if S is an IPv4 or IPv6 literal (without brackets), else 0 (also for NULL). */

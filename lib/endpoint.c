@@ -164,6 +164,13 @@ int weft_endpoint_set_proxy_protocol(weft_endpoint *ep, unsigned versions, const
   return 0;
 }
 
+int weft_endpoint_set_per_address_limit(weft_endpoint *ep, unsigned max) {
+  if (!is_server(ep))
+    return WEFT_EINVAL;
+  ep->per_address_limit = max;
+  return 0;
+}
+
 weft_endpoint_role weft_endpoint_get_role(const weft_endpoint *ep) {
   return ep ? ep->role : WEFT_ENDPOINT_SERVER;
 }
@@ -196,6 +203,8 @@ int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *ep, weft_fa
     weft_listener_set_connection_limit(l, ep->connection_limit);
   if (ep->write_timeout > 0)
     weft_listener_set_write_timeout(l, ep->write_timeout);
+  if (ep->per_address_limit)
+    weft_listener_set_per_address_limit(l, ep->per_address_limit);
   if (ep->proxy_versions &&
       (rc = weft_listener_set_proxy_protocol(l, ep->proxy_versions, ep->proxy_sources,
                                              ep->proxy_timeout)) != 0) {

@@ -55,7 +55,8 @@
   X(TLSMAX, "tlsMax")                                                                          \
   X(HANDSHAKETIMEOUT, "handshakeTimeout")                                                      \
   X(PROXYSOURCES, "proxySources")                                                              \
-  X(PROXYTIMEOUT, "proxyTimeout")
+  X(PROXYTIMEOUT, "proxyTimeout")                                                              \
+  X(PERADDRESSLIMIT, "perAddressLimit")
 
 enum {
 #define WEFT__KEY_ENUM(id, name) K_##id,
@@ -73,7 +74,7 @@ static const char *const key_names[K_COUNT] = {
 #define BIT(k) (1u << (k))
 #define TCP_SERVER_KEYS                                                                        \
   (BIT(K_PORT) | BIT(K_INTERFACE) | BIT(K_BACKLOG) | BIT(K_REUSEPORT) | BIT(K_CONNLIMIT) |    \
-   BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT))
+   BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT))
 #define TCP_CLIENT_KEYS (BIT(K_HOST) | BIT(K_PORT) | BIT(K_TIMEOUT) | BIT(K_BINDADDRESS))
 #define TLS_COMMON_KEYS                                                                        \
   (BIT(K_ALPN) | BIT(K_MECHANISMS) | BIT(K_NOOVERLAP) | BIT(K_TLSMIN) | BIT(K_TLSMAX) |        \
@@ -484,6 +485,11 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
     if ((rc = get_int(p, K_CONNLIMIT, 0, 1000000000, &n)) != 0)
       return rc;
     weft_endpoint_set_connection_limit(ep, (unsigned)n);
+  }
+  if (v[K_PERADDRESSLIMIT]) {
+    if ((rc = get_int(p, K_PERADDRESSLIMIT, 0, 1000000000, &n)) != 0)
+      return rc;
+    weft_endpoint_set_per_address_limit(ep, (unsigned)n);
   }
   if (v[K_WRITETIMEOUT]) {
     if ((rc = get_seconds(p, K_WRITETIMEOUT, &seconds)) != 0)

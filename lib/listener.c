@@ -44,7 +44,28 @@ struct weft_listener {
   weft__proxy_net *proxy_nets;
   size_t proxy_nnets;
   double proxy_timeout;
+  /* Admission (weft_listener_set_peer_filter, weft_listener_set_per_address_limit): the
+   * user's filter, and the connections counted per peer address (a chained hash table of
+   * ADDR_BUCKETS lists, allocated on first use; an entry lives while its count is not 0). */
+  weft_peer_filter filter;
+  void *filter_arg;
+  unsigned per_address_limit; /* 0: none */
+  struct addr_count **addr_table;
 };
+
+#define ADDR_BUCKETS 256
+
+/* The connections of one peer address (IPv4-mapped IPv6 counted as IPv4; ports ignored). */
+typedef struct addr_count {
+  struct addr_count *next;
+  uint8_t key[17]; /* family byte, then 16 address bytes */
+  unsigned count;
+} addr_count;
+
+static void listener_release(weft_listener *l) {
+  weft__free(l->addr_table); /* empty: entries go with their last connection */
+  weft__free(l);
+}
 
 /* Accepting goes on unless the connection limit is reached or a back-off is running. Both
  * pauses leave new connections in the kernel's backlog. */
@@ -71,7 +92,7 @@ static void connection_closed(weft_listener *l) {
   l->connections--;
   if (l->stopped) {
     if (l->connections == 0)
-      weft__free(l);
+      listener_release(l);
     return;
   }
   if (!l->accepting)
@@ -124,10 +145,77 @@ static int start_transport(weft_listener *l, evutil_socket_t fd, const struct so
   return rc;
 }
 
-/* --- PROXY protocol: reading the header before the transport exists ---------------------- */
+/* --- connections per peer address ---------------------------------------------------------- */
 
-/* One accepted connection whose PROXY header is being read, then (from the hand-over to its
- * transport until the transport is freed) the owner of that transport. */
+static void addr_key(const struct sockaddr *peer, uint8_t key[17]) {
+  memset(key, 0, 17);
+  key[0] = (uint8_t)peer->sa_family;
+  if (peer->sa_family == AF_INET) {
+    memcpy(key + 1, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+  } else if (peer->sa_family == AF_INET6) {
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a)) {
+      key[0] = AF_INET;
+      memcpy(key + 1, a->s6_addr + 12, 4);
+    } else {
+      memcpy(key + 1, a->s6_addr, 16);
+    }
+  }
+}
+
+/* Counts one more connection of PEER's address in *OUT, unless the address is at L's
+ * per-address limit (WEFT_EPEERREFUSED) or memory runs out (WEFT_ENOMEM). */
+static int addr_acquire(weft_listener *l, const struct sockaddr *peer, addr_count **out) {
+  uint8_t key[17];
+  addr_key(peer, key);
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (int i = 0; i < 17; i++)
+    h = (h ^ key[i]) * 16777619u;
+  if (!l->addr_table && !(l->addr_table = weft__calloc(ADDR_BUCKETS, sizeof *l->addr_table)))
+    return WEFT_ENOMEM;
+  addr_count **bucket = &l->addr_table[h % ADDR_BUCKETS], *e;
+  for (e = *bucket; e && memcmp(e->key, key, sizeof key) != 0; e = e->next)
+    ;
+  if (e && e->count >= l->per_address_limit)
+    return WEFT_EPEERREFUSED;
+  if (!e) {
+    if (!(e = weft__calloc(1, sizeof *e)))
+      return WEFT_ENOMEM;
+    memcpy(e->key, key, sizeof key);
+    e->next = *bucket;
+    *bucket = e;
+  }
+  e->count++;
+  *out = e;
+  return 0;
+}
+
+static void addr_release(weft_listener *l, addr_count *e) {
+  if (--e->count > 0)
+    return;
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < 17; i++)
+    h = (h ^ e->key[i]) * 16777619u;
+  addr_count **p = &l->addr_table[h % ADDR_BUCKETS];
+  while (*p != e)
+    p = &(*p)->next;
+  *p = e->next;
+  weft__free(e);
+}
+
+/* Closes the accepted FD (counted already) that L will not serve, and says why. */
+static void refuse_peer(weft_listener *l, evutil_socket_t fd, const struct sockaddr *peer,
+                        int code, const char *why) {
+  close(fd);
+  report_failure(l, peer, code, "%s", why);
+  connection_closed(l);
+}
+
+/* --- accepted connections with state: PROXY header, per-address count ---------------------- */
+
+/* One accepted connection that needs state of its own: its PROXY header is being read, or it
+ * counts in a per-address count; from the hand-over to its transport until the transport is
+ * freed it is that transport's owner. */
 typedef struct proxy_conn {
   weft_listener *l;
   weft__handle handle; /* registered (WEFT__RANK_CONNECTION) while reading the header */
@@ -140,9 +228,12 @@ typedef struct proxy_conn {
   int version;         /* of the header read */
   uint8_t *tlvs;       /* its TLVs, until the transport takes them */
   size_t tlvs_len;
+  addr_count *counted; /* the per-address entry it counts in, or NULL */
 } proxy_conn;
 
 static void proxy_conn_free(proxy_conn *pc) {
+  if (pc->counted)
+    addr_release(pc->l, pc->counted);
   if (pc->ev)
     event_free(pc->ev);
   weft__free(pc->buf);
@@ -185,6 +276,29 @@ static void on_proxy_closed(void *arg, const weft_reason *reason, int made) {
   connection_closed(l);
 }
 
+/* Decides about PC's peer (after its PROXY header, if any), then starts its transport. */
+static void admit(proxy_conn *pc, const struct sockaddr *peer, socklen_t peer_len) {
+  weft_listener *l = pc->l;
+  const char *why = NULL;
+  int rc = 0;
+  if (l->filter && l->filter(l, peer, peer_len, l->filter_arg) != 0) {
+    rc = WEFT_EPEERREFUSED;
+    why = "refused by the listener's peer filter";
+  } else if (l->per_address_limit && (rc = addr_acquire(l, peer, &pc->counted)) != 0) {
+    why = rc == WEFT_ENOMEM ? "could not set up an accepted connection: out of memory"
+                            : "the per-address connection limit is reached for this address";
+  }
+  if (rc != 0) {
+    evutil_socket_t fd = pc->fd;
+    proxy_conn_free(pc);
+    refuse_peer(l, fd, peer, rc, why);
+    return;
+  }
+  const weft__owner owner = {on_proxy_ready, on_proxy_closed, pc};
+  if (start_transport(l, pc->fd, peer, peer_len, &owner) != 0)
+    proxy_conn_free(pc); /* start_transport gave the count back */
+}
+
 /* The header H (in PC->buf) is read whole: the connection goes on as a transport whose peer
  * is the header's source. */
 static void proxy_done(proxy_conn *pc, const weft__proxy_header *h) {
@@ -206,9 +320,7 @@ static void proxy_done(proxy_conn *pc, const weft__proxy_header *h) {
   pc->ev = NULL;
   weft__free(pc->buf);
   pc->buf = NULL;
-  const weft__owner owner = {on_proxy_ready, on_proxy_closed, pc};
-  if (start_transport(l, pc->fd, (struct sockaddr *)&peer, peer_len, &owner) != 0)
-    proxy_conn_free(pc); /* start_transport gave the count back */
+  admit(pc, (struct sockaddr *)&peer, peer_len);
 }
 
 /* Reads the header without ever reading past it: peek, let the parser say how long the header
@@ -279,10 +391,8 @@ static int trusted_source(const weft_listener *l, const struct sockaddr *peer) {
 static void proxy_start(weft_listener *l, evutil_socket_t fd, const struct sockaddr *peer,
                         socklen_t peer_len) {
   if (!trusted_source(l, peer)) {
-    close(fd);
-    report_failure(l, peer, WEFT_EPEERREFUSED,
-                   "not a trusted source of PROXY headers: connection refused");
-    connection_closed(l);
+    refuse_peer(l, fd, peer, WEFT_EPEERREFUSED,
+                "not a trusted source of PROXY headers: connection refused");
     return;
   }
   proxy_conn *pc = weft__calloc(1, sizeof *pc);
@@ -335,10 +445,39 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
   /* Counted before the transport exists, so that L outlives this call even if the protocol's
    * connection_made stops it (the memory stays while a connection counts). */
   connection_opened(l);
-  if (l->proxy_versions)
+  if (l->proxy_versions) {
     proxy_start(l, fd, peer, (socklen_t)peer_len);
-  else
+  } else if (l->per_address_limit) {
+    proxy_conn *pc = weft__calloc(1, sizeof *pc);
+    if (!pc) {
+      refuse_peer(l, fd, peer, WEFT_ENOMEM, "could not set up an accepted connection: out of "
+                                             "memory");
+      return;
+    }
+    pc->l = l;
+    pc->fd = fd;
+    admit(pc, peer, (socklen_t)peer_len);
+  } else if (l->filter && l->filter(l, peer, (socklen_t)peer_len, l->filter_arg) != 0) {
+    refuse_peer(l, fd, peer, WEFT_EPEERREFUSED, "refused by the listener's peer filter");
+  } else {
     start_transport(l, fd, peer, (socklen_t)peer_len, NULL);
+  }
+}
+
+int weft_listener_set_peer_filter(weft_listener *l, weft_peer_filter filter, void *arg) {
+  if (!l || l->stopped)
+    return WEFT_EINVAL;
+  l->filter = filter;
+  l->filter_arg = arg;
+  return 0;
+}
+
+int weft_listener_set_per_address_limit(weft_listener *l, unsigned max) {
+  if (!l || l->stopped)
+    return WEFT_EINVAL;
+  /* Connections accepted while there was no limit were not counted: they stay uncounted. */
+  l->per_address_limit = max;
+  return 0;
 }
 
 static void on_backoff_done(evutil_socket_t fd, short what, void *arg) {
@@ -384,7 +523,7 @@ static void listener_free(weft_listener *l) {
   l->proxy_nets = NULL;
   l->proxy_nnets = 0;
   if (l->connections == 0)
-    weft__free(l);
+    listener_release(l);
 }
 
 /* The reactor is being freed. Its connections are gone already (they close first), so this

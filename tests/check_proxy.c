@@ -758,6 +758,153 @@ START_TEST(haproxy_description) {
 }
 END_TEST
 
+
+/* --- admission: the peer filter and the per-address limit --------------------------------- */
+
+typedef struct filter_state {
+  int calls;
+  int refuse;
+  char last_peer[80];
+} filter_state;
+
+static int peer_filter(weft_listener *l, const struct sockaddr *peer, socklen_t len, void *arg) {
+  filter_state *fs = arg;
+  (void)l;
+  ck_assert_uint_gt(len, 0);
+  fs->calls++;
+  addr_str(peer, fs->last_peer, sizeof fs->last_peer);
+  return fs->refuse;
+}
+
+/* Refused before the TLS handshake: the client's handshake fails, the server's factory hears
+ * WEFT_EPEERREFUSED, and nothing is built; then allowed again. */
+START_TEST(filter_refuses_before_tls) {
+  tu_pki pki;
+  tu_pki_init(&pki);
+  weft_cert_options *so = tu_server_options(&pki), *co = tu_client_options(&pki);
+  server s;
+  server_start(&s, so, 0, NULL, 0);
+  filter_state fs = {.refuse = 1};
+  ck_assert_int_eq(weft_listener_set_peer_filter(s.l, peer_filter, &fs), 0);
+  tu_factory cf;
+  tu_factory_init(&cf);
+  tu_connect_ssl_local(s.r, &cf, s.port, co, "localhost");
+  tu_wait_int(s.r, &s.f.handshake_failed, 1, 5);
+  ck_assert_int_eq(s.f.last_handshake_failed.code, WEFT_EPEERREFUSED);
+  ck_assert_ptr_nonnull(strstr(s.f.last_handshake_failed.message, "filter"));
+  tu_wait_int(s.r, &cf.failed, 1, 5);
+  ck_assert_int_eq(fs.calls, 1);
+  ck_assert_ptr_nonnull(strstr(fs.last_peer, "127.0.0.1:"));
+  ck_assert_int_eq(s.f.built, 0);
+  /* a raw client that sends a ClientHello-looking byte sees the close, not a TLS alert */
+  int fd = raw_send(s.port, "\x16", 1);
+  tu_wait_int(s.r, &s.f.handshake_failed, 2, 5);
+  char c;
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ssize_t n = recv(fd, &c, 1, 0);
+  ck_assert_msg(n == 0 || (n < 0 && errno == ECONNRESET), "recv %zd", n);
+  close(fd);
+  fs.refuse = 0;
+  tu_connect_ssl_local(s.r, &cf, s.port, co, "localhost");
+  tu_wait_conn(s.r, &s.f, 0, 5);
+  ck_assert_int_eq(fs.calls, 3);
+  ck_assert_int_eq(weft_listener_set_peer_filter(s.l, NULL, NULL), 0);
+  ck_assert_int_eq(weft_listener_set_peer_filter(NULL, peer_filter, &fs), WEFT_EINVAL);
+  weft_cert_options_unref(so);
+  weft_cert_options_unref(co);
+  server_free(&s);
+  tu_factory_check(&cf);
+  tu_factory_cleanup(&cf);
+  tu_pki_free(&pki);
+}
+END_TEST
+
+/* Behind the PROXY protocol the filter sees the header's address. */
+START_TEST(filter_sees_proxy_address) {
+  server s;
+  server_start(&s, NULL, ALL, "127.0.0.1", 0);
+  filter_state fs = {.refuse = 1};
+  ck_assert_int_eq(weft_listener_set_peer_filter(s.l, peer_filter, &fs), 0);
+  const char *h = "PROXY TCP4 198.18.0.1 192.0.2.2 999 2\r\n";
+  int fd = raw_send(s.port, h, strlen(h));
+  tu_wait_int(s.r, &s.f.handshake_failed, 1, 5);
+  ck_assert_int_eq(s.f.last_handshake_failed.code, WEFT_EPEERREFUSED);
+  ck_assert_str_eq(fs.last_peer, "198.18.0.1:999");
+  char str[80];
+  ck_assert_str_eq(addr_str((struct sockaddr *)&s.f.last_handshake_peer, str, sizeof str),
+                   "198.18.0.1:999");
+  close(fd);
+  ck_assert_int_eq(s.f.built, 0);
+  server_free(&s);
+}
+END_TEST
+
+static int conn_lost_n(void *arg) {
+  return ((tu_factory *)arg)->lost >= 1;
+}
+
+START_TEST(per_address_limit) {
+  server s;
+  server_start(&s, NULL, 0, NULL, 0);
+  ck_assert_int_eq(weft_listener_set_per_address_limit(s.l, 2), 0);
+  int a = raw_send(s.port, NULL, 0), b = raw_send(s.port, NULL, 0);
+  tu_wait_int(s.r, &s.f.made, 2, 5);
+  int c = raw_send(s.port, NULL, 0);
+  tu_wait_int(s.r, &s.f.handshake_failed, 1, 5);
+  ck_assert_int_eq(s.f.last_handshake_failed.code, WEFT_EPEERREFUSED);
+  ck_assert_ptr_nonnull(strstr(s.f.last_handshake_failed.message, "per-address"));
+  ck_assert_int_eq(s.f.built, 2);
+  close(c);
+  close(a); /* one ends: its address may connect once more */
+  tu_run_until(s.r, conn_lost_n, &s.f, 5);
+  int d = raw_send(s.port, NULL, 0);
+  tu_wait_int(s.r, &s.f.made, 3, 5);
+  tu_settle(s.r, 0.05);
+  ck_assert_int_eq(s.f.handshake_failed, 1);
+  ck_assert_uint_eq(weft_listener_connection_count(s.l), 2);
+  close(b);
+  close(d);
+  server_free(&s);
+}
+END_TEST
+
+/* Behind the PROXY protocol each header address has its own count. */
+START_TEST(per_address_limit_behind_proxy) {
+  weft_endpoint *ep;
+  char err[256];
+  ck_assert_int_eq(weft_endpoint_parse("haproxy:tcp:0:interface=127.0.0.1:perAddressLimit=1",
+                                       WEFT_ENDPOINT_SERVER, &ep, err, sizeof err),
+                   0);
+  server s;
+  memset(&s, 0, sizeof s);
+  s.r = tu_reactor_new();
+  tu_factory_init(&s.f);
+  ck_assert_int_eq(weft_endpoint_listen(s.r, ep, &s.f.base, &s.l), 0);
+  weft_endpoint_free(ep);
+  int port = weft_listener_port(s.l);
+  const char *h1 = "PROXY TCP4 198.18.0.1 192.0.2.2 1 2\r\n";
+  const char *h2 = "PROXY TCP6 2001:db8::1 2001:db8::2 1 2\r\n";
+  const char *h3 = "PROXY TCP6 ::ffff:198.18.0.1 2001:db8::2 5 2\r\n"; /* = h1's address */
+  int a = raw_send(port, h1, strlen(h1)), b = raw_send(port, h2, strlen(h2));
+  tu_wait_int(s.r, &s.f.made, 2, 5);
+  int c = raw_send(port, h3, strlen(h3));
+  tu_wait_int(s.r, &s.f.handshake_failed, 1, 5);
+  ck_assert_int_eq(s.f.last_handshake_failed.code, WEFT_EPEERREFUSED);
+  ck_assert_int_eq(s.f.built, 2);
+  close(a);
+  close(b);
+  close(c);
+  server_free(&s);
+  ck_assert_int_eq(weft_endpoint_parse("tcp:0:perAddressLimit=x", WEFT_ENDPOINT_SERVER, &ep, err,
+                                       sizeof err),
+                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_endpoint_new(WEFT_ENDPOINT_CLIENT, &ep), 0);
+  ck_assert_int_eq(weft_endpoint_set_per_address_limit(ep, 1), WEFT_EINVAL);
+  weft_endpoint_free(ep);
+}
+END_TEST
+
 static Suite *proxy_suite(void) {
   Suite *s = suite_create("proxy");
   TCase *tc = tcase_create("parser");
@@ -778,6 +925,13 @@ static Suite *proxy_suite(void) {
   tcase_add_test(tc, tls_without_header);
   tcase_add_test(tc, reactor_freed_while_waiting);
   tcase_add_test(tc, haproxy_description);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("admission");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, filter_refuses_before_tls);
+  tcase_add_test(tc, filter_sees_proxy_address);
+  tcase_add_test(tc, per_address_limit);
+  tcase_add_test(tc, per_address_limit_behind_proxy);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -153,7 +153,7 @@ WEFT_EXTERN void weft_endpoint_free(weft_endpoint *endpoint);
  *
  * Servers:
  *  - `tcp:PORT[:interface=IP][:backlog=N][:reusePort=yes][:connectionLimit=N]
- *    [:writeTimeout=S]` (positional: PORT, interface, backlog)
+ *    [:perAddressLimit=N][:writeTimeout=S]` (positional: PORT, interface, backlog)
  *  - `ssl:PORT:privateKey=PEM[:certKey=PEM][:caCerts=PEM][:requireCert=yes|no][:alpn=LIST]
  *    [:mechanisms=alpn|npn|both][:noOverlap=fail|continue][:tlsMin=1.2|1.3][:tlsMax=1.2|1.3]
  *    [:handshakeTimeout=S]` and every tcp: key (positional: PORT, privateKey, certKey);
@@ -372,6 +372,39 @@ typedef struct weft_proxy_tlv {
 WEFT_EXTERN int weft_proxy_header_write(unsigned version, const struct sockaddr *src,
                                         const struct sockaddr *dst, const weft_proxy_tlv *tlvs,
                                         size_t ntlvs, uint8_t *out, size_t size, size_t *len);
+
+/* --- Admission: refusing a peer before any handshake ---------------------------------------- */
+
+/** A listener's admission callback (weft_listener_set_peer_filter): PEER (PEER_LEN bytes) is
+ * the address of a connection just accepted, or, behind the PROXY protocol, the address its
+ * header carried. Return 0 to serve the connection, anything else to refuse it. Runs in the
+ * reactor's thread, before any TLS handshake and before build_protocol; it may call any
+ * listener function (stopping LISTENER too: the connection it was asked about is then still
+ * served or refused as it answers). PEER is valid during the call. */
+typedef int (*weft_peer_filter)(weft_listener *listener, const struct sockaddr *peer,
+                                socklen_t peer_len, void *arg);
+
+/** Sets (FILTER NULL: removes) the admission callback of LISTENER, called with ARG for every
+ * connection accepted from now on. A refused connection is closed at once (no byte of it is
+ * read, no TLS handshake starts) and the factory's handshake_failed gets WEFT_EPEERREFUSED.
+ * Deny-lists, rate limits and the like need no TLS handshake first. Errors: WEFT_EINVAL (NULL
+ * or stopped listener). Reactor thread. */
+WEFT_EXTERN int weft_listener_set_peer_filter(weft_listener *listener, weft_peer_filter filter,
+                                              void *arg);
+
+/** At most MAX connections of LISTENER at once from one peer address (IPv4, or IPv6 as a full
+ * 128-bit address; an IPv4-mapped IPv6 address counts as IPv4; ports do not matter; behind the
+ * PROXY protocol, the header's address). MAX 0, the default, means no such limit. Another
+ * connection from an address at its limit is refused as by the peer filter (which runs first):
+ * closed at once, handshake_failed with WEFT_EPEERREFUSED. A connection counts from accept
+ * until it is freed, like weft_listener_set_connection_limit; connections accepted while no
+ * limit was set are not counted. Errors: WEFT_EINVAL (NULL or stopped listener). Reactor
+ * thread. */
+WEFT_EXTERN int weft_listener_set_per_address_limit(weft_listener *listener, unsigned max);
+
+/** Server endpoint: the listener's per-address limit (weft_listener_set_per_address_limit; 0,
+ * the default, means none). Errors: WEFT_EINVAL (NULL endpoint, a client endpoint). */
+WEFT_EXTERN int weft_endpoint_set_per_address_limit(weft_endpoint *endpoint, unsigned max);
 
 #ifdef __cplusplus
 }

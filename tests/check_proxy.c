@@ -150,7 +150,8 @@ static size_t v2(uint8_t *out, uint8_t ver_cmd, uint8_t fam, size_t len, const u
   out[13] = fam;
   out[14] = (uint8_t)(len >> 8);
   out[15] = (uint8_t)len;
-  memcpy(out + 16, body, body_len);
+  if (body_len)
+    memcpy(out + 16, body, body_len);
   return 16 + body_len;
 }
 

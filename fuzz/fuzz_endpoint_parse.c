@@ -47,6 +47,20 @@ int weft_listener_set_per_address_limit(weft_listener *l, unsigned max) {
   (void)l, (void)max;
   abort();
 }
+int weft__listen_fd(weft_reactor *r, int fd, weft_factory *f, weft_cert_options *o,
+                    weft_listener **out) {
+  (void)r, (void)fd, (void)f, (void)o, (void)out;
+  abort();
+}
+void weft__listener_unlink_on_stop(weft_listener *l, char *path, dev_t dev, ino_t ino) {
+  (void)l, (void)path, (void)dev, (void)ino;
+  abort();
+}
+int weft__connect_unix(weft_reactor *r, const char *p, weft_factory *f, weft_cert_options *o,
+                       const char *sn, double t, const weft__owner *ow, weft_connector **out) {
+  (void)r, (void)p, (void)f, (void)o, (void)sn, (void)t, (void)ow, (void)out;
+  abort();
+}
 void weft_listener_stop(weft_listener *l) {
   (void)l;
   abort();

@@ -14,4 +14,11 @@ int weft__connect(weft_reactor *reactor, const char *host, int port, weft_factor
                   weft_cert_options *options, const char *server_name, double timeout,
                   const char *bind_address, const weft__owner *owner, weft_connector **out);
 
+/* As weft__connect, to the Unix socket PATH ("@name": Linux's abstract namespace) instead of a
+ * host and port. With OPTIONS, the TLS name is SERVER_NAME, else the options' name, else
+ * "localhost". Errors: WEFT_EINVAL also for a PATH too long for sun_path. */
+int weft__connect_unix(weft_reactor *reactor, const char *path, weft_factory *factory,
+                       weft_cert_options *options, const char *server_name, double timeout,
+                       const weft__owner *owner, weft_connector **out);
+
 #endif

@@ -17,6 +17,7 @@
 
 #include "alloc-internal.h"
 #include "connector-internal.h"
+#include "unix-internal.h"
 
 #define WEFT__MAX_ADDRS 16
 #define WEFT__DEFAULT_CONNECT_TIMEOUT 30.0
@@ -303,14 +304,18 @@ static void on_reactor_close(weft__handle *handle) {
 
 static const weft__handle_ops connector_handle_ops = {NULL, on_reactor_close};
 
+/* PORT 0 with UNIX set: HOST is a Unix socket path ("@name": an abstract one). */
 static int connect_common(weft_reactor *reactor, const char *host, int port,
                           weft_factory *factory, weft_cert_options *options,
                           const char *server_name, double timeout, const char *bind_address,
-                          const weft__owner *owner, weft_connector **out) {
+                          const weft__owner *owner, int unix, weft_connector **out) {
   if (out)
     *out = NULL;
-  if (!reactor || !host || !*host || !factory || !factory->build_protocol || port < 1 ||
-      port > 65535 || timeout != timeout)
+  struct sockaddr_storage unix_ss;
+  socklen_t unix_len = 0;
+  if (!reactor || !host || !*host || !factory || !factory->build_protocol ||
+      (!unix && (port < 1 || port > 65535)) || timeout != timeout ||
+      (unix && (bind_address || weft__unix_address(host, &unix_ss, &unix_len) != 0)))
     return WEFT_EINVAL;
   if (reactor->freeing)
     return WEFT_ESHUTDOWN;
@@ -346,6 +351,10 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
     c->bind_len = bind_len;
   }
   c->host = weft__strdup(host);
+  /* TLS over a Unix socket checks the name "localhost" unless told otherwise: a path is no
+   * name a certificate carries. */
+  if (unix && options && !server_name && !weft__tls_options_server_name(options))
+    server_name = "localhost";
   c->server_name = server_name ? weft__strdup(server_name) : NULL;
   c->timer = evtimer_new(reactor->base, on_timeout, c);
   c->fail_event = event_new(reactor->base, -1, 0, on_fail_event, c);
@@ -360,7 +369,12 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
 
   struct sockaddr_storage ss;
   socklen_t len;
-  if (weft__parse_ip(host, port, &ss, &len) == 0) {
+  if (unix) {
+    c->addrs[0] = unix_ss;
+    c->addr_lens[0] = unix_len;
+    c->naddrs = 1;
+    c->resolved = 1;
+  } else if (weft__parse_ip(host, port, &ss, &len) == 0) {
     c->addrs[0] = ss;
     c->addr_lens[0] = len;
     c->naddrs = 1;
@@ -375,7 +389,7 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
 
 int weft_connect_tcp(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
                      weft_connector **out) {
-  return connect_common(reactor, host, port, factory, NULL, NULL, 0, NULL, NULL, out);
+  return connect_common(reactor, host, port, factory, NULL, NULL, 0, NULL, NULL, 0, out);
 }
 
 int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
@@ -385,14 +399,21 @@ int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_fac
       *out = NULL;
     return WEFT_EINVAL;
   }
-  return connect_common(reactor, host, port, factory, options, NULL, 0, NULL, NULL, out);
+  return connect_common(reactor, host, port, factory, options, NULL, 0, NULL, NULL, 0, out);
 }
 
 int weft__connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
                   weft_cert_options *options, const char *server_name, double timeout,
                   const char *bind_address, const weft__owner *owner, weft_connector **out) {
   return connect_common(reactor, host, port, factory, options, server_name, timeout,
-                        bind_address, owner, out);
+                        bind_address, owner, 0, out);
+}
+
+int weft__connect_unix(weft_reactor *reactor, const char *path, weft_factory *factory,
+                       weft_cert_options *options, const char *server_name, double timeout,
+                       const weft__owner *owner, weft_connector **out) {
+  return connect_common(reactor, path, 0, factory, options, server_name, timeout, NULL, owner,
+                        1, out);
 }
 
 int weft_connector_cancel(weft_connector *connector) {

@@ -21,6 +21,8 @@ struct weft_endpoint {
   char *proxy_sources;       /* server: trusted PROXY sources; NULL: any */
   double proxy_timeout;      /* server: PROXY header time-out; 0: the default */
   unsigned per_address_limit; /* server; 0: none */
+  char *unix_path;           /* a Unix socket instead of host and port; NULL: none */
+  int unix_mode;             /* server: the socket file's mode; -1: the umask's */
 };
 
 /* 1 if S is an IPv4 or IPv6 literal (without brackets), else 0 (also for NULL). */

@@ -17,6 +17,7 @@
 #include "connector-internal.h"
 #include "listener-internal.h"
 #include "proxy-internal.h"
+#include "unix-internal.h"
 #include "transport-internal.h"
 
 #define WEFT__HOST_MAX 255
@@ -59,6 +60,7 @@ int weft_endpoint_new(weft_endpoint_role role, weft_endpoint **out) {
     return WEFT_ENOMEM;
   ep->role = role;
   ep->port = -1;
+  ep->unix_mode = -1;
   *out = ep;
   return 0;
 }
@@ -71,6 +73,7 @@ void weft_endpoint_free(weft_endpoint *ep) {
   weft__free(ep->server_name);
   weft__free(ep->bind_address);
   weft__free(ep->proxy_sources);
+  weft__free(ep->unix_path);
   weft__free(ep);
 }
 
@@ -164,6 +167,21 @@ int weft_endpoint_set_proxy_protocol(weft_endpoint *ep, unsigned versions, const
   return 0;
 }
 
+int weft_endpoint_set_unix_path(weft_endpoint *ep, const char *path) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  if (!ep || (path && weft__unix_address(path, &ss, &len) != 0))
+    return WEFT_EINVAL;
+  return set_string(&ep->unix_path, path);
+}
+
+int weft_endpoint_set_unix_mode(weft_endpoint *ep, int mode) {
+  if (!is_server(ep) || mode < -1 || mode > 07777)
+    return WEFT_EINVAL;
+  ep->unix_mode = mode;
+  return 0;
+}
+
 int weft_endpoint_set_per_address_limit(weft_endpoint *ep, unsigned max) {
   if (!is_server(ep))
     return WEFT_EINVAL;
@@ -191,11 +209,14 @@ int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *ep, weft_fa
                          weft_listener **out) {
   if (out)
     *out = NULL;
-  if (!reactor || !is_server(ep) || !factory || ep->port < 0)
+  if (!reactor || !is_server(ep) || !factory || (ep->port < 0 && !ep->unix_path))
     return WEFT_EINVAL;
   unsigned flags = ep->reuseport ? WEFT__LISTEN_REUSEPORT : 0;
   weft_listener *l;
-  int rc = weft__listen(reactor, ep->host, ep->port, factory, ep->tls, ep->backlog, flags, &l);
+  int rc = ep->unix_path ? weft__listen_unix(reactor, ep->unix_path, ep->unix_mode, factory,
+                                             ep->tls, ep->backlog, &l)
+                         : weft__listen(reactor, ep->host, ep->port, factory, ep->tls,
+                                        ep->backlog, flags, &l);
   if (rc != 0)
     return rc;
   /* Nothing can be accepted before these apply: the loop does not run in between. */
@@ -220,7 +241,12 @@ int weft_endpoint_connect(weft_reactor *reactor, const weft_endpoint *ep, weft_f
                           weft_connector **out) {
   if (out)
     *out = NULL;
-  if (!reactor || !is_client(ep) || !factory || !ep->host || ep->port < 1)
+  if (!reactor || !is_client(ep) || !factory)
+    return WEFT_EINVAL;
+  if (ep->unix_path)
+    return weft__connect_unix(reactor, ep->unix_path, factory, ep->tls,
+                              ep->tls ? ep->server_name : NULL, ep->timeout, NULL, out);
+  if (!ep->host || ep->port < 1)
     return WEFT_EINVAL;
   /* The server name matters only with TLS (weft_endpoint_set_server_name). */
   return weft__connect(reactor, ep->host, ep->port, factory, ep->tls,

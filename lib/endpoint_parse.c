@@ -56,7 +56,11 @@
   X(HANDSHAKETIMEOUT, "handshakeTimeout")                                                      \
   X(PROXYSOURCES, "proxySources")                                                              \
   X(PROXYTIMEOUT, "proxyTimeout")                                                              \
-  X(PERADDRESSLIMIT, "perAddressLimit")
+  X(PERADDRESSLIMIT, "perAddressLimit")                                                        \
+  X(ADDRESS, "address")                                                                        \
+  X(PATH, "path")                                                                              \
+  X(MODE, "mode")                                                                              \
+  X(TLS, "tls")
 
 enum {
 #define WEFT__KEY_ENUM(id, name) K_##id,
@@ -75,6 +79,9 @@ static const char *const key_names[K_COUNT] = {
 #define TCP_SERVER_KEYS                                                                        \
   (BIT(K_PORT) | BIT(K_INTERFACE) | BIT(K_BACKLOG) | BIT(K_REUSEPORT) | BIT(K_CONNLIMIT) |    \
    BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT))
+#define UNIX_SERVER_KEYS                                                                       \
+  (BIT(K_ADDRESS) | BIT(K_MODE) | BIT(K_BACKLOG) | BIT(K_CONNLIMIT) | BIT(K_WRITETIMEOUT) |      \
+   BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT))
 #define TCP_CLIENT_KEYS (BIT(K_HOST) | BIT(K_PORT) | BIT(K_TIMEOUT) | BIT(K_BINDADDRESS))
 #define TLS_COMMON_KEYS                                                                        \
   (BIT(K_ALPN) | BIT(K_MECHANISMS) | BIT(K_NOOVERLAP) | BIT(K_TLSMIN) | BIT(K_TLSMAX) |        \
@@ -85,7 +92,7 @@ static const char *const key_names[K_COUNT] = {
 typedef struct kind {
   const char *name;
   weft_endpoint_role role;
-  int tls;
+  int tls; /* 0: plain, 1: TLS, 2: TLS when asked (unix:, see wants_tls) */
   uint32_t keys, required;
   int positional[4];
 } kind;
@@ -97,6 +104,14 @@ static const kind kinds[] = {
      TCP_SERVER_KEYS | TLS_COMMON_KEYS | BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) |
          BIT(K_REQUIRECERT),
      BIT(K_PORT) | BIT(K_PRIVATEKEY), {K_PORT, K_PRIVATEKEY, K_CERTKEY, K_COUNT}},
+    {"unix", WEFT_ENDPOINT_SERVER, 2,
+     UNIX_SERVER_KEYS | TLS_COMMON_KEYS | BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) |
+         BIT(K_REQUIRECERT),
+     BIT(K_ADDRESS), {K_ADDRESS, K_COUNT}},
+    {"unix", WEFT_ENDPOINT_CLIENT, 2,
+     BIT(K_PATH) | BIT(K_TIMEOUT) | BIT(K_TLS) | TLS_COMMON_KEYS | BIT(K_TRUSTROOTS) |
+         BIT(K_CERTIFICATE) | BIT(K_PRIVATEKEY) | BIT(K_SERVERNAME),
+     BIT(K_PATH), {K_PATH, K_COUNT}},
     {"tcp", WEFT_ENDPOINT_CLIENT, 0, TCP_CLIENT_KEYS, BIT(K_HOST) | BIT(K_PORT),
      {K_HOST, K_PORT, K_COUNT}},
     {"tls", WEFT_ENDPOINT_CLIENT, 1,
@@ -110,7 +125,7 @@ static const kind kinds[] = {
 };
 
 /* Kinds Twisted has that weft does not support yet. */
-static const char *const unsupported_kinds[] = {"unix", "systemd"};
+static const char *const unsupported_kinds[] = {"systemd"};
 
 /* The parser's state: the unescaped copy of the description and the values found in it. */
 typedef struct parse {
@@ -209,7 +224,7 @@ static int find_kind(parse *p, const char *name, weft_endpoint_role role) {
   if (!*name)
     return fail(p, WEFT_EINVAL, "kind: missing (the description starts with tcp:, ssl:, ...)");
   return fail(p, WEFT_EINVAL, "kind: unknown endpoint kind %s (%s)", quote(q, name),
-              role == WEFT_ENDPOINT_SERVER ? "tcp, ssl" : "tcp, tls, ssl");
+              role == WEFT_ENDPOINT_SERVER ? "tcp, ssl, unix" : "tcp, tls, ssl, unix");
 }
 
 /* Splits DESC into the kind and its arguments, unescaping into P->buf. */
@@ -453,9 +468,24 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
   double seconds;
   int rc, on;
   int server = p->kind->role == WEFT_ENDPOINT_SERVER;
-  if ((rc = get_int(p, K_PORT, server ? 0 : 1, 65535, &n)) != 0)
-    return rc;
-  weft_endpoint_set_port(ep, (int)n);
+  if (v[K_PORT]) {
+    if ((rc = get_int(p, K_PORT, server ? 0 : 1, 65535, &n)) != 0)
+      return rc;
+    weft_endpoint_set_port(ep, (int)n);
+  }
+  const char *unix_path = v[K_ADDRESS] ? v[K_ADDRESS] : v[K_PATH];
+  if (unix_path && (rc = weft_endpoint_set_unix_path(ep, unix_path)) != 0)
+    return fail(p, rc, "%s: %s %s", v[K_ADDRESS] ? "address" : "path",
+                rc == WEFT_ENOMEM ? "out of memory" : "not a usable Unix socket path",
+                quote(q, unix_path));
+  if (v[K_MODE]) {
+    const char *m = v[K_MODE];
+    char *end;
+    long mode = strspn(m, "01234567") == strlen(m) && strlen(m) <= 5 ? strtol(m, &end, 8) : -1;
+    if (mode < 0 || mode > 07777)
+      return fail(p, WEFT_EINVAL, "mode: not an octal file mode %s (e.g. 0660)", quote(q, m));
+    weft_endpoint_set_unix_mode(ep, (int)mode);
+  }
   if (v[K_INTERFACE] && !weft__endpoint_is_ip(v[K_INTERFACE]))
     return fail(p, WEFT_EINVAL, "interface: not an IP address %s", quote(q, v[K_INTERFACE]));
   if (v[K_HOST]) {
@@ -510,13 +540,35 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
   return 0;
 }
 
+/* A unix: description is TLS when it says so: the server with privateKey=, the client with
+ * tls=yes. Returns 1 (TLS), 0 (plain) or an error for TLS keys on a plain one. */
+static int wants_tls(parse *p) {
+  int on = 0, rc;
+  if (p->kind->role == WEFT_ENDPOINT_SERVER)
+    on = p->values[K_PRIVATEKEY] != NULL;
+  else if (p->values[K_TLS] && (rc = get_bool(p, K_TLS, &on)) != 0)
+    return rc;
+  if (on)
+    return 1;
+  for (int k = 0; k < K_COUNT; k++)
+    if (p->values[k] && k != K_TLS && k != K_PRIVATEKEY &&
+        (TLS_COMMON_KEYS | BIT(K_CERTKEY) | BIT(K_CACERTS) | BIT(K_REQUIRECERT) |
+         BIT(K_TRUSTROOTS) | BIT(K_CERTIFICATE) | BIT(K_SERVERNAME)) & BIT(k))
+      return fail(p, WEFT_EINVAL, "%s: a TLS key on a plain unix: endpoint (%s)", key_names[k],
+                  p->kind->role == WEFT_ENDPOINT_SERVER ? "give privateKey= for TLS"
+                                                        : "give tls=yes for TLS");
+  return 0;
+}
+
 static int build(parse *p, weft_endpoint_role role, weft_endpoint **out) {
   weft_endpoint *ep;
   weft_cert_options *o = NULL;
   int rc = weft_endpoint_new(role, &ep);
   if (rc != 0)
     return fail(p, rc, "out of memory");
-  if ((rc = apply_plain(p, ep)) == 0 && p->kind->tls) {
+  if ((rc = apply_plain(p, ep)) == 0 && p->kind->tls == 2)
+    rc = wants_tls(p);
+  if (rc > 0 || (rc == 0 && p->kind->tls == 1)) {
     if ((rc = weft_cert_options_new(&o)) != 0)
       rc = fail(p, rc, "out of memory");
     else if ((rc = apply_tls(p, o)) == 0)

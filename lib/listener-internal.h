@@ -3,6 +3,8 @@
 #ifndef WEFT_LISTENER_INTERNAL_H
 #define WEFT_LISTENER_INTERNAL_H
 
+#include <sys/types.h>
+
 #include <weft/endpoint.h>
 
 /* FLAGS of weft__listen. */
@@ -13,5 +15,15 @@
  * bit in FLAGS and WEFT_ENOTSUP when WEFT__LISTEN_REUSEPORT cannot be had. */
 int weft__listen(weft_reactor *reactor, const char *interface, int port, weft_factory *factory,
                  weft_cert_options *options, int backlog, unsigned flags, weft_listener **out);
+
+/* Serves the listening socket FD (any stream family; owned from now on, closed on failure) as
+ * weft_listen_tcp / weft_listen_ssl would. Errors as theirs. For Unix sockets and adopted
+ * descriptors. */
+int weft__listen_fd(weft_reactor *reactor, int fd, weft_factory *factory,
+                    weft_cert_options *options, weft_listener **out);
+
+/* When L stops, PATH (taken: weft__free'd by L) is unlinked if it is still the socket file
+ * DEV/INO (the one L bound, not a successor's). */
+void weft__listener_unlink_on_stop(weft_listener *l, char *path, dev_t dev, ino_t ino);
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/listener.h>
@@ -49,6 +50,10 @@ struct weft_listener {
    * ADDR_BUCKETS lists, allocated on first use; an entry lives while its count is not 0). */
   weft_peer_filter filter;
   void *filter_arg;
+  /* A Unix socket's file, removed when the listener stops if it is still the one bound. */
+  char *unlink_path;
+  dev_t unlink_dev;
+  ino_t unlink_ino;
   unsigned per_address_limit; /* 0: none */
   struct addr_count **addr_table;
 };
@@ -522,6 +527,14 @@ static void listener_free(weft_listener *l) {
   weft__free(l->proxy_nets);
   l->proxy_nets = NULL;
   l->proxy_nnets = 0;
+  if (l->unlink_path) {
+    struct stat st;
+    if (stat(l->unlink_path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == l->unlink_dev &&
+        st.st_ino == l->unlink_ino)
+      unlink(l->unlink_path);
+    weft__free(l->unlink_path);
+    l->unlink_path = NULL;
+  }
   if (l->connections == 0)
     listener_release(l);
 }
@@ -572,46 +585,24 @@ static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int bac
   return 0;
 }
 
-static int listen_common(weft_reactor *reactor, const char *interface, int port,
-                         weft_factory *factory, weft_cert_options *options, int backlog,
-                         unsigned flags, weft_listener **out) {
-  if (out)
-    *out = NULL;
-  if (!reactor || !factory || !factory->build_protocol || port < 0 || port > 65535 ||
-      (flags & ~(unsigned)WEFT__LISTEN_REUSEPORT) != 0)
-    return WEFT_EINVAL;
-#ifndef SO_REUSEPORT
-  if (flags & WEFT__LISTEN_REUSEPORT)
-    return WEFT_ENOTSUP;
-#endif
-  if (reactor->freeing)
-    return WEFT_ESHUTDOWN;
-  struct sockaddr_storage ss;
-  socklen_t len;
-  if (weft__parse_ip(interface ? interface : "0.0.0.0", port, &ss, &len) != 0)
-    return WEFT_EINVAL;
-  if (options) {
-    int rc = weft_cert_options_prepare(options, WEFT_TLS_SERVER);
-    if (rc != 0)
-      return rc;
-  }
+/* Serves the listening socket FD (owned from now on: closed on failure too) with FACTORY and
+ * OPTIONS (prepared already), registered with REACTOR. */
+static int listener_start(weft_reactor *reactor, evutil_socket_t fd, weft_factory *factory,
+                          weft_cert_options *options, weft_listener **out) {
   weft_listener *l = weft__calloc(1, sizeof *l);
-  if (!l)
+  if (!l) {
+    close(fd);
     return WEFT_ENOMEM;
+  }
   l->reactor = reactor;
   l->factory = factory;
   if (weft__reactor_add_handle(reactor, &l->handle, &listener_handle_ops, WEFT__RANK_SOURCE)) {
     weft__free(l); /* the reactor is being freed */
+    close(fd);
     return WEFT_ESHUTDOWN;
   }
   if (options)
     l->options = weft_cert_options_ref(options);
-  int fd = -1;
-  int rc = open_socket(&ss, len, backlog > 0 ? backlog : 511, flags, &fd);
-  if (rc != 0) {
-    listener_free(l);
-    return rc;
-  }
   /* Created disabled and enabled below: evconnlistener_new ignores a failure to enable
    * (out of memory in event_add), which would leave a listener that never accepts. */
   l->evl = evconnlistener_new(reactor->base, on_accept, l,
@@ -631,6 +622,63 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
   if (out)
     *out = l;
   return 0;
+}
+
+/* The checks every way of listening makes first. */
+static int listen_check(weft_reactor *reactor, weft_factory *factory,
+                        weft_cert_options *options) {
+  if (!reactor || !factory || !factory->build_protocol)
+    return WEFT_EINVAL;
+  if (reactor->freeing)
+    return WEFT_ESHUTDOWN;
+  return options ? weft_cert_options_prepare(options, WEFT_TLS_SERVER) : 0;
+}
+
+int weft__listen_fd(weft_reactor *reactor, int fd, weft_factory *factory,
+                    weft_cert_options *options, weft_listener **out) {
+  if (out)
+    *out = NULL;
+  int rc = listen_check(reactor, factory, options);
+  if (rc != 0) {
+    close(fd);
+    return rc;
+  }
+  return listener_start(reactor, fd, factory, options, out);
+}
+
+void weft__listener_unlink_on_stop(weft_listener *l, char *path, dev_t dev, ino_t ino) {
+  weft__free(l->unlink_path);
+  l->unlink_path = path;
+  l->unlink_dev = dev;
+  l->unlink_ino = ino;
+}
+
+static int listen_common(weft_reactor *reactor, const char *interface, int port,
+                         weft_factory *factory, weft_cert_options *options, int backlog,
+                         unsigned flags, weft_listener **out) {
+  if (out)
+    *out = NULL;
+  if (!reactor || !factory || !factory->build_protocol || port < 0 || port > 65535 ||
+      (flags & ~(unsigned)WEFT__LISTEN_REUSEPORT) != 0)
+    return WEFT_EINVAL;
+#ifndef SO_REUSEPORT
+  if (flags & WEFT__LISTEN_REUSEPORT)
+    return WEFT_ENOTSUP;
+#endif
+  if (reactor->freeing)
+    return WEFT_ESHUTDOWN;
+  struct sockaddr_storage ss;
+  socklen_t len;
+  if (weft__parse_ip(interface ? interface : "0.0.0.0", port, &ss, &len) != 0)
+    return WEFT_EINVAL;
+  int rc = listen_check(reactor, factory, options);
+  if (rc != 0)
+    return rc;
+  int fd = -1;
+  rc = open_socket(&ss, len, backlog > 0 ? backlog : 511, flags, &fd);
+  if (rc != 0)
+    return rc;
+  return listener_start(reactor, fd, factory, options, out);
 }
 
 int weft__listen(weft_reactor *reactor, const char *interface, int port, weft_factory *factory,

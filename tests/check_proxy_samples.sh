@@ -2,7 +2,9 @@
 # tests/check_proxy_samples.sh: echo-server behind a PROXY protocol sender (DESIGN.md section 6,
 # "Additions (1.0 round)"): with --endpoint haproxy:tcp:... and haproxy:ssl:..., the
 # "connected peer=" line shows the address the header carried (v1 and v2), the header's bytes
-# are not echoed, a client without a header is refused, and SIGTERM still exits 0.
+# are not echoed, a client without a header is refused, and SIGTERM still exits 0. Also
+# --endpoint unix:PATH (plain and TLS) on both samples: "listening on unix:PATH",
+# "connected peer=unix:", the socket file removed on exit.
 #
 # Uses $WEFT_BUILDDIR (set by `make check`) or the current directory to find samples/.
 # Exit status: 0 pass, 1 fail, 77 skip (no python3 or openssl).
@@ -139,4 +141,24 @@ for v in 1 2; do
   pass "haproxy:ssl: PROXY v$v header, then TLS: peer=203.0.113.9:400$v"
 done
 stop "$pid" echo-server TERM
+
+sock=$tmp/echo.sock
+start echo-server --endpoint "unix:$sock:mode=0600"
+[ "$line" = "listening on unix:$sock" ] || fail "unix: first line '$line'"
+got=$(echo unix-ping | "$samples/echo-client" --endpoint "unix:path=$sock" 2>"$tmp/client.err")
+[ "$got" = "protocol: none
+unix-ping" ] || fail "unix: echo-client printed '$got'"
+wait_line "$tmp/echo-server.out" "^connected peer=unix: protocol=none$" || fail "unix: no peer line"
+stop "$pid" echo-server TERM
+[ -e "$sock" ] && fail "unix: the socket file is still there after exit"
+pass "unix:PATH with echo-server and echo-client; the file goes on exit"
+
+start echo-server --endpoint "unix:$sock:privateKey=$tmp/key.pem:certKey=$tmp/cert.pem:alpn=h2"
+got=$(echo tls-ping | "$samples/echo-client" \
+  --endpoint "unix:path=$sock:tls=yes:trustRoots=$tmp/cert.pem:alpn=h2" 2>"$tmp/client.err")
+[ "$got" = "protocol: h2
+tls-ping" ] || fail "unix TLS: echo-client printed '$got'"
+wait_line "$tmp/echo-server.out" "^connected peer=unix: protocol=h2$" || fail "unix TLS: no peer line"
+stop "$pid" echo-server TERM
+pass "TLS over unix:PATH (tls=yes on the client), ALPN h2"
 exit 0

@@ -12,6 +12,7 @@
 #include <weft/common.h>
 
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include <weft/protocol.h>
 #include <weft/reactor.h>
@@ -168,6 +169,14 @@ WEFT_EXTERN void weft_endpoint_free(weft_endpoint *endpoint);
  *    (client certificate) and privateKey. Unlike Twisted's ssl: client, weft always verifies
  *    the server (against the system trust store when no CA is given).
  *
+ *  - `unix:PATH[:mode=0660][:backlog=N][:connectionLimit=N][:perAddressLimit=N]
+ *    [:writeTimeout=S]` (positional: address, Twisted's name for the path), TLS when
+ *    `privateKey=` is given, with the ssl: server's TLS keys (weft_endpoint_set_unix_path).
+ *    PATH "@name" is an abstract name (Linux).
+ *  - client `unix:path=PATH[:timeout=S]` (positional: path), TLS with `tls=yes` and the tls:
+ *    client's TLS keys; the name checked is serverName, else "localhost".
+ *    TLS keys on a plain unix: description are refused.
+ *
  * Prefix (servers): `haproxy:` before a tcp: or ssl: description requires a PROXY header,
  * version 1 or 2, on every connection (weft_endpoint_set_proxy_protocol), with two more keys
  * allowed after it: `proxySources=LIST` (trusted prefixes IP[/BITS], comma-separated; escape
@@ -175,7 +184,7 @@ WEFT_EXTERN void weft_endpoint_free(weft_endpoint *endpoint);
  *
  * PORT is 0..65535 for servers (0 picks a free port) and 1..65535 for clients; LIST is
  * comma-separated (h2,http/1.1); S is seconds (a decimal number above 0, at most 1000000).
- * `unix:` and `systemd:` are recognised and refused with WEFT_ENOTSUP.
+ * `systemd:` is recognised and refused with WEFT_ENOTSUP.
  *
  * TLS endpoints get new weft_cert_options (weft_endpoint_get_tls) with the key, certificates
  * and CAs loaded from the files now; the options are not frozen yet, so the caller may change
@@ -405,6 +414,35 @@ WEFT_EXTERN int weft_listener_set_per_address_limit(weft_listener *listener, uns
 /** Server endpoint: the listener's per-address limit (weft_listener_set_per_address_limit; 0,
  * the default, means none). Errors: WEFT_EINVAL (NULL endpoint, a client endpoint). */
 WEFT_EXTERN int weft_endpoint_set_per_address_limit(weft_endpoint *endpoint, unsigned max);
+
+/* --- Unix domain sockets ------------------------------------------------------------------- */
+
+/** Makes the endpoint a Unix domain stream socket at PATH instead of a host and port (NULL:
+ * back to host and port). PATH is a file name, or "@name" for Linux's abstract namespace (no
+ * file; elsewhere refused). Server: listens there. A socket file left by a process that died
+ * (nobody accepts on it) is removed first; a live socket or any other file there makes
+ * weft_endpoint_listen fail with WEFT_EADDRINUSE (nothing is deleted). The file is removed when
+ * the listener stops, if it is still the one the listener bound. Client: connects there; with
+ * TLS the name checked against the server certificate is the endpoint's server name, else the
+ * options', else "localhost". TLS works the same as over TCP (weft_endpoint_set_tls). Connections
+ * are transports like any other; their peer address is a struct sockaddr_un (usually unnamed:
+ * weft_address_format prints "unix:" and the path when there is one).
+ * Errors: WEFT_EINVAL (NULL endpoint, empty PATH, longer than sun_path allows, 107 bytes on
+ * Linux), WEFT_ENOMEM. The string is copied. */
+WEFT_EXTERN int weft_endpoint_set_unix_path(weft_endpoint *endpoint, const char *path);
+
+/** Server with a Unix path: the permissions of the socket file (e.g. 0660), set before the
+ * socket accepts anything; -1, the default, leaves what the umask gives. Ignored for abstract
+ * names. Errors: WEFT_EINVAL (NULL or client endpoint, MODE outside -1..07777). */
+WEFT_EXTERN int weft_endpoint_set_unix_mode(weft_endpoint *endpoint, int mode);
+
+/** The credentials of the process at the other end of a Unix socket connection, as the kernel
+ * recorded them when the connection was made (SO_PEERCRED): its process id, user id and group
+ * id, each stored when its pointer is not NULL. Errors: WEFT_EINVAL (NULL transport),
+ * WEFT_ECLOSED (the connection is closed), WEFT_ENOTSUP (not a Unix socket, or a system without
+ * SO_PEERCRED). Reactor thread. */
+WEFT_EXTERN int weft_transport_peer_credentials(weft_transport *transport, pid_t *pid,
+                                                uid_t *uid, gid_t *gid);
 
 #ifdef __cplusplus
 }

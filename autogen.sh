@@ -8,8 +8,9 @@ set -eu
 
 # The Debian 12 packages needed to build weft, run its tests (openssl, curl, gnutls-bin and
 # python3 are peers in the interop tests) and build its API reference (doxygen: `make` builds it
-# when doxygen is installed, `make doc` always): the one list of them.
-WEFT_DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config libevent-dev libssl-dev check openssl curl gnutls-bin python3 doxygen"
+# when doxygen is installed, `make doc` always; systemd for systemd-socket-activate and iproute2
+# for the network namespace of the Happy Eyeballs test): the one list of them.
+WEFT_DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config libevent-dev libssl-dev check openssl curl gnutls-bin python3 doxygen systemd iproute2"
 
 usage() {
     echo "usage: $0 [--install-deps]" >&2

@@ -61,6 +61,15 @@ int weft__connect_unix(weft_reactor *r, const char *p, weft_factory *f, weft_cer
   (void)r, (void)p, (void)f, (void)o, (void)sn, (void)t, (void)ow, (void)out;
   abort();
 }
+int weft__systemd_fd(int family, int index, const char *name, int *out) {
+  (void)family, (void)index, (void)name, (void)out;
+  abort();
+}
+int weft__listen_adopted(weft_reactor *r, int fd, weft_factory *f, weft_cert_options *o,
+                         weft_listener **out) {
+  (void)r, (void)fd, (void)f, (void)o, (void)out;
+  abort();
+}
 void weft_listener_stop(weft_listener *l) {
   (void)l;
   abort();

@@ -23,6 +23,11 @@ struct weft_endpoint {
   unsigned per_address_limit; /* server; 0: none */
   char *unix_path;           /* a Unix socket instead of host and port; NULL: none */
   int unix_mode;             /* server: the socket file's mode; -1: the umask's */
+  int systemd;               /* server: serve a socket systemd passed (weft_endpoint_set_systemd) */
+  int systemd_family;        /* AF_INET, AF_INET6, AF_UNIX or AF_UNSPEC */
+  int systemd_index;
+  char *systemd_name;        /* LISTEN_FDNAMES name; NULL: by index */
+  int fd;                    /* server: an inherited listening socket; -1: none */
 };
 
 /* 1 if S is an IPv4 or IPv6 literal (without brackets), else 0 (also for NULL). */

@@ -61,6 +61,7 @@ int weft_endpoint_new(weft_endpoint_role role, weft_endpoint **out) {
   ep->role = role;
   ep->port = -1;
   ep->unix_mode = -1;
+  ep->fd = -1;
   *out = ep;
   return 0;
 }
@@ -74,6 +75,7 @@ void weft_endpoint_free(weft_endpoint *ep) {
   weft__free(ep->bind_address);
   weft__free(ep->proxy_sources);
   weft__free(ep->unix_path);
+  weft__free(ep->systemd_name);
   weft__free(ep);
 }
 
@@ -182,6 +184,26 @@ int weft_endpoint_set_unix_mode(weft_endpoint *ep, int mode) {
   return 0;
 }
 
+int weft_endpoint_set_systemd(weft_endpoint *ep, int family, int index, const char *name) {
+  if (!is_server(ep) || index < 0 || index > 4095 || (name && (!*name || strchr(name, ':'))) ||
+      (family != AF_UNSPEC && family != AF_INET && family != AF_INET6 && family != AF_UNIX))
+    return WEFT_EINVAL;
+  int rc = set_string(&ep->systemd_name, name);
+  if (rc != 0)
+    return rc;
+  ep->systemd = 1;
+  ep->systemd_family = family;
+  ep->systemd_index = index;
+  return 0;
+}
+
+int weft_endpoint_set_fd(weft_endpoint *ep, int fd) {
+  if (!is_server(ep) || fd < -1)
+    return WEFT_EINVAL;
+  ep->fd = fd;
+  return 0;
+}
+
 int weft_endpoint_set_per_address_limit(weft_endpoint *ep, unsigned max) {
   if (!is_server(ep))
     return WEFT_EINVAL;
@@ -209,14 +231,22 @@ int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *ep, weft_fa
                          weft_listener **out) {
   if (out)
     *out = NULL;
-  if (!reactor || !is_server(ep) || !factory || (ep->port < 0 && !ep->unix_path))
+  if (!reactor || !is_server(ep) || !factory ||
+      (ep->port < 0 && !ep->unix_path && !ep->systemd && ep->fd < 0))
     return WEFT_EINVAL;
   unsigned flags = ep->reuseport ? WEFT__LISTEN_REUSEPORT : 0;
   weft_listener *l;
-  int rc = ep->unix_path ? weft__listen_unix(reactor, ep->unix_path, ep->unix_mode, factory,
-                                             ep->tls, ep->backlog, &l)
-                         : weft__listen(reactor, ep->host, ep->port, factory, ep->tls,
-                                        ep->backlog, flags, &l);
+  int rc, fd = ep->fd;
+  if (ep->systemd && (rc = weft__systemd_fd(ep->systemd_family, ep->systemd_index,
+                                            ep->systemd_name, &fd)) != 0)
+    return rc;
+  if (fd >= 0) /* a duplicate: the descriptor stays the caller's (or systemd's) */
+    rc = weft__listen_adopted(reactor, fd, factory, ep->tls, &l);
+  else if (ep->unix_path)
+    rc = weft__listen_unix(reactor, ep->unix_path, ep->unix_mode, factory, ep->tls, ep->backlog,
+                           &l);
+  else
+    rc = weft__listen(reactor, ep->host, ep->port, factory, ep->tls, ep->backlog, flags, &l);
   if (rc != 0)
     return rc;
   /* Nothing can be accepted before these apply: the loop does not run in between. */

@@ -60,7 +60,10 @@
   X(ADDRESS, "address")                                                                        \
   X(PATH, "path")                                                                              \
   X(MODE, "mode")                                                                              \
-  X(TLS, "tls")
+  X(TLS, "tls")                                                                                \
+  X(DOMAIN, "domain")                                                                          \
+  X(INDEX, "index")                                                                            \
+  X(NAME, "name")
 
 enum {
 #define WEFT__KEY_ENUM(id, name) K_##id,
@@ -75,7 +78,7 @@ static const char *const key_names[K_COUNT] = {
 #undef WEFT__KEY_NAME
 };
 
-#define BIT(k) (1u << (k))
+#define BIT(k) (UINT64_C(1) << (k))
 #define TCP_SERVER_KEYS                                                                        \
   (BIT(K_PORT) | BIT(K_INTERFACE) | BIT(K_BACKLOG) | BIT(K_REUSEPORT) | BIT(K_CONNLIMIT) |    \
    BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT))
@@ -93,7 +96,7 @@ typedef struct kind {
   const char *name;
   weft_endpoint_role role;
   int tls; /* 0: plain, 1: TLS, 2: TLS when asked (unix:, see wants_tls) */
-  uint32_t keys, required;
+  uint64_t keys, required;
   int positional[4];
 } kind;
 
@@ -108,6 +111,11 @@ static const kind kinds[] = {
      UNIX_SERVER_KEYS | TLS_COMMON_KEYS | BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) |
          BIT(K_REQUIRECERT),
      BIT(K_ADDRESS), {K_ADDRESS, K_COUNT}},
+    {"systemd", WEFT_ENDPOINT_SERVER, 2,
+     BIT(K_DOMAIN) | BIT(K_INDEX) | BIT(K_NAME) | BIT(K_CONNLIMIT) | BIT(K_PERADDRESSLIMIT) |
+         BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | TLS_COMMON_KEYS |
+         BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) | BIT(K_REQUIRECERT),
+     BIT(K_DOMAIN), {K_COUNT}},
     {"unix", WEFT_ENDPOINT_CLIENT, 2,
      BIT(K_PATH) | BIT(K_TIMEOUT) | BIT(K_TLS) | TLS_COMMON_KEYS | BIT(K_TRUSTROOTS) |
          BIT(K_CERTIFICATE) | BIT(K_PRIVATEKEY) | BIT(K_SERVERNAME),
@@ -124,8 +132,6 @@ static const kind kinds[] = {
      BIT(K_HOST) | BIT(K_PORT), {K_HOST, K_PORT, K_COUNT}},
 };
 
-/* Kinds Twisted has that weft does not support yet. */
-static const char *const unsupported_kinds[] = {"systemd"};
 
 /* The parser's state: the unescaped copy of the description and the values found in it. */
 typedef struct parse {
@@ -216,15 +222,12 @@ static int find_kind(parse *p, const char *name, weft_endpoint_role role) {
       p->kind = &kinds[i];
       return 0;
     }
-  for (size_t i = 0; i < sizeof unsupported_kinds / sizeof unsupported_kinds[0]; i++)
-    if (!strcmp(unsupported_kinds[i], name))
-      return fail(p, WEFT_ENOTSUP, "%s: endpoints are not supported yet", name);
   if (role == WEFT_ENDPOINT_SERVER && !strcmp(name, "tls"))
     return fail(p, WEFT_EINVAL, "tls: a client endpoint kind (servers use ssl:)");
   if (!*name)
     return fail(p, WEFT_EINVAL, "kind: missing (the description starts with tcp:, ssl:, ...)");
   return fail(p, WEFT_EINVAL, "kind: unknown endpoint kind %s (%s)", quote(q, name),
-              role == WEFT_ENDPOINT_SERVER ? "tcp, ssl, unix" : "tcp, tls, ssl, unix");
+              role == WEFT_ENDPOINT_SERVER ? "tcp, ssl, unix, systemd" : "tcp, tls, ssl, unix");
 }
 
 /* Splits DESC into the kind and its arguments, unescaping into P->buf. */
@@ -478,6 +481,22 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
     return fail(p, rc, "%s: %s %s", v[K_ADDRESS] ? "address" : "path",
                 rc == WEFT_ENOMEM ? "out of memory" : "not a usable Unix socket path",
                 quote(q, unix_path));
+  if (v[K_DOMAIN]) { /* systemd: */
+    const char *d = v[K_DOMAIN];
+    int family = !strcmp(d, "INET")    ? AF_INET
+                 : !strcmp(d, "INET6") ? AF_INET6
+                 : !strcmp(d, "UNIX")  ? AF_UNIX
+                                       : -1;
+    if (family < 0)
+      return fail(p, WEFT_EINVAL, "domain: not INET, INET6 or UNIX %s", quote(q, d));
+    if (!v[K_INDEX] == !v[K_NAME])
+      return fail(p, WEFT_EINVAL, "index: give index=N or name=NAME (one of them)");
+    n = 0;
+    if (v[K_INDEX] && (rc = get_int(p, K_INDEX, 0, 4095, &n)) != 0)
+      return rc;
+    if ((rc = weft_endpoint_set_systemd(ep, family, (int)n, v[K_NAME])) != 0)
+      return fail(p, rc, "name: %s", rc == WEFT_ENOMEM ? "out of memory" : "not a usable name");
+  }
   if (v[K_MODE]) {
     const char *m = v[K_MODE];
     char *end;

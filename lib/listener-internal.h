@@ -26,4 +26,16 @@ int weft__listen_fd(weft_reactor *reactor, int fd, weft_factory *factory,
  * DEV/INO (the one L bound, not a successor's). */
 void weft__listener_unlink_on_stop(weft_listener *l, char *path, dev_t dev, ino_t ino);
 
+/* lib/adopt.c: serves a duplicate of the listening socket FD (which stays the caller's) as
+ * weft__listen_fd does. Errors: WEFT_EINVAL (FD is not a listening stream socket), those of
+ * weft__listen_fd. */
+int weft__listen_adopted(weft_reactor *reactor, int fd, weft_factory *factory,
+                         weft_cert_options *options, weft_listener **out);
+
+/* lib/adopt.c: the descriptor systemd passed for FAMILY (AF_UNSPEC: any) at INDEX, or named
+ * NAME in LISTEN_FDNAMES when NAME is not NULL, in *OUT. Errors: WEFT_ENOTFOUND (no
+ * LISTEN_FDS for this process, index or name out of range), WEFT_EINVAL (not a listening stream
+ * socket of FAMILY). */
+int weft__systemd_fd(int family, int index, const char *name, int *out);
+
 #endif

@@ -16,6 +16,7 @@
 
 #include <weft/protocol.h>
 #include <weft/reactor.h>
+#include <weft/transport.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -184,16 +185,17 @@ WEFT_EXTERN void weft_endpoint_free(weft_endpoint *endpoint);
  *
  * PORT is 0..65535 for servers (0 picks a free port) and 1..65535 for clients; LIST is
  * comma-separated (h2,http/1.1); S is seconds (a decimal number above 0, at most 1000000).
- * `systemd:` is recognised and refused with WEFT_ENOTSUP.
+ * `systemd:domain=INET|INET6|UNIX:index=N` (or `:name=NAME`) serves a socket from systemd
+ * (weft_endpoint_set_systemd), with the connection keys of tcp: and, when `privateKey=` is
+ * given, TLS with the ssl: server's keys.
  *
  * TLS endpoints get new weft_cert_options (weft_endpoint_get_tls) with the key, certificates
  * and CAs loaded from the files now; the options are not frozen yet, so the caller may change
  * them before the first listen or connect.
  *
  * Errors: WEFT_EINVAL (a syntax error, an unknown, duplicate or missing key, an empty value, a
- * value out of range, a description longer than 4096 bytes, NULL DESCRIPTION or OUT),
- * WEFT_ENOTSUP (a kind weft knows but does not support yet), the codes of the
- * weft_cert_options loaders (WEFT_EPEM for a missing or malformed file, WEFT_EKEYMISMATCH, ...),
+ * value out of range, a description longer than 4096 bytes, NULL DESCRIPTION or OUT), the
+ * codes of the weft_cert_options loaders (WEFT_EPEM for a missing or malformed file, WEFT_EKEYMISMATCH, ...),
  * WEFT_ENOMEM. On error *OUT is NULL and, when ERR is not NULL, ERR (ERR_SIZE bytes, always
  * NUL-terminated when ERR_SIZE > 0) receives a sentence that starts with the key at fault and
  * gives the reason, e.g. "port: not a number 'x'". Any thread (loads files, blocking). */
@@ -443,6 +445,54 @@ WEFT_EXTERN int weft_endpoint_set_unix_mode(weft_endpoint *endpoint, int mode);
  * SO_PEERCRED). Reactor thread. */
 WEFT_EXTERN int weft_transport_peer_credentials(weft_transport *transport, pid_t *pid,
                                                 uid_t *uid, gid_t *gid);
+
+/* --- Adopting descriptors: socket activation, inherited sockets ---------------------------- */
+
+/** Server endpoint: serve a listening socket systemd passed at socket activation (or anything
+ * that follows sd_listen_fds(3): LISTEN_PID is this process, LISTEN_FDS descriptors from fd 3
+ * on, LISTEN_FDNAMES their names): the one at INDEX (0 is fd 3), or, when NAME is not NULL,
+ * the one named NAME (FileDescriptorName=). FAMILY (AF_INET, AF_INET6, AF_UNIX, or AF_UNSPEC
+ * for any) must match the socket's. weft_endpoint_listen checks the descriptor then and serves
+ * a duplicate of it (the environment and the original descriptor are left as they are, so
+ * several endpoints may use several sockets); it fails with WEFT_ENOTFOUND when this process
+ * was given no such socket, WEFT_EINVAL when it is not a listening stream socket of FAMILY.
+ * The endpoint's host, port and Unix path are then ignored; TLS options, limits, time-outs and
+ * the PROXY protocol apply as usual. Description: `systemd:domain=INET|INET6|UNIX:index=N` (or
+ * `:name=NAME`), as in Twisted. Errors: WEFT_EINVAL (NULL or client endpoint, INDEX outside
+ * 0..4095, an unknown FAMILY, an empty NAME or one with ':'), WEFT_ENOMEM. */
+WEFT_EXTERN int weft_endpoint_set_systemd(weft_endpoint *endpoint, int family, int index,
+                                          const char *name);
+
+/** Server endpoint: serve the listening socket FD the process inherited or made itself (-1,
+ * the default: none). As for weft_endpoint_set_systemd, weft_endpoint_listen serves a
+ * duplicate and FD stays the caller's. Errors: WEFT_EINVAL (NULL or client endpoint, FD below
+ * -1). */
+WEFT_EXTERN int weft_endpoint_set_fd(weft_endpoint *endpoint, int fd);
+
+/** Serves the listening stream socket FD (TCP, TCP6 or Unix; bound and listening already, as
+ * inherited from a parent or a supervisor) like weft_listen_tcp's listeners, TLS with OPTIONS
+ * (NULL: plain). On success the listener owns the socket (FD itself is closed: the listener
+ * works on a non-blocking duplicate); on failure FD stays the caller's, open. Errors:
+ * WEFT_EINVAL (NULL argument, build_protocol missing, FD not a listening stream socket),
+ * WEFT_ESHUTDOWN, WEFT_ENOMEM, those of weft_cert_options_prepare. Reactor thread. */
+WEFT_EXTERN int weft_listener_adopt(weft_reactor *reactor, int fd, weft_factory *factory,
+                                    weft_cert_options *options, weft_listener **out);
+
+/** Wraps the connected stream socket FD (TCP or Unix; from socketpair, a parent, another
+ * library) as a transport of FACTORY, in ROLE. Without OPTIONS the connection is ready at once:
+ * build_protocol and connection_made run before this returns. With OPTIONS a TLS handshake in
+ * ROLE starts (a client sends SERVER_NAME as SNI and checks it, else the options' name; with
+ * neither, nothing is checked by name), and build_protocol follows from the loop when it is
+ * done. A connection that ends before build_protocol is reported to the factory as a
+ * listener's or a connector's would be: handshake_failed (server) or connection_failed
+ * (client). On success the transport owns the socket (FD itself is closed: the transport works
+ * on a non-blocking duplicate) and *OUT (may be NULL) receives it; on failure FD stays the
+ * caller's, open, and nothing is called back. Errors: WEFT_EINVAL (NULL argument, a bad ROLE,
+ * FD not a connected stream socket), WEFT_ESHUTDOWN, WEFT_ENOMEM, those of
+ * weft_cert_options_prepare. Reactor thread. */
+WEFT_EXTERN int weft_transport_adopt(weft_reactor *reactor, int fd, weft_factory *factory,
+                                     weft_cert_options *options, weft_tls_role role,
+                                     const char *server_name, weft_transport **out);
 
 #ifdef __cplusplus
 }

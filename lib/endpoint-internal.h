@@ -15,6 +15,7 @@ struct weft_endpoint {
   double timeout;         /* client: connect time-out; 0: the default */
   int backlog;            /* server; 0: the default */
   int reuseport;          /* server */
+  int dual_stack;         /* server: an IPv6 interface accepts IPv4 too */
   unsigned connection_limit; /* server; 0: none */
   double write_timeout;      /* server; 0: none */
   unsigned proxy_versions;   /* server: PROXY header versions required; 0: none */

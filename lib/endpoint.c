@@ -138,6 +138,13 @@ int weft_endpoint_set_reuseport(weft_endpoint *ep, int on) {
   return 0;
 }
 
+int weft_endpoint_set_dual_stack(weft_endpoint *ep, int on) {
+  if (!is_server(ep))
+    return WEFT_EINVAL;
+  ep->dual_stack = on != 0;
+  return 0;
+}
+
 int weft_endpoint_set_connection_limit(weft_endpoint *ep, unsigned max) {
   if (!is_server(ep))
     return WEFT_EINVAL;
@@ -234,7 +241,8 @@ int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *ep, weft_fa
   if (!reactor || !is_server(ep) || !factory ||
       (ep->port < 0 && !ep->unix_path && !ep->systemd && ep->fd < 0))
     return WEFT_EINVAL;
-  unsigned flags = ep->reuseport ? WEFT__LISTEN_REUSEPORT : 0;
+  unsigned flags = (ep->reuseport ? WEFT__LISTEN_REUSEPORT : 0) |
+                   (ep->dual_stack ? WEFT__LISTEN_DUALSTACK : 0);
   weft_listener *l;
   int rc, fd = ep->fd;
   if (ep->systemd && (rc = weft__systemd_fd(ep->systemd_family, ep->systemd_index,

@@ -63,7 +63,8 @@
   X(TLS, "tls")                                                                                \
   X(DOMAIN, "domain")                                                                          \
   X(INDEX, "index")                                                                            \
-  X(NAME, "name")
+  X(NAME, "name")                                                                              \
+  X(DUALSTACK, "dualStack")
 
 enum {
 #define WEFT__KEY_ENUM(id, name) K_##id,
@@ -81,7 +82,8 @@ static const char *const key_names[K_COUNT] = {
 #define BIT(k) (UINT64_C(1) << (k))
 #define TCP_SERVER_KEYS                                                                        \
   (BIT(K_PORT) | BIT(K_INTERFACE) | BIT(K_BACKLOG) | BIT(K_REUSEPORT) | BIT(K_CONNLIMIT) |    \
-   BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT))
+   BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT) |   \
+   BIT(K_DUALSTACK))
 #define UNIX_SERVER_KEYS                                                                       \
   (BIT(K_ADDRESS) | BIT(K_MODE) | BIT(K_BACKLOG) | BIT(K_CONNLIMIT) | BIT(K_WRITETIMEOUT) |      \
    BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT))
@@ -524,6 +526,11 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
     if ((rc = get_int(p, K_BACKLOG, 1, 65535, &n)) != 0)
       return rc;
     weft_endpoint_set_backlog(ep, (int)n);
+  }
+  if (v[K_DUALSTACK]) {
+    if ((rc = get_bool(p, K_DUALSTACK, &on)) != 0)
+      return rc;
+    weft_endpoint_set_dual_stack(ep, on);
   }
   if (v[K_REUSEPORT]) {
     if ((rc = get_bool(p, K_REUSEPORT, &on)) != 0)

@@ -562,8 +562,15 @@ static int open_socket(const struct sockaddr_storage *ss, socklen_t len, int bac
     return weft__errno_to_code(errno);
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (ss->ss_family == AF_INET6)
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (ss->ss_family == AF_INET6) {
+    /* One family per socket unless asked: the system default (net.ipv6.bindv6only) varies. */
+    int v6only = !(flags & WEFT__LISTEN_DUALSTACK);
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only) != 0 && !v6only) {
+      int err = errno;
+      close(fd);
+      return err == ENOPROTOOPT || err == EINVAL ? WEFT_ENOTSUP : weft__errno_to_code(err);
+    }
+  }
 #ifdef SO_REUSEPORT
   /* Before bind: the kernel lets a socket join a port's group only if every socket bound to
    * it set the option (and has the same effective uid, on Linux). */
@@ -659,7 +666,7 @@ static int listen_common(weft_reactor *reactor, const char *interface, int port,
   if (out)
     *out = NULL;
   if (!reactor || !factory || !factory->build_protocol || port < 0 || port > 65535 ||
-      (flags & ~(unsigned)WEFT__LISTEN_REUSEPORT) != 0)
+      (flags & ~(unsigned)(WEFT__LISTEN_REUSEPORT | WEFT__LISTEN_DUALSTACK)) != 0)
     return WEFT_EINVAL;
 #ifndef SO_REUSEPORT
   if (flags & WEFT__LISTEN_REUSEPORT)

@@ -229,6 +229,60 @@ START_TEST(transport_adopt_failures) {
 }
 END_TEST
 
+/* Dual stack: a listener on "::" accepts IPv4 with the option, not without. */
+static int connect_v4(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+  int err = errno;
+  close(fd);
+  return rc == 0 ? 0 : err;
+}
+
+START_TEST(dual_stack) {
+  if (!tu_ipv6_available())
+    return; /* no IPv6 here: nothing to test */
+  weft_reactor *r = tu_reactor_new();
+  for (int dual = 0; dual <= 1; dual++) {
+    tu_factory sf;
+    tu_factory_init(&sf);
+    weft_endpoint *ep;
+    char err[128], desc[64];
+    snprintf(desc, sizeof desc, "tcp:0:interface=\\:\\::dualStack=%s", dual ? "yes" : "no");
+    ck_assert_msg(weft_endpoint_parse(desc, WEFT_ENDPOINT_SERVER, &ep, err, sizeof err) == 0,
+                  "%s: %s", desc, err);
+    weft_listener *l;
+    ck_assert_int_eq(weft_endpoint_listen(r, ep, &sf.base, &l), 0);
+    weft_endpoint_free(ep);
+    int port = weft_listener_port(l);
+    if (dual) {
+      ck_assert_int_eq(connect_v4(port), 0);
+      tu_conn *c = tu_wait_conn(r, &sf, 0, 5);
+      char a[80];
+      weft_address_format((struct sockaddr *)&c->peer, a, sizeof a);
+      ck_assert_msg(strncmp(a, "[::ffff:127.0.0.1]:", 19) == 0, "peer %s", a);
+    } else {
+      ck_assert_int_eq(connect_v4(port), ECONNREFUSED); /* V6ONLY: IPv4 is not for it */
+      /* and an IPv4 listener may take the same port */
+      weft_listener *l4;
+      ck_assert_int_eq(weft_listen_tcp(r, "0.0.0.0", port, &sf.base, &l4), 0);
+      weft_listener_stop(l4);
+    }
+    weft_listener_stop(l);
+    tu_settle(r, 0.02);
+    weft_reactor_free(r);
+    r = tu_reactor_new();
+    tu_factory_cleanup(&sf);
+  }
+  weft_reactor_free(r);
+  weft_endpoint *ep;
+  ck_assert_int_eq(weft_endpoint_new(WEFT_ENDPOINT_CLIENT, &ep), 0);
+  ck_assert_int_eq(weft_endpoint_set_dual_stack(ep, 1), WEFT_EINVAL);
+  weft_endpoint_free(ep);
+}
+END_TEST
+
 static Suite *adopt_suite(void) {
   Suite *s = suite_create("adopt");
   TCase *tc = tcase_create("adopt");
@@ -238,6 +292,7 @@ static Suite *adopt_suite(void) {
   tcase_add_test(tc, systemd_environment);
   tcase_add_test(tc, transport_adopt_socketpair);
   tcase_add_test(tc, transport_adopt_failures);
+  tcase_add_test(tc, dual_stack);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -155,7 +155,7 @@ WEFT_EXTERN void weft_endpoint_free(weft_endpoint *endpoint);
  *
  * Servers:
  *  - `tcp:PORT[:interface=IP][:backlog=N][:reusePort=yes][:connectionLimit=N]
- *    [:perAddressLimit=N][:writeTimeout=S]` (positional: PORT, interface, backlog)
+ *    [:perAddressLimit=N][:writeTimeout=S][:dualStack=yes]` (positional: PORT, interface, backlog)
  *  - `ssl:PORT:privateKey=PEM[:certKey=PEM][:caCerts=PEM][:requireCert=yes|no][:alpn=LIST]
  *    [:mechanisms=alpn|npn|both][:noOverlap=fail|continue][:tlsMin=1.2|1.3][:tlsMax=1.2|1.3]
  *    [:handshakeTimeout=S]` and every tcp: key (positional: PORT, privateKey, certKey);
@@ -251,6 +251,14 @@ WEFT_EXTERN int weft_endpoint_set_bind_address(weft_endpoint *endpoint, const ch
  * with WEFT_EADDRINUSE also when the port is held by a socket that did not set SO_REUSEPORT,
  * or (Linux) by another user's. Errors: WEFT_EINVAL (NULL endpoint, a client endpoint). */
 WEFT_EXTERN int weft_endpoint_set_reuseport(weft_endpoint *endpoint, int on);
+
+/** Server: with an IPv6 interface ("::" for every address), accept IPv4 connections on the same
+ * socket too (ON non-zero), as IPv4-mapped IPv6 peers (the address 192.0.2.1 is seen as
+ * \c \::ffff:192.0.2.1); the default (0) sets IPV6_V6ONLY, whatever the system's default, so
+ * that one listener serves one family and an IPv4 listener may share the port. Ignored for an IPv4 interface. Description key:
+ * `dualStack=yes` (tcp:, ssl:). weft_endpoint_listen fails with WEFT_ENOTSUP where the system
+ * cannot clear IPV6_V6ONLY. Errors: WEFT_EINVAL (NULL endpoint, a client endpoint). */
+WEFT_EXTERN int weft_endpoint_set_dual_stack(weft_endpoint *endpoint, int on);
 
 /** Server: the connection limit of the listener (weft_listener_set_connection_limit; 0, the
  * default, means none). Errors: WEFT_EINVAL (NULL endpoint, a client endpoint). */

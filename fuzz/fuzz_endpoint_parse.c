@@ -70,6 +70,10 @@ int weft__listen_adopted(weft_reactor *r, int fd, weft_factory *f, weft_cert_opt
   (void)r, (void)fd, (void)f, (void)o, (void)out;
   abort();
 }
+int weft__connector_set_attempt_delay(weft_connector *c, double seconds) {
+  (void)c, (void)seconds;
+  abort();
+}
 void weft_listener_stop(weft_listener *l) {
   (void)l;
   abort();

@@ -13,6 +13,7 @@ struct weft_endpoint {
   char *server_name;      /* client */
   char *bind_address;     /* client */
   double timeout;         /* client: connect time-out; 0: the default */
+  double attempt_delay;   /* client: Happy Eyeballs attempt delay; -1: the default */
   int backlog;            /* server; 0: the default */
   int reuseport;          /* server */
   int dual_stack;         /* server: an IPv6 interface accepts IPv4 too */

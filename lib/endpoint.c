@@ -62,6 +62,7 @@ int weft_endpoint_new(weft_endpoint_role role, weft_endpoint **out) {
   ep->port = -1;
   ep->unix_mode = -1;
   ep->fd = -1;
+  ep->attempt_delay = -1;
   *out = ep;
   return 0;
 }
@@ -122,6 +123,13 @@ int weft_endpoint_set_timeout(weft_endpoint *ep, double seconds) {
   if (!is_client(ep) || !seconds_ok(seconds))
     return WEFT_EINVAL;
   ep->timeout = seconds;
+  return 0;
+}
+
+int weft_endpoint_set_attempt_delay(weft_endpoint *ep, double seconds) {
+  if (!is_client(ep) || !(seconds >= 0 && seconds <= 60))
+    return WEFT_EINVAL;
+  ep->attempt_delay = seconds;
   return 0;
 }
 
@@ -287,7 +295,13 @@ int weft_endpoint_connect(weft_reactor *reactor, const weft_endpoint *ep, weft_f
   if (!ep->host || ep->port < 1)
     return WEFT_EINVAL;
   /* The server name matters only with TLS (weft_endpoint_set_server_name). */
-  return weft__connect(reactor, ep->host, ep->port, factory, ep->tls,
-                       ep->tls ? ep->server_name : NULL, ep->timeout, ep->bind_address, NULL,
-                       out);
+  weft_connector *c;
+  int rc = weft__connect(reactor, ep->host, ep->port, factory, ep->tls,
+                         ep->tls ? ep->server_name : NULL, ep->timeout, ep->bind_address, NULL,
+                         &c);
+  if (rc == 0 && ep->attempt_delay >= 0) /* before the loop runs the connector's first step */
+    weft__connector_set_attempt_delay(c, ep->attempt_delay);
+  if (out)
+    *out = rc == 0 ? c : NULL;
+  return rc;
 }

@@ -64,7 +64,8 @@
   X(DOMAIN, "domain")                                                                          \
   X(INDEX, "index")                                                                            \
   X(NAME, "name")                                                                              \
-  X(DUALSTACK, "dualStack")
+  X(DUALSTACK, "dualStack")                                                                    \
+  X(ATTEMPTDELAY, "attemptDelay")
 
 enum {
 #define WEFT__KEY_ENUM(id, name) K_##id,
@@ -87,7 +88,8 @@ static const char *const key_names[K_COUNT] = {
 #define UNIX_SERVER_KEYS                                                                       \
   (BIT(K_ADDRESS) | BIT(K_MODE) | BIT(K_BACKLOG) | BIT(K_CONNLIMIT) | BIT(K_WRITETIMEOUT) |      \
    BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT))
-#define TCP_CLIENT_KEYS (BIT(K_HOST) | BIT(K_PORT) | BIT(K_TIMEOUT) | BIT(K_BINDADDRESS))
+#define TCP_CLIENT_KEYS                                                                        \
+  (BIT(K_HOST) | BIT(K_PORT) | BIT(K_TIMEOUT) | BIT(K_BINDADDRESS) | BIT(K_ATTEMPTDELAY))
 #define TLS_COMMON_KEYS                                                                        \
   (BIT(K_ALPN) | BIT(K_MECHANISMS) | BIT(K_NOOVERLAP) | BIT(K_TLSMIN) | BIT(K_TLSMAX) |        \
    BIT(K_HANDSHAKETIMEOUT))
@@ -556,6 +558,13 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
     if ((rc = get_seconds(p, K_TIMEOUT, &seconds)) != 0)
       return rc;
     weft_endpoint_set_timeout(ep, seconds);
+  }
+  if (v[K_ATTEMPTDELAY]) {
+    if ((rc = get_seconds(p, K_ATTEMPTDELAY, &seconds)) != 0)
+      return rc;
+    if (weft_endpoint_set_attempt_delay(ep, seconds) != 0)
+      return fail(p, WEFT_EINVAL, "attemptDelay: out of range %s (at most 60 seconds)",
+                  quote(q, v[K_ATTEMPTDELAY]));
   }
   if (v[K_BINDADDRESS] && weft_endpoint_set_bind_address(ep, v[K_BINDADDRESS]) != 0)
     return fail(p, WEFT_EINVAL, "bindAddress: not an IP address %s",

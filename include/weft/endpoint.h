@@ -82,9 +82,10 @@ WEFT_EXTERN int weft_listener_set_write_timeout(weft_listener *listener, double 
  * against anything). NULL is ignored. */
 WEFT_EXTERN void weft_listener_stop(weft_listener *listener);
 
-/** Connects to HOST (an IP literal, or a name resolved asynchronously, IPv4 and IPv6; every
- * address is tried in turn) and PORT (1..65535), from any local address, with a time-out of
- * 30 s for the whole attempt up to an established TCP connection. On success the factory
+/** Connects to HOST (an IP literal, or a name resolved asynchronously, IPv4 and IPv6, its
+ * addresses tried by Happy Eyeballs: see weft_endpoint_set_attempt_delay) and PORT
+ * (1..65535), from any local address, with a time-out of 30 s for the whole attempt up to an
+ * established TCP connection. On success the factory
  * builds a protocol; on failure connection_failed gets WEFT_ECONNREFUSED, WEFT_ETIMEDOUT,
  * WEFT_ENOTFOUND, ... exactly once, always from the reactor loop (never from inside this call).
  * For another time-out or a bind address, describe the connection with a weft_endpoint and call
@@ -162,7 +163,8 @@ WEFT_EXTERN void weft_endpoint_free(weft_endpoint *endpoint);
  *    certKey, the certificate chain, defaults to the privateKey file.
  *
  * Clients:
- *  - `tcp:HOST:PORT` or `tcp:host=HOST:port=PORT`, `[:timeout=S][:bindAddress=IP]`
+ *  - `tcp:HOST:PORT` or `tcp:host=HOST:port=PORT`, `[:timeout=S][:bindAddress=IP]
+ *    [:attemptDelay=S]`
  *  - `tls:HOST:PORT[:trustRoots=PEM|DIR][:certificate=PEM[:privateKey=PEM]][:serverName=NAME]
  *    [:alpn=LIST][:mechanisms=..][:noOverlap=..][:tlsMin=..][:tlsMax=..][:handshakeTimeout=S]`
  *    and every tcp: key; the client key defaults to the certificate file.
@@ -233,6 +235,17 @@ WEFT_EXTERN int weft_endpoint_set_backlog(weft_endpoint *endpoint, int backlog);
  * (0, the default, means 30 s, as for weft_connect_tcp; at most 1e6). Errors: WEFT_EINVAL
  * (NULL endpoint, a server endpoint, negative, too large or not a number). */
 WEFT_EXTERN int weft_endpoint_set_timeout(weft_endpoint *endpoint, double seconds);
+
+/** Client: the Happy Eyeballs attempt delay (RFC 8305's Connection Attempt Delay), in seconds:
+ * when a name has several addresses, each connection attempt runs alone this long before the
+ * next address is tried alongside it (an attempt that fails starts the next one at once). The
+ * addresses are tried with the families alternating, starting with the resolver's first; the
+ * first attempt to connect wins, the others are closed at once, and with TLS only the winner
+ * runs the handshake. The endpoint's time-out bounds the whole. Default 0.25 s (RFC 8305's
+ * recommendation); 0 starts all attempts at once. Description key `attemptDelay=S` (client
+ * tcp:, tls:, ssl:). Errors: WEFT_EINVAL (NULL endpoint, a server endpoint, SECONDS negative,
+ * above 60 or not a number). */
+WEFT_EXTERN int weft_endpoint_set_attempt_delay(weft_endpoint *endpoint, double seconds);
 
 /** Client: the local IP literal to connect from (NULL, the default: any). Copied. Errors:
  * WEFT_EINVAL (NULL endpoint, a server endpoint, not an IP literal), WEFT_ENOMEM. */

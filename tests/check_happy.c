@@ -111,8 +111,8 @@ static void blackholed_first(int tls) {
   tu_settle(r, 0.3);
   ck_assert_int_eq(cf.failed, 0);
   ck_assert_int_eq(sf.built, 1);
+  tu_fake_dns_free(dns); /* before the reactor */
   weft_reactor_free(r);
-  tu_fake_dns_free(dns);
   tu_factory_check(&sf);
   tu_factory_check(&cf);
   tu_factory_cleanup(&sf);
@@ -163,9 +163,9 @@ START_TEST(all_blackholed) {
   tu_wait_int(r, &cf.failed, 2, 5);
   ck_assert_int_eq(cf.last_failed.code, WEFT_ECANCELED);
   ck_assert_int_eq(tu_count_fds(), fds + 3); /* the other connector's three attempts */
+  tu_fake_dns_free(dns); /* before the reactor */
   weft_reactor_free(r); /* the other fails with WEFT_ESHUTDOWN, its sockets closed */
   ck_assert_int_eq(cf.failed, 3);
-  tu_fake_dns_free(dns);
   tu_factory_check(&cf);
   tu_factory_cleanup(&cf);
 }
@@ -200,8 +200,8 @@ START_TEST(refused_first) {
   ck_assert_int_eq(cf.last_failed.code, WEFT_ECONNREFUSED);
   tu_settle(r, 0.1);
   ck_assert_int_eq(cf.failed, 1);
+  tu_fake_dns_free(dns); /* before the reactor */
   weft_reactor_free(r);
-  tu_fake_dns_free(dns);
   tu_factory_check(&sf);
   tu_factory_check(&cf);
   tu_factory_cleanup(&sf);
@@ -238,8 +238,8 @@ START_TEST(two_live_tls_winner_only) {
   fprintf(stderr, "happy: two live addresses, delay 0: won by %s; the other server saw %d "
                   "failed handshake(s)\n",
           s4.built ? "IPv4" : "IPv6", s4.built ? s6.handshake_failed : s4.handshake_failed);
+  tu_fake_dns_free(dns); /* before the reactor */
   weft_reactor_free(r);
-  tu_fake_dns_free(dns);
   tu_factory_check(&s4);
   tu_factory_check(&s6);
   tu_factory_check(&cf);

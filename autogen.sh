@@ -8,9 +8,11 @@ set -eu
 
 # The Debian 12 packages needed to build weft, run its tests (openssl, curl, gnutls-bin and
 # python3 are peers in the interop tests; libnghttp2-dev builds samples/h2-server, which
-# tests/check_h2.sh drives with curl and nghttp2-client's h2load) and build its API reference (doxygen: `make` builds it
-# when doxygen is installed, `make doc` always): the one list of them.
-WEFT_DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config libevent-dev libssl-dev check openssl curl gnutls-bin python3 doxygen libnghttp2-dev nghttp2-client"
+# tests/check_h2.sh drives with curl and nghttp2-client's h2load; systemd gives
+# systemd-socket-activate and iproute2 the network namespace of the Happy Eyeballs test) and
+# build its API reference (doxygen: `make` builds it when doxygen is installed, `make doc`
+# always): the one list of them.
+WEFT_DEBIAN_PACKAGES="build-essential autoconf automake libtool pkg-config libevent-dev libssl-dev check openssl curl gnutls-bin python3 doxygen libnghttp2-dev nghttp2-client systemd iproute2"
 
 usage() {
     echo "usage: $0 [--install-deps]" >&2

@@ -12,14 +12,14 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: fuzz/run.sh SECONDS [fuzz_nego_wire|fuzz_nego_select|fuzz_tls_server|fuzz_framing...]" >&2
+  echo "usage: fuzz/run.sh SECONDS [fuzz_nego_wire|fuzz_nego_select|fuzz_tls_server|fuzz_framing|fuzz_proxy|fuzz_endpoint_parse...]" >&2
   exit 2
 }
 [[ $# -ge 1 && $1 =~ ^[1-9][0-9]*$ ]] || usage
 secs=$1
 shift
 targets=("$@")
-((${#targets[@]} > 0)) || targets=(fuzz_nego_wire fuzz_nego_select fuzz_tls_server fuzz_framing)
+((${#targets[@]} > 0)) || targets=(fuzz_nego_wire fuzz_nego_select fuzz_tls_server fuzz_framing fuzz_proxy fuzz_endpoint_parse)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${WEFT_BUILDDIR:-$ROOT}

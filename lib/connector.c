@@ -17,9 +17,19 @@
 
 #include "alloc-internal.h"
 #include "connector-internal.h"
+#include "unix-internal.h"
 
 #define WEFT__MAX_ADDRS 16
 #define WEFT__DEFAULT_CONNECT_TIMEOUT 30.0
+#define WEFT__DEFAULT_ATTEMPT_DELAY 0.25 /* RFC 8305's recommended Connection Attempt Delay */
+
+/* One connection attempt to one address (RFC 8305: several may run at once). */
+typedef struct attempt {
+  evutil_socket_t fd;   /* -1: not running */
+  struct event *event;  /* writable: this connect finished */
+  int addr;             /* index in addrs */
+  struct weft_connector *connector;
+} attempt;
 
 struct weft_connector {
   weft_reactor *reactor;
@@ -38,8 +48,10 @@ struct weft_connector {
   int naddrs, next_addr;
 
   struct evdns_getaddrinfo_request *dns_request;
-  evutil_socket_t fd;
-  struct event *connect_event; /* writable: the connect finished */
+  attempt attempts[WEFT__MAX_ADDRS]; /* Happy Eyeballs: the attempts running, by address */
+  int running;                 /* attempts running */
+  double attempt_delay;        /* seconds before the next attempt starts (RFC 8305: 250 ms) */
+  struct event *delay_event;   /* starts the next attempt */
   struct event *timer;         /* the whole attempt's time-out */
   struct event *fail_event;    /* delivers connection_failed from the loop */
   struct event *step_event;    /* runs the next step (resolve, connect) from the loop */
@@ -51,6 +63,22 @@ struct weft_connector {
   weft__reason_buf reason;
 };
 
+/* Ends every attempt running but KEEP's (-1: all): a loser's socket is closed at once, its
+ * SYN or handshake abandoned. */
+static void stop_attempts(weft_connector *c, int keep) {
+  for (int i = 0; i < c->naddrs; i++) {
+    attempt *a = &c->attempts[i];
+    if (a->fd < 0 || i == keep)
+      continue;
+    if (a->event)
+      event_free(a->event);
+    a->event = NULL;
+    close(a->fd);
+    a->fd = -1;
+    c->running--;
+  }
+}
+
 static void connector_free(weft_connector *c) {
   weft__reactor_remove_handle(c->reactor, &c->handle);
   if (c->dns_request) {
@@ -58,16 +86,15 @@ static void connector_free(weft_connector *c) {
     c->dns_request = NULL;
     evdns_getaddrinfo_cancel(req); /* runs on_resolved with EVUTIL_EAI_CANCEL */
   }
-  if (c->connect_event)
-    event_free(c->connect_event);
+  stop_attempts(c, -1);
+  if (c->delay_event)
+    event_free(c->delay_event);
   if (c->timer)
     event_free(c->timer);
   if (c->fail_event)
     event_free(c->fail_event);
   if (c->step_event)
     event_free(c->step_event);
-  if (c->fd >= 0)
-    close(c->fd);
   if (c->options)
     weft_cert_options_unref(c->options);
   weft__free(c->host);
@@ -98,14 +125,11 @@ static void connector_fail(weft_connector *c, int code, const char *fmt, ...) {
   va_end(ap);
   weft__reason_set(&c->reason, code, "%s", msg);
   c->reason.reason.sys_errno = c->last_errno;
-  if (c->connect_event)
-    event_del(c->connect_event);
+  stop_attempts(c, -1);
+  if (c->delay_event)
+    event_del(c->delay_event);
   event_del(c->timer);
   event_del(c->step_event);
-  if (c->fd >= 0) {
-    close(c->fd);
-    c->fd = -1;
-  }
   event_active(c->fail_event, EV_TIMEOUT, 1);
 }
 
@@ -133,16 +157,22 @@ static void on_transport_closed(void *arg, const weft_reason *reason, int made) 
   connector_free(c);
 }
 
-static void hand_over(weft_connector *c) {
-  evutil_socket_t fd = c->fd;
-  c->fd = -1;
+/* Attempt A connected first: the others end, and its socket becomes the transport (the TLS
+ * handshake runs on the winner only). */
+static void hand_over(weft_connector *c, attempt *a) {
+  int index = a->addr;
+  evutil_socket_t fd = a->fd;
+  stop_attempts(c, index);
+  if (a->event)
+    event_free(a->event);
+  a->event = NULL;
+  a->fd = -1;
+  c->running = 0;
   event_del(c->timer);
-  if (c->connect_event) {
-    event_free(c->connect_event);
-    c->connect_event = NULL;
-  }
-  const struct sockaddr *peer = (struct sockaddr *)&c->addrs[c->next_addr - 1];
-  socklen_t peer_len = c->addr_lens[c->next_addr - 1];
+  if (c->delay_event)
+    event_del(c->delay_event);
+  const struct sockaddr *peer = (struct sockaddr *)&c->addrs[index];
+  socklen_t peer_len = c->addr_lens[index];
   /* TLS: c->transport is set before the handshake starts (so weft_connector_cancel can reach
    * it) and the owner hooks report the handshake's end. TCP: the connection is ready at once,
    * and on_transport_ready frees c before weft__transport_start returns: c is not touched
@@ -158,32 +188,51 @@ static void hand_over(weft_connector *c) {
     connector_fail(c, rc, "%s", weft_strerror(rc));
 }
 
-static void on_connected(evutil_socket_t fd, short what, void *arg) {
-  weft_connector *c = arg;
+static void fail_from_errno(weft_connector *c) {
+  int code = c->last_errno ? weft__errno_to_code(c->last_errno) : WEFT_ESOCKET;
+  if (c->port == 0) /* a Unix socket: HOST is its path */
+    connector_fail(c, code, "%s: %s (%s)", c->host, weft_strerror(code),
+                   c->last_errno ? strerror(c->last_errno) : "no usable address");
+  else
+    connector_fail(c, code, "%s port %d: %s (%s)", c->host, c->port, weft_strerror(code),
+                   c->last_errno ? strerror(c->last_errno) : "no usable address");
+}
+
+static void on_attempt(evutil_socket_t fd, short what, void *arg) {
+  attempt *a = arg;
+  weft_connector *c = a->connector;
   (void)what;
   int err = 0;
   socklen_t len = sizeof err;
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
     err = errno;
   if (err == 0) {
-    hand_over(c);
+    hand_over(c, a);
     return;
   }
+  /* This one failed: the next starts now, without waiting for the attempt delay. */
   c->last_errno = err;
-  event_free(c->connect_event);
-  c->connect_event = NULL;
-  close(c->fd);
-  c->fd = -1;
+  event_free(a->event);
+  a->event = NULL;
+  close(a->fd);
+  a->fd = -1;
+  c->running--;
   try_next_address(c);
 }
 
-static void fail_from_errno(weft_connector *c) {
-  int code = c->last_errno ? weft__errno_to_code(c->last_errno) : WEFT_ESOCKET;
-  connector_fail(c, code, "%s port %d: %s (%s)", c->host, c->port, weft_strerror(code),
-                 c->last_errno ? strerror(c->last_errno) : "no usable address");
+static void on_attempt_delay(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  try_next_address(arg);
 }
 
+/* Starts the next attempt (Happy Eyeballs, RFC 8305 section 5): addresses whose connect fails
+ * at once are skipped; the first whose connect is under way runs while the attempt delay
+ * passes, then the next one starts alongside it, and so on. Fails once no address is left and
+ * no attempt runs. */
 static void try_next_address(weft_connector *c) {
+  if (c->delay_event)
+    event_del(c->delay_event);
   while (c->next_addr < c->naddrs) {
     int i = c->next_addr++;
     const struct sockaddr_storage *ss = &c->addrs[i];
@@ -201,24 +250,75 @@ static void try_next_address(weft_connector *c) {
       close(fd);
       continue;
     }
-    c->fd = fd;
+    attempt *a = &c->attempts[i];
+    a->fd = fd;
+    a->addr = i;
+    a->connector = c;
+    c->running++;
     if (connect(fd, (const struct sockaddr *)ss, c->addr_lens[i]) == 0) {
-      hand_over(c);
+      hand_over(c, a);
       return;
     }
     if (errno == EINPROGRESS) {
-      c->connect_event = event_new(c->reactor->base, fd, EV_WRITE, on_connected, c);
-      if (!c->connect_event || event_add(c->connect_event, NULL) != 0) {
+      a->event = event_new(c->reactor->base, fd, EV_WRITE, on_attempt, a);
+      if (!a->event || event_add(a->event, NULL) != 0) {
         connector_fail(c, WEFT_ENOMEM, "%s", weft_strerror(WEFT_ENOMEM));
         return;
+      }
+      if (c->next_addr < c->naddrs) {
+        double d = c->attempt_delay;
+        struct timeval tv = {(time_t)d, (suseconds_t)((d - (double)(time_t)d) * 1e6)};
+        if (!c->delay_event &&
+            !(c->delay_event = evtimer_new(c->reactor->base, on_attempt_delay, c))) {
+          connector_fail(c, WEFT_ENOMEM, "%s", weft_strerror(WEFT_ENOMEM));
+          return;
+        }
+        evtimer_add(c->delay_event, &tv);
       }
       return;
     }
     c->last_errno = errno;
     close(fd);
-    c->fd = -1;
+    a->fd = -1;
+    c->running--;
   }
-  fail_from_errno(c);
+  if (c->running == 0)
+    fail_from_errno(c);
+}
+
+/* RFC 8305 section 4: alternate the families, starting with the family of the first address
+ * (the resolver's preferred one), each family keeping its own order. */
+void weft__interleave_addresses(struct sockaddr_storage *addrs, socklen_t *lens, int n) {
+  struct sockaddr_storage tmp[WEFT__MAX_ADDRS];
+  socklen_t tlen[WEFT__MAX_ADDRS];
+  int first[WEFT__MAX_ADDRS], other[WEFT__MAX_ADDRS], nf = 0, no = 0, k = 0;
+  if (n <= 1 || n > WEFT__MAX_ADDRS)
+    return;
+  for (int i = 0; i < n; i++) {
+    if (addrs[i].ss_family == addrs[0].ss_family)
+      first[nf++] = i;
+    else
+      other[no++] = i;
+  }
+  for (int i = 0, j = 0; i < nf || j < no;) {
+    if (i < nf) {
+      tmp[k] = addrs[first[i]];
+      tlen[k++] = lens[first[i++]];
+    }
+    if (j < no) {
+      tmp[k] = addrs[other[j]];
+      tlen[k++] = lens[other[j++]];
+    }
+  }
+  memcpy(addrs, tmp, sizeof addrs[0] * (size_t)n);
+  memcpy(lens, tlen, sizeof lens[0] * (size_t)n);
+}
+
+int weft__connector_set_attempt_delay(weft_connector *c, double seconds) {
+  if (!c || !(seconds >= 0 && seconds <= 60))
+    return WEFT_EINVAL;
+  c->attempt_delay = seconds;
+  return 0;
 }
 
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg) {
@@ -253,6 +353,7 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg) {
     connector_fail(c, WEFT_ENOTFOUND, "%s: no IPv4 or IPv6 address", c->host);
     return;
   }
+  weft__interleave_addresses(c->addrs, c->addr_lens, c->naddrs);
   /* This may run inside evdns_getaddrinfo (an answer from /etc/hosts): go on from the loop. */
   c->resolved = 1;
   event_active(c->step_event, EV_TIMEOUT, 1);
@@ -303,14 +404,18 @@ static void on_reactor_close(weft__handle *handle) {
 
 static const weft__handle_ops connector_handle_ops = {NULL, on_reactor_close};
 
+/* PORT 0 with UNIX set: HOST is a Unix socket path ("@name": an abstract one). */
 static int connect_common(weft_reactor *reactor, const char *host, int port,
                           weft_factory *factory, weft_cert_options *options,
                           const char *server_name, double timeout, const char *bind_address,
-                          const weft__owner *owner, weft_connector **out) {
+                          const weft__owner *owner, int unix, weft_connector **out) {
   if (out)
     *out = NULL;
-  if (!reactor || !host || !*host || !factory || !factory->build_protocol || port < 1 ||
-      port > 65535 || timeout != timeout)
+  struct sockaddr_storage unix_ss;
+  socklen_t unix_len = 0;
+  if (!reactor || !host || !*host || !factory || !factory->build_protocol ||
+      (!unix && (port < 1 || port > 65535)) || timeout != timeout ||
+      (unix && (bind_address || weft__unix_address(host, &unix_ss, &unix_len) != 0)))
     return WEFT_EINVAL;
   if (reactor->freeing)
     return WEFT_ESHUTDOWN;
@@ -332,7 +437,9 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
   c->reactor = reactor;
   c->factory = factory;
   c->port = port;
-  c->fd = -1;
+  c->attempt_delay = WEFT__DEFAULT_ATTEMPT_DELAY;
+  for (int i = 0; i < WEFT__MAX_ADDRS; i++)
+    c->attempts[i].fd = -1;
   if (owner)
     c->next_owner = *owner;
   if (weft__reactor_add_handle(reactor, &c->handle, &connector_handle_ops, WEFT__RANK_ATTEMPT)) {
@@ -346,6 +453,10 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
     c->bind_len = bind_len;
   }
   c->host = weft__strdup(host);
+  /* TLS over a Unix socket checks the name "localhost" unless told otherwise: a path is no
+   * name a certificate carries. */
+  if (unix && options && !server_name && !weft__tls_options_server_name(options))
+    server_name = "localhost";
   c->server_name = server_name ? weft__strdup(server_name) : NULL;
   c->timer = evtimer_new(reactor->base, on_timeout, c);
   c->fail_event = event_new(reactor->base, -1, 0, on_fail_event, c);
@@ -360,7 +471,12 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
 
   struct sockaddr_storage ss;
   socklen_t len;
-  if (weft__parse_ip(host, port, &ss, &len) == 0) {
+  if (unix) {
+    c->addrs[0] = unix_ss;
+    c->addr_lens[0] = unix_len;
+    c->naddrs = 1;
+    c->resolved = 1;
+  } else if (weft__parse_ip(host, port, &ss, &len) == 0) {
     c->addrs[0] = ss;
     c->addr_lens[0] = len;
     c->naddrs = 1;
@@ -375,7 +491,7 @@ static int connect_common(weft_reactor *reactor, const char *host, int port,
 
 int weft_connect_tcp(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
                      weft_connector **out) {
-  return connect_common(reactor, host, port, factory, NULL, NULL, 0, NULL, NULL, out);
+  return connect_common(reactor, host, port, factory, NULL, NULL, 0, NULL, NULL, 0, out);
 }
 
 int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
@@ -385,14 +501,21 @@ int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_fac
       *out = NULL;
     return WEFT_EINVAL;
   }
-  return connect_common(reactor, host, port, factory, options, NULL, 0, NULL, NULL, out);
+  return connect_common(reactor, host, port, factory, options, NULL, 0, NULL, NULL, 0, out);
 }
 
 int weft__connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
                   weft_cert_options *options, const char *server_name, double timeout,
                   const char *bind_address, const weft__owner *owner, weft_connector **out) {
   return connect_common(reactor, host, port, factory, options, server_name, timeout,
-                        bind_address, owner, out);
+                        bind_address, owner, 0, out);
+}
+
+int weft__connect_unix(weft_reactor *reactor, const char *path, weft_factory *factory,
+                       weft_cert_options *options, const char *server_name, double timeout,
+                       const weft__owner *owner, weft_connector **out) {
+  return connect_common(reactor, path, 0, factory, options, server_name, timeout, NULL, owner,
+                        1, out);
 }
 
 int weft_connector_cancel(weft_connector *connector) {

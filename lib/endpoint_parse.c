@@ -53,7 +53,19 @@
   X(NOOVERLAP, "noOverlap")                                                                    \
   X(TLSMIN, "tlsMin")                                                                          \
   X(TLSMAX, "tlsMax")                                                                          \
-  X(HANDSHAKETIMEOUT, "handshakeTimeout")
+  X(HANDSHAKETIMEOUT, "handshakeTimeout")                                                      \
+  X(PROXYSOURCES, "proxySources")                                                              \
+  X(PROXYTIMEOUT, "proxyTimeout")                                                              \
+  X(PERADDRESSLIMIT, "perAddressLimit")                                                        \
+  X(ADDRESS, "address")                                                                        \
+  X(PATH, "path")                                                                              \
+  X(MODE, "mode")                                                                              \
+  X(TLS, "tls")                                                                                \
+  X(DOMAIN, "domain")                                                                          \
+  X(INDEX, "index")                                                                            \
+  X(NAME, "name")                                                                              \
+  X(DUALSTACK, "dualStack")                                                                    \
+  X(ATTEMPTDELAY, "attemptDelay")
 
 enum {
 #define WEFT__KEY_ENUM(id, name) K_##id,
@@ -68,11 +80,16 @@ static const char *const key_names[K_COUNT] = {
 #undef WEFT__KEY_NAME
 };
 
-#define BIT(k) (1u << (k))
+#define BIT(k) (UINT64_C(1) << (k))
 #define TCP_SERVER_KEYS                                                                        \
   (BIT(K_PORT) | BIT(K_INTERFACE) | BIT(K_BACKLOG) | BIT(K_REUSEPORT) | BIT(K_CONNLIMIT) |    \
-   BIT(K_WRITETIMEOUT))
-#define TCP_CLIENT_KEYS (BIT(K_HOST) | BIT(K_PORT) | BIT(K_TIMEOUT) | BIT(K_BINDADDRESS))
+   BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT) |   \
+   BIT(K_DUALSTACK))
+#define UNIX_SERVER_KEYS                                                                       \
+  (BIT(K_ADDRESS) | BIT(K_MODE) | BIT(K_BACKLOG) | BIT(K_CONNLIMIT) | BIT(K_WRITETIMEOUT) |      \
+   BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT))
+#define TCP_CLIENT_KEYS                                                                        \
+  (BIT(K_HOST) | BIT(K_PORT) | BIT(K_TIMEOUT) | BIT(K_BINDADDRESS) | BIT(K_ATTEMPTDELAY))
 #define TLS_COMMON_KEYS                                                                        \
   (BIT(K_ALPN) | BIT(K_MECHANISMS) | BIT(K_NOOVERLAP) | BIT(K_TLSMIN) | BIT(K_TLSMAX) |        \
    BIT(K_HANDSHAKETIMEOUT))
@@ -82,8 +99,8 @@ static const char *const key_names[K_COUNT] = {
 typedef struct kind {
   const char *name;
   weft_endpoint_role role;
-  int tls;
-  uint32_t keys, required;
+  int tls; /* 0: plain, 1: TLS, 2: TLS when asked (unix:, see wants_tls) */
+  uint64_t keys, required;
   int positional[4];
 } kind;
 
@@ -94,6 +111,19 @@ static const kind kinds[] = {
      TCP_SERVER_KEYS | TLS_COMMON_KEYS | BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) |
          BIT(K_REQUIRECERT),
      BIT(K_PORT) | BIT(K_PRIVATEKEY), {K_PORT, K_PRIVATEKEY, K_CERTKEY, K_COUNT}},
+    {"unix", WEFT_ENDPOINT_SERVER, 2,
+     UNIX_SERVER_KEYS | TLS_COMMON_KEYS | BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) |
+         BIT(K_REQUIRECERT),
+     BIT(K_ADDRESS), {K_ADDRESS, K_COUNT}},
+    {"systemd", WEFT_ENDPOINT_SERVER, 2,
+     BIT(K_DOMAIN) | BIT(K_INDEX) | BIT(K_NAME) | BIT(K_CONNLIMIT) | BIT(K_PERADDRESSLIMIT) |
+         BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | TLS_COMMON_KEYS |
+         BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) | BIT(K_REQUIRECERT),
+     BIT(K_DOMAIN), {K_COUNT}},
+    {"unix", WEFT_ENDPOINT_CLIENT, 2,
+     BIT(K_PATH) | BIT(K_TIMEOUT) | BIT(K_TLS) | TLS_COMMON_KEYS | BIT(K_TRUSTROOTS) |
+         BIT(K_CERTIFICATE) | BIT(K_PRIVATEKEY) | BIT(K_SERVERNAME),
+     BIT(K_PATH), {K_PATH, K_COUNT}},
     {"tcp", WEFT_ENDPOINT_CLIENT, 0, TCP_CLIENT_KEYS, BIT(K_HOST) | BIT(K_PORT),
      {K_HOST, K_PORT, K_COUNT}},
     {"tls", WEFT_ENDPOINT_CLIENT, 1,
@@ -106,14 +136,13 @@ static const kind kinds[] = {
      BIT(K_HOST) | BIT(K_PORT), {K_HOST, K_PORT, K_COUNT}},
 };
 
-/* Kinds Twisted has that weft does not support yet. */
-static const char *const unsupported_kinds[] = {"unix", "systemd", "haproxy"};
 
 /* The parser's state: the unescaped copy of the description and the values found in it. */
 typedef struct parse {
   char *buf;                  /* the unescaped arguments, each NUL-terminated */
   const kind *kind;
   const char *values[K_COUNT]; /* NULL: not given */
+  int haproxy;                /* the description started with "haproxy:" */
   char *err;
   size_t err_size;
 } parse;
@@ -197,15 +226,12 @@ static int find_kind(parse *p, const char *name, weft_endpoint_role role) {
       p->kind = &kinds[i];
       return 0;
     }
-  for (size_t i = 0; i < sizeof unsupported_kinds / sizeof unsupported_kinds[0]; i++)
-    if (!strcmp(unsupported_kinds[i], name))
-      return fail(p, WEFT_ENOTSUP, "%s: endpoints are not supported yet", name);
   if (role == WEFT_ENDPOINT_SERVER && !strcmp(name, "tls"))
     return fail(p, WEFT_EINVAL, "tls: a client endpoint kind (servers use ssl:)");
   if (!*name)
     return fail(p, WEFT_EINVAL, "kind: missing (the description starts with tcp:, ssl:, ...)");
   return fail(p, WEFT_EINVAL, "kind: unknown endpoint kind %s (%s)", quote(q, name),
-              role == WEFT_ENDPOINT_SERVER ? "tcp, ssl" : "tcp, tls, ssl");
+              role == WEFT_ENDPOINT_SERVER ? "tcp, ssl, unix, systemd" : "tcp, tls, ssl, unix");
 }
 
 /* Splits DESC into the kind and its arguments, unescaping into P->buf. */
@@ -449,9 +475,40 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
   double seconds;
   int rc, on;
   int server = p->kind->role == WEFT_ENDPOINT_SERVER;
-  if ((rc = get_int(p, K_PORT, server ? 0 : 1, 65535, &n)) != 0)
-    return rc;
-  weft_endpoint_set_port(ep, (int)n);
+  if (v[K_PORT]) {
+    if ((rc = get_int(p, K_PORT, server ? 0 : 1, 65535, &n)) != 0)
+      return rc;
+    weft_endpoint_set_port(ep, (int)n);
+  }
+  const char *unix_path = v[K_ADDRESS] ? v[K_ADDRESS] : v[K_PATH];
+  if (unix_path && (rc = weft_endpoint_set_unix_path(ep, unix_path)) != 0)
+    return fail(p, rc, "%s: %s %s", v[K_ADDRESS] ? "address" : "path",
+                rc == WEFT_ENOMEM ? "out of memory" : "not a usable Unix socket path",
+                quote(q, unix_path));
+  if (v[K_DOMAIN]) { /* systemd: */
+    const char *d = v[K_DOMAIN];
+    int family = !strcmp(d, "INET")    ? AF_INET
+                 : !strcmp(d, "INET6") ? AF_INET6
+                 : !strcmp(d, "UNIX")  ? AF_UNIX
+                                       : -1;
+    if (family < 0)
+      return fail(p, WEFT_EINVAL, "domain: not INET, INET6 or UNIX %s", quote(q, d));
+    if (!v[K_INDEX] == !v[K_NAME])
+      return fail(p, WEFT_EINVAL, "index: give index=N or name=NAME (one of them)");
+    n = 0;
+    if (v[K_INDEX] && (rc = get_int(p, K_INDEX, 0, 4095, &n)) != 0)
+      return rc;
+    if ((rc = weft_endpoint_set_systemd(ep, family, (int)n, v[K_NAME])) != 0)
+      return fail(p, rc, "name: %s", rc == WEFT_ENOMEM ? "out of memory" : "not a usable name");
+  }
+  if (v[K_MODE]) {
+    const char *m = v[K_MODE];
+    char *end;
+    long mode = strspn(m, "01234567") == strlen(m) && strlen(m) <= 5 ? strtol(m, &end, 8) : -1;
+    if (mode < 0 || mode > 07777)
+      return fail(p, WEFT_EINVAL, "mode: not an octal file mode %s (e.g. 0660)", quote(q, m));
+    weft_endpoint_set_unix_mode(ep, (int)mode);
+  }
   if (v[K_INTERFACE] && !weft__endpoint_is_ip(v[K_INTERFACE]))
     return fail(p, WEFT_EINVAL, "interface: not an IP address %s", quote(q, v[K_INTERFACE]));
   if (v[K_HOST]) {
@@ -472,6 +529,11 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
       return rc;
     weft_endpoint_set_backlog(ep, (int)n);
   }
+  if (v[K_DUALSTACK]) {
+    if ((rc = get_bool(p, K_DUALSTACK, &on)) != 0)
+      return rc;
+    weft_endpoint_set_dual_stack(ep, on);
+  }
   if (v[K_REUSEPORT]) {
     if ((rc = get_bool(p, K_REUSEPORT, &on)) != 0)
       return rc;
@@ -481,6 +543,11 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
     if ((rc = get_int(p, K_CONNLIMIT, 0, 1000000000, &n)) != 0)
       return rc;
     weft_endpoint_set_connection_limit(ep, (unsigned)n);
+  }
+  if (v[K_PERADDRESSLIMIT]) {
+    if ((rc = get_int(p, K_PERADDRESSLIMIT, 0, 1000000000, &n)) != 0)
+      return rc;
+    weft_endpoint_set_per_address_limit(ep, (unsigned)n);
   }
   if (v[K_WRITETIMEOUT]) {
     if ((rc = get_seconds(p, K_WRITETIMEOUT, &seconds)) != 0)
@@ -492,6 +559,13 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
       return rc;
     weft_endpoint_set_timeout(ep, seconds);
   }
+  if (v[K_ATTEMPTDELAY]) {
+    if ((rc = get_seconds(p, K_ATTEMPTDELAY, &seconds)) != 0)
+      return rc;
+    if (weft_endpoint_set_attempt_delay(ep, seconds) != 0)
+      return fail(p, WEFT_EINVAL, "attemptDelay: out of range %s (at most 60 seconds)",
+                  quote(q, v[K_ATTEMPTDELAY]));
+  }
   if (v[K_BINDADDRESS] && weft_endpoint_set_bind_address(ep, v[K_BINDADDRESS]) != 0)
     return fail(p, WEFT_EINVAL, "bindAddress: not an IP address %s",
                 quote(q, v[K_BINDADDRESS]));
@@ -501,18 +575,53 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
   return 0;
 }
 
+/* A unix: description is TLS when it says so: the server with privateKey=, the client with
+ * tls=yes. Returns 1 (TLS), 0 (plain) or an error for TLS keys on a plain one. */
+static int wants_tls(parse *p) {
+  int on = 0, rc;
+  if (p->kind->role == WEFT_ENDPOINT_SERVER)
+    on = p->values[K_PRIVATEKEY] != NULL;
+  else if (p->values[K_TLS] && (rc = get_bool(p, K_TLS, &on)) != 0)
+    return rc;
+  if (on)
+    return 1;
+  for (int k = 0; k < K_COUNT; k++)
+    if (p->values[k] && k != K_TLS && k != K_PRIVATEKEY &&
+        (TLS_COMMON_KEYS | BIT(K_CERTKEY) | BIT(K_CACERTS) | BIT(K_REQUIRECERT) |
+         BIT(K_TRUSTROOTS) | BIT(K_CERTIFICATE) | BIT(K_SERVERNAME)) & BIT(k))
+      return fail(p, WEFT_EINVAL, "%s: a TLS key on a plain unix: endpoint (%s)", key_names[k],
+                  p->kind->role == WEFT_ENDPOINT_SERVER ? "give privateKey= for TLS"
+                                                        : "give tls=yes for TLS");
+  return 0;
+}
+
 static int build(parse *p, weft_endpoint_role role, weft_endpoint **out) {
   weft_endpoint *ep;
   weft_cert_options *o = NULL;
   int rc = weft_endpoint_new(role, &ep);
   if (rc != 0)
     return fail(p, rc, "out of memory");
-  if ((rc = apply_plain(p, ep)) == 0 && p->kind->tls) {
+  if ((rc = apply_plain(p, ep)) == 0 && p->kind->tls == 2)
+    rc = wants_tls(p);
+  if (rc > 0 || (rc == 0 && p->kind->tls == 1)) {
     if ((rc = weft_cert_options_new(&o)) != 0)
       rc = fail(p, rc, "out of memory");
     else if ((rc = apply_tls(p, o)) == 0)
       weft_endpoint_set_tls(ep, o);
     weft_cert_options_unref(o); /* the endpoint holds its own reference */
+  }
+  if (rc == 0 && p->haproxy) {
+    double seconds = 0;
+    if (p->values[K_PROXYTIMEOUT])
+      rc = get_seconds(p, K_PROXYTIMEOUT, &seconds);
+    if (rc == 0 && (rc = weft_endpoint_set_proxy_protocol(ep, WEFT_PROXY_V1 | WEFT_PROXY_V2,
+                                                          p->values[K_PROXYSOURCES], seconds)))
+      rc = fail(p, rc, "proxySources: %s",
+                rc == WEFT_ENOMEM ? "out of memory"
+                                  : "not a comma-separated list of IP[/BITS] prefixes");
+  } else if (rc == 0 && (p->values[K_PROXYSOURCES] || p->values[K_PROXYTIMEOUT])) {
+    rc = fail(p, WEFT_EINVAL, "%s: only after the haproxy: prefix",
+              p->values[K_PROXYSOURCES] ? "proxySources" : "proxyTimeout");
   }
   if (rc != 0) {
     weft_endpoint_free(ep);
@@ -533,6 +642,12 @@ int weft_endpoint_parse(const char *description, weft_endpoint_role role, weft_e
     return fail(&p, WEFT_EINVAL, "%s: NULL or unknown role", !description ? "description"
                                                             : !out        ? "out"
                                                                           : "role");
+  if (!strncmp(description, "haproxy:", 8)) {
+    if (role != WEFT_ENDPOINT_SERVER)
+      return fail(&p, WEFT_EINVAL, "haproxy: a prefix of server descriptions only");
+    p.haproxy = 1;
+    description += 8;
+  }
   int rc = split(&p, description, role);
   if (rc == 0)
     rc = check_required(&p);

@@ -117,6 +117,12 @@ struct weft_transport {
     void (*ended)(void *arg, const weft_reason *reason);
     void *arg;
   } helper;
+  /* The PROXY protocol header the listener read before this transport existed (lib/proxy.c
+   * reads these; the listener sets them from its ready hook): its version (0: none) and its
+   * well-formed version 2 TLV block (owned, freed with the transport). */
+  int proxy_version;
+  uint8_t *proxy_tlvs;
+  size_t proxy_tlvs_len;
 };
 
 /* Closes the transport now with CODE and MESSAGE (connection_lost follows from the loop), as

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -81,6 +82,7 @@ static void transport_release(weft_transport *t) {
   if (t->tls.options)
     weft_cert_options_unref(t->tls.options);
   weft__free(t->server_name);
+  weft__free(t->proxy_tlvs);
   weft__free(t);
 }
 
@@ -1220,6 +1222,12 @@ const char *weft_address_format(const struct sockaddr *addr, char *buf, size_t s
     const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)addr;
     inet_ntop(AF_INET6, &v6->sin6_addr, ip, sizeof ip);
     snprintf(buf, size, "[%s]:%u", ip, (unsigned)ntohs(v6->sin6_port));
+  } else if (addr && addr->sa_family == AF_UNIX) {
+    /* "unix:" alone for an unnamed peer, "unix:@name" for an abstract one */
+    const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
+    const char *p = un->sun_path[0] ? un->sun_path : un->sun_path + 1;
+    size_t n = strnlen(p, sizeof un->sun_path - (size_t)(p - un->sun_path));
+    snprintf(buf, size, "unix:%s%.*s", un->sun_path[0] || !n ? "" : "@", (int)n, p);
   } else {
     snprintf(buf, size, "?");
   }

@@ -6,7 +6,7 @@
  * --endpoint takes weft's endpoint descriptions (Twisted's syntax, see weft/endpoint.h) in
  * place of --listen, --tls, --cert and --key; the other flags apply on top of it.
  *
- * Prints "listening on HOST:PORT" once ready (the real port if 0 was asked for), then
+ * Prints "listening on HOST:PORT" (a Unix socket: "listening on unix:PATH") once ready (the real port if 0 was asked for), then
  * "connected peer=ADDR protocol=NAME" for every connection that is ready. Exits with status 0
  * on SIGTERM or SIGINT. Other programs drive it: keep those output lines as they are.
  *
@@ -62,9 +62,9 @@ static int fail(int status, const char *what, const char *detail) {
 
 static void echo_made(weft_protocol *p, weft_transport *t) {
   (void)p;
-  struct sockaddr_storage ss;
+  struct sockaddr_storage ss = {0}; /* zeroed: a Unix path is formatted up to its NUL */
   socklen_t len = sizeof ss;
-  char addr[64] = "?";
+  char addr[128] = "?";
   if (weft_transport_peer_address(t, (struct sockaddr *)&ss, &len) == 0)
     weft_address_format((struct sockaddr *)&ss, addr, sizeof addr);
   size_t n = 0;
@@ -448,9 +448,9 @@ int main(int argc, char **argv) {
     return fail(1, "cannot install the SIGHUP handler", NULL);
   }
 
-  struct sockaddr_storage ss;
+  struct sockaddr_storage ss = {0}; /* zeroed: a Unix path is formatted up to its NUL */
   socklen_t len = sizeof ss;
-  char addr[64] = "?";
+  char addr[128] = "?"; /* HOST:PORT, or unix:PATH */
   if (weft_listener_address(listener, (struct sockaddr *)&ss, &len) == 0)
     weft_address_format((struct sockaddr *)&ss, addr, sizeof addr);
   printf("listening on %s\n", addr);

@@ -398,10 +398,10 @@ START_TEST(test_invalid) {
             "privateKey: needs certKey");
 
   /* Kinds weft knows but does not support yet. */
-  parse_err("unix:/tmp/sock", S, WEFT_ENOTSUP, "unix: endpoints are not supported yet");
-  parse_err("systemd:domain=INET:index=0", S, WEFT_ENOTSUP, "systemd: endpoints are not");
-  parse_err("haproxy:tcp:8080", S, WEFT_ENOTSUP, "haproxy: endpoints are not");
-  parse_err("unix:path=/tmp/sock", C, WEFT_ENOTSUP, "unix: endpoints are not");
+  parse_err("unix:/tmp/sock:alpn=h2", S, WEFT_EINVAL, "alpn: a TLS key on a plain unix:");
+  parse_err("systemd:domain=IPX:index=0", S, WEFT_EINVAL, "domain: not INET, INET6 or UNIX");
+  parse_err("haproxy:tcp:host=a:port=1", C, WEFT_EINVAL, "haproxy: a prefix of server");
+  parse_err("unix:path=/tmp/sock:trustRoots=x", C, WEFT_EINVAL, "trustRoots: a TLS key on");
 
   /* NULLs and a small or missing error buffer. */
   weft_endpoint *ep;

@@ -143,8 +143,8 @@ expect_error() { # STATUS PATTERN SAMPLE ARGS...: exits with STATUS, stderr matc
   grep -q "$pattern" "$tmp/bad.err" || fail "$sample $*: stderr '$(cat "$tmp/bad.err")'"
 }
 expect_error 2 "^error: bad --endpoint: port: not a number 'x'" echo-server --endpoint tcp:x
-expect_error 2 '^error: bad --endpoint: unix: endpoints are not supported yet' \
-  echo-server --endpoint unix:/tmp/weft.sock
+expect_error 2 '^error: bad --endpoint: domain: not INET, INET6 or UNIX' \
+  echo-server --endpoint systemd:domain=IPX:index=0
 expect_error 2 '^error: --endpoint replaces' echo-server --endpoint tcp:0 --listen 127.0.0.1:0
 expect_error 2 '^error: TLS options need an ssl: endpoint' echo-server --endpoint tcp:0 \
   --protocols h2

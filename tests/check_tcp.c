@@ -1603,8 +1603,10 @@ START_TEST(test_address_format) {
   ck_assert_str_eq(weft_address_format((struct sockaddr *)&sin6, buf, sizeof buf),
                    "[2001:db8::1]:65535");
   struct sockaddr unknown = {0};
-  unknown.sa_family = AF_UNIX;
+  unknown.sa_family = 255; /* no such family */
   ck_assert_str_eq(weft_address_format(&unknown, buf, sizeof buf), "?");
+  unknown.sa_family = AF_UNIX; /* an unnamed Unix socket (its path bytes zero) */
+  ck_assert_str_eq(weft_address_format(&unknown, buf, sizeof buf), "unix:");
   /* A short buffer is filled and terminated, never overrun. */
   char small[8];
   memset(small, 'Z', sizeof small);

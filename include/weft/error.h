@@ -52,7 +52,9 @@ extern "C" {
   X(ECONNLIMIT, -32, "connection limit reached (reserved)")                                  \
   X(ETOOLONG, -33, "line or frame longer than the maximum length")                          \
   X(EIDLE, -34, "connection idle for longer than its idle time-out")                        \
-  X(EBADFRAME, -35, "malformed frame")
+  X(EBADFRAME, -35, "malformed frame")                                                        \
+  X(EPROXY, -36, "missing or malformed PROXY protocol header")                               \
+  X(EPEERREFUSED, -37, "peer refused by the listener's policy")
 
 /** The error codes. WEFT_OK (0) is success; for a reason it means a clean close. */
 enum {

@@ -149,8 +149,11 @@ WEFT_EXTERN int weft_transport_host_address(weft_transport *transport, struct so
                                             socklen_t *len);
 /** @} */
 
-/** Formats ADDR as "1.2.3.4:80" or "[::1]:80" into BUF (at most SIZE bytes, always terminated
- * when SIZE > 0). Returns BUF, or "?" for an unknown family. Any thread. */
+/** Formats ADDR as "1.2.3.4:80", "[::1]:80", or for a Unix socket "unix:PATH" ("unix:" for an
+ * unnamed one, "unix:@NAME" for an abstract one; the path is read up to its first NUL, so the
+ * bytes after a Unix address must be zero, as in the addresses weft passes to callbacks and in
+ * a zeroed struct sockaddr_storage) into BUF (at most SIZE bytes, always terminated when
+ * SIZE > 0). Returns BUF, or "?" for an unknown family. Any thread. */
 WEFT_EXTERN const char *weft_address_format(const struct sockaddr *addr, char *buf, size_t size);
 
 /** The reactor this transport belongs to. */

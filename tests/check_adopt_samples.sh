@@ -8,6 +8,14 @@
 # Exit status: 0 pass, 1 fail, 77 skip (no systemd-socket-activate, python3 or openssl).
 
 set -u
+# The samples negotiate next protocols. A build configured with --disable-alpn --disable-npn
+# (CI builds one to test the WEFT_ENOTSUP paths) refuses protocol lists, so they are tested in
+# the normal build only.
+if grep -q '^#define WEFT_DISABLE_ALPN' "${WEFT_BUILDDIR:-.}/config.h" 2>/dev/null &&
+  grep -q '^#define WEFT_DISABLE_NPN' "${WEFT_BUILDDIR:-.}/config.h" 2>/dev/null; then
+  echo "SKIP: this build has neither ALPN nor NPN; the samples are tested in a normal build"
+  exit 77
+fi
 builddir=${WEFT_BUILDDIR:-.}
 samples=$builddir/samples
 activate=$(command -v systemd-socket-activate || true)

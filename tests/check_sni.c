@@ -205,6 +205,7 @@ static weft_cert_options *sni_server(world *w) {
 }
 
 START_TEST(test_identities_by_name) {
+  TU_REQUIRE_ALPN();
   world w;
   world_init(&w);
   int port;
@@ -234,6 +235,7 @@ START_TEST(test_identities_by_name) {
 END_TEST
 
 START_TEST(test_unknown_name_rejected) {
+  TU_REQUIRE_ALPN();
   world w;
   world_init(&w);
   int port;
@@ -284,6 +286,7 @@ static int acme_selector(void *arg, const char *server_name, const uint8_t *offe
 }
 
 START_TEST(test_acme_selector) {
+  TU_REQUIRE_ALPN();
   world w;
   world_init(&w);
   acme a = {0};
@@ -322,6 +325,7 @@ END_TEST
 /* --- Reload ------------------------------------------------------------------------------- */
 
 START_TEST(test_reload) {
+  TU_REQUIRE_ALPN();
   world w;
   world_init(&w);
   int port;
@@ -538,6 +542,7 @@ END_TEST
 /* --- A client that requires a protocol ------------------------------------------------------ */
 
 START_TEST(test_require_protocol) {
+  TU_REQUIRE_ALPN();
   world w;
   world_init(&w);
   int port;

@@ -260,6 +260,7 @@ END_TEST
 /* --- the connected pair: TLS with ALPN over memory, step by step ---------------------------- */
 
 START_TEST(test_pair_tls_alpn) {
+  TU_REQUIRE_ALPN();
   tu_pki pki;
   tu_pki_init(&pki);
   weft_reactor *r;

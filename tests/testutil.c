@@ -772,3 +772,14 @@ size_t tu_pattern_check(const uint8_t *buf, size_t len, uint64_t offset) {
     if (buf[i] != tu_pattern_byte(offset + i)) return i;
   return len;
 }
+
+void tu_check_without_alpn(const char *test) {
+  if (weft_protocol_negotiation_mechanisms() == 0) {
+    weft_cert_options *o = NULL;
+    static const char *const names[] = {"h2"};
+    ck_assert_int_eq(weft_cert_options_new(&o), 0);
+    ck_assert_int_eq(weft_cert_options_set_next_protocols(o, names, 1), WEFT_ENOTSUP);
+    weft_cert_options_unref(o);
+  }
+  printf("%s: this build has no ALPN: only its refusal was checked\n", test);
+}

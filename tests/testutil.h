@@ -63,6 +63,18 @@ void tu_wait_size_at(const char *file, int line, const char *what, weft_reactor 
  * Keep it short (0.05 to 0.2 s). */
 void tu_settle(weft_reactor *reactor, double seconds);
 
+/* For tests whose subject needs ALPN, in a build without it (configure --disable-alpn): checks
+ * what such a build does instead (with neither mechanism, setting a protocol list is refused
+ * with WEFT_ENOTSUP), says so on stdout, and returns from the test. */
+#define TU_REQUIRE_ALPN()                                                                  \
+  do {                                                                                     \
+    if (!(weft_protocol_negotiation_mechanisms() & WEFT_MECH_ALPN)) {                      \
+      tu_check_without_alpn(__func__);                                                     \
+      return;                                                                              \
+    }                                                                                      \
+  } while (0)
+void tu_check_without_alpn(const char *test);
+
 /* --- Reasons and negotiated protocols, copied out of callbacks ------------------------ */
 
 #define TU_MSG_MAX 512

@@ -37,8 +37,8 @@
 #define LOW_WATER (64 * 1024)
 
 /* weft's default TLS 1.2 cipher list (lib/tls_options.c DEFAULT_CIPHERS) */
-#define CIPHERS                                                                              \
-  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:" \
+#define CIPHERS                                                                                    \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"       \
   "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 static char body_chunk[CHUNK];
@@ -49,12 +49,13 @@ struct conn {
   unsigned long long body_left; /* /bytes/N bytes still to queue */
   int close_after;              /* close once the current response is written */
   int head_only;
-  int closing;                  /* waiting for the output to drain, then close */
+  int closing; /* waiting for the output to drain, then close */
 };
 
 static void conn_free(struct conn *c) {
   SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-  if (ssl) SSL_shutdown(ssl); /* close_notify; the socket is closed by bufferevent_free */
+  if (ssl)
+    SSL_shutdown(ssl); /* close_notify; the socket is closed by bufferevent_free */
   bufferevent_free(c->bev);
   free(c);
 }
@@ -62,11 +63,15 @@ static void conn_free(struct conn *c) {
 static void respond(struct conn *c, const char *status, const char *body,
                     unsigned long long length) {
   struct evbuffer *out = bufferevent_get_output(c->bev);
-  if (body) length = strlen(body);
-  if (c->head_only) body = NULL;
-  evbuffer_add_printf(out, "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %llu\r\n%s\r\n",
+  if (body)
+    length = strlen(body);
+  if (c->head_only)
+    body = NULL;
+  evbuffer_add_printf(out,
+                      "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %llu\r\n%s\r\n",
                       status, length, c->close_after ? "Connection: close\r\n" : "");
-  if (body) evbuffer_add(out, body, length);
+  if (body)
+    evbuffer_add(out, body, length);
 }
 
 /* Queues /bytes/N body while the output is below the high mark. 1 once all is queued. */
@@ -82,25 +87,34 @@ static int pump_body(struct conn *c) {
 
 static void handle_request(struct conn *c, char *head) {
   char *line = head, *next = strstr(head, "\r\n");
-  if (next) *next = '\0', next += 2;
+  if (next)
+    *next = '\0', next += 2;
   char *target = strchr(line, ' '), *version = target ? strchr(target + 1, ' ') : NULL;
-  if (!version || target == line || strchr(version + 1, ' ') || target[1] != '/') goto bad;
+  if (!version || target == line || strchr(version + 1, ' ') || target[1] != '/')
+    goto bad;
   *target++ = '\0', *version++ = '\0';
-  if (strcmp(version, "HTTP/1.1") && strcmp(version, "HTTP/1.0")) goto bad;
+  if (strcmp(version, "HTTP/1.1") && strcmp(version, "HTTP/1.0"))
+    goto bad;
   int keep_alive = !strcmp(version, "HTTP/1.1");
   for (line = next; line && *line; line = next) {
-    if ((next = strstr(line, "\r\n"))) *next = '\0', next += 2;
+    if ((next = strstr(line, "\r\n")))
+      *next = '\0', next += 2;
     char *colon = strchr(line, ':');
-    if (!colon || colon == line || memchr(line, ' ', (size_t)(colon - line))) goto bad;
+    if (!colon || colon == line || memchr(line, ' ', (size_t)(colon - line)))
+      goto bad;
     *colon = '\0';
     const char *value = colon + 1 + strspn(colon + 1, " \t");
-    if (!strcasecmp(line, "Connection") && strcasestr(value, "close")) keep_alive = 0;
-    if (!strcasecmp(line, "Connection") && strcasestr(value, "keep-alive")) keep_alive = 1;
+    if (!strcasecmp(line, "Connection") && strcasestr(value, "close"))
+      keep_alive = 0;
+    if (!strcasecmp(line, "Connection") && strcasestr(value, "keep-alive"))
+      keep_alive = 1;
     if (!strcasecmp(line, "Content-Length")) {
-      if (value[0] < '0' || value[0] > '9' || value[strspn(value, "0123456789")]) goto bad;
+      if (value[0] < '0' || value[0] > '9' || value[strspn(value, "0123456789")])
+        goto bad;
       c->discard = strtoul(value, NULL, 10);
     }
-    if (!strcasecmp(line, "Transfer-Encoding")) goto bad;
+    if (!strcasecmp(line, "Transfer-Encoding"))
+      goto bad;
   }
   c->close_after = !keep_alive;
   c->head_only = !strcmp(line = head, "HEAD");
@@ -113,7 +127,8 @@ static void handle_request(struct conn *c, char *head) {
   } else if (!strncmp(target, "/bytes/", 7) && target[7] >= '0' && target[7] <= '9' &&
              strlen(target) <= 7 + 15) {
     unsigned long long n = strtoull(target + 7, &end, 10);
-    if (*end) goto not_found;
+    if (*end)
+      goto not_found;
     respond(c, "200 OK", NULL, n);
     c->body_left = c->head_only ? 0 : n;
     pump_body(c);
@@ -135,14 +150,16 @@ static void process_requests(struct conn *c) {
     if (c->close_after) { /* the last response is queued: close once it is written */
       c->closing = 1;
       bufferevent_disable(c->bev, EV_READ);
-      if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) conn_free(c);
+      if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        conn_free(c);
       return;
     }
     if (c->discard) {
       size_t n = evbuffer_get_length(in) < c->discard ? evbuffer_get_length(in) : c->discard;
       evbuffer_drain(in, n);
       c->discard -= n;
-      if (c->discard) break;
+      if (c->discard)
+        break;
     }
     struct evbuffer_ptr p = evbuffer_search(in, "\r\n\r\n", 4, NULL);
     size_t avail = evbuffer_get_length(in);
@@ -162,7 +179,8 @@ static void process_requests(struct conn *c) {
     }
   }
   /* While a body streams, stop reading: pipelined requests wait in the kernel. */
-  if (c->body_left) bufferevent_disable(c->bev, EV_READ);
+  if (c->body_left)
+    bufferevent_disable(c->bev, EV_READ);
 }
 
 static void on_read(struct bufferevent *bev, void *arg) {
@@ -179,10 +197,12 @@ static void on_write(struct bufferevent *bev, void *arg) {
   struct conn *c = arg;
   struct evbuffer *out = bufferevent_get_output(bev);
   if (c->closing) {
-    if (evbuffer_get_length(out) == 0) conn_free(c);
+    if (evbuffer_get_length(out) == 0)
+      conn_free(c);
     return;
   }
-  if (c->body_left == 0 || !pump_body(c)) return;
+  if (c->body_left == 0 || !pump_body(c))
+    return;
   bufferevent_enable(bev, EV_READ); /* the body is queued: on to pipelined requests */
   process_requests(c);
 }
@@ -191,30 +211,34 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
   (void)bev;
   if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
     struct conn *c = arg;
-    while (ERR_get_error()) {} /* a peer that vanished: nothing to report */
+    while (ERR_get_error()) {
+    } /* a peer that vanished: nothing to report */
     bufferevent_free(c->bev);
     free(c);
   }
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *ctx) {
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *ctx) {
   (void)sa, (void)salen;
   struct event_base *base = evconnlistener_get_base(l);
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   SSL *ssl = SSL_new(ctx);
   struct conn *c = calloc(1, sizeof *c);
-  if (!ssl || !c) goto fail;
+  if (!ssl || !c)
+    goto fail;
   c->bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                           BEV_OPT_CLOSE_ON_FREE);
-  if (!c->bev) goto fail;
+  if (!c->bev)
+    goto fail;
   bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
   bufferevent_setwatermark(c->bev, EV_WRITE, LOW_WATER, 0);
   bufferevent_enable(c->bev, EV_READ | EV_WRITE);
   return;
 fail:
-  if (ssl) SSL_free(ssl);
+  if (ssl)
+    SSL_free(ssl);
   free(c);
   evutil_closesocket(fd);
 }
@@ -233,7 +257,8 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 
 static SSL_CTX *make_ctx(const char *cert, const char *key) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-  if (!ctx) return NULL;
+  if (!ctx)
+    return NULL;
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
       SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
       SSL_CTX_set_cipher_list(ctx, CIPHERS) != 1 ||
@@ -263,7 +288,8 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char **val = !strcmp(argv[i], "--listen") ? &listen_at
                        : !strcmp(argv[i], "--cert") ? &cert
-                       : !strcmp(argv[i], "--key")  ? &key : NULL;
+                       : !strcmp(argv[i], "--key")  ? &key
+                                                    : NULL;
     if (!val || i + 1 == argc) {
       fprintf(stderr, "usage: baseline --listen 127.0.0.1:PORT --cert PEM --key PEM\n");
       return 2;
@@ -277,10 +303,12 @@ int main(int argc, char **argv) {
   struct sockaddr_in sin = {.sin_family = AF_INET};
   const char *colon = strrchr(listen_at, ':');
   char host[64];
-  if (!colon || (size_t)(colon - listen_at) >= sizeof host) return fputs("bad --listen\n", stderr), 2;
+  if (!colon || (size_t)(colon - listen_at) >= sizeof host)
+    return fputs("bad --listen\n", stderr), 2;
   memcpy(host, listen_at, (size_t)(colon - listen_at));
   host[colon - listen_at] = '\0';
-  if (inet_pton(AF_INET, host, &sin.sin_addr) != 1) return fputs("bad --listen host\n", stderr), 2;
+  if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
+    return fputs("bad --listen host\n", stderr), 2;
   sin.sin_port = htons((unsigned short)atoi(colon + 1));
 
   SSL_CTX *ctx = make_ctx(cert, key);
@@ -292,11 +320,13 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   struct event_base *base = event_base_new();
-  if (!base) return fputs("error: no event base\n", stderr), 1;
+  if (!base)
+    return fputs("error: no event base\n", stderr), 1;
   struct evconnlistener *l = evconnlistener_new_bind(
-      base, on_accept, ctx, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-      511, (struct sockaddr *)&sin, sizeof sin);
-  if (!l) return perror("error: cannot listen"), 1;
+      base, on_accept, ctx, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 511,
+      (struct sockaddr *)&sin, sizeof sin);
+  if (!l)
+    return perror("error: cannot listen"), 1;
   struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, base);
   struct event *sigint = evsignal_new(base, SIGINT, on_signal, base);
   evsignal_add(sigterm, NULL);

@@ -31,9 +31,11 @@ static inline double now_s(void) {
 /* A connected blocking TCP socket to 127.0.0.1:PORT (TCP_NODELAY), or -1. */
 static inline int tcp_connect(const char *host, int port) {
   struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-  if (inet_pton(AF_INET, host, &sin.sin_addr) != 1) return -1;
+  if (inet_pton(AF_INET, host, &sin.sin_addr) != 1)
+    return -1;
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+  if (fd < 0)
+    return -1;
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
@@ -47,7 +49,8 @@ static inline int tcp_connect(const char *host, int port) {
  * The client session cache is off: sessions are handed over by hand (SSL_set_session). */
 static inline SSL_CTX *client_ctx(int min_version) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-  if (!ctx) return NULL;
+  if (!ctx)
+    return NULL;
   SSL_CTX_set_min_proto_version(ctx, min_version);
   SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION);
   SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
@@ -60,7 +63,8 @@ static inline SSL_CTX *client_ctx(int min_version) {
 /* Raises RLIMIT_NOFILE to the hard limit. Returns the new soft limit. */
 static inline long raise_nofile(void) {
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return -1;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return -1;
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
   getrlimit(RLIMIT_NOFILE, &rl);
@@ -72,9 +76,11 @@ static inline long raise_nofile(void) {
 static inline long parse_head(const char *buf, size_t len, unsigned long long *content_length,
                               int *status) {
   const char *end = memmem(buf, len, "\r\n\r\n", 4);
-  if (!end) return 0;
+  if (!end)
+    return 0;
   size_t head_len = (size_t)(end - buf) + 4;
-  if (head_len < 12 || memcmp(buf, "HTTP/1.", 7)) return -1;
+  if (head_len < 12 || memcmp(buf, "HTTP/1.", 7))
+    return -1;
   *status = atoi(buf + 9);
   const char *p = buf;
   int found = 0;
@@ -90,17 +96,19 @@ static inline long parse_head(const char *buf, size_t len, unsigned long long *c
 
 /* Reads one whole response on a blocking SSL. BUF (SIZE bytes) holds leftovers between
  * calls: *HAVE bytes already read. Returns the body length, or -1 on error. */
-static inline long long read_response(SSL *ssl, char *buf, size_t size, size_t *have,
-                                      int *status) {
+static inline long long read_response(SSL *ssl, char *buf, size_t size, size_t *have, int *status) {
   unsigned long long clen = 0;
   long head;
   while ((head = parse_head(buf, *have, &clen, status)) == 0) {
-    if (*have == size) return -1;
+    if (*have == size)
+      return -1;
     int n = SSL_read(ssl, buf + *have, (int)(size - *have));
-    if (n <= 0) return -1;
+    if (n <= 0)
+      return -1;
     *have += (size_t)n;
   }
-  if (head < 0) return -1;
+  if (head < 0)
+    return -1;
   /* body: discard as it comes */
   unsigned long long got = *have - (size_t)head;
   if (got >= clen) { /* whole body already here: keep what follows (pipelining) */
@@ -113,7 +121,8 @@ static inline long long read_response(SSL *ssl, char *buf, size_t size, size_t *
   while (got < clen) {
     size_t want = clen - got < size ? (size_t)(clen - got) : size;
     int n = SSL_read(ssl, buf, (int)want);
-    if (n <= 0) return -1;
+    if (n <= 0)
+      return -1;
     got += (unsigned long long)n;
   }
   return (long long)clen;
@@ -122,7 +131,8 @@ static inline long long read_response(SSL *ssl, char *buf, size_t size, size_t *
 static inline int ssl_write_all(SSL *ssl, const char *data, size_t len) {
   while (len > 0) {
     int n = SSL_write(ssl, data, (int)len);
-    if (n <= 0) return -1;
+    if (n <= 0)
+      return -1;
     data += n, len -= (size_t)n;
   }
   return 0;

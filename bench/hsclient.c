@@ -35,7 +35,8 @@ static void *run(void *arg) {
     int fd = tcp_connect(host, port);
     SSL *ssl = fd >= 0 ? SSL_new(ctx) : NULL;
     if (!ssl) {
-      if (fd >= 0) close(fd);
+      if (fd >= 0)
+        close(fd);
       r->failed++;
       continue;
     }
@@ -46,13 +47,12 @@ static void *run(void *arg) {
       r->resumable++;
     }
     size_t have = 0;
-    int status = 0, ok = SSL_connect(ssl) == 1 &&
-                         ssl_write_all(ssl, req, sizeof req - 1) == 0 &&
-                         read_response(ssl, buf, sizeof buf, &have, &status) >= 0 &&
-                         status == 200;
+    int status = 0, ok = SSL_connect(ssl) == 1 && ssl_write_all(ssl, req, sizeof req - 1) == 0 &&
+                         read_response(ssl, buf, sizeof buf, &have, &status) >= 0 && status == 200;
     if (ok) {
       r->ok++;
-      if (SSL_session_reused(ssl)) r->resumed++;
+      if (SSL_session_reused(ssl))
+        r->resumed++;
       if (resume) {
         SSL_SESSION_free(sess);
         sess = SSL_get1_session(ssl); /* after the response: tickets have arrived */
@@ -73,30 +73,40 @@ int main(int argc, char **argv) {
   long n = 2000, c = 4;
   double max_seconds = 300;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--host") && i + 1 < argc) host = argv[++i];
-    else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
-    else if (!strcmp(argv[i], "-c") && i + 1 < argc) c = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--max-seconds") && i + 1 < argc) max_seconds = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--resume")) resume = 1;
-    else if (!strcmp(argv[i], "--tls12")) tls12 = 1;
+    if (!strcmp(argv[i], "--port") && i + 1 < argc)
+      port = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--host") && i + 1 < argc)
+      host = argv[++i];
+    else if (!strcmp(argv[i], "-n") && i + 1 < argc)
+      n = atol(argv[++i]);
+    else if (!strcmp(argv[i], "-c") && i + 1 < argc)
+      c = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--max-seconds") && i + 1 < argc)
+      max_seconds = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--resume"))
+      resume = 1;
+    else if (!strcmp(argv[i], "--tls12"))
+      tls12 = 1;
     else {
       fprintf(stderr, "usage: hsclient --port P [--host H] [-n N] [-c K] [--resume] [--tls12]"
                       " [--max-seconds S]\n");
       return 2;
     }
   }
-  if (port <= 0 || n < 1 || c < 1 || c > 256) return fputs("hsclient: bad arguments\n", stderr), 2;
+  if (port <= 0 || n < 1 || c < 1 || c > 256)
+    return fputs("hsclient: bad arguments\n", stderr), 2;
   signal(SIGPIPE, SIG_IGN);
   ctx = client_ctx(tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
-  if (tls12) SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+  if (tls12)
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
   per_thread = (n + c - 1) / c;
   pthread_t th[256];
   struct result res[256];
   memset(res, 0, sizeof res);
   double t0 = now_s();
   deadline = t0 + max_seconds;
-  for (long i = 0; i < c; i++) pthread_create(&th[i], NULL, run, &res[i]);
+  for (long i = 0; i < c; i++)
+    pthread_create(&th[i], NULL, run, &res[i]);
   struct result tot = {0, 0, 0, 0};
   for (long i = 0; i < c; i++) {
     pthread_join(th[i], NULL);
@@ -120,8 +130,7 @@ int main(int argc, char **argv) {
     return 3;
   }
   if (!resume && tot.resumed) {
-    fprintf(stderr, "hsclient: ERROR: %ld connections resumed without being asked\n",
-            tot.resumed);
+    fprintf(stderr, "hsclient: ERROR: %ld connections resumed without being asked\n", tot.resumed);
     return 3;
   }
   return 0;

@@ -124,7 +124,8 @@ int main(int argc, char **argv) {
   double fire = now() - t0;
   printf("connections: %d\n", n);
   printf("memory for the time-outs: %zu bytes in all, %.1f bytes per connection (weft's own; "
-         "plus libevent's heap slot)\n", mem, (double)mem / n);
+         "plus libevent's heap slot)\n",
+         mem, (double)mem / n);
   printf("set_idle_timeout: %.3f us per connection\n", set / n * 1e6);
   printf("1-byte feed (testing transport round trip): %.3f us off, %.3f us on, per connection\n",
          feed_off / n * 1e6, feed_on / n * 1e6);

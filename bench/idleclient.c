@@ -17,7 +17,9 @@
 #include "benchcommon.h"
 
 static volatile sig_atomic_t stop;
-static void on_term(int sig) { (void)sig, stop = 1; }
+static void on_term(int sig) {
+  (void)sig, stop = 1;
+}
 
 static const char *host = "127.0.0.1";
 static int port;
@@ -36,7 +38,8 @@ static void *open_slice(void *arg) {
     int fd = tcp_connect(host, port);
     SSL *ssl = fd >= 0 ? SSL_new(ctx) : NULL;
     if (!ssl) {
-      if (fd >= 0) close(fd);
+      if (fd >= 0)
+        close(fd);
       sl->failed++;
       continue;
     }
@@ -60,14 +63,21 @@ int main(int argc, char **argv) {
   long n = 5000, k = 4;
   double hold = 60;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--host") && i + 1 < argc) host = argv[++i];
-    else if (!strcmp(argv[i], "-n") && i + 1 < argc) n = atol(argv[++i]);
-    else if (!strcmp(argv[i], "-c") && i + 1 < argc) k = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--hold") && i + 1 < argc) hold = atof(argv[++i]);
-    else return fputs("usage: idleclient --port P [--host H] [-n N] [-c K] [--hold S]\n", stderr), 2;
+    if (!strcmp(argv[i], "--port") && i + 1 < argc)
+      port = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--host") && i + 1 < argc)
+      host = argv[++i];
+    else if (!strcmp(argv[i], "-n") && i + 1 < argc)
+      n = atol(argv[++i]);
+    else if (!strcmp(argv[i], "-c") && i + 1 < argc)
+      k = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--hold") && i + 1 < argc)
+      hold = atof(argv[++i]);
+    else
+      return fputs("usage: idleclient --port P [--host H] [-n N] [-c K] [--hold S]\n", stderr), 2;
   }
-  if (port <= 0 || n < 1 || k < 1 || k > 64) return fputs("idleclient: bad arguments\n", stderr), 2;
+  if (port <= 0 || n < 1 || k < 1 || k > 64)
+    return fputs("idleclient: bad arguments\n", stderr), 2;
   long lim = raise_nofile();
   if (lim < n + 16) {
     fprintf(stderr, "idleclient: RLIMIT_NOFILE %ld is too low for %ld connections\n", lim, n);
@@ -96,7 +106,8 @@ int main(int argc, char **argv) {
   printf("READY open=%ld failed=%ld elapsed_s=%.3f\n", open_n, failed, now_s() - t0);
   fflush(stdout);
   double end = now_s() + hold;
-  while (!stop && now_s() < end) poll(NULL, 0, 100);
+  while (!stop && now_s() < end)
+    poll(NULL, 0, 100);
   for (long t = 0; t < k; t++) {
     for (long i = 0; i < sl[t].open_n; i++) {
       int fd = SSL_get_fd(sl[t].conns[i]);

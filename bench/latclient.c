@@ -45,7 +45,8 @@ static int flush_out(struct conn *c) {
     int n = SSL_write(c->ssl, c->out, (int)c->out_len);
     if (n <= 0) {
       int e = SSL_get_error(c->ssl, n);
-      if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) return 0;
+      if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+        return 0;
       return -1;
     }
     memmove(c->out, c->out + n, c->out_len - (size_t)n);
@@ -61,18 +62,23 @@ static int consume(struct conn *c, double now, double *lat, size_t *nlat, size_t
       size_t k = c->in_len < c->body_left ? c->in_len : (size_t)c->body_left;
       memmove(c->in, c->in + k, c->in_len - k);
       c->in_len -= k, c->body_left -= k;
-      if (c->body_left) return 0;
+      if (c->body_left)
+        return 0;
       c->in_body = 0;
-      if (c->qh == c->qt) return -1; /* a response nobody asked for */
+      if (c->qh == c->qt)
+        return -1; /* a response nobody asked for */
       double due = c->due[c->qh++ % QCAP];
-      if (*nlat < cap) lat[(*nlat)++] = now - due;
+      if (*nlat < cap)
+        lat[(*nlat)++] = now - due;
       continue;
     }
     unsigned long long clen = 0;
     int status = 0;
     long head = parse_head(c->in, c->in_len, &clen, &status);
-    if (head == 0) return c->in_len == sizeof c->in ? -1 : 0;
-    if (head < 0 || status != 200) return -1;
+    if (head == 0)
+      return c->in_len == sizeof c->in ? -1 : 0;
+    if (head < 0 || status != 200)
+      return -1;
     memmove(c->in, c->in + head, c->in_len - (size_t)head);
     c->in_len -= (size_t)head;
     c->body_left = clen;
@@ -86,18 +92,25 @@ int main(int argc, char **argv) {
   long nconn = 20;
   double rate = 2000, duration = 10;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--host") && i + 1 < argc) host = argv[++i];
-    else if (!strcmp(argv[i], "--rate") && i + 1 < argc) rate = atof(argv[++i]);
-    else if (!strcmp(argv[i], "-c") && i + 1 < argc) nconn = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--duration") && i + 1 < argc) duration = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--path") && i + 1 < argc) path = argv[++i];
+    if (!strcmp(argv[i], "--port") && i + 1 < argc)
+      port = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--host") && i + 1 < argc)
+      host = argv[++i];
+    else if (!strcmp(argv[i], "--rate") && i + 1 < argc)
+      rate = atof(argv[++i]);
+    else if (!strcmp(argv[i], "-c") && i + 1 < argc)
+      nconn = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
+      duration = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--path") && i + 1 < argc)
+      path = argv[++i];
     else
       return fputs("usage: latclient --port P [--host H] [--rate R] [-c C] [--duration S]"
-                    " [--path /]\n", stderr), 2;
+                   " [--path /]\n",
+                   stderr),
+             2;
   }
-  if (port <= 0 || nconn < 1 || nconn > MAXC || rate <= 0 || duration <= 0 ||
-      rate * duration > 5e7)
+  if (port <= 0 || nconn < 1 || nconn > MAXC || rate <= 0 || duration <= 0 || rate * duration > 5e7)
     return fputs("latclient: bad arguments\n", stderr), 2;
   raise_nofile();
   signal(SIGPIPE, SIG_IGN);
@@ -111,9 +124,11 @@ int main(int argc, char **argv) {
     struct conn *c = &conns[i];
     c->fd = tcp_connect(host, port);
     c->ssl = c->fd >= 0 ? SSL_new(ctx) : NULL;
-    if (!c->ssl) return fprintf(stderr, "latclient: cannot connect\n"), 1;
+    if (!c->ssl)
+      return fprintf(stderr, "latclient: cannot connect\n"), 1;
     SSL_set_fd(c->ssl, c->fd);
-    if (SSL_connect(c->ssl) != 1) return fprintf(stderr, "latclient: handshake failed\n"), 1;
+    if (SSL_connect(c->ssl) != 1)
+      return fprintf(stderr, "latclient: handshake failed\n"), 1;
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
     c->due = malloc(QCAP * sizeof *c->due);
   }
@@ -127,12 +142,12 @@ int main(int argc, char **argv) {
     /* send every request that is due */
     while (sent < total && t0 + (double)sent / rate <= now) {
       struct conn *c = &conns[sent % (size_t)nconn];
-      if (!c->dead && c->out_len + (size_t)req_len <= sizeof c->out &&
-          c->qt - c->qh < QCAP) {
+      if (!c->dead && c->out_len + (size_t)req_len <= sizeof c->out && c->qt - c->qh < QCAP) {
         memcpy(c->out + c->out_len, req, (size_t)req_len);
         c->out_len += (size_t)req_len;
         c->due[c->qt++ % QCAP] = t0 + (double)sent / rate;
-        if (flush_out(c) != 0) c->dead = 1, errors++;
+        if (flush_out(c) != 0)
+          c->dead = 1, errors++;
       } else {
         errors++; /* could not even queue it: counts as failed */
       }
@@ -144,23 +159,30 @@ int main(int argc, char **argv) {
       pfd[i].fd = c->dead ? -1 : c->fd;
       pfd[i].events = POLLIN | (c->out_len ? POLLOUT : 0);
       pfd[i].revents = 0;
-      if (!c->dead && c->qt != c->qh) outstanding = 1;
+      if (!c->dead && c->qt != c->qh)
+        outstanding = 1;
     }
     if (sent >= total) {
-      if (!outstanding) break;
-      if (stop_wait == 0) stop_wait = now + 5;
-      if (now > stop_wait) break;
+      if (!outstanding)
+        break;
+      if (stop_wait == 0)
+        stop_wait = now + 5;
+      if (now > stop_wait)
+        break;
     }
     double next = sent < total ? t0 + (double)sent / rate : now + 0.05;
     double wait = next - now;
-    if (wait < 0) wait = 0;
+    if (wait < 0)
+      wait = 0;
     struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
     int r = ppoll(pfd, (nfds_t)nconn, &ts, NULL);
-    if (r <= 0) continue;
+    if (r <= 0)
+      continue;
     now = now_s();
     for (long i = 0; i < nconn; i++) {
       struct conn *c = &conns[i];
-      if (c->dead || !pfd[i].revents) continue;
+      if (c->dead || !pfd[i].revents)
+        continue;
       if (c->out_len && flush_out(c) != 0) {
         c->dead = 1, errors++;
         continue;
@@ -169,7 +191,8 @@ int main(int argc, char **argv) {
         int n = SSL_read(c->ssl, c->in + c->in_len, (int)(sizeof c->in - c->in_len));
         if (n <= 0) {
           int e = SSL_get_error(c->ssl, n);
-          if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) c->dead = 1, errors++;
+          if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+            c->dead = 1, errors++;
           break;
         }
         c->in_len += (size_t)n;
@@ -183,7 +206,8 @@ int main(int argc, char **argv) {
   double elapsed = now_s() - t0;
   for (long i = 0; i < nconn; i++) {
     struct conn *c = &conns[i];
-    if (!c->dead) errors += (long)(c->qt - c->qh); /* never answered */
+    if (!c->dead)
+      errors += (long)(c->qt - c->qh); /* never answered */
     SSL_free(c->ssl);
     close(c->fd);
     free(c->due);
@@ -192,8 +216,7 @@ int main(int argc, char **argv) {
 #define PCT(p) (nlat ? lat[(size_t)((double)(nlat - 1) * (p))] * 1e6 : 0.0)
   printf("RESULT sent=%zu done=%zu errors=%ld rate=%.1f p50_us=%.0f p90_us=%.0f p99_us=%.0f "
          "max_us=%.0f\n",
-         sent, nlat, errors, (double)nlat / elapsed, PCT(0.50), PCT(0.90), PCT(0.99),
-         PCT(1.0));
+         sent, nlat, errors, (double)nlat / elapsed, PCT(0.50), PCT(0.90), PCT(0.99), PCT(1.0));
   free(lat);
   SSL_CTX_free(ctx);
   return errors || nlat < total ? 1 : 0;

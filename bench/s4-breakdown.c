@@ -61,8 +61,8 @@ struct site {
   int owner;
   const char *file; /* OpenSSL: its file; others: NULL */
   int line;
-  void *pc[2];      /* libevent/weft: the allocating function and its caller */
-  long bytes, blocks, chunk; /* live now */
+  void *pc[2];                     /* libevent/weft: the allocating function and its caller */
+  long bytes, blocks, chunk;       /* live now */
   long a_bytes, a_blocks, a_chunk; /* at snapshot A */
 };
 
@@ -195,7 +195,9 @@ static __attribute__((noinline)) void *ev_malloc(size_t n) {
 static __attribute__((noinline)) void *ev_realloc(void *p, size_t n) {
   return tagged_realloc(p, n, bt_site(OWN_LIBEVENT));
 }
-static void ev_free(void *p) { tagged_free(p); }
+static void ev_free(void *p) {
+  tagged_free(p);
+}
 
 /* weft */
 static __attribute__((noinline)) void *w_malloc(size_t n, void *ud) {
@@ -310,8 +312,7 @@ static void describe_pc(void *pc, char *out, size_t size) {
     obj = exe;
   }
   char cmd[1024];
-  snprintf(cmd, sizeof cmd, "addr2line -f -s -e '%s' 0x%lx 2>/dev/null", obj,
-           (unsigned long)off);
+  snprintf(cmd, sizeof cmd, "addr2line -f -s -e '%s' 0x%lx 2>/dev/null", obj, (unsigned long)off);
   FILE *p = popen(cmd, "r");
   char fn[256] = "?", loc[256] = "?";
   if (p) {
@@ -457,8 +458,7 @@ static void spawn_client(long n, int hold) {
     dup2(pfd[1], 1);
     close(pfd[0]);
     close(pfd[1]);
-    execl(O.client, O.client, "--port", sport, "-n", sn, "-c", "4", "--hold", shold,
-          (char *)NULL);
+    execl(O.client, O.client, "--port", sport, "-n", sn, "-c", "4", "--hold", shold, (char *)NULL);
     _exit(127);
   }
   close(pfd[1]);
@@ -519,9 +519,13 @@ static int all_open(void) {
   return child_ready() && (long)weft_reactor_connection_count(reactor) >= target_conns &&
          requests >= target_conns;
 }
-static int none_open(void) { return weft_reactor_connection_count(reactor) == 0; }
+static int none_open(void) {
+  return weft_reactor_connection_count(reactor) == 0;
+}
 static int settle_done;
-static int settled(void) { return settle_done++ >= 20; } /* one second of loop */
+static int settled(void) {
+  return settle_done++ >= 20;
+} /* one second of loop */
 
 /* --- report -------------------------------------------------------------------------------- */
 
@@ -592,8 +596,8 @@ static void report(long n) {
   for (int o = 0; o < OWN_N; o++)
     printf("| %s | %.0f | %.2f | %.2f | %.0f |\n", owner_name[o], tot[o], tot[o] / 1024, totb[o],
            totc[o]);
-  printf("| **total** | %.0f | **%.2f** | %.2f | %.0f (%.2f KiB) |\n", all, all / 1024, allb,
-         allc, allc / 1024);
+  printf("| **total** | %.0f | **%.2f** | %.2f | %.0f (%.2f KiB) |\n", all, all / 1024, allb, allc,
+         allc / 1024);
   printf("\n## OpenSSL, by source file\n\n| file | bytes/conn | blocks/conn |\n|---|---:|---:|\n");
   for (size_t j = 0; j < nfiles; j++)
     if (files[j].bytes > 0.5 || files[j].bytes < -0.5)
@@ -624,18 +628,30 @@ static void usage(void) {
 int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "-n") && i + 1 < argc) O.n = atol(argv[++i]);
-    else if (!strcmp(a, "--client") && i + 1 < argc) O.client = argv[++i];
-    else if (!strcmp(a, "--top") && i + 1 < argc) O.top = atoi(argv[++i]);
-    else if (!strcmp(a, "--num-tickets") && i + 1 < argc) O.num_tickets = atoi(argv[++i]);
-    else if (!strcmp(a, "--ciphersuites") && i + 1 < argc) O.suites = argv[++i];
-    else if (!strcmp(a, "--groups") && i + 1 < argc) O.groups = argv[++i];
-    else if (!strcmp(a, "--plain")) O.plain = 1;
-    else if (!strcmp(a, "--no-cache")) O.no_cache = 1;
-    else if (!strcmp(a, "--no-tickets")) O.no_tickets = 1;
-    else if (!strcmp(a, "--free-buffers")) O.free_buffers = 1;
-    else if (!strcmp(a, "--no-read-ahead")) O.no_read_ahead = 1;
-    else usage();
+    if (!strcmp(a, "-n") && i + 1 < argc)
+      O.n = atol(argv[++i]);
+    else if (!strcmp(a, "--client") && i + 1 < argc)
+      O.client = argv[++i];
+    else if (!strcmp(a, "--top") && i + 1 < argc)
+      O.top = atoi(argv[++i]);
+    else if (!strcmp(a, "--num-tickets") && i + 1 < argc)
+      O.num_tickets = atoi(argv[++i]);
+    else if (!strcmp(a, "--ciphersuites") && i + 1 < argc)
+      O.suites = argv[++i];
+    else if (!strcmp(a, "--groups") && i + 1 < argc)
+      O.groups = argv[++i];
+    else if (!strcmp(a, "--plain"))
+      O.plain = 1;
+    else if (!strcmp(a, "--no-cache"))
+      O.no_cache = 1;
+    else if (!strcmp(a, "--no-tickets"))
+      O.no_tickets = 1;
+    else if (!strcmp(a, "--free-buffers"))
+      O.free_buffers = 1;
+    else if (!strcmp(a, "--no-read-ahead"))
+      O.no_read_ahead = 1;
+    else
+      usage();
   }
   if (!O.client || O.n < 1)
     usage();
@@ -669,27 +685,42 @@ int main(int argc, char **argv) {
   static const char *const dns[] = {"localhost"};
   static const char *const ips[] = {"127.0.0.1", "::1"};
   static const char *const protocols[] = {"http/1.1"};
-  weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
-                         .ip_addresses = ips, .ip_count = 2};
+  weft_cert_spec spec = {.common_name = "localhost",
+                         .dns_names = dns,
+                         .dns_count = 1,
+                         .ip_addresses = ips,
+                         .ip_count = 2};
   EVP_PKEY *key = NULL;
   X509 *cert = NULL;
   int rc = weft_cert_options_new(&opts);
-  if (rc == 0) rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
-  if (rc == 0) rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
-  if (rc == 0) rc = weft_cert_options_set_private_key(opts, key);
-  if (rc == 0) rc = weft_cert_options_set_certificate(opts, cert);
-  if (rc == 0) rc = weft_cert_options_set_next_protocols(opts, protocols, 1);
-  if (rc == 0 && O.suites) rc = weft_cert_options_set_ciphersuites(opts, O.suites);
-  if (rc == 0 && O.groups) rc = weft_cert_options_set_groups(opts, O.groups);
-  if (rc == 0 && O.no_cache) rc = weft_cert_options_set_session_cache(opts, 0);
-  if (rc == 0 && O.no_tickets) rc = weft_cert_options_set_session_tickets(opts, 0);
-  if (rc == 0) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER);
+  if (rc == 0)
+    rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
+  if (rc == 0)
+    rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
+  if (rc == 0)
+    rc = weft_cert_options_set_private_key(opts, key);
+  if (rc == 0)
+    rc = weft_cert_options_set_certificate(opts, cert);
+  if (rc == 0)
+    rc = weft_cert_options_set_next_protocols(opts, protocols, 1);
+  if (rc == 0 && O.suites)
+    rc = weft_cert_options_set_ciphersuites(opts, O.suites);
+  if (rc == 0 && O.groups)
+    rc = weft_cert_options_set_groups(opts, O.groups);
+  if (rc == 0 && O.no_cache)
+    rc = weft_cert_options_set_session_cache(opts, 0);
+  if (rc == 0 && O.no_tickets)
+    rc = weft_cert_options_set_session_tickets(opts, 0);
+  if (rc == 0)
+    rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER);
   EVP_PKEY_free(key);
   X509_free(cert);
   weft_factory factory = {.build_protocol = build_http};
   weft_listener *listener = NULL;
-  if (rc == 0) rc = weft_reactor_new(&reactor);
-  if (rc == 0) rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &factory, opts, &listener);
+  if (rc == 0)
+    rc = weft_reactor_new(&reactor);
+  if (rc == 0)
+    rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &factory, opts, &listener);
   if (rc != 0) {
     fprintf(stderr, "setup failed: %s (%s)\n", weft_strerror(rc),
             weft_cert_options_last_error(opts));
@@ -724,7 +755,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < MAXCONN; i++)
       if (live[i] && !served[i]) {
         SSL *ssl = weft_transport_ssl(live[i]->transport);
-        fprintf(stderr, "  connection %p made, no request seen: SSL_pending %d, "
+        fprintf(stderr,
+                "  connection %p made, no request seen: SSL_pending %d, "
                 "SSL_has_pending %d, in_len %zu, input buffered by weft %zu\n",
                 (void *)live[i], ssl ? SSL_pending(ssl) : -1, ssl ? SSL_has_pending(ssl) : -1,
                 live[i]->in_len, (size_t)0);
@@ -737,12 +769,13 @@ int main(int argc, char **argv) {
   long sess_number = server_ctx ? SSL_CTX_sess_number(server_ctx) : -1;
   take(&b, 0);
   /* the report's numbers come from the live counters now, against snapshot A */
-  printf("# s4-breakdown: %ld idle TLS connections (%s)\n\n", O.n, child_buf[0] ? strtok(child_buf, "\n") : "");
-  printf("mode: %s%s%s%s%s%s\n", O.plain ? "plain (no hooks)" : "instrumented (16-byte header per block)",
+  printf("# s4-breakdown: %ld idle TLS connections (%s)\n\n", O.n,
+         child_buf[0] ? strtok(child_buf, "\n") : "");
+  printf("mode: %s%s%s%s%s%s\n",
+         O.plain ? "plain (no hooks)" : "instrumented (16-byte header per block)",
          O.no_cache ? ", session cache off" : "", O.no_tickets ? ", tickets off" : "",
          O.free_buffers ? ", SSL_free_buffers when idle" : "",
-         O.no_read_ahead ? ", read-ahead off" : "",
-         O.num_tickets >= 0 ? ", num_tickets set" : "");
+         O.no_read_ahead ? ", read-ahead off" : "", O.num_tickets >= 0 ? ", num_tickets set" : "");
   if (O.suites)
     printf("TLS 1.3 suites: %s\n", O.suites);
   if (O.groups)
@@ -758,18 +791,20 @@ int main(int argc, char **argv) {
            sess_number, (double)sess_number / O.n, SSL_CTX_get_num_tickets(server_ctx));
   }
   double n = (double)O.n;
-  printf("\n## Process and system\n\n| measure | at 0 conns | at %ld conns | delta per conn |\n|---|---:|---:|---:|\n", O.n);
+  printf("\n## Process and system\n\n| measure | at 0 conns | at %ld conns | delta per conn "
+         "|\n|---|---:|---:|---:|\n",
+         O.n);
   printf("| VmRSS (KiB) | %ld | %ld | **%.2f KiB** |\n", a.rss, b.rss, (b.rss - a.rss) / n);
-  printf("| mallinfo2 arena (main arena bytes from sbrk) | %zu | %zu | %.0f B |\n", a.mi.arena, b.mi.arena,
-         ((double)b.mi.arena - (double)a.mi.arena) / n);
-  printf("| mallinfo2 uordblks (in use, incl. chunk headers) | %zu | %zu | %.0f B |\n", a.mi.uordblks,
-         b.mi.uordblks, ((double)b.mi.uordblks - (double)a.mi.uordblks) / n);
-  printf("| mallinfo2 fordblks (free in arena) | %zu | %zu | %.0f B |\n", a.mi.fordblks, b.mi.fordblks,
-         ((double)b.mi.fordblks - (double)a.mi.fordblks) / n);
+  printf("| mallinfo2 arena (main arena bytes from sbrk) | %zu | %zu | %.0f B |\n", a.mi.arena,
+         b.mi.arena, ((double)b.mi.arena - (double)a.mi.arena) / n);
+  printf("| mallinfo2 uordblks (in use, incl. chunk headers) | %zu | %zu | %.0f B |\n",
+         a.mi.uordblks, b.mi.uordblks, ((double)b.mi.uordblks - (double)a.mi.uordblks) / n);
+  printf("| mallinfo2 fordblks (free in arena) | %zu | %zu | %.0f B |\n", a.mi.fordblks,
+         b.mi.fordblks, ((double)b.mi.fordblks - (double)a.mi.fordblks) / n);
   printf("| mallinfo2 hblkhd (mmapped) | %zu | %zu | %.0f B |\n", a.mi.hblkhd, b.mi.hblkhd,
          ((double)b.mi.hblkhd - (double)a.mi.hblkhd) / n);
-  printf("| kernel TCP buffer pages (sockstat mem, both ends) | %ld | %ld | %.2f KiB |\n", a.tcp_mem,
-         b.tcp_mem, (b.tcp_mem - a.tcp_mem) * 4.0 / n);
+  printf("| kernel TCP buffer pages (sockstat mem, both ends) | %ld | %ld | %.2f KiB |\n",
+         a.tcp_mem, b.tcp_mem, (b.tcp_mem - a.tcp_mem) * 4.0 / n);
   printf("| kernel Slab (system-wide, both ends) KiB | %ld | %ld | %.2f KiB |\n", a.slab, b.slab,
          (b.slab - a.slab) / n);
   if (!O.plain)
@@ -783,7 +818,8 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < NSITES; i++)
       left += sites[i].bytes - sites[i].a_bytes;
     printf("\nafter the clients left: %u connections, live bytes vs 0-conn snapshot: %+ld, "
-           "VmRSS %ld KiB\n", weft_reactor_connection_count(reactor), left, c.rss);
+           "VmRSS %ld KiB\n",
+           weft_reactor_connection_count(reactor), left, c.rss);
   } else {
     printf("\nafter the clients left: %u connections, VmRSS %ld KiB\n",
            weft_reactor_connection_count(reactor), c.rss);

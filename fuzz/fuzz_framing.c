@@ -48,33 +48,33 @@ static int make(uint8_t sel, out *o, weft_framer **f) {
   static const unsigned sizes[] = {1, 2, 4, 8};
   o->max = (size_t)(sel >> 3) * 7 + 1;
   switch (sel & 7) {
-  case 0:
-    return weft_framer_new_lines("\r\n", 2, o->max, on_frame, o, f);
-  case 1:
-    return weft_framer_new_lines("\n", 1, o->max, on_frame, o, f);
-  case 2:
-    return weft_framer_new_lines("aba", 3, o->max, on_frame, o, f);
-  case 7:
-    return weft_framer_new_netstrings(o->max, on_frame, o, f);
-  default:
-    return weft_framer_new_prefixed(sizes[(sel & 7) - 3], (sel & 32) ? WEFT_LITTLE_ENDIAN
-                                                                     : WEFT_BIG_ENDIAN,
-                                    o->max, on_frame, o, f);
+    case 0:
+      return weft_framer_new_lines("\r\n", 2, o->max, on_frame, o, f);
+    case 1:
+      return weft_framer_new_lines("\n", 1, o->max, on_frame, o, f);
+    case 2:
+      return weft_framer_new_lines("aba", 3, o->max, on_frame, o, f);
+    case 7:
+      return weft_framer_new_netstrings(o->max, on_frame, o, f);
+    default:
+      return weft_framer_new_prefixed(sizes[(sel & 7) - 3],
+                                      (sel & 32) ? WEFT_LITTLE_ENDIAN : WEFT_BIG_ENDIAN, o->max,
+                                      on_frame, o, f);
   }
 }
 
 static size_t bound(uint8_t sel, size_t max) {
   switch (sel & 7) {
-  case 0:
-    return max + 1;
-  case 1:
-    return max;
-  case 2:
-    return max + 2;
-  case 7:
-    return max + 22; /* digits, ':' */
-  default:
-    return max + 8;
+    case 0:
+      return max + 1;
+    case 1:
+      return max;
+    case 2:
+      return max + 2;
+    case 7:
+      return max + 22; /* digits, ':' */
+    default:
+      return max + 8;
   }
 }
 

@@ -45,9 +45,9 @@ typedef struct name {
 } name;
 
 typedef struct list {
-  int ok;        /* well-formed */
-  size_t count;  /* names, when ok */
-  name *names;   /* malloc'd, count entries */
+  int ok;       /* well-formed */
+  size_t count; /* names, when ok */
+  name *names;  /* malloc'd, count entries */
 } list;
 
 /* Parses WIRE/LEN on its own terms (each name 1..255, lengths consistent, <= 65535 bytes). */
@@ -103,8 +103,8 @@ static int is_name_of(const list *l, const uint8_t *out, size_t len) {
 
 /* A match from weft must lie in OTHER's bytes, at a name boundary, with its length byte in
  * front, and be EXPECTED (the first of PREFERRED's names found in OTHER). */
-static void check_match(const uint8_t *other, size_t other_len, const list *lo,
-                        const uint8_t *out, size_t out_len, const name *expected) {
+static void check_match(const uint8_t *other, size_t other_len, const list *lo, const uint8_t *out,
+                        size_t out_len, const name *expected) {
   if (expected == NULL)
     fail("a match was returned although the lists share no protocol (or one is malformed)");
   if (out == NULL || out <= other || out + out_len > other + other_len)
@@ -117,8 +117,8 @@ static void check_match(const uint8_t *other, size_t other_len, const list *lo,
     fail("the match is not the first protocol of the preferred list found in the other");
 }
 
-static void check_select(const uint8_t *pref, size_t pref_len, const list *lp,
-                         const uint8_t *other, size_t other_len, const list *lo) {
+static void check_select(const uint8_t *pref, size_t pref_len, const list *lp, const uint8_t *other,
+                         size_t other_len, const list *lo) {
   const name *expected = ref_select(lp, lo);
   const uint8_t *out = NULL;
   uint8_t out_len = 0;
@@ -186,8 +186,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   server_conn.options = client_conn.options = options; /* kept for the whole run */
   if (weft__tls_new_ssl(options, WEFT_TLS_SERVER, NULL, &server_conn, &server_ssl, &err) != 0 ||
       /* an IP literal: no SNI, and clients always check an identity */
-      weft__tls_new_ssl(options, WEFT_TLS_CLIENT, "127.0.0.1", &client_conn, &client_ssl,
-                        &err) != 0)
+      weft__tls_new_ssl(options, WEFT_TLS_CLIENT, "127.0.0.1", &client_conn, &client_ssl, &err) !=
+          0)
     fail(err.msg);
   alpn_select_cb = (mech & WEFT_MECH_ALPN) ? weft__nego_alpn_select_callback() : NULL;
   if ((mech & WEFT_MECH_ALPN) && alpn_select_cb == NULL)
@@ -203,16 +203,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 }
 
 /* Server side of ALPN: OTHER is the client's offer, CFG the server's configuration. */
-static void check_alpn_callback(const weft__nego_config *cfg, const list *lp,
-                                const uint8_t *other, size_t other_len, const list *lo) {
+static void check_alpn_callback(const weft__nego_config *cfg, const list *lp, const uint8_t *other,
+                                size_t other_len, const list *lo) {
   const unsigned char *out = NULL;
   unsigned char out_len = 0;
   selector_state.calls = 0;
   selector_state.offer = other;
   selector_state.offer_len = other_len;
   server_conn.no_overlap = 0;
-  int rc = alpn_select_cb(server_ssl, &out, &out_len, other, (unsigned int)other_len,
-                          (void *)cfg);
+  int rc = alpn_select_cb(server_ssl, &out, &out_len, other, (unsigned int)other_len, (void *)cfg);
 
   int found, fatal = 0;
   const uint8_t *want = NULL; /* the name (inside OTHER) that must be chosen */
@@ -255,14 +254,13 @@ static void check_alpn_callback(const weft__nego_config *cfg, const list *lp,
 
 #ifndef OPENSSL_NO_NEXTPROTONEG
 /* Client side of NPN: OTHER is the server's advertisement. */
-static void check_npn_callbacks(const weft__nego_config *cfg, const list *lp,
-                                const uint8_t *other, size_t other_len, const list *lo) {
+static void check_npn_callbacks(const weft__nego_config *cfg, const list *lp, const uint8_t *other,
+                                size_t other_len, const list *lo) {
   unsigned char *out = NULL;
   unsigned char out_len = 0;
   client_conn.no_overlap = 0;
   client_conn.npn_selected_by_client_fallback = 0;
-  int rc = npn_select_cb(client_ssl, &out, &out_len, other, (unsigned int)other_len,
-                         (void *)cfg);
+  int rc = npn_select_cb(client_ssl, &out, &out_len, other, (unsigned int)other_len, (void *)cfg);
   const name *expected = ref_select(lp, lo);
   if (expected != NULL) {
     if (rc != SSL_TLSEXT_ERR_OK)

@@ -63,8 +63,8 @@ static size_t client_hello(const char *alpn, size_t alpn_len, int max_version, i
     fail("SSL_CTX_new (client)");
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_max_proto_version(ctx, max_version != 0 ? max_version : TLS1_3_VERSION);
-  if (alpn != NULL && SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)alpn,
-                                              (unsigned int)alpn_len) != 0)
+  if (alpn != NULL &&
+      SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)alpn, (unsigned int)alpn_len) != 0)
     fail("SSL_CTX_set_alpn_protos");
 #ifndef OPENSSL_NO_NEXTPROTONEG
   if (npn)
@@ -191,7 +191,7 @@ static void classify(SSL *ssl, const weft__tls_conn *conn, int eof_seen) {
   weft__tls_classify(ssl, conn, errs, n, 0, eof_seen, &why);
   check_reason(&why, ssl, conn);
   if (verbose)
-    fprintf(stderr, "%s %s: %s (alert %d%s)\n", eof_seen ? "at eof" : "open", 
+    fprintf(stderr, "%s %s: %s (alert %d%s)\n", eof_seen ? "at eof" : "open",
             weft_err_name(why.reason.code), why.msg, why.reason.tls_alert,
             why.reason.alert_sent ? " sent" : "");
   memset(&why, 0x5a, sizeof why);
@@ -210,7 +210,8 @@ static void check_negotiated(SSL *ssl, const weft__tls_conn *conn) {
       !(len == 8 && memcmp(proto, "http/1.1", 8) == 0))
     fail("the server negotiated a protocol it does not list");
   if (verbose)
-    fprintf(stderr, "negotiated: %.*s\n", proto ? (int)len : 4, proto ? (const char *)proto : "none");
+    fprintf(stderr, "negotiated: %.*s\n", proto ? (int)len : 4,
+            proto ? (const char *)proto : "none");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

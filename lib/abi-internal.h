@@ -25,18 +25,18 @@
 #define WEFT__V1_END_weft_allocator WEFT__END_OF(weft_allocator, user_data)
 
 /* How many bytes of the caller's struct at PTR exist: its SIZE, but at least the 1.0 layout. */
-#define WEFT__CALLER_SIZE(ptr, type)                                                            \
-  ((size_t)(ptr)->size > (size_t)(WEFT__V1_END_##type) ? (size_t)(ptr)->size                    \
+#define WEFT__CALLER_SIZE(ptr, type)                                                               \
+  ((size_t)(ptr)->size > (size_t)(WEFT__V1_END_##type) ? (size_t)(ptr)->size                       \
                                                        : (size_t)(WEFT__V1_END_##type))
 
 /* 1 if the caller's struct at PTR (of TYPE, a growable weft struct) has MEMBER: always for the
  * 1.0 members, and for a later one when its SIZE covers the member. */
-#define WEFT__HAS_MEMBER(ptr, type, member)                                                     \
+#define WEFT__HAS_MEMBER(ptr, type, member)                                                        \
   (WEFT__END_OF(type, member) <= WEFT__CALLER_SIZE(ptr, type))
 
 /* How many bytes of the caller's struct at PTR this library may copy into its own TYPE: the
  * caller's size, capped at sizeof(TYPE) (a newer caller's tail is ignored). */
-#define WEFT__KNOWN_SIZE(ptr, type)                                                             \
+#define WEFT__KNOWN_SIZE(ptr, type)                                                                \
   (WEFT__CALLER_SIZE(ptr, type) < sizeof(type) ? WEFT__CALLER_SIZE(ptr, type) : sizeof(type))
 
 #endif

@@ -122,8 +122,8 @@ static void on_client_closed(void *arg, const weft_reason *reason, int made) {
 }
 
 int weft_transport_adopt(weft_reactor *reactor, int fd, weft_factory *factory,
-                         weft_cert_options *options, weft_tls_role role,
-                         const char *server_name, weft_transport **out) {
+                         weft_cert_options *options, weft_tls_role role, const char *server_name,
+                         weft_transport **out) {
   if (out)
     *out = NULL;
   if (!reactor || !factory || !factory->build_protocol ||

@@ -25,9 +25,9 @@
 
 /* One connection attempt to one address (RFC 8305: several may run at once). */
 typedef struct attempt {
-  evutil_socket_t fd;   /* -1: not running */
-  struct event *event;  /* writable: this connect finished */
-  int addr;             /* index in addrs */
+  evutil_socket_t fd;  /* -1: not running */
+  struct event *event; /* writable: this connect finished */
+  int addr;            /* index in addrs */
   struct weft_connector *connector;
 } attempt;
 
@@ -49,15 +49,15 @@ struct weft_connector {
 
   struct evdns_getaddrinfo_request *dns_request;
   attempt attempts[WEFT__MAX_ADDRS]; /* Happy Eyeballs: the attempts running, by address */
-  int running;                 /* attempts running */
-  double attempt_delay;        /* seconds before the next attempt starts (RFC 8305: 250 ms) */
-  struct event *delay_event;   /* starts the next attempt */
-  struct event *timer;         /* the whole attempt's time-out */
-  struct event *fail_event;    /* delivers connection_failed from the loop */
-  struct event *step_event;    /* runs the next step (resolve, connect) from the loop */
-  int resolved;                /* addrs holds the addresses to try */
-  struct weft_transport *transport; /* TLS: the handshake under way */
-  weft__owner next_owner;      /* the transport's owner once it is ready (may be all NULL) */
+  int running;                       /* attempts running */
+  double attempt_delay;              /* seconds before the next attempt starts (RFC 8305: 250 ms) */
+  struct event *delay_event;         /* starts the next attempt */
+  struct event *timer;               /* the whole attempt's time-out */
+  struct event *fail_event;          /* delivers connection_failed from the loop */
+  struct event *step_event;          /* runs the next step (resolve, connect) from the loop */
+  int resolved;                      /* addrs holds the addresses to try */
+  struct weft_transport *transport;  /* TLS: the handshake under way */
+  weft__owner next_owner;            /* the transport's owner once it is ready (may be all NULL) */
   int last_errno;
   int failed;
   weft__reason_buf reason;
@@ -182,8 +182,7 @@ static void hand_over(weft_connector *c, attempt *a) {
     name = weft__tls_options_server_name(c->options);
   const weft__owner owner = {on_transport_ready, on_transport_closed, c};
   int rc = weft__transport_start(c->reactor, fd, peer, peer_len, c->factory, c->options,
-                                 WEFT_TLS_CLIENT, name ? name : c->host, 0, &owner,
-                                 &c->transport);
+                                 WEFT_TLS_CLIENT, name ? name : c->host, 0, &owner, &c->transport);
   if (rc != 0)
     connector_fail(c, rc, "%s", weft_strerror(rc));
 }
@@ -405,10 +404,10 @@ static void on_reactor_close(weft__handle *handle) {
 static const weft__handle_ops connector_handle_ops = {NULL, on_reactor_close};
 
 /* PORT 0 with UNIX set: HOST is a Unix socket path ("@name": an abstract one). */
-static int connect_common(weft_reactor *reactor, const char *host, int port,
-                          weft_factory *factory, weft_cert_options *options,
-                          const char *server_name, double timeout, const char *bind_address,
-                          const weft__owner *owner, int unix, weft_connector **out) {
+static int connect_common(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
+                          weft_cert_options *options, const char *server_name, double timeout,
+                          const char *bind_address, const weft__owner *owner, int unix,
+                          weft_connector **out) {
   if (out)
     *out = NULL;
   struct sockaddr_storage unix_ss;
@@ -507,15 +506,15 @@ int weft_connect_ssl(weft_reactor *reactor, const char *host, int port, weft_fac
 int weft__connect(weft_reactor *reactor, const char *host, int port, weft_factory *factory,
                   weft_cert_options *options, const char *server_name, double timeout,
                   const char *bind_address, const weft__owner *owner, weft_connector **out) {
-  return connect_common(reactor, host, port, factory, options, server_name, timeout,
-                        bind_address, owner, 0, out);
+  return connect_common(reactor, host, port, factory, options, server_name, timeout, bind_address,
+                        owner, 0, out);
 }
 
 int weft__connect_unix(weft_reactor *reactor, const char *path, weft_factory *factory,
                        weft_cert_options *options, const char *server_name, double timeout,
                        const weft__owner *owner, weft_connector **out) {
-  return connect_common(reactor, path, 0, factory, options, server_name, timeout, NULL, owner,
-                        1, out);
+  return connect_common(reactor, path, 0, factory, options, server_name, timeout, NULL, owner, 1,
+                        out);
 }
 
 int weft_connector_cancel(weft_connector *connector) {

@@ -249,18 +249,18 @@ int weft_endpoint_listen(weft_reactor *reactor, const weft_endpoint *ep, weft_fa
   if (!reactor || !is_server(ep) || !factory ||
       (ep->port < 0 && !ep->unix_path && !ep->systemd && ep->fd < 0))
     return WEFT_EINVAL;
-  unsigned flags = (ep->reuseport ? WEFT__LISTEN_REUSEPORT : 0) |
-                   (ep->dual_stack ? WEFT__LISTEN_DUALSTACK : 0);
+  unsigned flags =
+      (ep->reuseport ? WEFT__LISTEN_REUSEPORT : 0) | (ep->dual_stack ? WEFT__LISTEN_DUALSTACK : 0);
   weft_listener *l;
   int rc, fd = ep->fd;
-  if (ep->systemd && (rc = weft__systemd_fd(ep->systemd_family, ep->systemd_index,
-                                            ep->systemd_name, &fd)) != 0)
+  if (ep->systemd &&
+      (rc = weft__systemd_fd(ep->systemd_family, ep->systemd_index, ep->systemd_name, &fd)) != 0)
     return rc;
   if (fd >= 0) /* a duplicate: the descriptor stays the caller's (or systemd's) */
     rc = weft__listen_adopted(reactor, fd, factory, ep->tls, &l);
   else if (ep->unix_path)
-    rc = weft__listen_unix(reactor, ep->unix_path, ep->unix_mode, factory, ep->tls, ep->backlog,
-                           &l);
+    rc =
+        weft__listen_unix(reactor, ep->unix_path, ep->unix_mode, factory, ep->tls, ep->backlog, &l);
   else
     rc = weft__listen(reactor, ep->host, ep->port, factory, ep->tls, ep->backlog, flags, &l);
   if (rc != 0)
@@ -297,8 +297,7 @@ int weft_endpoint_connect(weft_reactor *reactor, const weft_endpoint *ep, weft_f
   /* The server name matters only with TLS (weft_endpoint_set_server_name). */
   weft_connector *c;
   int rc = weft__connect(reactor, ep->host, ep->port, factory, ep->tls,
-                         ep->tls ? ep->server_name : NULL, ep->timeout, ep->bind_address, NULL,
-                         &c);
+                         ep->tls ? ep->server_name : NULL, ep->timeout, ep->bind_address, NULL, &c);
   if (rc == 0 && ep->attempt_delay >= 0) /* before the loop runs the connector's first step */
     weft__connector_set_attempt_delay(c, ep->attempt_delay);
   if (out)

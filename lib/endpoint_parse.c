@@ -30,41 +30,41 @@
 #define WEFT__QUOTE_MAX 40  /* bytes of a value quoted in a message */
 
 /* Every key any kind takes. The names are Twisted's where Twisted has the key. */
-#define WEFT__KEYS(X)                                                                          \
-  X(HOST, "host")                                                                              \
-  X(PORT, "port")                                                                              \
-  X(INTERFACE, "interface")                                                                    \
-  X(BACKLOG, "backlog")                                                                        \
-  X(REUSEPORT, "reusePort")                                                                    \
-  X(CONNLIMIT, "connectionLimit")                                                              \
-  X(WRITETIMEOUT, "writeTimeout")                                                              \
-  X(TIMEOUT, "timeout")                                                                        \
-  X(BINDADDRESS, "bindAddress")                                                                \
-  X(PRIVATEKEY, "privateKey")                                                                  \
-  X(CERTKEY, "certKey")                                                                        \
-  X(CERTIFICATE, "certificate")                                                                \
-  X(CACERTS, "caCerts")                                                                        \
-  X(CACERTSDIR, "caCertsDir")                                                                  \
-  X(TRUSTROOTS, "trustRoots")                                                                  \
-  X(REQUIRECERT, "requireCert")                                                                \
-  X(SERVERNAME, "serverName")                                                                  \
-  X(ALPN, "alpn")                                                                              \
-  X(MECHANISMS, "mechanisms")                                                                  \
-  X(NOOVERLAP, "noOverlap")                                                                    \
-  X(TLSMIN, "tlsMin")                                                                          \
-  X(TLSMAX, "tlsMax")                                                                          \
-  X(HANDSHAKETIMEOUT, "handshakeTimeout")                                                      \
-  X(PROXYSOURCES, "proxySources")                                                              \
-  X(PROXYTIMEOUT, "proxyTimeout")                                                              \
-  X(PERADDRESSLIMIT, "perAddressLimit")                                                        \
-  X(ADDRESS, "address")                                                                        \
-  X(PATH, "path")                                                                              \
-  X(MODE, "mode")                                                                              \
-  X(TLS, "tls")                                                                                \
-  X(DOMAIN, "domain")                                                                          \
-  X(INDEX, "index")                                                                            \
-  X(NAME, "name")                                                                              \
-  X(DUALSTACK, "dualStack")                                                                    \
+#define WEFT__KEYS(X)                                                                              \
+  X(HOST, "host")                                                                                  \
+  X(PORT, "port")                                                                                  \
+  X(INTERFACE, "interface")                                                                        \
+  X(BACKLOG, "backlog")                                                                            \
+  X(REUSEPORT, "reusePort")                                                                        \
+  X(CONNLIMIT, "connectionLimit")                                                                  \
+  X(WRITETIMEOUT, "writeTimeout")                                                                  \
+  X(TIMEOUT, "timeout")                                                                            \
+  X(BINDADDRESS, "bindAddress")                                                                    \
+  X(PRIVATEKEY, "privateKey")                                                                      \
+  X(CERTKEY, "certKey")                                                                            \
+  X(CERTIFICATE, "certificate")                                                                    \
+  X(CACERTS, "caCerts")                                                                            \
+  X(CACERTSDIR, "caCertsDir")                                                                      \
+  X(TRUSTROOTS, "trustRoots")                                                                      \
+  X(REQUIRECERT, "requireCert")                                                                    \
+  X(SERVERNAME, "serverName")                                                                      \
+  X(ALPN, "alpn")                                                                                  \
+  X(MECHANISMS, "mechanisms")                                                                      \
+  X(NOOVERLAP, "noOverlap")                                                                        \
+  X(TLSMIN, "tlsMin")                                                                              \
+  X(TLSMAX, "tlsMax")                                                                              \
+  X(HANDSHAKETIMEOUT, "handshakeTimeout")                                                          \
+  X(PROXYSOURCES, "proxySources")                                                                  \
+  X(PROXYTIMEOUT, "proxyTimeout")                                                                  \
+  X(PERADDRESSLIMIT, "perAddressLimit")                                                            \
+  X(ADDRESS, "address")                                                                            \
+  X(PATH, "path")                                                                                  \
+  X(MODE, "mode")                                                                                  \
+  X(TLS, "tls")                                                                                    \
+  X(DOMAIN, "domain")                                                                              \
+  X(INDEX, "index")                                                                                \
+  X(NAME, "name")                                                                                  \
+  X(DUALSTACK, "dualStack")                                                                        \
   X(ATTEMPTDELAY, "attemptDelay")
 
 enum {
@@ -81,17 +81,17 @@ static const char *const key_names[K_COUNT] = {
 };
 
 #define BIT(k) (UINT64_C(1) << (k))
-#define TCP_SERVER_KEYS                                                                        \
-  (BIT(K_PORT) | BIT(K_INTERFACE) | BIT(K_BACKLOG) | BIT(K_REUSEPORT) | BIT(K_CONNLIMIT) |    \
-   BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT) |   \
+#define TCP_SERVER_KEYS                                                                            \
+  (BIT(K_PORT) | BIT(K_INTERFACE) | BIT(K_BACKLOG) | BIT(K_REUSEPORT) | BIT(K_CONNLIMIT) |         \
+   BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT) |      \
    BIT(K_DUALSTACK))
-#define UNIX_SERVER_KEYS                                                                       \
-  (BIT(K_ADDRESS) | BIT(K_MODE) | BIT(K_BACKLOG) | BIT(K_CONNLIMIT) | BIT(K_WRITETIMEOUT) |      \
+#define UNIX_SERVER_KEYS                                                                           \
+  (BIT(K_ADDRESS) | BIT(K_MODE) | BIT(K_BACKLOG) | BIT(K_CONNLIMIT) | BIT(K_WRITETIMEOUT) |        \
    BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | BIT(K_PERADDRESSLIMIT))
-#define TCP_CLIENT_KEYS                                                                        \
+#define TCP_CLIENT_KEYS                                                                            \
   (BIT(K_HOST) | BIT(K_PORT) | BIT(K_TIMEOUT) | BIT(K_BINDADDRESS) | BIT(K_ATTEMPTDELAY))
-#define TLS_COMMON_KEYS                                                                        \
-  (BIT(K_ALPN) | BIT(K_MECHANISMS) | BIT(K_NOOVERLAP) | BIT(K_TLSMIN) | BIT(K_TLSMAX) |        \
+#define TLS_COMMON_KEYS                                                                            \
+  (BIT(K_ALPN) | BIT(K_MECHANISMS) | BIT(K_NOOVERLAP) | BIT(K_TLSMIN) | BIT(K_TLSMAX) |            \
    BIT(K_HANDSHAKETIMEOUT))
 
 /* One kind for one role: its keys, which of them are required, and the keys its positional
@@ -105,44 +105,69 @@ typedef struct kind {
 } kind;
 
 static const kind kinds[] = {
-    {"tcp", WEFT_ENDPOINT_SERVER, 0, TCP_SERVER_KEYS, BIT(K_PORT),
+    {"tcp",
+     WEFT_ENDPOINT_SERVER,
+     0,
+     TCP_SERVER_KEYS,
+     BIT(K_PORT),
      {K_PORT, K_INTERFACE, K_BACKLOG, K_COUNT}},
-    {"ssl", WEFT_ENDPOINT_SERVER, 1,
+    {"ssl",
+     WEFT_ENDPOINT_SERVER,
+     1,
      TCP_SERVER_KEYS | TLS_COMMON_KEYS | BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) |
          BIT(K_REQUIRECERT),
-     BIT(K_PORT) | BIT(K_PRIVATEKEY), {K_PORT, K_PRIVATEKEY, K_CERTKEY, K_COUNT}},
-    {"unix", WEFT_ENDPOINT_SERVER, 2,
+     BIT(K_PORT) | BIT(K_PRIVATEKEY),
+     {K_PORT, K_PRIVATEKEY, K_CERTKEY, K_COUNT}},
+    {"unix",
+     WEFT_ENDPOINT_SERVER,
+     2,
      UNIX_SERVER_KEYS | TLS_COMMON_KEYS | BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) |
          BIT(K_REQUIRECERT),
-     BIT(K_ADDRESS), {K_ADDRESS, K_COUNT}},
-    {"systemd", WEFT_ENDPOINT_SERVER, 2,
+     BIT(K_ADDRESS),
+     {K_ADDRESS, K_COUNT}},
+    {"systemd",
+     WEFT_ENDPOINT_SERVER,
+     2,
      BIT(K_DOMAIN) | BIT(K_INDEX) | BIT(K_NAME) | BIT(K_CONNLIMIT) | BIT(K_PERADDRESSLIMIT) |
          BIT(K_WRITETIMEOUT) | BIT(K_PROXYSOURCES) | BIT(K_PROXYTIMEOUT) | TLS_COMMON_KEYS |
          BIT(K_PRIVATEKEY) | BIT(K_CERTKEY) | BIT(K_CACERTS) | BIT(K_REQUIRECERT),
-     BIT(K_DOMAIN), {K_COUNT}},
-    {"unix", WEFT_ENDPOINT_CLIENT, 2,
+     BIT(K_DOMAIN),
+     {K_COUNT}},
+    {"unix",
+     WEFT_ENDPOINT_CLIENT,
+     2,
      BIT(K_PATH) | BIT(K_TIMEOUT) | BIT(K_TLS) | TLS_COMMON_KEYS | BIT(K_TRUSTROOTS) |
          BIT(K_CERTIFICATE) | BIT(K_PRIVATEKEY) | BIT(K_SERVERNAME),
-     BIT(K_PATH), {K_PATH, K_COUNT}},
-    {"tcp", WEFT_ENDPOINT_CLIENT, 0, TCP_CLIENT_KEYS, BIT(K_HOST) | BIT(K_PORT),
+     BIT(K_PATH),
+     {K_PATH, K_COUNT}},
+    {"tcp",
+     WEFT_ENDPOINT_CLIENT,
+     0,
+     TCP_CLIENT_KEYS,
+     BIT(K_HOST) | BIT(K_PORT),
      {K_HOST, K_PORT, K_COUNT}},
-    {"tls", WEFT_ENDPOINT_CLIENT, 1,
+    {"tls",
+     WEFT_ENDPOINT_CLIENT,
+     1,
      TCP_CLIENT_KEYS | TLS_COMMON_KEYS | BIT(K_TRUSTROOTS) | BIT(K_CERTIFICATE) |
          BIT(K_PRIVATEKEY) | BIT(K_SERVERNAME),
-     BIT(K_HOST) | BIT(K_PORT), {K_HOST, K_PORT, K_COUNT}},
-    {"ssl", WEFT_ENDPOINT_CLIENT, 1,
+     BIT(K_HOST) | BIT(K_PORT),
+     {K_HOST, K_PORT, K_COUNT}},
+    {"ssl",
+     WEFT_ENDPOINT_CLIENT,
+     1,
      TCP_CLIENT_KEYS | TLS_COMMON_KEYS | BIT(K_CACERTS) | BIT(K_CACERTSDIR) | BIT(K_CERTKEY) |
          BIT(K_PRIVATEKEY) | BIT(K_SERVERNAME),
-     BIT(K_HOST) | BIT(K_PORT), {K_HOST, K_PORT, K_COUNT}},
+     BIT(K_HOST) | BIT(K_PORT),
+     {K_HOST, K_PORT, K_COUNT}},
 };
-
 
 /* The parser's state: the unescaped copy of the description and the values found in it. */
 typedef struct parse {
-  char *buf;                  /* the unescaped arguments, each NUL-terminated */
+  char *buf; /* the unescaped arguments, each NUL-terminated */
   const kind *kind;
   const char *values[K_COUNT]; /* NULL: not given */
-  int haproxy;                /* the description started with "haproxy:" */
+  int haproxy;                 /* the description started with "haproxy:" */
   char *err;
   size_t err_size;
 } parse;
@@ -194,8 +219,7 @@ static int add_arg(parse *p, const char *key, char *value, int *npos) {
     for (k = 0; k < K_COUNT && strcmp(key, key_names[k]) != 0; k++)
       ;
     if (k == K_COUNT || !(p->kind->keys & BIT(k)))
-      return fail(p, WEFT_EINVAL, "%s: unknown key for %s %s endpoints", quote(q, key), kn,
-                  role);
+      return fail(p, WEFT_EINVAL, "%s: unknown key for %s %s endpoints", quote(q, key), kn, role);
   } else {
     int i;
     for (i = 0; i < *npos && p->kind->positional[i] != K_COUNT; i++)
@@ -287,8 +311,8 @@ static int split(parse *p, const char *desc, weft_endpoint_role role) {
 static int check_required(parse *p) {
   for (int k = 0; k < K_COUNT; k++)
     if ((p->kind->required & BIT(k)) && !p->values[k])
-      return fail(p, WEFT_EINVAL, "%s: required for %s %s endpoints", key_names[k],
-                  p->kind->name, p->kind->role == WEFT_ENDPOINT_SERVER ? "server" : "client");
+      return fail(p, WEFT_EINVAL, "%s: required for %s %s endpoints", key_names[k], p->kind->name,
+                  p->kind->role == WEFT_ENDPOINT_SERVER ? "server" : "client");
   return 0;
 }
 
@@ -307,8 +331,8 @@ static int get_int(parse *p, int k, long min, long max, long *out) {
   if (s[i] || i == 0)
     return fail(p, WEFT_EINVAL, "%s: not a number %s", key_names[k], quote(q, s));
   if (v < min)
-    return fail(p, WEFT_EINVAL, "%s: out of range %s (%ld to %ld)", key_names[k], quote(q, s),
-                min, max);
+    return fail(p, WEFT_EINVAL, "%s: out of range %s (%ld to %ld)", key_names[k], quote(q, s), min,
+                max);
   *out = v;
   return 0;
 }
@@ -444,7 +468,7 @@ static int apply_tls(parse *p, weft_cert_options *o) {
     if (strcmp(s, "fail") != 0 && strcmp(s, "continue") != 0)
       return fail(p, WEFT_EINVAL, "noOverlap: not fail or continue %s", quote(q, s));
     rc = weft_cert_options_set_no_overlap_policy(o, !strcmp(s, "fail") ? WEFT_NO_OVERLAP_FAIL
-                                                                        : WEFT_NO_OVERLAP_CONTINUE);
+                                                                       : WEFT_NO_OVERLAP_CONTINUE);
     if (rc != 0)
       return opt_fail(p, K_NOOVERLAP, o, rc);
   }
@@ -567,8 +591,7 @@ static int apply_plain(parse *p, weft_endpoint *ep) {
                   quote(q, v[K_ATTEMPTDELAY]));
   }
   if (v[K_BINDADDRESS] && weft_endpoint_set_bind_address(ep, v[K_BINDADDRESS]) != 0)
-    return fail(p, WEFT_EINVAL, "bindAddress: not an IP address %s",
-                quote(q, v[K_BINDADDRESS]));
+    return fail(p, WEFT_EINVAL, "bindAddress: not an IP address %s", quote(q, v[K_BINDADDRESS]));
   if (v[K_SERVERNAME] && weft_endpoint_set_server_name(ep, v[K_SERVERNAME]) != 0)
     return fail(p, WEFT_EINVAL, "serverName: too long (%zu bytes, at most 255)",
                 strlen(v[K_SERVERNAME]));
@@ -588,7 +611,8 @@ static int wants_tls(parse *p) {
   for (int k = 0; k < K_COUNT; k++)
     if (p->values[k] && k != K_TLS && k != K_PRIVATEKEY &&
         (TLS_COMMON_KEYS | BIT(K_CERTKEY) | BIT(K_CACERTS) | BIT(K_REQUIRECERT) |
-         BIT(K_TRUSTROOTS) | BIT(K_CERTIFICATE) | BIT(K_SERVERNAME)) & BIT(k))
+         BIT(K_TRUSTROOTS) | BIT(K_CERTIFICATE) | BIT(K_SERVERNAME)) &
+            BIT(k))
       return fail(p, WEFT_EINVAL, "%s: a TLS key on a plain unix: endpoint (%s)", key_names[k],
                   p->kind->role == WEFT_ENDPOINT_SERVER ? "give privateKey= for TLS"
                                                         : "give tls=yes for TLS");
@@ -639,9 +663,10 @@ int weft_endpoint_parse(const char *description, weft_endpoint_role role, weft_e
   if (out)
     *out = NULL;
   if (!description || !out || (role != WEFT_ENDPOINT_SERVER && role != WEFT_ENDPOINT_CLIENT))
-    return fail(&p, WEFT_EINVAL, "%s: NULL or unknown role", !description ? "description"
-                                                            : !out        ? "out"
-                                                                          : "role");
+    return fail(&p, WEFT_EINVAL, "%s: NULL or unknown role",
+                !description ? "description"
+                : !out       ? "out"
+                             : "role");
   if (!strncmp(description, "haproxy:", 8)) {
     if (role != WEFT_ENDPOINT_SERVER)
       return fail(&p, WEFT_EINVAL, "haproxy: a prefix of server descriptions only");

@@ -13,29 +13,29 @@
 
 const char *weft_strerror(int code) {
   switch (code) {
-  case WEFT_OK:
-    return "success";
-#define WEFT__ERRNO_MSG(name, value, msg)                                                       \
-  case WEFT_##name:                                                                            \
+    case WEFT_OK:
+      return "success";
+#define WEFT__ERRNO_MSG(name, value, msg)                                                          \
+  case WEFT_##name:                                                                                \
     return msg;
-    WEFT_ERRNO_MAP(WEFT__ERRNO_MSG)
+      WEFT_ERRNO_MAP(WEFT__ERRNO_MSG)
 #undef WEFT__ERRNO_MSG
-  default:
-    return "unknown error";
+    default:
+      return "unknown error";
   }
 }
 
 const char *weft_err_name(int code) {
   switch (code) {
-  case WEFT_OK:
-    return "WEFT_OK";
-#define WEFT__ERRNO_NAME(name, value, msg)                                                      \
-  case WEFT_##name:                                                                            \
+    case WEFT_OK:
+      return "WEFT_OK";
+#define WEFT__ERRNO_NAME(name, value, msg)                                                         \
+  case WEFT_##name:                                                                                \
     return "WEFT_" #name;
-    WEFT_ERRNO_MAP(WEFT__ERRNO_NAME)
+      WEFT_ERRNO_MAP(WEFT__ERRNO_NAME)
 #undef WEFT__ERRNO_NAME
-  default:
-    return "WEFT_UNKNOWN";
+    default:
+      return "WEFT_UNKNOWN";
   }
 }
 
@@ -62,41 +62,41 @@ void weft__reason_set(weft__reason_buf *buf, int code, const char *fmt, ...) {
 
 int weft__errno_to_code(int err) {
   switch (err) {
-  case 0:
-    return WEFT_OK;
-  case EINVAL:
-    return WEFT_EINVAL;
-  case ENOMEM:
-  case ENOBUFS:
-    return WEFT_ENOMEM;
-  case ENOTSUP:
+    case 0:
+      return WEFT_OK;
+    case EINVAL:
+      return WEFT_EINVAL;
+    case ENOMEM:
+    case ENOBUFS:
+      return WEFT_ENOMEM;
+    case ENOTSUP:
 #if defined(EOPNOTSUPP) && EOPNOTSUPP != ENOTSUP
-  case EOPNOTSUPP:
+    case EOPNOTSUPP:
 #endif
-  case EAFNOSUPPORT:
-  case EPROTONOSUPPORT:
-    return WEFT_ENOTSUP;
-  case ECONNREFUSED:
-    return WEFT_ECONNREFUSED;
-  case ETIMEDOUT:
-    return WEFT_ETIMEDOUT;
-  case ECONNRESET:
-  case EPIPE:
-    return WEFT_ECONNRESET;
-  case ECONNABORTED:
-  case ENETRESET:
-    return WEFT_ECONNLOST;
-  case EADDRINUSE:
-    return WEFT_EADDRINUSE;
-  case EADDRNOTAVAIL:
-    return WEFT_EADDRNOTAVAIL;
-  case ECANCELED:
-    return WEFT_ECANCELED;
-  case EIO:
-    return WEFT_EIO;
-  case EBUSY:
-    return WEFT_EBUSY;
-  default:
-    return WEFT_ESOCKET;
+    case EAFNOSUPPORT:
+    case EPROTONOSUPPORT:
+      return WEFT_ENOTSUP;
+    case ECONNREFUSED:
+      return WEFT_ECONNREFUSED;
+    case ETIMEDOUT:
+      return WEFT_ETIMEDOUT;
+    case ECONNRESET:
+    case EPIPE:
+      return WEFT_ECONNRESET;
+    case ECONNABORTED:
+    case ENETRESET:
+      return WEFT_ECONNLOST;
+    case EADDRINUSE:
+      return WEFT_EADDRINUSE;
+    case EADDRNOTAVAIL:
+      return WEFT_EADDRNOTAVAIL;
+    case ECANCELED:
+      return WEFT_ECANCELED;
+    case EIO:
+      return WEFT_EIO;
+    case EBUSY:
+      return WEFT_EBUSY;
+    default:
+      return WEFT_ESOCKET;
   }
 }

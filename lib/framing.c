@@ -41,10 +41,10 @@ struct weft_framer {
   /* a frame split across pieces */
   uint8_t hdr[NS_DIGITS_MAX + 1 + 8]; /* prefixed: the length bytes; netstrings: "LEN:" */
   size_t hdr_len;
-  int have_len;   /* prefixed: the length is known (NEED) */
-  int ns_state;   /* netstrings: NS_LEN, NS_DATA, NS_COMMA */
+  int have_len; /* prefixed: the length is known (NEED) */
+  int ns_state; /* netstrings: NS_LEN, NS_DATA, NS_COMMA */
   size_t ns_value;
-  size_t need;    /* the payload length being gathered */
+  size_t need; /* the payload length being gathered */
   uint8_t *buf;
   size_t blen, bcap;
 };
@@ -356,15 +356,15 @@ static int feed(weft_framer *f, const uint8_t *data, size_t len) {
       continue;
     }
     switch (f->kind) {
-    case KIND_LINES:
-      rc = step_lines(f, data + pos, len - pos, &used);
-      break;
-    case KIND_PREFIXED:
-      rc = step_prefixed(f, data + pos, len - pos, &used);
-      break;
-    default:
-      rc = step_netstrings(f, data + pos, len - pos, &used);
-      break;
+      case KIND_LINES:
+        rc = step_lines(f, data + pos, len - pos, &used);
+        break;
+      case KIND_PREFIXED:
+        rc = step_prefixed(f, data + pos, len - pos, &used);
+        break;
+      default:
+        rc = step_netstrings(f, data + pos, len - pos, &used);
+        break;
     }
     if (rc != 0)
       return rc;

@@ -9,7 +9,8 @@
 
 /* FLAGS of weft__listen. */
 #define WEFT__LISTEN_REUSEPORT 1u /* SO_REUSEPORT before bind (weft_endpoint_set_reuseport) */
-#define WEFT__LISTEN_DUALSTACK 2u /* IPv6 socket accepting IPv4 too (weft_endpoint_set_dual_stack) */
+#define WEFT__LISTEN_DUALSTACK                                                                     \
+  2u /* IPv6 socket accepting IPv4 too (weft_endpoint_set_dual_stack) */
 
 /* Listens on INTERFACE:PORT with FACTORY; TLS when OPTIONS is not NULL; BACKLOG <= 0 means 511.
  * Errors and ownership as weft_listen_tcp / weft_listen_ssl, plus WEFT_EINVAL for an unknown

@@ -30,7 +30,7 @@ struct weft_listener {
   weft_cert_options *options; /* NULL for TCP */
   struct sockaddr_storage addr;
   socklen_t addr_len;
-  struct event *backoff; /* re-enables accepting after EMFILE/ENFILE */
+  struct event *backoff;    /* re-enables accepting after EMFILE/ENFILE */
   unsigned max_connections; /* 0: no limit */
   unsigned connections;     /* accepted and not yet freed, handshakes included */
   double write_timeout;     /* default for the connections it accepts; 0: off */
@@ -115,10 +115,10 @@ static void on_connection_closed(void *arg, const weft_reason *reason, int made)
 static void on_connection_ready(void *arg, struct weft_transport *transport);
 
 /* Tells the factory that a connection from PEER ended before build_protocol. */
-static void report_failure(weft_listener *l, const struct sockaddr *peer, int code,
-                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void report_failure(weft_listener *l, const struct sockaddr *peer, int code,
-                           const char *fmt, ...) {
+static void report_failure(weft_listener *l, const struct sockaddr *peer, int code, const char *fmt,
+                           ...) __attribute__((format(printf, 4, 5)));
+static void report_failure(weft_listener *l, const struct sockaddr *peer, int code, const char *fmt,
+                           ...) {
   if (!l->factory->handshake_failed)
     return;
   weft__reason_buf reason;
@@ -137,14 +137,13 @@ static void report_failure(weft_listener *l, const struct sockaddr *peer, int co
 static int start_transport(weft_listener *l, evutil_socket_t fd, const struct sockaddr *peer,
                            socklen_t peer_len, const weft__owner *owner) {
   const weft__owner own = {on_connection_ready, on_connection_closed, l};
-  int rc = weft__transport_start(l->reactor, fd, peer, peer_len, l->factory, l->options,
-                                 WEFT_TLS_SERVER, NULL, l->write_timeout, owner ? owner : &own,
-                                 NULL);
+  int rc =
+      weft__transport_start(l->reactor, fd, peer, peer_len, l->factory, l->options, WEFT_TLS_SERVER,
+                            NULL, l->write_timeout, owner ? owner : &own, NULL);
   if (rc != 0) {
     /* The descriptor is closed already. Nobody else hears of this connection: tell the
      * factory. */
-    report_failure(l, peer, rc, "could not set up an accepted connection: %s",
-                   weft_strerror(rc));
+    report_failure(l, peer, rc, "could not set up an accepted connection: %s", weft_strerror(rc));
     connection_closed(l);
   }
   return rc;
@@ -209,8 +208,8 @@ static void addr_release(weft_listener *l, addr_count *e) {
 }
 
 /* Closes the accepted FD (counted already) that L will not serve, and says why. */
-static void refuse_peer(weft_listener *l, evutil_socket_t fd, const struct sockaddr *peer,
-                        int code, const char *why) {
+static void refuse_peer(weft_listener *l, evutil_socket_t fd, const struct sockaddr *peer, int code,
+                        const char *why) {
   close(fd);
   report_failure(l, peer, code, "%s", why);
   connection_closed(l);
@@ -225,13 +224,13 @@ typedef struct proxy_conn {
   weft_listener *l;
   weft__handle handle; /* registered (WEFT__RANK_CONNECTION) while reading the header */
   evutil_socket_t fd;
-  struct event *ev;    /* readable, or the header time-out */
+  struct event *ev;             /* readable, or the header time-out */
   struct sockaddr_storage peer; /* the socket's peer */
   socklen_t peer_len;
-  uint8_t *buf;        /* WEFT__PROXY_MAX bytes: the header read so far */
+  uint8_t *buf; /* WEFT__PROXY_MAX bytes: the header read so far */
   size_t have;
-  int version;         /* of the header read */
-  uint8_t *tlvs;       /* its TLVs, until the transport takes them */
+  int version;   /* of the header read */
+  uint8_t *tlvs; /* its TLVs, until the transport takes them */
   size_t tlvs_len;
   addr_count *counted; /* the per-address entry it counts in, or NULL */
 } proxy_conn;
@@ -347,14 +346,15 @@ static void on_proxy_event(evutil_socket_t fd, short what, void *arg) {
     return;
   }
   if (n == 0) {
-    proxy_fail(pc, WEFT_EPROXY, "the peer closed the connection before a complete PROXY "
-               "header (%zu bytes read)", pc->have);
+    proxy_fail(pc, WEFT_EPROXY,
+               "the peer closed the connection before a complete PROXY "
+               "header (%zu bytes read)",
+               pc->have);
     return;
   }
   weft__proxy_header h;
   char why[160];
-  long r = weft__proxy_parse(pc->buf, pc->have + (size_t)n, l->proxy_versions, &h, why,
-                             sizeof why);
+  long r = weft__proxy_parse(pc->buf, pc->have + (size_t)n, l->proxy_versions, &h, why, sizeof why);
   if (r < 0) {
     proxy_fail(pc, WEFT_EPROXY, "%s", why);
     return;
@@ -408,8 +408,8 @@ static void proxy_start(weft_listener *l, evutil_socket_t fd, const struct socka
   double t = l->proxy_timeout;
   struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
   if (!pc || !pc->ev || event_add(pc->ev, &tv) != 0 ||
-      weft__reactor_add_handle(l->reactor, &pc->handle, &proxy_handle_ops,
-                               WEFT__RANK_CONNECTION) != 0) {
+      weft__reactor_add_handle(l->reactor, &pc->handle, &proxy_handle_ops, WEFT__RANK_CONNECTION) !=
+          0) {
     if (pc)
       proxy_conn_free(pc);
     close(fd);
@@ -455,8 +455,9 @@ static void on_accept(struct evconnlistener *evl, evutil_socket_t fd, struct soc
   } else if (l->per_address_limit) {
     proxy_conn *pc = weft__calloc(1, sizeof *pc);
     if (!pc) {
-      refuse_peer(l, fd, peer, WEFT_ENOMEM, "could not set up an accepted connection: out of "
-                                             "memory");
+      refuse_peer(l, fd, peer, WEFT_ENOMEM,
+                  "could not set up an accepted connection: out of "
+                  "memory");
       return;
     }
     pc->l = l;
@@ -612,9 +613,9 @@ static int listener_start(weft_reactor *reactor, evutil_socket_t fd, weft_factor
     l->options = weft_cert_options_ref(options);
   /* Created disabled and enabled below: evconnlistener_new ignores a failure to enable
    * (out of memory in event_add), which would leave a listener that never accepts. */
-  l->evl = evconnlistener_new(reactor->base, on_accept, l,
-                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
-                              0, fd);
+  l->evl =
+      evconnlistener_new(reactor->base, on_accept, l,
+                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, 0, fd);
   l->backoff = evtimer_new(reactor->base, on_backoff_done, l);
   if (!l->evl || !l->backoff || evconnlistener_enable(l->evl) != 0) {
     if (!l->evl)
@@ -632,8 +633,7 @@ static int listener_start(weft_reactor *reactor, evutil_socket_t fd, weft_factor
 }
 
 /* The checks every way of listening makes first. */
-static int listen_check(weft_reactor *reactor, weft_factory *factory,
-                        weft_cert_options *options) {
+static int listen_check(weft_reactor *reactor, weft_factory *factory, weft_cert_options *options) {
   if (!reactor || !factory || !factory->build_protocol)
     return WEFT_EINVAL;
   if (reactor->freeing)
@@ -693,13 +693,13 @@ int weft__listen(weft_reactor *reactor, const char *interface, int port, weft_fa
   return listen_common(reactor, interface, port, factory, options, backlog, flags, out);
 }
 
-int weft_listen_tcp(weft_reactor *reactor, const char *interface, int port,
-                    weft_factory *factory, weft_listener **out) {
+int weft_listen_tcp(weft_reactor *reactor, const char *interface, int port, weft_factory *factory,
+                    weft_listener **out) {
   return listen_common(reactor, interface, port, factory, NULL, 0, 0, out);
 }
 
-int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port,
-                    weft_factory *factory, weft_cert_options *options, weft_listener **out) {
+int weft_listen_ssl(weft_reactor *reactor, const char *interface, int port, weft_factory *factory,
+                    weft_cert_options *options, weft_listener **out) {
   if (!options) {
     if (out)
       *out = NULL;

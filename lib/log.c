@@ -22,14 +22,14 @@ int weft_reactor_set_log(weft_reactor *reactor, weft_log_level max_level, weft_l
 
 const char *weft_log_level_name(weft_log_level level) {
   switch (level) {
-  case WEFT_LOG_ERROR:
-    return "error";
-  case WEFT_LOG_WARNING:
-    return "warning";
-  case WEFT_LOG_INFO:
-    return "info";
-  case WEFT_LOG_DEBUG:
-    return "debug";
+    case WEFT_LOG_ERROR:
+      return "error";
+    case WEFT_LOG_WARNING:
+      return "warning";
+    case WEFT_LOG_INFO:
+      return "info";
+    case WEFT_LOG_DEBUG:
+      return "debug";
   }
   return "?";
 }

@@ -44,7 +44,7 @@ int weft__nego_encode(const char *const *names, size_t count, uint8_t **wire, si
 typedef struct weft__nego_config {
   uint8_t *wire; /* the ordered list in wire form, NULL when empty */
   size_t wire_len;
-  unsigned mechanisms; /* WEFT_MECH_* allowed by the options (a subset of the build's) */
+  unsigned mechanisms;   /* WEFT_MECH_* allowed by the options (a subset of the build's) */
   int no_overlap_policy; /* weft_no_overlap_policy */
   weft_protocol_selector selector; /* servers: per-connection ALPN choice, or NULL */
   void *selector_arg;
@@ -69,8 +69,8 @@ SSL_CTX_npn_advertised_cb_func weft__nego_npn_advertise_callback(void);
 /* After a successful handshake: the negotiated protocol and the mechanism that produced it,
  * following weft's rules (ALPN result first; NPN only when a protocol in common was chosen).
  * *PROTO points into the SSL's memory (valid while the SSL lives) or is NULL. */
-void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **proto,
-                          size_t *len, weft_negotiation_mechanism *mechanism);
+void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **proto, size_t *len,
+                          weft_negotiation_mechanism *mechanism);
 
 /* After a successful handshake, before the connection is handed to the application: 1 if the
  * negotiation result breaks the options' policy and the connection must be refused, with the

@@ -21,7 +21,7 @@
 #if defined(HAVE_SSL_CTX_SET_ALPN_SELECT_CB) && !defined(WEFT_DISABLE_ALPN)
 #define WEFT__HAVE_ALPN 1
 #endif
-#if !defined(OPENSSL_NO_NEXTPROTONEG) && defined(HAVE_SSL_CTX_SET_NEXT_PROTO_SELECT_CB) &&     \
+#if !defined(OPENSSL_NO_NEXTPROTONEG) && defined(HAVE_SSL_CTX_SET_NEXT_PROTO_SELECT_CB) &&         \
     !defined(WEFT_DISABLE_NPN)
 #define WEFT__HAVE_NPN 1
 #endif
@@ -115,8 +115,7 @@ int weft__nego_encode(const char *const *names, size_t count, uint8_t **wire, si
   if (count == 0)
     return 0;
   if (names == NULL) {
-    weft__reason_set(err, WEFT_EINVAL, "the protocol name array is NULL but COUNT is %zu",
-                     count);
+    weft__reason_set(err, WEFT_EINVAL, "the protocol name array is NULL but COUNT is %zu", count);
     return WEFT_EINVAL;
   }
   size_t total = 0;
@@ -127,8 +126,8 @@ int weft__nego_encode(const char *const *names, size_t count, uint8_t **wire, si
     }
     size_t n = strlen(names[i]);
     if (n == 0) {
-      weft__reason_set(err, WEFT_EINVAL,
-                       "protocol name #%zu is empty; names are 1 to 255 bytes", i);
+      weft__reason_set(err, WEFT_EINVAL, "protocol name #%zu is empty; names are 1 to 255 bytes",
+                       i);
       return WEFT_EINVAL;
     }
     if (n > 255) {
@@ -223,8 +222,7 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
 
 #ifdef WEFT__HAVE_NPN
 /* Server: advertise the whole list; the client chooses. */
-static int npn_advertise_cb(SSL *ssl, const unsigned char **out, unsigned int *out_len,
-                            void *arg) {
+static int npn_advertise_cb(SSL *ssl, const unsigned char **out, unsigned int *out_len, void *arg) {
   (void)ssl;
   const weft__nego_config *cfg = arg;
   *out = cfg->wire;
@@ -317,8 +315,8 @@ int weft__nego_install(SSL_CTX *ctx, weft_tls_role role, const weft__nego_config
   return 0;
 }
 
-void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **proto,
-                          size_t *len, weft_negotiation_mechanism *mechanism) {
+void weft__tls_negotiated(SSL *ssl, const weft__tls_conn *conn, const uint8_t **proto, size_t *len,
+                          weft_negotiation_mechanism *mechanism) {
   const unsigned char *data = NULL;
   unsigned int n = 0;
 

@@ -28,8 +28,8 @@ struct weft_producer {
   void *arg;
   size_t low, high;
   int pause_reading, paused_reading;
-  int waiting;  /* for the output to fall to LOW */
-  int status;   /* 1: running; else the status DONE gets */
+  int waiting; /* for the output to fall to LOW */
+  int status;  /* 1: running; else the status DONE gets */
   struct event *step;
   struct evbuffer *out;
   struct evbuffer_cb_entry *watch;

@@ -30,13 +30,12 @@ typedef struct weft__proxy_header {
  * after it are not looked at), 0 when every byte so far is a valid beginning of a header and
  * more are needed (at most WEFT__PROXY_MAX - LEN more), or WEFT_EPROXY with a sentence in WHY
  * (WHY_SIZE bytes, NUL-terminated) for a malformed, oversized or unsupported header. */
-long weft__proxy_parse(const uint8_t *buf, size_t len, unsigned versions,
-                       weft__proxy_header *out, char *why, size_t why_size);
+long weft__proxy_parse(const uint8_t *buf, size_t len, unsigned versions, weft__proxy_header *out,
+                       char *why, size_t why_size);
 
 /* 1 if ADDR is inside the prefix NET/BITS (same family; an IPv4-mapped IPv6 address counts as
  * IPv4). */
-int weft__proxy_addr_in(const struct sockaddr *addr, const struct sockaddr_storage *net,
-                        int bits);
+int weft__proxy_addr_in(const struct sockaddr *addr, const struct sockaddr_storage *net, int bits);
 
 /* One trusted source prefix (weft_listener_set_proxy_protocol's SOURCES). */
 typedef struct weft__proxy_net {

@@ -57,8 +57,8 @@ static int v1_port(const char *s, size_t n, unsigned *out) {
   return 0;
 }
 
-static int v1_addr(int family, const char *s, size_t n, unsigned port,
-                   struct sockaddr_storage *ss, socklen_t *len) {
+static int v1_addr(int family, const char *s, size_t n, unsigned port, struct sockaddr_storage *ss,
+                   socklen_t *len) {
   char ip[INET6_ADDRSTRLEN];
   if (n == 0 || n >= sizeof ip)
     return -1;
@@ -162,8 +162,7 @@ static long parse_v2(const uint8_t *buf, size_t len, weft__proxy_header *out, ch
     return 0;
   size_t body = (size_t)buf[14] << 8 | buf[15];
   if (16 + body > WEFT__PROXY_MAX)
-    return refuse(why, ws, "PROXY v2 header: %zu bytes, more than %d", 16 + body,
-                  WEFT__PROXY_MAX);
+    return refuse(why, ws, "PROXY v2 header: %zu bytes, more than %d", 16 + body, WEFT__PROXY_MAX);
   if (len < 16 + body)
     return 0;
   int local = (buf[12] & 0xf) == 0;
@@ -172,18 +171,26 @@ static long parse_v2(const uint8_t *buf, size_t len, weft__proxy_header *out, ch
   size_t alen;
   memset(out, 0, sizeof *out);
   switch (fam) {
-  case 0x00: alen = 0; break;   /* UNSPEC */
-  case 0x11: alen = 12; break;  /* TCP over IPv4 */
-  case 0x21: alen = 36; break;  /* TCP over IPv6 */
-  case 0x31: alen = 216; break; /* stream over a Unix socket */
-  default:
-    if (!local)
-      return refuse(why, ws, "PROXY v2 header: family/protocol 0x%02x is not a stream", fam);
-    alen = 0; /* LOCAL: the addresses are ignored, whatever they are */
+    case 0x00:
+      alen = 0;
+      break; /* UNSPEC */
+    case 0x11:
+      alen = 12;
+      break; /* TCP over IPv4 */
+    case 0x21:
+      alen = 36;
+      break; /* TCP over IPv6 */
+    case 0x31:
+      alen = 216;
+      break; /* stream over a Unix socket */
+    default:
+      if (!local)
+        return refuse(why, ws, "PROXY v2 header: family/protocol 0x%02x is not a stream", fam);
+      alen = 0; /* LOCAL: the addresses are ignored, whatever they are */
   }
   if (alen > body)
-    return refuse(why, ws, "PROXY v2 header: length %zu too short for its addresses (%zu)",
-                  body, alen);
+    return refuse(why, ws, "PROXY v2 header: length %zu too short for its addresses (%zu)", body,
+                  alen);
   if (!local && fam == 0x11) {
     struct sockaddr_in *s = (struct sockaddr_in *)&out->src, *d = (struct sockaddr_in *)&out->dst;
     s->sin_family = d->sin_family = AF_INET;
@@ -233,8 +240,8 @@ static long parse_v2(const uint8_t *buf, size_t len, weft__proxy_header *out, ch
   return (long)(16 + body);
 }
 
-long weft__proxy_parse(const uint8_t *buf, size_t len, unsigned versions,
-                       weft__proxy_header *out, char *why, size_t why_size) {
+long weft__proxy_parse(const uint8_t *buf, size_t len, unsigned versions, weft__proxy_header *out,
+                       char *why, size_t why_size) {
   if (why && why_size)
     why[0] = '\0';
   if (len == 0)
@@ -269,8 +276,7 @@ static const uint8_t *addr_bytes(const struct sockaddr *addr, int *family) {
   return NULL;
 }
 
-int weft__proxy_addr_in(const struct sockaddr *addr, const struct sockaddr_storage *net,
-                        int bits) {
+int weft__proxy_addr_in(const struct sockaddr *addr, const struct sockaddr_storage *net, int bits) {
   int fa = 0, fn = 0;
   const uint8_t *a = addr_bytes(addr, &fa), *n = addr_bytes((const struct sockaddr *)net, &fn);
   if (!a || !n || fa != fn)
@@ -351,14 +357,14 @@ bad:
 /* --- the sending side ------------------------------------------------------------------------ */
 
 int weft_proxy_header_write(unsigned version, const struct sockaddr *src,
-                            const struct sockaddr *dst, const weft_proxy_tlv *tlvs,
-                            size_t ntlvs, uint8_t *out, size_t size, size_t *len) {
+                            const struct sockaddr *dst, const weft_proxy_tlv *tlvs, size_t ntlvs,
+                            uint8_t *out, size_t size, size_t *len) {
   if (len)
     *len = 0;
   if (!out || !len || (version != 1 && version != 2) || (!src != !dst) ||
       (src && src->sa_family != dst->sa_family) ||
-      (src && src->sa_family != AF_INET && src->sa_family != AF_INET6) ||
-      (version == 1 && ntlvs) || (ntlvs && !tlvs))
+      (src && src->sa_family != AF_INET && src->sa_family != AF_INET6) || (version == 1 && ntlvs) ||
+      (ntlvs && !tlvs))
     return WEFT_EINVAL;
   if (version == 1) {
     char line[V1_MAX + 1], s[INET6_ADDRSTRLEN], d[INET6_ADDRSTRLEN];

@@ -244,8 +244,8 @@ static void close_handles(weft_reactor *r) {
   weft__handle *h;
   for (int rank = 0; rank < WEFT__RANK_COUNT; rank++)
     TAILQ_FOREACH(h, &r->handles[rank], link) /* a stop removes nothing */
-      if (h->ops->stop)
-        h->ops->stop(h);
+  if (h->ops->stop)
+    h->ops->stop(h);
   for (int rank = 0; rank < WEFT__RANK_COUNT; rank++)
     while ((h = TAILQ_FIRST(&r->handles[rank])) != NULL)
       h->ops->close(h); /* removes H */
@@ -407,7 +407,8 @@ int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
   if (!copy)
     return WEFT_ENOMEM;
   int count = 0;
-  for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+  for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
+       tok = strtok_r(NULL, ",", &save)) {
     while (*tok == ' ')
       tok++;
     struct sockaddr_storage ss;
@@ -433,7 +434,8 @@ int weft_reactor_set_nameservers(weft_reactor *reactor, const char *servers) {
   if (!copy)
     return WEFT_ENOMEM;
   int rc = 0;
-  for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+  for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
+       tok = strtok_r(NULL, ",", &save)) {
     while (*tok == ' ')
       tok++;
     if (*tok && evdns_base_nameserver_ip_add(reactor->dns, tok) != 0)

@@ -31,7 +31,7 @@
 #include <weft/tls.h>
 #include <weft/transport.h>
 
-#define ATTEMPT_OF(member_ptr, member) \
+#define ATTEMPT_OF(member_ptr, member)                                                             \
   ((struct attempt *)((char *)(member_ptr)-offsetof(struct attempt, member)))
 
 struct attempt {
@@ -44,19 +44,19 @@ struct attempt {
 
 struct weft_reconnector {
   weft_reactor *reactor;
-  weft_factory *factory; /* the user's */
+  weft_factory *factory;           /* the user's */
   weft_cert_options *cert_options; /* referenced; NULL for TCP */
   char *host;
   char *server_name;
   char *bind_address;
   int port;
-  double connect_timeout; /* the endpoint's; 0: the connector's default */
+  double connect_timeout;      /* the endpoint's; 0: the connector's default */
   weft_reconnect_options opts; /* the 1.0 members read from the caller's, whatever its size */
 
-  double delay;            /* the next wait, before jitter */
-  int retries;             /* retries scheduled since the start or the last connection */
-  uint64_t rng;            /* splitmix64 state for the jitter */
-  struct attempt *attempt; /* connecting or connected, or NULL */
+  double delay;             /* the next wait, before jitter */
+  int retries;              /* retries scheduled since the start or the last connection */
+  uint64_t rng;             /* splitmix64 state for the jitter */
+  struct attempt *attempt;  /* connecting or connected, or NULL */
   weft_delayed_call *timer; /* the wait for the next attempt, or NULL */
   int stopped;
 
@@ -157,8 +157,8 @@ static enum next_step plan_next(weft_reconnector *rc, const weft_reason *reason,
   *wait = next_wait(rc);
   /* libevent arms timers from the time its loop iteration began, which may be long ago in a
    * slow callback: refresh it so the wait is counted from now. */
-  *err = weft__reactor_call_later_full(rc->reactor, *wait, on_timer, on_timer_dropped, rc,
-                                       &rc->timer);
+  *err =
+      weft__reactor_call_later_full(rc->reactor, *wait, on_timer, on_timer_dropped, rc, &rc->timer);
   if (*err != 0) {
     rc->stopped = 1;
     return NEXT_GIVE_UP;
@@ -224,7 +224,7 @@ static weft_protocol *attempt_build(weft_factory *factory, weft_transport *trans
   rc->depth++;
   weft_protocol *p = rc->factory->build_protocol(rc->factory, transport, peer);
   if (rc_leave(rc))
-    return p; /* freed from build_protocol: A was detached, the connection goes on */
+    return p;        /* freed from build_protocol: A was detached, the connection goes on */
   if (p && p->ops) { /* connection_made follows: the back-off starts again from the beginning */
     rc->delay = rc->opts.initial_delay;
     rc->retries = 0;
@@ -271,9 +271,9 @@ static int start_attempt(weft_reconnector *rc) {
   a->factory.connection_failed = attempt_connection_failed;
   a->rc = rc;
   const weft__owner owner = {attempt_ready, attempt_closed, a};
-  int err = weft__connect(rc->reactor, rc->host, rc->port, &a->factory, rc->cert_options,
-                          rc->server_name, rc->connect_timeout, rc->bind_address, &owner,
-                          &a->connector);
+  int err =
+      weft__connect(rc->reactor, rc->host, rc->port, &a->factory, rc->cert_options, rc->server_name,
+                    rc->connect_timeout, rc->bind_address, &owner, &a->connector);
   if (err != 0) {
     weft__free(a);
     return err;
@@ -308,8 +308,7 @@ int weft_reconnect_start(weft_reactor *reactor, const weft_endpoint *endpoint,
     options = &defaults;
   }
   if (!reactor || !endpoint || endpoint->role != WEFT_ENDPOINT_CLIENT || !endpoint->host ||
-      endpoint->port < 1 || !factory || !factory->build_protocol || !out ||
-      !options_valid(options))
+      endpoint->port < 1 || !factory || !factory->build_protocol || !out || !options_valid(options))
     return WEFT_EINVAL;
   weft_reconnector *rc = weft__calloc(1, sizeof *rc);
   if (!rc)

@@ -12,27 +12,27 @@
 /* Per-connection TLS state, owned by the transport, attached to its SSL with SSL_set_ex_data
  * (index weft__tls_ex_index()) so the OpenSSL callbacks can find it. */
 typedef struct weft__tls_conn {
-  weft_cert_options *options; /* referenced by the transport */
-  int role;                   /* weft_tls_role */
-  int alert_received;         /* last alert received from the peer, -1 if none */
-  int alert_sent;             /* last alert sent to the peer, -1 if none */
-  int no_overlap;             /* selection found no protocol in common */
+  weft_cert_options *options;          /* referenced by the transport */
+  int role;                            /* weft_tls_role */
+  int alert_received;                  /* last alert received from the peer, -1 if none */
+  int alert_sent;                      /* last alert sent to the peer, -1 if none */
+  int no_overlap;                      /* selection found no protocol in common */
   int npn_selected_by_client_fallback; /* NPN client had to send a protocol without overlap */
   int handshake_done;
-  int renegotiation_attempt;  /* a renegotiation (client hello after the first) was seen */
-  const char *server_name;    /* client: name to verify (borrowed from the transport) */
-  int cert_requested;         /* client: the server sent a CertificateRequest (set by the TLS
+  int renegotiation_attempt;   /* a renegotiation (client hello after the first) was seen */
+  const char *server_name;     /* client: name to verify (borrowed from the transport) */
+  int cert_requested;          /* client: the server sent a CertificateRequest (set by the TLS
                                  code's info callback; tells "server wanted our certificate"
                                  from other handshake_failure alerts) */
   const struct sockaddr *peer; /* the peer's address (borrowed from the transport, set before
                                   weft__tls_new_ssl; may be NULL). Clients: its IP is the
                                   identity checked when there is no server name, and its port
                                   is part of the session cache key */
-  int session_key_set;        /* client: set by weft__tls_new_ssl when the connection checks an
+  int session_key_set;         /* client: set by weft__tls_new_ssl when the connection checks an
                                  identity (verification and identity checks on), so that its
                                  session may be cached and offered under SESSION_KEY */
-  uint8_t session_key[32];    /* client: the session cache key, see weft__sessions_client_key */
-  int hook_refused;           /* client verification hooks (tls_hooks.c) refused the peer:
+  uint8_t session_key[32];     /* client: the session cache key, see weft__sessions_client_key */
+  int hook_refused;            /* client verification hooks (tls_hooks.c) refused the peer:
                                  WEFT__HOOK_* saying which, 0 if none */
 } weft__tls_conn;
 

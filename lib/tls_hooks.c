@@ -146,8 +146,8 @@ static int cert_verify_cb(X509_STORE_CTX *store, void *arg) {
     X509_STORE_CTX_set_error(store, X509_V_OK);
     return 1;
   }
-  X509_STORE_CTX_set_error(store, refused_by != 0 ? X509_V_ERR_APPLICATION_VERIFICATION
-                                                  : (int)verdict);
+  X509_STORE_CTX_set_error(store,
+                           refused_by != 0 ? X509_V_ERR_APPLICATION_VERIFICATION : (int)verdict);
   return 0;
 }
 
@@ -155,9 +155,8 @@ static int cert_verify_cb(X509_STORE_CTX *store, void *arg) {
 
 int weft__ocsp_check_der(const uint8_t *der, size_t len, weft__reason_buf *err) {
   const unsigned char *p = der;
-  OCSP_RESPONSE *resp = der != NULL && len > 0 && len < (1u << 24)
-                            ? d2i_OCSP_RESPONSE(NULL, &p, (long)len)
-                            : NULL;
+  OCSP_RESPONSE *resp =
+      der != NULL && len > 0 && len < (1u << 24) ? d2i_OCSP_RESPONSE(NULL, &p, (long)len) : NULL;
   int status = resp != NULL ? OCSP_response_status(resp) : -1;
   OCSP_RESPONSE_free(resp);
   ERR_clear_error();
@@ -215,8 +214,8 @@ static int ocsp_valid(SSL *ssl) {
     goto done;
   int status = -1, reason = 0;
   ASN1_GENERALIZEDTIME *revoked = NULL, *this_update = NULL, *next_update = NULL;
-  ok = OCSP_resp_find_status(basic, id, &status, &reason, &revoked, &this_update,
-                             &next_update) == 1 &&
+  ok = OCSP_resp_find_status(basic, id, &status, &reason, &revoked, &this_update, &next_update) ==
+           1 &&
        status == V_OCSP_CERTSTATUS_GOOD &&
        OCSP_check_validity(this_update, next_update, 300, -1) == 1;
 done:
@@ -240,8 +239,8 @@ static int ocsp_client_cb(SSL *ssl, void *arg) {
 
 /* --- Installing --------------------------------------------------------------------------- */
 
-int weft__hooks_install(SSL_CTX *ctx, weft_tls_role role, weft__hooks *h,
-                        const weft__ocsp *staple, weft__reason_buf *err) {
+int weft__hooks_install(SSL_CTX *ctx, weft_tls_role role, weft__hooks *h, const weft__ocsp *staple,
+                        weft__reason_buf *err) {
   if (!CRYPTO_THREAD_run_once(&index_once, index_init) || hooks_ex_index < 0 ||
       SSL_CTX_set_ex_data(ctx, hooks_ex_index, h) != 1) {
     ERR_clear_error();

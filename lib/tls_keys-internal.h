@@ -17,6 +17,6 @@ const char *weft__openssl_reason(char *buf, size_t size);
  * Return 0, or WEFT_EPEM / WEFT_ENOMEM with OpenSSL's reason in WHY; the error queue is left
  * empty. *OUT is the caller's (EVP_PKEY_free / sk_X509_pop_free(.., X509_free)). */
 int weft__pem_read_key(BIO *bio, EVP_PKEY **out, char *why, size_t why_size);
-int weft__pem_read_certs(BIO *bio, STACK_OF(X509) **out, char *why, size_t why_size);
+int weft__pem_read_certs(BIO *bio, STACK_OF(X509) * *out, char *why, size_t why_size);
 
 #endif

@@ -70,8 +70,9 @@ int weft__pem_read_key(BIO *bio, EVP_PKEY **out, char *why, size_t why_size) {
     snprintf(why, why_size, "the key is encrypted; weft loads unencrypted PEM keys only");
     ERR_clear_error();
   } else if (ERR_GET_LIB(e) == ERR_LIB_OSSL_DECODER && ERR_GET_REASON(e) == ERR_R_UNSUPPORTED) {
-    snprintf(why, why_size, "no PEM private key found (no \"BEGIN ... PRIVATE KEY\" block "
-                            "OpenSSL can decode)");
+    snprintf(why, why_size,
+             "no PEM private key found (no \"BEGIN ... PRIVATE KEY\" block "
+             "OpenSSL can decode)");
     ERR_clear_error();
   } else {
     weft__openssl_reason(why, why_size);
@@ -79,7 +80,7 @@ int weft__pem_read_key(BIO *bio, EVP_PKEY **out, char *why, size_t why_size) {
   return WEFT_EPEM;
 }
 
-int weft__pem_read_certs(BIO *bio, STACK_OF(X509) **out, char *why, size_t why_size) {
+int weft__pem_read_certs(BIO *bio, STACK_OF(X509) * *out, char *why, size_t why_size) {
   STACK_OF(X509) *certs = sk_X509_new_null();
   if (certs == NULL) {
     snprintf(why, why_size, "out of memory");
@@ -100,9 +101,9 @@ int weft__pem_read_certs(BIO *bio, STACK_OF(X509) **out, char *why, size_t why_s
   }
   /* The loop ends on "no start line" once the input is used up; anything else is a fault. */
   unsigned long e = ERR_peek_last_error();
-  int clean_end = sk_X509_num(certs) > 0 &&
-                  (e == 0 || (ERR_GET_LIB(e) == ERR_LIB_PEM &&
-                              ERR_GET_REASON(e) == PEM_R_NO_START_LINE));
+  int clean_end =
+      sk_X509_num(certs) > 0 &&
+      (e == 0 || (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE));
   if (!clean_end) {
     if (sk_X509_num(certs) == 0 && ERR_GET_LIB(e) == ERR_LIB_PEM &&
         ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
@@ -142,21 +143,21 @@ int weft_key_generate(weft_key_type type, int bits, EVP_PKEY **out) {
   *out = NULL;
   EVP_PKEY *key = NULL;
   switch (type) {
-  case WEFT_KEY_EC_P256:
-    key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    break;
-  case WEFT_KEY_ED25519:
-    key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-    break;
-  case WEFT_KEY_RSA:
-    if (bits == 0)
-      bits = 2048;
-    if (bits < 2048 || bits > 16384)
+    case WEFT_KEY_EC_P256:
+      key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+      break;
+    case WEFT_KEY_ED25519:
+      key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+      break;
+    case WEFT_KEY_RSA:
+      if (bits == 0)
+        bits = 2048;
+      if (bits < 2048 || bits > 16384)
+        return WEFT_EINVAL;
+      key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
+      break;
+    default:
       return WEFT_EINVAL;
-    key = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits);
-    break;
-  default:
-    return WEFT_EINVAL;
   }
   if (key == NULL) {
     ERR_clear_error();
@@ -185,8 +186,7 @@ static int check_san(const weft_cert_spec *spec) {
   for (size_t i = 0; i < spec->ip_count; i++) {
     unsigned char bin[16];
     const char *ip = spec->ip_addresses[i];
-    if (ip == NULL ||
-        (inet_pton(AF_INET, ip, bin) != 1 && inet_pton(AF_INET6, ip, bin) != 1))
+    if (ip == NULL || (inet_pton(AF_INET, ip, bin) != 1 && inet_pton(AF_INET6, ip, bin) != 1))
       return WEFT_EINVAL;
   }
   return 0;
@@ -224,9 +224,8 @@ static int add_san(X509 *x, const weft_cert_spec *spec) {
       goto done;
     }
   }
-  rc = X509_add1_ext_i2d(x, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) == 1
-           ? 0
-           : WEFT_ETLS;
+  rc =
+      X509_add1_ext_i2d(x, NID_subject_alt_name, names, 0, X509V3_ADD_DEFAULT) == 1 ? 0 : WEFT_ETLS;
 done:
   GENERAL_NAMES_free(names);
   return rc;
@@ -299,8 +298,7 @@ static int fill_cert(X509 *x, const weft_cert_spec *spec, EVP_PKEY *key, EVP_PKE
   if ((rc = add_ext(x, &v3, NID_basic_constraints,
                     spec->is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE")) != 0 ||
       (rc = add_ext(x, &v3, NID_key_usage, usage)) != 0 ||
-      (!spec->is_ca &&
-       (rc = add_ext(x, &v3, NID_ext_key_usage, "serverAuth,clientAuth")) != 0) ||
+      (!spec->is_ca && (rc = add_ext(x, &v3, NID_ext_key_usage, "serverAuth,clientAuth")) != 0) ||
       (rc = add_san(x, spec)) != 0 ||
       (rc = add_ext(x, &v3, NID_subject_key_identifier, "hash")) != 0)
     return rc;

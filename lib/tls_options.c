@@ -33,8 +33,8 @@
 #include "tls_sni-internal.h"
 
 /* TLS 1.2: forward-secret AEAD only. TLS 1.3 suites are all AEAD and forward secret. */
-#define DEFAULT_CIPHERS                                                                        \
-  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"   \
+#define DEFAULT_CIPHERS                                                                            \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"       \
   "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 
 /* The session id context of a server is the SHA-256 of its admission policy (see
@@ -55,13 +55,13 @@ struct weft_cert_options {
 
   EVP_PKEY *key;
   X509 *cert;
-  STACK_OF(X509) *chain; /* intermediates, sent after the leaf */
+  STACK_OF(X509) * chain; /* intermediates, sent after the leaf */
 
   int verify;
   int verify_identity; /* clients: check the server's name or IP address (default on) */
   int require_certificate;
   int verify_depth;
-  STACK_OF(X509) *cas; /* trust anchors; with ca_dirs, replace the system store */
+  STACK_OF(X509) * cas; /* trust anchors; with ca_dirs, replace the system store */
   char **ca_dirs;
   size_t ca_dir_count;
   char *server_name;
@@ -77,14 +77,14 @@ struct weft_cert_options {
   double close_timeout;
 
   weft__nego_config nego;
-  weft__sessions sessions; /* ticket keys (servers), session cache (clients): tls_session.c */
+  weft__sessions sessions;   /* ticket keys (servers), session cache (clients): tls_session.c */
   uint8_t client_policy[32]; /* policy_digest of the client SSL_CTX, once built: part of
                                 every client session cache key */
 
-  weft__sni sni;       /* servers: identities chosen per connection (tls_sni.c) */
-  weft__hooks hooks;   /* key log, verification hooks, required OCSP (tls_hooks.c) */
-  weft__ocsp ocsp;     /* servers: the OCSP response stapled */
-  int tls13_tickets;   /* servers: tickets after a full TLS 1.3 handshake, -1: OpenSSL's */
+  weft__sni sni;     /* servers: identities chosen per connection (tls_sni.c) */
+  weft__hooks hooks; /* key log, verification hooks, required OCSP (tls_hooks.c) */
+  weft__ocsp ocsp;   /* servers: the OCSP response stapled */
+  int tls13_tickets; /* servers: tickets after a full TLS 1.3 handshake, -1: OpenSSL's */
 };
 
 /* A server identity: a partial options object (key, chain, and what the user overrode) and
@@ -124,14 +124,14 @@ __attribute__((format(printf, 3, 4))) static int fail_ssl(weft_cert_options *o, 
 }
 
 /* Every setter starts here: NULL options are EINVAL, frozen options are EFROZEN. */
-#define CHECK_SETTABLE(o)                                                                      \
-  do {                                                                                         \
-    if ((o) == NULL)                                                                           \
-      return WEFT_EINVAL;                                                                      \
-    if (atomic_load(&(o)->frozen))                                                             \
-      return fail((o), WEFT_EFROZEN,                                                           \
-                  "these options are in use by a listener or connector (or were prepared) "    \
-                  "and can no longer change; create new options instead");                     \
+#define CHECK_SETTABLE(o)                                                                          \
+  do {                                                                                             \
+    if ((o) == NULL)                                                                               \
+      return WEFT_EINVAL;                                                                          \
+    if (atomic_load(&(o)->frozen))                                                                 \
+      return fail((o), WEFT_EFROZEN,                                                               \
+                  "these options are in use by a listener or connector (or were prepared) "        \
+                  "and can no longer change; create new options instead");                         \
   } while (0)
 
 /* --- Life --------------------------------------------------------------------------------- */
@@ -182,8 +182,7 @@ weft_cert_options *weft_cert_options_ref(weft_cert_options *options) {
 }
 
 void weft_cert_options_unref(weft_cert_options *options) {
-  if (options == NULL ||
-      atomic_fetch_sub_explicit(&options->refs, 1, memory_order_acq_rel) != 1)
+  if (options == NULL || atomic_fetch_sub_explicit(&options->refs, 1, memory_order_acq_rel) != 1)
     return;
   for (int i = 0; i < 2; i++)
     SSL_CTX_free(options->ctx[i]);
@@ -308,7 +307,7 @@ int weft_cert_options_set_certificate(weft_cert_options *options, X509 *x509) {
 }
 
 /* Appends a reference to X to STACK. */
-static int push_ref(weft_cert_options *o, STACK_OF(X509) *stack, X509 *x) {
+static int push_ref(weft_cert_options *o, STACK_OF(X509) * stack, X509 *x) {
   if (!X509_up_ref(x))
     return fail(o, WEFT_ENOMEM, "could not reference the certificate");
   if (!sk_X509_push(stack, x)) {
@@ -367,7 +366,7 @@ static int load_key(weft_cert_options *o, BIO *bio, const char *source) {
 }
 
 static int load_chain(weft_cert_options *o, BIO *bio, const char *source) {
-  STACK_OF(X509) *certs;
+  STACK_OF(X509) * certs;
   char why[200];
   int rc = weft__pem_read_certs(bio, &certs, why, sizeof why);
   BIO_free(bio);
@@ -386,7 +385,7 @@ static int load_chain(weft_cert_options *o, BIO *bio, const char *source) {
 }
 
 static int load_cas(weft_cert_options *o, BIO *bio, const char *source) {
-  STACK_OF(X509) *certs;
+  STACK_OF(X509) * certs;
   char why[200];
   int rc = weft__pem_read_certs(bio, &certs, why, sizeof why);
   BIO_free(bio);
@@ -480,8 +479,7 @@ int weft_cert_options_load_ca_dir(weft_cert_options *options, const char *path) 
     return fail(options, WEFT_EINVAL, "the CA directory name is NULL");
   struct stat st;
   if (stat(path, &st) != 0)
-    return fail(options, WEFT_EPEM, "cannot read the CA directory '%s': %s", path,
-                strerror(errno));
+    return fail(options, WEFT_EPEM, "cannot read the CA directory '%s': %s", path, strerror(errno));
   if (!S_ISDIR(st.st_mode))
     return fail(options, WEFT_EPEM, "the CA directory '%s' is not a directory", path);
   char **dirs = weft__realloc(options->ca_dirs, (options->ca_dir_count + 1) * sizeof *dirs);
@@ -518,7 +516,7 @@ static const char *version_name(int v) {
 int weft_cert_options_set_tls_versions(weft_cert_options *options, int min_version,
                                        int max_version) {
   CHECK_SETTABLE(options);
-  int bad = min_version != WEFT_TLS1_2 && min_version != WEFT_TLS1_3 ? min_version
+  int bad = min_version != WEFT_TLS1_2 && min_version != WEFT_TLS1_3   ? min_version
             : max_version != WEFT_TLS1_2 && max_version != WEFT_TLS1_3 ? max_version
                                                                        : 0;
   if (bad != 0)
@@ -597,10 +595,9 @@ int weft_cert_options_set_ciphersuites(weft_cert_options *options, const char *s
   char elem[128];
   const char *p = suites;
   while (rc == 0 && next_element(&p, ":", elem, sizeof elem) != NULL) {
-    if (!SSL_CTX_set_ciphersuites(ctx, elem) ||
-        sk_SSL_CIPHER_num(SSL_CTX_get_ciphers(ctx)) <= base)
-      rc = fail(options, WEFT_EINVAL, "unknown TLS 1.3 cipher suite \"%s\" in \"%s\"", elem,
-                suites);
+    if (!SSL_CTX_set_ciphersuites(ctx, elem) || sk_SSL_CIPHER_num(SSL_CTX_get_ciphers(ctx)) <= base)
+      rc =
+          fail(options, WEFT_EINVAL, "unknown TLS 1.3 cipher suite \"%s\" in \"%s\"", elem, suites);
   }
   SSL_CTX_free(ctx);
   ERR_clear_error();
@@ -619,8 +616,7 @@ int weft_cert_options_set_groups(weft_cert_options *options, const char *groups)
   const char *p = groups;
   while (rc == 0 && next_element(&p, ":", elem, sizeof elem) != NULL) {
     if (!SSL_CTX_set1_groups_list(ctx, elem))
-      rc = fail(options, WEFT_EINVAL, "unknown key-exchange group \"%s\" in \"%s\"", elem,
-                groups);
+      rc = fail(options, WEFT_EINVAL, "unknown key-exchange group \"%s\" in \"%s\"", elem, groups);
   }
   if (rc == 0 && !SSL_CTX_set1_groups_list(ctx, groups))
     rc = fail_ssl(options, WEFT_EINVAL, "the group list \"%s\" is not valid", groups);
@@ -643,8 +639,7 @@ int weft_cert_options_set_session_tickets(weft_cert_options *options, int on) {
 
 /* --- Session resumption ------------------------------------------------------------------- */
 
-int weft_cert_options_add_ticket_key(weft_cert_options *options, const uint8_t *key,
-                                     size_t len) {
+int weft_cert_options_add_ticket_key(weft_cert_options *options, const uint8_t *key, size_t len) {
   CHECK_SETTABLE(options);
   if (key == NULL)
     return fail(options, WEFT_EINVAL, "the ticket key is NULL");
@@ -671,8 +666,7 @@ int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char
   if (fstat(fd, &st) != 0) {
     int e = errno;
     close(fd);
-    return fail(options, WEFT_EIO, "cannot read the ticket key file '%s': %s", path,
-                strerror(e));
+    return fail(options, WEFT_EIO, "cannot read the ticket key file '%s': %s", path, strerror(e));
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
@@ -719,9 +713,8 @@ int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char
               "the ticket key file '%s' holds more than %d bytes; a key is exactly %d", path,
               WEFT__TICKET_KEY_LEN, WEFT__TICKET_KEY_LEN);
   else if (got != WEFT__TICKET_KEY_LEN)
-    rc = fail(options, WEFT_EINVAL,
-              "the ticket key file '%s' holds %zu bytes; a key is exactly %d", path, got,
-              WEFT__TICKET_KEY_LEN);
+    rc = fail(options, WEFT_EINVAL, "the ticket key file '%s' holds %zu bytes; a key is exactly %d",
+              path, got, WEFT__TICKET_KEY_LEN);
   else
     rc = weft_cert_options_add_ticket_key(options, key, WEFT__TICKET_KEY_LEN);
   OPENSSL_cleanse(key, sizeof key);
@@ -731,8 +724,9 @@ int weft_cert_options_add_ticket_key_file(weft_cert_options *options, const char
 int weft_cert_options_set_ticket_key_lifetime(weft_cert_options *options, double seconds) {
   CHECK_SETTABLE(options);
   if (!isfinite(seconds) || seconds <= 0)
-    return fail(options, WEFT_EINVAL, "the ticket key lifetime must be a positive number of "
-                                      "seconds");
+    return fail(options, WEFT_EINVAL,
+                "the ticket key lifetime must be a positive number of "
+                "seconds");
   options->sessions.key_lifetime = seconds;
   return 0;
 }
@@ -752,8 +746,9 @@ size_t weft__tls_cached_sessions(weft_cert_options *options, uint64_t *stored) {
 int weft_cert_options_set_handshake_timeout(weft_cert_options *options, double seconds) {
   CHECK_SETTABLE(options);
   if (!isfinite(seconds) || seconds <= 0)
-    return fail(options, WEFT_EINVAL, "the handshake timeout must be a positive number of "
-                                      "seconds");
+    return fail(options, WEFT_EINVAL,
+                "the handshake timeout must be a positive number of "
+                "seconds");
   options->handshake_timeout = seconds;
   return 0;
 }
@@ -761,8 +756,9 @@ int weft_cert_options_set_handshake_timeout(weft_cert_options *options, double s
 int weft_cert_options_set_close_timeout(weft_cert_options *options, double seconds) {
   CHECK_SETTABLE(options);
   if (!isfinite(seconds) || seconds < 0)
-    return fail(options, WEFT_EINVAL, "the close timeout must be 0 or a positive number of "
-                                      "seconds");
+    return fail(options, WEFT_EINVAL,
+                "the close timeout must be 0 or a positive number of "
+                "seconds");
   options->close_timeout = seconds;
   return 0;
 }
@@ -829,8 +825,7 @@ int weft_cert_options_set_negotiation_mechanisms(weft_cert_options *options, uns
                 "lacks it)",
                 (missing & WEFT_MECH_ALPN) ? "ALPN" : "",
                 missing == (WEFT_MECH_ALPN | WEFT_MECH_NPN) ? " and " : "",
-                (missing & WEFT_MECH_NPN) ? "NPN" : "",
-                missing == WEFT_MECH_NPN ? "npn" : "alpn");
+                (missing & WEFT_MECH_NPN) ? "NPN" : "", missing == WEFT_MECH_NPN ? "npn" : "alpn");
   options->nego.mechanisms = mask;
   return 0;
 }
@@ -927,8 +922,7 @@ static int ctx_algorithms(weft_cert_options *o, SSL_CTX *ctx) {
   if (o->groups != NULL && SSL_CTX_set1_groups_list(ctx, o->groups) != 1)
     return fail_ssl(o, WEFT_EINVAL, "the groups \"%s\" cannot be used", o->groups);
 
-  uint64_t opts = SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION |
-                  SSL_OP_NO_RENEGOTIATION;
+  uint64_t opts = SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION;
 #ifdef SSL_OP_NO_CLIENT_RENEGOTIATION
   opts |= SSL_OP_NO_CLIENT_RENEGOTIATION;
 #endif
@@ -942,11 +936,13 @@ static int ctx_algorithms(weft_cert_options *o, SSL_CTX *ctx) {
   return 0;
 }
 
-static int cmp_digest(const void *a, const void *b) { return memcmp(a, b, 32); }
+static int cmp_digest(const void *a, const void *b) {
+  return memcmp(a, b, 32);
+}
 
 /* Feeds the SHA-256 of the DER of each certificate of CERTS into MD, sorted (the order of the
  * trust anchors changes nothing to whom they admit). Returns 1, or 0 on failure. */
-static int digest_certs(EVP_MD_CTX *md, STACK_OF(X509) *certs) {
+static int digest_certs(EVP_MD_CTX *md, STACK_OF(X509) * certs) {
   int n = sk_X509_num(certs);
   if (n <= 0)
     return EVP_DigestUpdate(md, "none", 5) == 1;
@@ -996,8 +992,7 @@ static int digest_str(EVP_MD_CTX *md, const char *name, const char *value) {
  * protocol; keeping it out lets listeners that differ only in their protocol lists share
  * sessions. The server's own certificate is left out too: it decides nothing about the
  * client. Returns 0, or WEFT_ENOMEM. */
-static int policy_digest(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx,
-                         uint8_t out[32]) {
+static int policy_digest(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx, uint8_t out[32]) {
   static const char tag[] = "weft admission policy v1";
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   unsigned int len = 0;
@@ -1076,8 +1071,8 @@ static int ctx_sessions(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx,
     return rc;
   if (SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx) != 1)
     return fail_ssl(o, WEFT_ETLS, "cannot set the session id context");
-  SSL_CTX_set_session_cache_mode(ctx, o->session_cache ? SSL_SESS_CACHE_SERVER
-                                                       : SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_session_cache_mode(ctx,
+                                 o->session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
   if (!o->session_tickets)
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
   /* TLS 1.3 sends tickets even without a cache (stateful or stateless): with neither, none */
@@ -1091,14 +1086,14 @@ static int ctx_sessions(weft_cert_options *o, weft_tls_role role, SSL_CTX *ctx,
 static int build_ctx(weft_cert_options *o, weft_tls_role role, const ctx_parts *parts,
                      SSL_CTX **out) {
   if (role == WEFT_TLS_SERVER && (o->key == NULL || o->cert == NULL))
-    return fail(o, WEFT_EINVAL,
-                "a TLS server needs a private key and a certificate, but %s set",
+    return fail(o, WEFT_EINVAL, "a TLS server needs a private key and a certificate, but %s set",
                 o->key != NULL    ? "no certificate was"
                 : o->cert != NULL ? "no private key was"
                                   : "neither was");
   if ((o->key == NULL) != (o->cert == NULL))
-    return fail(o, WEFT_EINVAL, "a client certificate needs its private key, but only the %s "
-                                "was set",
+    return fail(o, WEFT_EINVAL,
+                "a client certificate needs its private key, but only the %s "
+                "was set",
                 o->key != NULL ? "private key" : "certificate");
   ERR_clear_error();
   SSL_CTX *ctx = SSL_CTX_new(role == WEFT_TLS_SERVER ? TLS_server_method() : TLS_client_method());
@@ -1252,8 +1247,7 @@ weft_tls_identity *weft_tls_identity_ref(weft_tls_identity *identity) {
 }
 
 void weft_tls_identity_unref(weft_tls_identity *identity) {
-  if (identity == NULL ||
-      atomic_fetch_sub_explicit(&identity->refs, 1, memory_order_acq_rel) != 1)
+  if (identity == NULL || atomic_fetch_sub_explicit(&identity->refs, 1, memory_order_acq_rel) != 1)
     return;
   weft_cert_options_unref(identity->own);
   weft__free(identity);
@@ -1281,8 +1275,7 @@ int weft_tls_identity_load_private_key_file(weft_tls_identity *identity, const c
                           : weft_cert_options_load_private_key_file(identity->own, path);
 }
 
-int weft_tls_identity_load_certificate_chain_file(weft_tls_identity *identity,
-                                                  const char *path) {
+int weft_tls_identity_load_certificate_chain_file(weft_tls_identity *identity, const char *path) {
   return identity == NULL ? WEFT_EINVAL
                           : weft_cert_options_load_certificate_chain_file(identity->own, path);
 }
@@ -1391,7 +1384,9 @@ int weft_cert_options_load_ocsp_response_file(weft_cert_options *options, const 
       close(fd);
     return fail(options, fd < 0 ? WEFT_EIO : WEFT_EINVAL,
                 "cannot read the OCSP response file '%s': %s", path,
-                e != 0 ? strerror(e) : regular ? "larger than 1 MiB" : "not a regular file");
+                e != 0    ? strerror(e)
+                : regular ? "larger than 1 MiB"
+                          : "not a regular file");
   }
   uint8_t *buf = weft__malloc((size_t)st.st_size + 1);
   size_t got = 0;
@@ -1431,8 +1426,8 @@ int weft_cert_options_set_require_ocsp(weft_cert_options *options, int on) {
 
 /* --- Key log ------------------------------------------------------------------------------ */
 
-int weft_cert_options_set_keylog_callback(weft_cert_options *options,
-                                          weft_keylog_callback callback, void *arg) {
+int weft_cert_options_set_keylog_callback(weft_cert_options *options, weft_keylog_callback callback,
+                                          void *arg) {
   CHECK_SETTABLE(options);
   options->hooks.keylog = callback;
   options->hooks.keylog_arg = arg;
@@ -1448,8 +1443,7 @@ int weft_cert_options_set_keylog_file(weft_cert_options *options, const char *pa
       int e = errno;
       if (fd >= 0)
         close(fd);
-      return fail(options, WEFT_EIO, "cannot open the key log file '%s': %s", path,
-                  strerror(e));
+      return fail(options, WEFT_EIO, "cannot open the key log file '%s': %s", path, strerror(e));
     }
   }
   if (!options->hooks.keylog_lock_ready) {
@@ -1468,8 +1462,8 @@ int weft_cert_options_set_keylog_file(weft_cert_options *options, const char *pa
 
 /* --- Verification hooks ------------------------------------------------------------------- */
 
-int weft_cert_options_set_verify_callback(weft_cert_options *options,
-                                          weft_verify_callback callback, void *arg) {
+int weft_cert_options_set_verify_callback(weft_cert_options *options, weft_verify_callback callback,
+                                          void *arg) {
   CHECK_SETTABLE(options);
   options->hooks.verify = callback;
   options->hooks.verify_arg = arg;

@@ -45,16 +45,16 @@ typedef struct weft__session_slot {
 typedef struct weft__sessions {
   pthread_mutex_t lock;
   /* servers */
-  weft__ticket_key *keys;         /* keys the user gave, in order: [0] encrypts */
+  weft__ticket_key *keys; /* keys the user gave, in order: [0] encrypts */
   size_t key_count;
-  weft__ticket_key auto_keys[2];  /* without user keys: [0] encrypts, [1] the previous one */
+  weft__ticket_key auto_keys[2]; /* without user keys: [0] encrypts, [1] the previous one */
   size_t auto_count;
-  double key_lifetime;            /* seconds an automatic key encrypts */
+  double key_lifetime; /* seconds an automatic key encrypts */
   /* clients */
-  int reuse;                      /* keep sessions and offer them again */
-  weft__session_slot *slots;      /* WEFT__SESSION_CACHE_MAX, made with the client SSL_CTX */
-  uint64_t clock;                 /* counts stores and offers, for the slots' USED */
-  uint64_t stored;                /* sessions stored so far (for tests) */
+  int reuse;                 /* keep sessions and offer them again */
+  weft__session_slot *slots; /* WEFT__SESSION_CACHE_MAX, made with the client SSL_CTX */
+  uint64_t clock;            /* counts stores and offers, for the slots' USED */
+  uint64_t stored;           /* sessions stored so far (for tests) */
 } weft__sessions;
 
 /* Default lifetime of an automatic ticket key, and the client cache's size. */

@@ -31,7 +31,6 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 
-
 #include "alloc-internal.h"
 #include "tls_session-internal.h"
 
@@ -184,8 +183,8 @@ static int find_key(weft__sessions *s, const uint8_t *name, weft__ticket_key *ou
 static int set_hmac_key(EVP_MAC_CTX *hctx, uint8_t *secret) {
   char digest[] = "SHA256";
   OSSL_PARAM params[3];
-  params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, secret,
-                                                WEFT__TICKET_KEY_SECRET_LEN);
+  params[0] =
+      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, secret, WEFT__TICKET_KEY_SECRET_LEN);
   params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
   params[2] = OSSL_PARAM_construct_end();
   return EVP_MAC_CTX_set_params(hctx, params) == 1;
@@ -207,8 +206,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
   int rc = 0;
   if (enc) {
     const EVP_CIPHER *aes = EVP_aes_256_cbc();
-    if (find_key(s, NULL, &k) == 0 &&
-        RAND_bytes(iv, EVP_CIPHER_get_iv_length(aes)) == 1 &&
+    if (find_key(s, NULL, &k) == 0 && RAND_bytes(iv, EVP_CIPHER_get_iv_length(aes)) == 1 &&
         EVP_EncryptInit_ex(cctx, aes, NULL, k.aes, iv) == 1 && set_hmac_key(hctx, k.hmac)) {
       memcpy(key_name, k.name, WEFT__TICKET_KEY_NAME_LEN);
       rc = 1;
@@ -245,8 +243,7 @@ int weft__sessions_client_key(const uint8_t policy[32], int kind, const char *id
   unsigned int len = 0;
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-           EVP_DigestUpdate(md, tag, sizeof tag) == 1 &&
-           EVP_DigestUpdate(md, policy, 32) == 1 &&
+           EVP_DigestUpdate(md, tag, sizeof tag) == 1 && EVP_DigestUpdate(md, policy, 32) == 1 &&
            EVP_DigestUpdate(md, text, (size_t)n + 1) == 1 &&
            EVP_DigestFinal_ex(md, key, &len) == 1 && len == 32;
   EVP_MD_CTX_free(md);

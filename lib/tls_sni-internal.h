@@ -28,8 +28,8 @@ typedef struct weft__sni_entry {
 typedef struct weft__sni {
   weft__sni_entry *entries;
   size_t count;
-  int reject_unknown;               /* a name that matches nothing gets alert 112 */
-  weft_identity_selector selector;  /* or NULL */
+  int reject_unknown;              /* a name that matches nothing gets alert 112 */
+  weft_identity_selector selector; /* or NULL */
   void *selector_arg;
 } weft__sni;
 

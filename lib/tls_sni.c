@@ -14,7 +14,9 @@
 #include "alloc-internal.h"
 #include "tls_sni-internal.h"
 
-static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c; }
+static char lower(char c) {
+  return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
 
 static int equal_nocase(const char *a, const char *b) {
   for (; *a != '\0' && *b != '\0'; a++, b++) {
@@ -158,8 +160,7 @@ static void client_hello_alpn(SSL *ssl, const uint8_t **offer, size_t *len) {
   size_t n;
   *offer = NULL;
   *len = 0;
-  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &p,
-                                &n) &&
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &p, &n) &&
       n >= 2 && (size_t)((p[0] << 8) | p[1]) == n - 2) {
     *offer = p + 2;
     *len = n - 2;
@@ -194,8 +195,8 @@ static int client_hello_cb(SSL *ssl, int *alert, void *arg) {
     size_t offer_len;
     client_hello_alpn(ssl, &offer, &offer_len);
     weft_tls_identity *chosen = NULL;
-    int rc = sni->selector(sni->selector_arg, name[0] != '\0' ? name : NULL, offer, offer_len,
-                           &chosen);
+    int rc =
+        sni->selector(sni->selector_arg, name[0] != '\0' ? name : NULL, offer, offer_len, &chosen);
     if (rc < 0) {
       *alert = SSL_AD_UNRECOGNIZED_NAME;
       return SSL_CLIENT_HELLO_ERROR;

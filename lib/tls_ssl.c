@@ -103,8 +103,7 @@ static int openssl_out_of_memory(void) {
  * Returns WEFT_ENOMEM for an allocation failure, else WEFT_EINVAL. Clears OpenSSL's error
  * queue when KIND is not ID_INPUT. */
 __attribute__((format(printf, 4, 5))) static int identity_error(weft_cert_options *o,
-                                                                weft__reason_buf *err,
-                                                                int kind,
+                                                                weft__reason_buf *err, int kind,
                                                                 const char *fmt, ...) {
   char msg[WEFT__REASON_MSG_MAX];
   va_list ap;
@@ -130,8 +129,8 @@ __attribute__((format(printf, 4, 5))) static int identity_error(weft_cert_option
  * NAME: the host name or IP literal to check (SNI for host names only), or NULL: then the
  * peer's IP address is checked. With verification or identity checks off nothing is checked
  * (SNI is still sent) and the connection gets no cache key. */
-static int client_identity(weft_cert_options *o, SSL *ssl, const char *name,
-                           weft__tls_conn *conn, weft__reason_buf *err) {
+static int client_identity(weft_cert_options *o, SSL *ssl, const char *name, weft__tls_conn *conn,
+                           weft__reason_buf *err) {
   char ip[INET6_ADDRSTRLEN + 8];
   char identity[256];
   int kind;
@@ -184,8 +183,7 @@ static int client_identity(weft_cert_options *o, SSL *ssl, const char *name,
           conn->peer == NULL ? "no peer address" : "not an IP connection");
     /* BIN is 4 or 16 bytes: only an allocation can fail here */
     if (X509_VERIFY_PARAM_set1_ip(SSL_get0_param(ssl), bin, len) != 1)
-      return identity_error(o, err, ID_MEMORY, "cannot check the peer's IP address %s",
-                            identity);
+      return identity_error(o, err, ID_MEMORY, "cannot check the peer's IP address %s", identity);
     kind = WEFT__IDENTITY_IP;
   }
   conn->session_key_set = weft__sessions_client_key(weft__tls_options_client_policy(o), kind,
@@ -306,23 +304,23 @@ static int has_ssl_reason(const unsigned long *errs, size_t n, int reason) {
 /* OpenSSL 3.0's table lacks TLS 1.3's newer alerts. */
 static const char *alert_text(int alert) {
   switch (alert) {
-  case 109:
-    return "missing extension";
-  case 116:
-    return "certificate required";
-  default:
-    return SSL_alert_desc_string_long(alert);
+    case 109:
+      return "missing extension";
+    case 116:
+      return "certificate required";
+    default:
+      return SSL_alert_desc_string_long(alert);
   }
 }
 
 static const char *proto_name(int version) {
   switch (version) {
-  case TLS1_2_VERSION:
-    return "TLS 1.2";
-  case TLS1_3_VERSION:
-    return "TLS 1.3";
-  default:
-    return "any version";
+    case TLS1_2_VERSION:
+      return "TLS 1.2";
+    case TLS1_3_VERSION:
+      return "TLS 1.3";
+    default:
+      return "any version";
   }
 }
 
@@ -341,19 +339,19 @@ static void peer_subject(SSL *ssl, char *buf, size_t size) {
 /* What weft__tls_classify knows of one failure, gathered once; each classify_* step below
  * either recognises the failure (sets OUT and returns 1) or leaves it to the next step. */
 typedef struct tls_failure {
-  SSL *ssl;                  /* may be NULL */
+  SSL *ssl;                   /* may be NULL */
   const weft__tls_conn *conn; /* may be NULL */
   const unsigned long *errs;  /* libevent's list (NERRS entries, NULL when NERRS is 0) */
   size_t nerrs;
-  int received;               /* alert received, -1 if none */
-  int sent;                   /* alert sent, -1 if none */
+  int received; /* alert received, -1 if none */
+  int sent;     /* alert sent, -1 if none */
   int is_server;
   int handshake_done;
-  const char *during;         /* "" or " during the TLS handshake" */
-  unsigned long first;        /* the oldest real OpenSSL (non-system) error code, or 0 */
-  int sys_errno;              /* the caller's errno, else the first system error in ERRS */
+  const char *during;  /* "" or " during the TLS handshake" */
+  unsigned long first; /* the oldest real OpenSSL (non-system) error code, or 0 */
+  int sys_errno;       /* the caller's errno, else the first system error in ERRS */
   int eof_seen;
-  long verify;                /* the SSL's verify result (X509_V_OK when not verifying) */
+  long verify; /* the SSL's verify result (X509_V_OK when not verifying) */
 } tls_failure;
 
 static void failure_init(tls_failure *f, SSL *ssl, const weft__tls_conn *conn,
@@ -395,8 +393,8 @@ static int renegotiated(const tls_failure *f) {
 
 /* No protocol in common: our own selection found none, or alert 120 went either way. */
 static int classify_no_protocol(const tls_failure *f, weft__reason_buf *out) {
-  int alert = f->received == TLS1_AD_NO_APPLICATION_PROTOCOL ||
-              f->sent == TLS1_AD_NO_APPLICATION_PROTOCOL;
+  int alert =
+      f->received == TLS1_AD_NO_APPLICATION_PROTOCOL || f->sent == TLS1_AD_NO_APPLICATION_PROTOCOL;
   if (!alert && !(f->conn != NULL && f->conn->no_overlap))
     return 0;
   if (alert)
@@ -443,8 +441,7 @@ static int classify_verification(const tls_failure *f, weft__reason_buf *out) {
   if (name == NULL && ssl != NULL)
     name = ip = X509_VERIFY_PARAM_get1_ip_asc(SSL_get0_param(ssl));
   if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH)
-    weft__reason_set(out, WEFT_EHOSTNAME,
-                     "the peer's certificate%s%s%s does not match %s%s%s: %s",
+    weft__reason_set(out, WEFT_EHOSTNAME, "the peer's certificate%s%s%s does not match %s%s%s: %s",
                      subject[0] ? " (" : "", subject, subject[0] ? ")" : "",
                      name != NULL ? "the name '" : "the expected name", name ? name : "",
                      name != NULL ? "'" : "", X509_verify_cert_error_string(verify));
@@ -562,11 +559,11 @@ static void classify_other(const tls_failure *f, weft__reason_buf *out) {
     weft__reason_set(out, weft__errno_to_code(f->sys_errno), "%s%s", strerror(f->sys_errno),
                      f->during);
   } else if (renegotiated(f)) {
-    weft__reason_set(out, WEFT_ETLS, "the peer attempted a TLS renegotiation, which weft "
-                                     "refuses");
+    weft__reason_set(out, WEFT_ETLS,
+                     "the peer attempted a TLS renegotiation, which weft "
+                     "refuses");
   } else {
-    weft__reason_set(out, WEFT_ETLS, "TLS connection failed%s (OpenSSL gave no reason)",
-                     f->during);
+    weft__reason_set(out, WEFT_ETLS, "TLS connection failed%s (OpenSSL gave no reason)", f->during);
   }
 }
 

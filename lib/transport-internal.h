@@ -60,30 +60,30 @@ struct weft_transport {
   socklen_t peer_len, host_len;
 
   size_t low_water;
-  double write_timeout;       /* seconds without output progress before the cut; 0: off */
+  double write_timeout; /* seconds without output progress before the cut; 0: off */
   unsigned is_client : 1;
-  unsigned made : 1;          /* connection_made was called */
-  unsigned write_closed : 1;  /* no more writes accepted */
+  unsigned made : 1;         /* connection_made was called */
+  unsigned write_closed : 1; /* no more writes accepted */
   unsigned half_close_pending : 1;
   unsigned half_closed : 1;
   unsigned read_paused : 1;
   unsigned above_low_water : 1;
   unsigned shutdown_sent : 1; /* TLS close_notify sent */
   unsigned eof_seen : 1;
-  unsigned starttls : 1;      /* upgrading in place */
-  unsigned starting_tls : 1;  /* inside start_tls, enabling the new filter: no callbacks */
-  unsigned tls_socket : 1;    /* TLS from the start: bufferevent_openssl on the socket, read-ahead
+  unsigned starttls : 1;     /* upgrading in place */
+  unsigned starting_tls : 1; /* inside start_tls, enabling the new filter: no callbacks */
+  unsigned tls_socket : 1;   /* TLS from the start: bufferevent_openssl on the socket, read-ahead
                                  on (not a STARTTLS filter) */
   unsigned close_notify_pulled : 1; /* pull_decrypted met the peer's close_notify: on_resume
                                        reports it once the input before it is delivered */
-  unsigned lingering : 1;     /* a refused TLS handshake: alert sent, write side shut down,
+  unsigned lingering : 1;           /* a refused TLS handshake: alert sent, write side shut down,
                                  draining input until the peer's EOF (linger_after_alert) */
-  int in_callback;            /* depth of user callbacks running on this transport */
+  int in_callback;                  /* depth of user callbacks running on this transport */
 
-  struct event *timer;        /* handshake or close time-out */
-  struct event *finish_event; /* delivers connection_lost from the loop */
-  struct event *resume_event; /* delivers data buffered while paused */
-  struct event *drain_event;  /* lingering: reads and discards input (NULL otherwise) */
+  struct event *timer;          /* handshake or close time-out */
+  struct event *finish_event;   /* delivers connection_lost from the loop */
+  struct event *resume_event;   /* delivers data buffered while paused */
+  struct event *drain_event;    /* lingering: reads and discards input (NULL otherwise) */
   struct event *shutdown_event; /* TLS socket: close_notify met a full socket; retried when it
                                    is writable (NULL otherwise) */
   /* write_reference with a release: the releases not yet due (bytes still queued) and those

@@ -105,7 +105,8 @@ static void deliver_end(weft_transport *t) {
      * connection_lost, never from inside the weft call that ended the connection. */
     t->starttls = 0;
     if (t->reason.reason.code >= 0)
-      weft__reason_set(&t->reason, WEFT_ECONNLOST, "the connection ended during the STARTTLS "
+      weft__reason_set(&t->reason, WEFT_ECONNLOST,
+                       "the connection ended during the STARTTLS "
                        "handshake");
     if (t->protocol->ops->tls_started)
       t->protocol->ops->tls_started(t->protocol, t, reason->code);
@@ -116,8 +117,7 @@ static void deliver_end(weft_transport *t) {
     /* The ops as they are now: the protocol may have swapped its table at any time. */
     if (t->protocol->ops->connection_lost)
       t->protocol->ops->connection_lost(t->protocol, t, reason);
-  } else if (!t->is_client && t->ssl && !t->tls.handshake_done &&
-             t->factory->handshake_failed) {
+  } else if (!t->is_client && t->ssl && !t->tls.handshake_done && t->factory->handshake_failed) {
     t->factory->handshake_failed(t->factory, (struct sockaddr *)&t->peer, reason);
   }
   weft__owner owner = t->owner;
@@ -399,8 +399,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
   } else if (t->state == WEFT__T_CLOSING && !t->shutdown_sent) {
     /* Only after a lose_connection during a STARTTLS handshake: the time-out runs from the
      * call, and output was still waiting. */
-    close_with(t, WEFT_ETIMEDOUT, "closed locally: output not flushed within the close "
-               "time-out (%.3g s)", weft__tls_close_timeout(t->tls.options));
+    close_with(t, WEFT_ETIMEDOUT,
+               "closed locally: output not flushed within the close "
+               "time-out (%.3g s)",
+               weft__tls_close_timeout(t->tls.options));
   } else if (t->state == WEFT__T_CLOSING) {
     close_with(t, WEFT_OK, "closed locally (the peer did not answer %s within %.3g s)",
                t->ssl ? "close_notify" : "with its FIN", weft__tls_close_timeout(t->tls.options));
@@ -468,8 +470,7 @@ static void deliver_input(weft_transport *t) {
   struct bufferevent *bev = t->bev;
   struct evbuffer *in = bufferevent_get_input(bev);
   struct evbuffer *piece = NULL;
-  while (t->state == WEFT__T_OPEN && t->made && !t->read_paused && !t->starttls &&
-         t->bev == bev) {
+  while (t->state == WEFT__T_OPEN && t->made && !t->read_paused && !t->starttls && t->bev == bev) {
     struct evbuffer_iovec v;
     if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
       break;
@@ -613,8 +614,9 @@ static void on_eof(weft_transport *t) {
       tls_failed(t, 0);
       return;
     }
-    close_with(t, WEFT_OK, t->ssl ? "TLS connection closed locally (close_notify exchanged)"
-                                  : "connection closed locally");
+    close_with(t, WEFT_OK,
+               t->ssl ? "TLS connection closed locally (close_notify exchanged)"
+                      : "connection closed locally");
     return;
   }
   if (t->ssl) {
@@ -667,8 +669,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
   if (!(what & BEV_EVENT_ERROR))
     return;
   if (t->state == WEFT__T_CLOSING && t->shutdown_sent) {
-    close_with(t, WEFT_OK, "%s", t->ssl ? "TLS connection closed locally (close_notify sent)"
-                                         : "connection closed locally (FIN sent)");
+    close_with(t, WEFT_OK, "%s",
+               t->ssl ? "TLS connection closed locally (close_notify sent)"
+                      : "connection closed locally (FIN sent)");
     return;
   }
   if (t->ssl) {
@@ -751,10 +754,10 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
     SSL_set_read_ahead(t->ssl, 1);
     SSL_set_mode(t->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     t->tls_socket = 1;
-    t->bev = bufferevent_openssl_socket_new(
-        reactor->base, fd, t->ssl,
-        role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
-        BEV_OPT_CLOSE_ON_FREE);
+    t->bev = bufferevent_openssl_socket_new(reactor->base, fd, t->ssl,
+                                            role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING
+                                                                    : BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
     if (!t->bev) {
       /* With BEV_OPT_CLOSE_ON_FREE, libevent frees the SSL itself when it fails (its socket
        * BIO does not own the descriptor, which the failure path below closes). */
@@ -769,8 +772,7 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
       goto fail;
   }
   /* Registered once nothing can fail any more; from here on transport_free unregisters it. */
-  rc = weft__reactor_add_handle(reactor, &t->handle, &transport_handle_ops,
-                                WEFT__RANK_CONNECTION);
+  rc = weft__reactor_add_handle(reactor, &t->handle, &transport_handle_ops, WEFT__RANK_CONNECTION);
   if (rc != 0)
     goto fail;
   if (owner)
@@ -906,7 +908,7 @@ struct weft__release {
   void *arg;
   const void *data;
   size_t len;
-  weft_transport *transport; /* NULL once the transport is freed: then called at once */
+  weft_transport *transport;      /* NULL once the transport is freed: then called at once */
   LIST_ENTRY(weft__release) link; /* in transport->releases_queued while queued */
   struct weft__release *next_due;
 };
@@ -957,7 +959,7 @@ static void settle_releases(weft_transport *t) {
   run_due_releases(t);
   struct weft__release *r;
   LIST_FOREACH(r, &t->releases_queued, link)
-    r->transport = NULL;
+  r->transport = NULL;
   LIST_INIT(&t->releases_queued);
   if (t->release_event)
     event_free(t->release_event);
@@ -981,14 +983,13 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
    * caller's release travels in a small block (none at all for RELEASE NULL). */
   struct weft__release *r = NULL;
   if (release) {
-    if (!transport->release_event &&
-        !(transport->release_event =
-              event_new(transport->reactor->base, -1, 0, on_release, transport)))
+    if (!transport->release_event && !(transport->release_event = event_new(
+                                           transport->reactor->base, -1, 0, on_release, transport)))
       return WEFT_ENOMEM;
     if (!(r = weft__malloc(sizeof *r)))
       return WEFT_ENOMEM;
-    *r = (struct weft__release){.release = release, .arg = arg, .data = data, .len = len,
-                                .transport = transport};
+    *r = (struct weft__release){
+        .release = release, .arg = arg, .data = data, .len = len, .transport = transport};
     LIST_INSERT_HEAD(&transport->releases_queued, r, link);
   }
   if (evbuffer_add_reference(bufferevent_get_output(transport->bev), data, len,

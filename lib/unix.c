@@ -121,8 +121,7 @@ int weft__listen_unix(weft_reactor *reactor, const char *path, int mode, weft_fa
   return 0;
 }
 
-int weft_transport_peer_credentials(weft_transport *transport, pid_t *pid, uid_t *uid,
-                                    gid_t *gid) {
+int weft_transport_peer_credentials(weft_transport *transport, pid_t *pid, uid_t *uid, gid_t *gid) {
   if (!transport)
     return WEFT_EINVAL;
   if (transport->state == WEFT__T_CLOSED)

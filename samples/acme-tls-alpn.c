@@ -55,7 +55,8 @@ static int offers_only_acme(const uint8_t *offer, size_t len) {
 static int select_identity(void *arg, const char *server_name, const uint8_t *offer,
                            size_t offer_len, weft_tls_identity **identity) {
   (void)arg;
-  if (!offers_only_acme(offer, offer_len)) return 0; /* not a validator: names decide */
+  if (!offers_only_acme(offer, offer_len))
+    return 0; /* not a validator: names decide */
   for (int i = 0; server_name && i < nchallenges; i++) {
     if (!strcasecmp(server_name, challenges[i].name)) {
       *identity = challenges[i].identity;
@@ -102,7 +103,8 @@ static const weft_protocol_ops conn_ops = {
 static weft_protocol *build_conn(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
   (void)f, (void)t, (void)peer;
   weft_protocol *p = calloc(1, sizeof *p);
-  if (p) p->ops = &conn_ops;
+  if (p)
+    p->ops = &conn_ops;
   return p; /* NULL refuses the connection */
 }
 
@@ -121,10 +123,13 @@ static int parse_host_port(const char *arg, const char **host, int *port) {
   const char *colon = strrchr(arg, ':');
   char *end;
   long p = colon ? strtol(colon + 1, &end, 10) : -1;
-  if (!colon || colon[1] == '\0' || *end || p < 0 || p > 65535) return -1;
+  if (!colon || colon[1] == '\0' || *end || p < 0 || p > 65535)
+    return -1;
   size_t n = (size_t)(colon - arg);
-  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']') arg++, n -= 2;
-  if (n >= sizeof buf) return -1;
+  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']')
+    arg++, n -= 2;
+  if (n >= sizeof buf)
+    return -1;
   memcpy(buf, arg, n);
   buf[n] = '\0';
   *host = n ? buf : NULL;
@@ -137,16 +142,18 @@ static int add_challenge(char *arg) {
   static const char *const acme[] = {ACME_TLS_1};
   char *eq = strchr(arg, '='), *comma = eq ? strchr(eq, ',') : NULL;
   if (!eq || !comma || eq == arg || nchallenges == MAX_CHALLENGES) {
-    fprintf(stderr, "error: --challenge wants NAME=CERTPEM,KEYPEM (at most %d)\n",
-            MAX_CHALLENGES);
+    fprintf(stderr, "error: --challenge wants NAME=CERTPEM,KEYPEM (at most %d)\n", MAX_CHALLENGES);
     return -1;
   }
   *eq = '\0', *comma = '\0';
   weft_tls_identity *id;
-  if (weft_tls_identity_new(&id) != 0) return fputs("error: out of memory\n", stderr), -1;
+  if (weft_tls_identity_new(&id) != 0)
+    return fputs("error: out of memory\n", stderr), -1;
   int rc = weft_tls_identity_load_certificate_chain_file(id, eq + 1);
-  if (rc == 0) rc = weft_tls_identity_load_private_key_file(id, comma + 1);
-  if (rc == 0) rc = weft_tls_identity_set_next_protocols(id, acme, 1);
+  if (rc == 0)
+    rc = weft_tls_identity_load_private_key_file(id, comma + 1);
+  if (rc == 0)
+    rc = weft_tls_identity_set_next_protocols(id, acme, 1);
   if (rc != 0) {
     fprintf(stderr, "error: challenge %s: %s\n", arg, weft_tls_identity_last_error(id));
     weft_tls_identity_unref(id);
@@ -161,7 +168,8 @@ static int set_protocols(weft_cert_options *o, char *list) {
   const char *names[MAX_PROTOCOLS];
   size_t n = 0;
   for (char *save = NULL, *s = strtok_r(list, ",", &save); s; s = strtok_r(NULL, ",", &save)) {
-    if (n == MAX_PROTOCOLS) return WEFT_EINVAL;
+    if (n == MAX_PROTOCOLS)
+      return WEFT_EINVAL;
     names[n++] = s;
   }
   return weft_cert_options_set_next_protocols(o, names, n);
@@ -176,13 +184,19 @@ int main(int argc, char **argv) {
       status = 0;
       goto out;
     }
-    if (i + 1 == argc) goto bad_flag;
-    if (!strcmp(argv[i], "--listen")) listen = argv[++i];
-    else if (!strcmp(argv[i], "--cert")) cert = argv[++i];
-    else if (!strcmp(argv[i], "--key")) key = argv[++i];
-    else if (!strcmp(argv[i], "--protocols")) protocols = argv[++i];
+    if (i + 1 == argc)
+      goto bad_flag;
+    if (!strcmp(argv[i], "--listen"))
+      listen = argv[++i];
+    else if (!strcmp(argv[i], "--cert"))
+      cert = argv[++i];
+    else if (!strcmp(argv[i], "--key"))
+      key = argv[++i];
+    else if (!strcmp(argv[i], "--protocols"))
+      protocols = argv[++i];
     else if (!strcmp(argv[i], "--challenge")) {
-      if (add_challenge(argv[++i]) != 0) goto out;
+      if (add_challenge(argv[++i]) != 0)
+        goto out;
     } else {
     bad_flag:
       fprintf(stderr, "error: %s: unknown option or missing value\n%s", argv[i], usage);
@@ -203,12 +217,16 @@ int main(int argc, char **argv) {
     goto out;
   }
   int rc = weft_cert_options_load_certificate_chain_file(opts, cert);
-  if (rc == 0) rc = weft_cert_options_load_private_key_file(opts, key);
-  if (rc == 0) rc = set_protocols(opts, protocols);
+  if (rc == 0)
+    rc = weft_cert_options_load_private_key_file(opts, key);
+  if (rc == 0)
+    rc = set_protocols(opts, protocols);
   for (int i = 0; rc == 0 && i < nchallenges; i++) /* under no name: the selector's only */
     rc = weft_cert_options_add_identity(opts, NULL, 0, challenges[i].identity);
-  if (rc == 0) rc = weft_cert_options_set_identity_selector(opts, select_identity, NULL);
-  if (rc == 0) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER); /* report errors now */
+  if (rc == 0)
+    rc = weft_cert_options_set_identity_selector(opts, select_identity, NULL);
+  if (rc == 0)
+    rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER); /* report errors now */
   if (rc != 0) {
     const char *why = weft_cert_options_last_error(opts);
     fprintf(stderr, "error: TLS options: %s\n", *why ? why : weft_strerror(rc));
@@ -227,7 +245,8 @@ int main(int argc, char **argv) {
   }
   rc = weft_listen_ssl(reactor, host, port, &factory, opts, &listener);
   weft_cert_options_unref(opts); /* the listener holds its own reference */
-  if (rc == 0) rc = weft_reactor_stop_on_signals(reactor);
+  if (rc == 0)
+    rc = weft_reactor_stop_on_signals(reactor);
   if (rc != 0) {
     fprintf(stderr, "error: cannot listen on %s: %s\n", listen, weft_strerror(rc));
     weft_reactor_free(reactor);
@@ -244,8 +263,10 @@ int main(int argc, char **argv) {
   rc = weft_reactor_run(reactor);
   weft_reactor_free(reactor); /* closes every connection */
   status = rc == 0 ? 0 : 1;
-  if (rc != 0) fprintf(stderr, "error: reactor: %s\n", weft_strerror(rc));
+  if (rc != 0)
+    fprintf(stderr, "error: reactor: %s\n", weft_strerror(rc));
 out:
-  for (int i = 0; i < nchallenges; i++) weft_tls_identity_unref(challenges[i].identity);
+  for (int i = 0; i < nchallenges; i++)
+    weft_tls_identity_unref(challenges[i].identity);
   return status;
 }

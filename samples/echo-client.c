@@ -41,7 +41,7 @@ static const char usage[] =
 
 /* The one connection this program makes, and the state of its stdin pump. */
 static struct client {
-  weft_protocol base;       /* first member: the weft_protocol * we hand out is this struct */
+  weft_protocol base; /* first member: the weft_protocol * we hand out is this struct */
   weft_reactor *reactor;
   weft_transport *transport;
   struct event *stdin_event; /* NULL when stdin cannot be polled (a regular file) */
@@ -62,9 +62,12 @@ static void pump_stdin(void) {
   static char buf[64 * 1024];
   while (!client.stdin_eof && weft_transport_pending_output(client.transport) <= HIGH_WATER) {
     ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return; /* the event fires again */
-    if (n < 0) fprintf(stderr, "error: reading stdin: %s\n", strerror(errno));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return; /* the event fires again */
+    if (n < 0)
+      fprintf(stderr, "error: reading stdin: %s\n", strerror(errno));
     if (n <= 0) {
       client.stdin_eof = 1;
       break;
@@ -73,8 +76,8 @@ static void pump_stdin(void) {
     client.sent += (unsigned long long)n;
   }
   /* Poll stdin only while we are willing to read it; write_drained calls us again. */
-  if (client.stdin_event && (client.stdin_eof || weft_transport_pending_output(client.transport) >
-                                                     HIGH_WATER))
+  if (client.stdin_event &&
+      (client.stdin_eof || weft_transport_pending_output(client.transport) > HIGH_WATER))
     event_del(client.stdin_event);
   maybe_done();
 }
@@ -102,7 +105,8 @@ static void client_made(weft_protocol *p, weft_transport *t) {
     fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
     struct event_base *base = weft_reactor_event_base(client.reactor);
     client.stdin_event = event_new(base, STDIN_FILENO, EV_READ | EV_PERSIST, on_stdin, NULL);
-    if (client.stdin_event && event_add(client.stdin_event, NULL) == 0) return;
+    if (client.stdin_event && event_add(client.stdin_event, NULL) == 0)
+      return;
     fputs("error: cannot watch stdin\n", stderr);
     weft_transport_abort_connection(t);
     return;
@@ -120,15 +124,20 @@ static void client_data(weft_protocol *p, weft_transport *t, const uint8_t *data
 
 static void client_drained(weft_protocol *p, weft_transport *t) {
   (void)p, (void)t;
-  if (client.stdin_eof) return;
-  if (client.stdin_event) event_add(client.stdin_event, NULL);
-  else pump_stdin();
+  if (client.stdin_eof)
+    return;
+  if (client.stdin_event)
+    event_add(client.stdin_event, NULL);
+  else
+    pump_stdin();
 }
 
 static void client_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
   (void)p, (void)t;
-  if (client.done) client.status = 0;
-  else fprintf(stderr, "error: connection closed before the echo came back: %s\n", reason->message);
+  if (client.done)
+    client.status = 0;
+  else
+    fprintf(stderr, "error: connection closed before the echo came back: %s\n", reason->message);
   weft_reactor_stop(client.reactor);
 }
 
@@ -160,10 +169,13 @@ static int parse_host_port(const char *arg, const char **host, int *port) {
   const char *colon = strrchr(arg, ':');
   char *end;
   long p = colon ? strtol(colon + 1, &end, 10) : -1;
-  if (!colon || colon[1] == '\0' || *end || p < 1 || p > 65535) return -1;
+  if (!colon || colon[1] == '\0' || *end || p < 1 || p > 65535)
+    return -1;
   size_t n = (size_t)(colon - arg);
-  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']') arg++, n -= 2; /* bracketed IPv6 */
-  if (n == 0 || n >= sizeof buf) return -1;
+  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']')
+    arg++, n -= 2; /* bracketed IPv6 */
+  if (n == 0 || n >= sizeof buf)
+    return -1;
   memcpy(buf, arg, n);
   buf[n] = '\0';
   *host = buf;
@@ -177,9 +189,11 @@ static int set_protocols(weft_cert_options *o, char *list) {
   const char *names[32];
   size_t n = 0;
   for (char *name = *list ? list : NULL; name; n++) {
-    if (n == 32) return 1;
+    if (n == 32)
+      return 1;
     names[n] = name;
-    if ((name = strchr(name, ','))) *name++ = '\0'; /* on to the next name, if any */
+    if ((name = strchr(name, ',')))
+      *name++ = '\0'; /* on to the next name, if any */
   }
   return weft_cert_options_set_next_protocols(o, names, n);
 }
@@ -187,14 +201,19 @@ static int set_protocols(weft_cert_options *o, char *list) {
 /* Applies one TLS command-line option to O. Returns 0, a WEFT_E* code (O's last_error says
  * why), or 1 for an unknown option or a value outside its choices. */
 static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
-  if (!strcmp(opt, "--cert")) return weft_cert_options_load_certificate_chain_file(o, v);
-  if (!strcmp(opt, "--key")) return weft_cert_options_load_private_key_file(o, v);
-  if (!strcmp(opt, "--ca")) return weft_cert_options_load_ca_file(o, v);
-  if (!strcmp(opt, "--protocols")) return set_protocols(o, v);
+  if (!strcmp(opt, "--cert"))
+    return weft_cert_options_load_certificate_chain_file(o, v);
+  if (!strcmp(opt, "--key"))
+    return weft_cert_options_load_private_key_file(o, v);
+  if (!strcmp(opt, "--ca"))
+    return weft_cert_options_load_ca_file(o, v);
+  if (!strcmp(opt, "--protocols"))
+    return set_protocols(o, v);
   if (!strcmp(opt, "--mechanisms")) {
     unsigned mask = !strcmp(v, "alpn")   ? WEFT_MECH_ALPN
                     : !strcmp(v, "npn")  ? WEFT_MECH_NPN
-                    : !strcmp(v, "both") ? WEFT_MECH_ALPN | WEFT_MECH_NPN : 0;
+                    : !strcmp(v, "both") ? WEFT_MECH_ALPN | WEFT_MECH_NPN
+                                         : 0;
     return mask ? weft_cert_options_set_negotiation_mechanisms(o, mask) : 1;
   }
   if (!strcmp(opt, "--no-overlap") && !strcmp(v, "fail"))
@@ -206,9 +225,11 @@ static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
   if (!strcmp(opt, "--tls-max") && !strcmp(v, "1.3"))
     return weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, WEFT_TLS1_3);
   /* the TLS secrets, NSS key log format: a secret, for Wireshark while debugging */
-  if (!strcmp(opt, "--keylog")) return weft_cert_options_set_keylog_file(o, v);
+  if (!strcmp(opt, "--keylog"))
+    return weft_cert_options_set_keylog_file(o, v);
   /* curl's form: base64 of the SHA-256 of the server's SubjectPublicKeyInfo */
-  if (!strcmp(opt, "--pin")) return weft_cert_options_add_pin_sha256(o, v);
+  if (!strcmp(opt, "--pin"))
+    return weft_cert_options_add_pin_sha256(o, v);
   return 1;
 }
 
@@ -220,10 +241,12 @@ static int fail(int status, const char *what, const char *detail) {
 
 /* 1 if OPT is one of the TLS options that take a value (applied by apply_tls_option). */
 static int is_tls_option(const char *opt) {
-  static const char *const names[] = {"--cert", "--key", "--ca", "--protocols", "--mechanisms",
-                                      "--no-overlap", "--tls-max", "--keylog", "--pin"};
+  static const char *const names[] = {"--cert",      "--key",        "--ca",
+                                      "--protocols", "--mechanisms", "--no-overlap",
+                                      "--tls-max",   "--keylog",     "--pin"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-    if (!strcmp(opt, names[i])) return 1;
+    if (!strcmp(opt, names[i]))
+      return 1;
   return 0;
 }
 
@@ -238,9 +261,11 @@ static int endpoint_from_flags(const char *connect, int tls, weft_endpoint **ep)
   if (weft_endpoint_new(WEFT_ENDPOINT_CLIENT, ep) != 0 || (tls && weft_cert_options_new(&opts)))
     return fail(1, "out of memory", NULL);
   int rc = weft_endpoint_set_port(*ep, port);
-  if (rc == 0) rc = weft_endpoint_set_host(*ep, host);
-  if (rc == 0) rc = weft_endpoint_set_tls(*ep, opts); /* NULL: plain TCP */
-  weft_cert_options_unref(opts); /* the endpoint holds its own reference */
+  if (rc == 0)
+    rc = weft_endpoint_set_host(*ep, host);
+  if (rc == 0)
+    rc = weft_endpoint_set_tls(*ep, opts); /* NULL: plain TCP */
+  weft_cert_options_unref(opts);           /* the endpoint holds its own reference */
   return rc == 0 ? 0 : fail(2, "bad --connect address", connect);
 }
 
@@ -253,7 +278,8 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
   const char *connect = NULL, *description = NULL, *servername = NULL;
   const char **flags = calloc((size_t)argc * 2, sizeof *flags); /* option, value (or NULL) */
   weft_cert_options *opts = NULL;
-  if (!flags) return fail(1, "out of memory", NULL);
+  if (!flags)
+    return fail(1, "out of memory", NULL);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -281,13 +307,12 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
       flags[nflags++] = a, flags[nflags++] = argv[++i];
     }
   }
-  const char *problem =
-      description && (connect || tls || cert || key)
-          ? "--endpoint replaces --connect, --tls, --cert and --key"
-      : !description && !connect           ? "--connect HOST:PORT is required (see --help)"
-      : !description && tls_flags && !tls ? "TLS options need --tls"
-      : cert != key                        ? "--cert and --key go together"
-                                           : NULL;
+  const char *problem = description && (connect || tls || cert || key)
+                            ? "--endpoint replaces --connect, --tls, --cert and --key"
+                        : !description && !connect ? "--connect HOST:PORT is required (see --help)"
+                        : !description && tls_flags && !tls ? "TLS options need --tls"
+                        : cert != key                       ? "--cert and --key go together"
+                                                            : NULL;
   if (problem) {
     fail(2, problem, NULL);
     goto done;
@@ -324,7 +349,8 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
     }
   }
   /* Build the SSL context now, so that a bad CA file or key is reported at once. */
-  if (rc == 0 && opts) rc = weft_cert_options_prepare(opts, WEFT_TLS_CLIENT);
+  if (rc == 0 && opts)
+    rc = weft_cert_options_prepare(opts, WEFT_TLS_CLIENT);
   if (rc != 0) {
     const char *why = weft_cert_options_last_error(opts);
     status = fail(1, "TLS options", *why ? why : weft_strerror(rc));
@@ -344,7 +370,8 @@ done:
 int main(int argc, char **argv) {
   weft_endpoint *endpoint = NULL;
   int status = parse_args(argc, argv, &endpoint);
-  if (status >= 0) return status;
+  if (status >= 0)
+    return status;
 
   if (weft_reactor_new(&client.reactor) != 0) {
     weft_endpoint_free(endpoint);
@@ -355,8 +382,10 @@ int main(int argc, char **argv) {
   /* Failures from here on (refused, DNS, TLS) arrive in connection_failed, from the loop. */
   int rc = weft_endpoint_connect(client.reactor, endpoint, &factory, NULL);
   weft_endpoint_free(endpoint); /* the connector holds what it needs */
-  if (rc == 0) rc = weft_reactor_run(client.reactor);
-  if (rc != 0) fail(1, weft_strerror(rc), NULL);
+  if (rc == 0)
+    rc = weft_reactor_run(client.reactor);
+  if (rc != 0)
+    fail(1, weft_strerror(rc), NULL);
 
   if (client.stdin_event) { /* give stdin back as we found it: the shell may share it */
     event_free(client.stdin_event);

@@ -53,8 +53,8 @@ static int reloading; /* set while SIGHUP re-reads the command line */
 /* Prints "error: WHAT[: DETAIL]" (during a reload "error: reload failed: WHAT[: DETAIL]") on
  * stderr and returns STATUS for main to exit with. */
 static int fail(int status, const char *what, const char *detail) {
-  fprintf(stderr, "error: %s%s%s%s\n", reloading ? "reload failed: " : "", what,
-          detail ? ": " : "", detail ? detail : "");
+  fprintf(stderr, "error: %s%s%s%s\n", reloading ? "reload failed: " : "", what, detail ? ": " : "",
+          detail ? detail : "");
   return status;
 }
 
@@ -79,7 +79,8 @@ static void echo_data(weft_protocol *p, weft_transport *t, const uint8_t *data, 
   (void)p;
   weft_transport_write(t, data, len);
   /* Back-pressure: a peer that sends but does not read would make us buffer without limit. */
-  if (weft_transport_pending_output(t) > HIGH_WATER) weft_transport_pause_reading(t);
+  if (weft_transport_pending_output(t) > HIGH_WATER)
+    weft_transport_pause_reading(t);
 }
 
 static void echo_drained(weft_protocol *p, weft_transport *t) {
@@ -102,7 +103,8 @@ static const weft_protocol_ops echo_ops = {
 static weft_protocol *build_echo(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
   (void)f, (void)t, (void)peer;
   weft_protocol *p = calloc(1, sizeof *p);
-  if (p) p->ops = &echo_ops;
+  if (p)
+    p->ops = &echo_ops;
   return p; /* NULL refuses the connection */
 }
 
@@ -121,10 +123,13 @@ static int parse_host_port(const char *arg, const char **host, int *port) {
   const char *colon = strrchr(arg, ':');
   char *end;
   long p = colon ? strtol(colon + 1, &end, 10) : -1;
-  if (!colon || colon[1] == '\0' || *end || p < 0 || p > 65535) return -1;
+  if (!colon || colon[1] == '\0' || *end || p < 0 || p > 65535)
+    return -1;
   size_t n = (size_t)(colon - arg);
-  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']') arg++, n -= 2; /* bracketed IPv6 */
-  if (n >= sizeof buf) return -1;
+  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']')
+    arg++, n -= 2; /* bracketed IPv6 */
+  if (n >= sizeof buf)
+    return -1;
   memcpy(buf, arg, n);
   buf[n] = '\0';
   *host = n ? buf : NULL;
@@ -138,9 +143,11 @@ static int set_protocols(weft_cert_options *o, char *list) {
   const char *names[32];
   size_t n = 0;
   for (char *name = *list ? list : NULL; name; n++) {
-    if (n == 32) return 1;
+    if (n == 32)
+      return 1;
     names[n] = name;
-    if ((name = strchr(name, ','))) *name++ = '\0'; /* on to the next name, if any */
+    if ((name = strchr(name, ',')))
+      *name++ = '\0'; /* on to the next name, if any */
   }
   return weft_cert_options_set_next_protocols(o, names, n);
 }
@@ -149,14 +156,20 @@ static int set_protocols(weft_cert_options *o, char *list) {
 static int use_generated_cert(weft_cert_options *o) {
   static const char *const dns[] = {"localhost"};
   static const char *const ips[] = {"127.0.0.1", "::1"};
-  weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
-                         .ip_addresses = ips, .ip_count = 2};
+  weft_cert_spec spec = {.common_name = "localhost",
+                         .dns_names = dns,
+                         .dns_count = 1,
+                         .ip_addresses = ips,
+                         .ip_count = 2};
   EVP_PKEY *key = NULL;
   X509 *cert = NULL;
   int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
-  if (rc == 0) rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
-  if (rc == 0) rc = weft_cert_options_set_private_key(o, key);
-  if (rc == 0) rc = weft_cert_options_set_certificate(o, cert);
+  if (rc == 0)
+    rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
+  if (rc == 0)
+    rc = weft_cert_options_set_private_key(o, key);
+  if (rc == 0)
+    rc = weft_cert_options_set_certificate(o, cert);
   EVP_PKEY_free(key); /* the options took their own references */
   X509_free(cert);
   return rc;
@@ -164,21 +177,21 @@ static int use_generated_cert(weft_cert_options *o) {
 
 /* --sni and --sni-protocols, gathered while the flags are applied and turned into identities
  * after them (an identity freezes once added). */
-static struct sni_flag {
-  char *name, *cert, *key, *protocols;
-} snis[32];
+static struct sni_flag { char *name, *cert, *key, *protocols; } snis[32];
 static size_t nsni;
 
 static struct sni_flag *sni_named(const char *name) {
   for (size_t i = 0; i < nsni; i++)
-    if (!strcmp(snis[i].name, name)) return &snis[i];
+    if (!strcmp(snis[i].name, name))
+      return &snis[i];
   return NULL;
 }
 
 /* --sni NAME=CERT,KEY (V is modified in place). Returns 0 or 1 (malformed). */
 static int add_sni_flag(char *v) {
   char *eq = strchr(v, '='), *comma = eq ? strchr(eq, ',') : NULL;
-  if (!comma || eq == v || nsni == sizeof snis / sizeof snis[0]) return 1;
+  if (!comma || eq == v || nsni == sizeof snis / sizeof snis[0])
+    return 1;
   *eq = *comma = '\0';
   snis[nsni++] = (struct sni_flag){v, eq + 1, comma + 1, NULL};
   return 0;
@@ -189,33 +202,39 @@ static int add_identities(weft_cert_options *o, char **protocol_flags, size_t np
   for (size_t i = 0; i < nprotocols; i++) { /* NAME=LIST */
     char *eq = strchr(protocol_flags[i], '=');
     struct sni_flag *f = eq ? (*eq = '\0', sni_named(protocol_flags[i])) : NULL;
-    if (!f) return fail(1, "--sni-protocols names no --sni identity", protocol_flags[i]), 1;
+    if (!f)
+      return fail(1, "--sni-protocols names no --sni identity", protocol_flags[i]), 1;
     f->protocols = eq + 1;
   }
   for (size_t i = 0; i < nsni; i++) {
     weft_tls_identity *id = NULL;
     const char *name = snis[i].name;
     int rc = weft_tls_identity_new(&id);
-    if (rc == 0) rc = weft_tls_identity_load_certificate_chain_file(id, snis[i].cert);
-    if (rc == 0) rc = weft_tls_identity_load_private_key_file(id, snis[i].key);
+    if (rc == 0)
+      rc = weft_tls_identity_load_certificate_chain_file(id, snis[i].cert);
+    if (rc == 0)
+      rc = weft_tls_identity_load_private_key_file(id, snis[i].key);
     if (rc == 0 && snis[i].protocols) {
       const char *names[32];
       size_t n = 0;
       for (char *p = *snis[i].protocols ? snis[i].protocols : NULL; p && n < 32; n++) {
         names[n] = p;
-        if ((p = strchr(p, ','))) *p++ = '\0';
+        if ((p = strchr(p, ',')))
+          *p++ = '\0';
       }
       rc = weft_tls_identity_set_next_protocols(id, names, n);
     }
     if (rc != 0) {
-      fail(1, "--sni", *weft_tls_identity_last_error(id) ? weft_tls_identity_last_error(id)
-                                                          : weft_strerror(rc));
+      fail(1, "--sni",
+           *weft_tls_identity_last_error(id) ? weft_tls_identity_last_error(id)
+                                             : weft_strerror(rc));
       weft_tls_identity_unref(id);
       return 1;
     }
     rc = weft_cert_options_add_identity(o, &name, 1, id);
     weft_tls_identity_unref(id); /* the options hold it */
-    if (rc != 0) return fail(1, "--sni", weft_cert_options_last_error(o)), 1;
+    if (rc != 0)
+      return fail(1, "--sni", weft_cert_options_last_error(o)), 1;
   }
   return 0;
 }
@@ -223,14 +242,19 @@ static int add_identities(weft_cert_options *o, char **protocol_flags, size_t np
 /* Applies one TLS command-line option to O. Returns 0, a WEFT_E* code (O's last_error says
  * why), or 1 for an unknown option or a value outside its choices. */
 static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
-  if (!strcmp(opt, "--cert")) return weft_cert_options_load_certificate_chain_file(o, v);
-  if (!strcmp(opt, "--key")) return weft_cert_options_load_private_key_file(o, v);
-  if (!strcmp(opt, "--ca")) return weft_cert_options_load_ca_file(o, v);
-  if (!strcmp(opt, "--protocols")) return set_protocols(o, v);
+  if (!strcmp(opt, "--cert"))
+    return weft_cert_options_load_certificate_chain_file(o, v);
+  if (!strcmp(opt, "--key"))
+    return weft_cert_options_load_private_key_file(o, v);
+  if (!strcmp(opt, "--ca"))
+    return weft_cert_options_load_ca_file(o, v);
+  if (!strcmp(opt, "--protocols"))
+    return set_protocols(o, v);
   if (!strcmp(opt, "--mechanisms")) {
     unsigned mask = !strcmp(v, "alpn")   ? WEFT_MECH_ALPN
                     : !strcmp(v, "npn")  ? WEFT_MECH_NPN
-                    : !strcmp(v, "both") ? WEFT_MECH_ALPN | WEFT_MECH_NPN : 0;
+                    : !strcmp(v, "both") ? WEFT_MECH_ALPN | WEFT_MECH_NPN
+                                         : 0;
     return mask ? weft_cert_options_set_negotiation_mechanisms(o, mask) : 1;
   }
   if (!strcmp(opt, "--no-overlap") && !strcmp(v, "fail"))
@@ -241,13 +265,16 @@ static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
     return weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, WEFT_TLS1_2);
   if (!strcmp(opt, "--tls-max") && !strcmp(v, "1.3"))
     return weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, WEFT_TLS1_3);
-  if (!strcmp(opt, "--sni")) return add_sni_flag(v);
+  if (!strcmp(opt, "--sni"))
+    return add_sni_flag(v);
   if (!strcmp(opt, "--sni-unknown") && !strcmp(v, "default"))
     return weft_cert_options_set_sni_unknown_policy(o, WEFT_SNI_UNKNOWN_DEFAULT);
   if (!strcmp(opt, "--sni-unknown") && !strcmp(v, "reject"))
     return weft_cert_options_set_sni_unknown_policy(o, WEFT_SNI_UNKNOWN_REJECT);
-  if (!strcmp(opt, "--keylog")) return weft_cert_options_set_keylog_file(o, v);
-  if (!strcmp(opt, "--ocsp-response")) return weft_cert_options_load_ocsp_response_file(o, v);
+  if (!strcmp(opt, "--keylog"))
+    return weft_cert_options_set_keylog_file(o, v);
+  if (!strcmp(opt, "--ocsp-response"))
+    return weft_cert_options_load_ocsp_response_file(o, v);
   if (!strcmp(opt, "--handshake-timeout")) {
     char *end;
     double seconds = strtod(v, &end);
@@ -258,12 +285,14 @@ static int apply_tls_option(weft_cert_options *o, const char *opt, char *v) {
 
 /* 1 if OPT is one of the TLS options that take a value (applied by apply_tls_option). */
 static int is_tls_option(const char *opt) {
-  static const char *const names[] = {"--cert", "--key", "--ca", "--protocols", "--mechanisms",
-                                      "--no-overlap", "--tls-max", "--handshake-timeout",
-                                      "--sni", "--sni-protocols", "--sni-unknown", "--keylog",
-                                      "--ocsp-response"};
+  static const char *const names[] = {
+      "--cert",         "--key",           "--ca",          "--protocols",
+      "--mechanisms",   "--no-overlap",    "--tls-max",     "--handshake-timeout",
+      "--sni",          "--sni-protocols", "--sni-unknown", "--keylog",
+      "--ocsp-response"};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-    if (!strcmp(opt, names[i])) return 1;
+    if (!strcmp(opt, names[i]))
+      return 1;
   return 0;
 }
 
@@ -272,14 +301,17 @@ static int is_tls_option(const char *opt) {
 static int endpoint_from_flags(const char *listen, int tls, weft_endpoint **ep) {
   const char *host = NULL;
   int port = 0;
-  if (parse_host_port(listen, &host, &port) != 0) return fail(2, "bad --listen address", listen);
+  if (parse_host_port(listen, &host, &port) != 0)
+    return fail(2, "bad --listen address", listen);
   weft_cert_options *opts = NULL;
   if (weft_endpoint_new(WEFT_ENDPOINT_SERVER, ep) != 0 || (tls && weft_cert_options_new(&opts)))
     return fail(1, "out of memory", NULL);
   int rc = weft_endpoint_set_port(*ep, port);
-  if (rc == 0) rc = weft_endpoint_set_host(*ep, host);
-  if (rc == 0) rc = weft_endpoint_set_tls(*ep, opts); /* NULL: plain TCP */
-  weft_cert_options_unref(opts); /* the endpoint holds its own reference */
+  if (rc == 0)
+    rc = weft_endpoint_set_host(*ep, host);
+  if (rc == 0)
+    rc = weft_endpoint_set_tls(*ep, opts); /* NULL: plain TCP */
+  weft_cert_options_unref(opts);           /* the endpoint holds its own reference */
   return rc == 0 ? 0 : fail(2, "bad --listen address", listen);
 }
 
@@ -296,7 +328,8 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
   char **copies = calloc((size_t)argc, sizeof *copies); /* values modified in place */
   size_t nsni_protocols = 0;
   nsni = 0;
-  if (!flags || !sni_protocols || !copies) return fail(1, "out of memory", NULL);
+  if (!flags || !sni_protocols || !copies)
+    return fail(1, "out of memory", NULL);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -308,8 +341,8 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
     } else if (!strcmp(a, "--require-cert")) {
       tls_flags = 1;
       flags[nflags++] = a, flags[nflags++] = NULL;
-    } else if (i + 1 == argc || (strcmp(a, "--listen") && strcmp(a, "--endpoint") &&
-                                 !is_tls_option(a))) {
+    } else if (i + 1 == argc ||
+               (strcmp(a, "--listen") && strcmp(a, "--endpoint") && !is_tls_option(a))) {
       fprintf(stderr, "error: %s: unknown option or missing value\n%s", a, usage);
       goto done;
     } else if (!strcmp(a, "--listen")) {
@@ -321,13 +354,12 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
       flags[nflags++] = a, flags[nflags++] = argv[++i];
     }
   }
-  const char *problem =
-      description && (listen || tls || cert || key)
-          ? "--endpoint replaces --listen, --tls, --cert and --key"
-      : !description && !listen            ? "--listen HOST:PORT is required (see --help)"
-      : !description && tls_flags && !tls ? "TLS options need --tls"
-      : cert != key                        ? "--cert and --key go together"
-                                           : NULL;
+  const char *problem = description && (listen || tls || cert || key)
+                            ? "--endpoint replaces --listen, --tls, --cert and --key"
+                        : !description && !listen ? "--listen HOST:PORT is required (see --help)"
+                        : !description && tls_flags && !tls ? "TLS options need --tls"
+                        : cert != key                       ? "--cert and --key go together"
+                                                            : NULL;
   if (problem) {
     fail(2, problem, NULL);
     goto done;
@@ -361,14 +393,16 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
       goto done;
     }
   }
-  if (rc == 0 && (nsni > 0 || nsni_protocols > 0) && add_identities(opts, sni_protocols,
-                                                                    nsni_protocols) != 0) {
+  if (rc == 0 && (nsni > 0 || nsni_protocols > 0) &&
+      add_identities(opts, sni_protocols, nsni_protocols) != 0) {
     status = 1;
     goto done;
   }
-  if (rc == 0 && tls && !cert) rc = use_generated_cert(opts);
+  if (rc == 0 && tls && !cert)
+    rc = use_generated_cert(opts);
   /* Build the SSL context now, so that a bad key or certificate is reported at once. */
-  if (rc == 0 && opts) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER);
+  if (rc == 0 && opts)
+    rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER);
   if (rc != 0) {
     const char *why = weft_cert_options_last_error(opts);
     status = fail(1, "TLS options", *why ? why : weft_strerror(rc));
@@ -377,7 +411,8 @@ static int parse_args(int argc, char **argv, weft_endpoint **ep) {
   status = -1;
 done:
   weft_cert_options_unref(opts);
-  for (int i = 0; copies && i < argc; i++) free(copies[i]);
+  for (int i = 0; copies && i < argc; i++)
+    free(copies[i]);
   free(copies);
   free(sni_protocols);
   free(flags);
@@ -418,10 +453,12 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg) {
 int main(int argc, char **argv) {
   weft_endpoint *endpoint = NULL;
   int status = parse_args(argc, argv, &endpoint);
-  if (status >= 0) return status;
+  if (status >= 0)
+    return status;
 
   weft_reactor *reactor;
-  if (weft_reactor_new(&reactor) != 0) return fail(1, "cannot create the reactor", NULL);
+  if (weft_reactor_new(&reactor) != 0)
+    return fail(1, "cannot create the reactor", NULL);
   static weft_factory factory = {.build_protocol = build_echo,
                                  .handshake_failed = handshake_failed};
   weft_listener *listener;

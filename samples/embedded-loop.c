@@ -28,7 +28,7 @@ static const char usage[] =
 static struct app {
   struct event_base *base;
   unsigned ticks;
-  int echoed;       /* the client got its echo and closed */
+  int echoed; /* the client got its echo and closed */
   int failed;
 } app;
 
@@ -50,7 +50,8 @@ static const weft_protocol_ops echo_ops = {.data_received = echo_data,
 static weft_protocol *build_echo(weft_factory *f, weft_transport *t, const struct sockaddr *pr) {
   (void)f, (void)t, (void)pr;
   weft_protocol *p = calloc(1, sizeof *p);
-  if (p) p->ops = &echo_ops;
+  if (p)
+    p->ops = &echo_ops;
   return p;
 }
 
@@ -69,10 +70,12 @@ static void ping_made(weft_protocol *p, weft_transport *t) {
 
 static void ping_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
   (void)p;
-  if (len > sizeof client.got - client.len) len = sizeof client.got - client.len;
+  if (len > sizeof client.got - client.len)
+    len = sizeof client.got - client.len;
   memcpy(client.got + client.len, data, len); /* TCP may deliver "ping" in pieces */
   client.len += len;
-  if (client.len < 4) return;
+  if (client.len < 4)
+    return;
   printf("echo: %.*s\n", (int)client.len, client.got);
   fflush(stdout);
   weft_transport_lose_connection(t);
@@ -81,12 +84,12 @@ static void ping_data(weft_protocol *p, weft_transport *t, const uint8_t *data, 
 static void ping_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
   (void)p, (void)t;
   app.echoed = client.len == 4 && memcmp(client.got, "ping", 4) == 0;
-  if (!app.echoed) fprintf(stderr, "error: no echo: %s\n", reason->message), app.failed = 1;
+  if (!app.echoed)
+    fprintf(stderr, "error: no echo: %s\n", reason->message), app.failed = 1;
 }
 
-static const weft_protocol_ops ping_ops = {.connection_made = ping_made,
-                                           .data_received = ping_data,
-                                           .connection_lost = ping_lost};
+static const weft_protocol_ops ping_ops = {
+    .connection_made = ping_made, .data_received = ping_data, .connection_lost = ping_lost};
 
 static weft_protocol *build_ping(weft_factory *f, weft_transport *t, const struct sockaddr *pr) {
   (void)f, (void)t, (void)pr;
@@ -115,13 +118,15 @@ static void on_tick(evutil_socket_t fd, short what, void *arg) {
 int main(int argc, char **argv) {
   if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
     return fputs(usage, stdout), 0;
-  if (argc > 1) return fprintf(stderr, "error: unexpected argument: %s\n%s", argv[1], usage), 2;
+  if (argc > 1)
+    return fprintf(stderr, "error: unexpected argument: %s\n%s", argv[1], usage), 2;
 
   /* The application's loop and timer, as it had them before weft. */
   app.base = event_base_new();
   struct event *tick = app.base ? event_new(app.base, -1, EV_PERSIST, on_tick, NULL) : NULL;
   struct timeval every = {0, 100 * 1000};
-  if (!tick || event_add(tick, &every) != 0) return fputs("error: libevent setup\n", stderr), 1;
+  if (!tick || event_add(tick, &every) != 0)
+    return fputs("error: libevent setup\n", stderr), 1;
 
   /* weft on the same base: it adds its events there and never frees the base. */
   static weft_factory echo_factory = {.build_protocol = build_echo};
@@ -130,12 +135,14 @@ int main(int argc, char **argv) {
   weft_reactor *reactor = NULL;
   weft_listener *listener = NULL;
   int rc = weft_reactor_new_with_base(app.base, &reactor);
-  if (rc == 0) rc = weft_listen_tcp(reactor, "127.0.0.1", 0, &echo_factory, &listener);
   if (rc == 0)
-    rc = weft_connect_tcp(reactor, "127.0.0.1", weft_listener_port(listener), &ping_factory,
-                          NULL);
-  if (rc == 0 && event_base_dispatch(app.base) < 0) rc = WEFT_EIO; /* runs app and weft alike */
-  if (rc != 0) fprintf(stderr, "error: %s\n", weft_strerror(rc));
+    rc = weft_listen_tcp(reactor, "127.0.0.1", 0, &echo_factory, &listener);
+  if (rc == 0)
+    rc = weft_connect_tcp(reactor, "127.0.0.1", weft_listener_port(listener), &ping_factory, NULL);
+  if (rc == 0 && event_base_dispatch(app.base) < 0)
+    rc = WEFT_EIO; /* runs app and weft alike */
+  if (rc != 0)
+    fprintf(stderr, "error: %s\n", weft_strerror(rc));
 
   event_free(tick);
   weft_reactor_free(reactor); /* first the reactor (closes what is left)... */

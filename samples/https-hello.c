@@ -46,7 +46,7 @@
 #define MAX_BUFFERED (256 * 1024) /* pipelined bytes kept while a response streams */
 #define CHUNK (64 * 1024)         /* body bytes per write */
 #define HIGH_WATER (256 * 1024)   /* stop writing body while this much output waits... */
-#define LOW_WATER (64 * 1024)    /* ... and resume (write_drained) once it is down to this */
+#define LOW_WATER (64 * 1024)     /* ... and resume (write_drained) once it is down to this */
 #define SCRATCH (32 * 1024)       /* per thread: input is parsed here, not in the connection */
 #define MAX_THREADS 64
 
@@ -69,32 +69,32 @@ struct server {
   _Alignas(64) unsigned long long connections, requests;
   int index;
   pthread_t thread;
-  weft_reactor *reactor;     /* made, run and freed by the thread itself */
-  weft_listener *listener;   /* its listener; touched in the thread only (reload: a call) */
-  weft_factory factory;      /* data: this struct */
-  weft_cert_options *opts;   /* shared, prepared (frozen) before the threads start */
+  weft_reactor *reactor;   /* made, run and freed by the thread itself */
+  weft_listener *listener; /* its listener; touched in the thread only (reload: a call) */
+  weft_factory factory;    /* data: this struct */
+  weft_cert_options *opts; /* shared, prepared (frozen) before the threads start */
   const char *host;
-  int port;                  /* where to listen; the port actually bound once ready */
-  int reuseport;             /* share the port (SO_REUSEPORT) when there are several threads */
-  char addr[64];             /* "HOST:PORT" bound, for the "listening on" line */
-  sem_t *ready;              /* posted by the thread once its listener is up or setup failed */
-  sem_t *release;            /* posted by the main thread after its last weft_reactor_stop */
-  int setup_rc;              /* written before posting ready */
-  int run_rc;                /* written after run; read after pthread_join */
-  char scratch[SCRATCH];     /* where a connection with nothing buffered parses its input */
+  int port;              /* where to listen; the port actually bound once ready */
+  int reuseport;         /* share the port (SO_REUSEPORT) when there are several threads */
+  char addr[64];         /* "HOST:PORT" bound, for the "listening on" line */
+  sem_t *ready;          /* posted by the thread once its listener is up or setup failed */
+  sem_t *release;        /* posted by the main thread after its last weft_reactor_stop */
+  int setup_rc;          /* written before posting ready */
+  int run_rc;            /* written after run; read after pthread_join */
+  char scratch[SCRATCH]; /* where a connection with nothing buffered parses its input */
 };
 
 /* One connection: the bytes not parsed yet, and the response being streamed. */
 struct http_conn {
   weft_protocol base; /* first member: the weft_protocol * we hand out is this struct */
   weft_transport *transport;
-  struct server *server;       /* the thread that accepted it, for its counters */
-  char *in;                    /* received, unparsed bytes (malloc'd, at most MAX_BUFFERED) */
+  struct server *server; /* the thread that accepted it, for its counters */
+  char *in;              /* received, unparsed bytes (malloc'd, at most MAX_BUFFERED) */
   size_t in_len, in_size;
-  size_t discard;              /* request body bytes still to skip (we ignore bodies) */
+  size_t discard;               /* request body bytes still to skip (we ignore bodies) */
   unsigned long long body_left; /* /bytes/N bytes still to write */
-  int close_after;             /* close once the current response is written */
-  int head_only;               /* HEAD request: headers without the body */
+  int close_after;              /* close once the current response is written */
+  int head_only;                /* HEAD request: headers without the body */
   int closing;
 };
 
@@ -103,8 +103,10 @@ static void respond(struct http_conn *c, const char *status, const char *body,
                     unsigned long long length) {
   char head[256];
   c->server->requests++;
-  if (body) length = strlen(body);
-  if (c->head_only) body = NULL;
+  if (body)
+    length = strlen(body);
+  if (c->head_only)
+    body = NULL;
   int n = snprintf(head, sizeof head,
                    "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %llu\r\n%s\r\n",
                    status, length, c->close_after ? "Connection: close\r\n" : "");
@@ -128,28 +130,37 @@ static int pump_body(struct http_conn *c) {
  * final empty line) is HEAD. May set close_after and body_left. */
 static void handle_request(struct http_conn *c, char *head) {
   char *line = head, *next = strstr(head, "\r\n");
-  if (next) *next = '\0', next += 2;
+  if (next)
+    *next = '\0', next += 2;
   /* Request line: METHOD SP TARGET SP VERSION. */
   char *target = strchr(line, ' '), *version = target ? strchr(target + 1, ' ') : NULL;
-  if (!version || target == line || strchr(version + 1, ' ') || target[1] != '/') goto bad;
+  if (!version || target == line || strchr(version + 1, ' ') || target[1] != '/')
+    goto bad;
   *target++ = '\0', *version++ = '\0';
-  if (strcmp(version, "HTTP/1.1") && strcmp(version, "HTTP/1.0")) goto bad;
+  if (strcmp(version, "HTTP/1.1") && strcmp(version, "HTTP/1.0"))
+    goto bad;
   int keep_alive = !strcmp(version, "HTTP/1.1"); /* HTTP/1.0 closes unless asked not to */
 
   /* Headers: "Name: value" lines. Only Connection and the request body's framing matter. */
   for (line = next; line && *line; line = next) {
-    if ((next = strstr(line, "\r\n"))) *next = '\0', next += 2;
+    if ((next = strstr(line, "\r\n")))
+      *next = '\0', next += 2;
     char *colon = strchr(line, ':');
-    if (!colon || colon == line || memchr(line, ' ', (size_t)(colon - line))) goto bad;
+    if (!colon || colon == line || memchr(line, ' ', (size_t)(colon - line)))
+      goto bad;
     *colon = '\0';
     const char *value = colon + 1 + strspn(colon + 1, " \t");
-    if (!strcasecmp(line, "Connection") && strcasestr(value, "close")) keep_alive = 0;
-    if (!strcasecmp(line, "Connection") && strcasestr(value, "keep-alive")) keep_alive = 1;
+    if (!strcasecmp(line, "Connection") && strcasestr(value, "close"))
+      keep_alive = 0;
+    if (!strcasecmp(line, "Connection") && strcasestr(value, "keep-alive"))
+      keep_alive = 1;
     if (!strcasecmp(line, "Content-Length")) { /* a body we skip: digits only */
-      if (value[0] < '0' || value[0] > '9' || value[strspn(value, "0123456789")]) goto bad;
+      if (value[0] < '0' || value[0] > '9' || value[strspn(value, "0123456789")])
+        goto bad;
       c->discard = strtoul(value, NULL, 10);
     }
-    if (!strcasecmp(line, "Transfer-Encoding")) goto bad; /* chunked bodies: not for a demo */
+    if (!strcasecmp(line, "Transfer-Encoding"))
+      goto bad; /* chunked bodies: not for a demo */
   }
   c->close_after = !keep_alive;
 
@@ -163,7 +174,8 @@ static void handle_request(struct http_conn *c, char *head) {
   } else if (!strncmp(target, "/bytes/", 7) && target[7] >= '0' && target[7] <= '9' &&
              strlen(target) <= 7 + 15) { /* at most 15 digits: no overflow */
     unsigned long long n = strtoull(target + 7, &end, 10);
-    if (*end) goto not_found;
+    if (*end)
+      goto not_found;
     respond(c, "200 OK", NULL, n);
     c->body_left = c->head_only ? 0 : n;
     pump_body(c);
@@ -192,7 +204,8 @@ static size_t parse_requests(struct http_conn *c, char *buf, size_t len) {
     if (c->discard) { /* skip a request body */
       size_t n = len - used < c->discard ? len - used : c->discard;
       used += n, c->discard -= n;
-      if (c->discard) break;
+      if (c->discard)
+        break;
     }
     char *start = buf + used, *end = memmem(start, len - used, "\r\n\r\n", 4);
     size_t head_len = end ? (size_t)(end - start) + 4 : len - used;
@@ -209,7 +222,8 @@ static size_t parse_requests(struct http_conn *c, char *buf, size_t len) {
     }
   }
   /* While a body streams, stop reading: pipelined requests wait in the kernel, not here. */
-  if (c->body_left) weft_transport_pause_reading(c->transport);
+  if (c->body_left)
+    weft_transport_pause_reading(c->transport);
   return used;
 }
 
@@ -218,9 +232,11 @@ static size_t parse_requests(struct http_conn *c, char *buf, size_t len) {
 static int keep_input(struct http_conn *c, const void *data, size_t len) {
   if (c->in_len + len > c->in_size) { /* grow the buffer, within bounds */
     size_t size = c->in_size ? c->in_size * 2 : 4096;
-    while (size < c->in_len + len) size *= 2;
+    while (size < c->in_len + len)
+      size *= 2;
     char *in = size <= MAX_BUFFERED ? realloc(c->in, size) : NULL;
-    if (!in) return -1; /* only a client that ignores every limit gets here */
+    if (!in)
+      return -1; /* only a client that ignores every limit gets here */
     c->in = in, c->in_size = size;
   }
   memcpy(c->in + c->in_len, data, len);
@@ -248,7 +264,8 @@ static void http_made(weft_protocol *p, weft_transport *t) {
 
 static void http_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
   struct http_conn *c = (struct http_conn *)p;
-  if (c->closing) return;
+  if (c->closing)
+    return;
   if (c->in_len == 0 && len <= SCRATCH) {
     /* The usual case, a whole request and nothing kept from before: parse it in the thread's
      * scratch buffer, and keep only what is left over (a partial or pipelined request). */
@@ -271,7 +288,8 @@ static void http_data(weft_protocol *p, weft_transport *t, const uint8_t *data, 
 
 static void http_drained(weft_protocol *p, weft_transport *t) {
   struct http_conn *c = (struct http_conn *)p;
-  if (c->closing || c->body_left == 0 || !pump_body(c)) return;
+  if (c->closing || c->body_left == 0 || !pump_body(c))
+    return;
   weft_transport_resume_reading(t); /* the body is out: on to pipelined requests */
   process_requests(c);
 }
@@ -293,7 +311,8 @@ static const weft_protocol_ops http_ops = {
 static weft_protocol *build_http(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
   (void)t, (void)peer;
   struct http_conn *c = calloc(1, sizeof *c);
-  if (!c) return NULL; /* refuses the connection */
+  if (!c)
+    return NULL; /* refuses the connection */
   c->base.ops = &http_ops;
   c->server = f->data;
   c->server->connections++;
@@ -308,10 +327,13 @@ static int parse_host_port(const char *arg, const char **host, int *port) {
   const char *colon = strrchr(arg, ':');
   char *end;
   long p = colon ? strtol(colon + 1, &end, 10) : -1;
-  if (!colon || colon[1] == '\0' || *end || p < 0 || p > 65535) return -1;
+  if (!colon || colon[1] == '\0' || *end || p < 0 || p > 65535)
+    return -1;
   size_t n = (size_t)(colon - arg);
-  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']') arg++, n -= 2; /* bracketed IPv6 */
-  if (n >= sizeof buf) return -1;
+  if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']')
+    arg++, n -= 2; /* bracketed IPv6 */
+  if (n >= sizeof buf)
+    return -1;
   memcpy(buf, arg, n);
   buf[n] = '\0';
   *host = n ? buf : NULL;
@@ -323,14 +345,20 @@ static int parse_host_port(const char *arg, const char **host, int *port) {
 static int use_generated_cert(weft_cert_options *o) {
   static const char *const dns[] = {"localhost"};
   static const char *const ips[] = {"127.0.0.1", "::1"};
-  weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
-                         .ip_addresses = ips, .ip_count = 2};
+  weft_cert_spec spec = {.common_name = "localhost",
+                         .dns_names = dns,
+                         .dns_count = 1,
+                         .ip_addresses = ips,
+                         .ip_count = 2};
   EVP_PKEY *key = NULL;
   X509 *cert = NULL;
   int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
-  if (rc == 0) rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
-  if (rc == 0) rc = weft_cert_options_set_private_key(o, key);
-  if (rc == 0) rc = weft_cert_options_set_certificate(o, cert);
+  if (rc == 0)
+    rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
+  if (rc == 0)
+    rc = weft_cert_options_set_private_key(o, key);
+  if (rc == 0)
+    rc = weft_cert_options_set_certificate(o, cert);
   EVP_PKEY_free(key); /* the options took their own references */
   X509_free(cert);
   return rc;
@@ -349,10 +377,12 @@ static int make_options(const char *cert, const char *key, const char *prefix,
     return WEFT_ENOMEM;
   }
   int rc = cert ? weft_cert_options_load_certificate_chain_file(opts, cert) : 0;
-  if (rc == 0) rc = key ? weft_cert_options_load_private_key_file(opts, key)
-                        : use_generated_cert(opts);
-  if (rc == 0) rc = weft_cert_options_set_next_protocols(opts, protocols, 1);
-  if (rc == 0) rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER); /* report errors now */
+  if (rc == 0)
+    rc = key ? weft_cert_options_load_private_key_file(opts, key) : use_generated_cert(opts);
+  if (rc == 0)
+    rc = weft_cert_options_set_next_protocols(opts, protocols, 1);
+  if (rc == 0)
+    rc = weft_cert_options_prepare(opts, WEFT_TLS_SERVER); /* report errors now */
   if (rc != 0) {
     const char *why = weft_cert_options_last_error(opts);
     fprintf(stderr, "error: %s: %s\n", prefix, *why ? why : weft_strerror(rc));
@@ -391,8 +421,10 @@ static int reload_all(struct server *servers, int n, const char *cert, const cha
   static int done_ready;
   weft_cert_options *opts;
   int rc = make_options(cert, key, "reload failed", &opts);
-  if (rc != 0) return rc;
-  if (!done_ready) sem_init(&done, 0, 0), done_ready = 1;
+  if (rc != 0)
+    return rc;
+  if (!done_ready)
+    sem_init(&done, 0, 0), done_ready = 1;
   while (sem_trywait(&done) == 0) { /* what late calls of an earlier reload posted */
   }
   int asked = 0;
@@ -419,7 +451,8 @@ static int reload_all(struct server *servers, int n, const char *cert, const cha
       return WEFT_ETIMEDOUT;
     }
   }
-  for (int i = 0; i < asked && rc == 0; i++) rc = calls[i].rc;
+  for (int i = 0; i < asked && rc == 0; i++)
+    rc = calls[i].rc;
   weft_cert_options_unref(opts); /* the listeners hold their own references */
   if (rc != 0) {
     fprintf(stderr, "error: reload failed: %s\n", weft_strerror(rc));
@@ -466,10 +499,12 @@ static void *server_main(void *arg) {
   }
   sv->setup_rc = rc;
   sem_post(sv->ready); /* the main thread reads setup_rc, port and addr after this */
-  if (rc != 0) return NULL;
+  if (rc != 0)
+    return NULL;
   /* A stop from the main thread that comes before run makes run return at once. */
   sv->run_rc = weft_reactor_run(sv->reactor);
-  if (sv->run_rc != 0) kill(getpid(), SIGTERM); /* wakes the main thread's sigwait */
+  if (sv->run_rc != 0)
+    kill(getpid(), SIGTERM); /* wakes the main thread's sigwait */
   /* The main thread may still call weft_reactor_stop: free the reactor only after its last. */
   while (sem_wait(sv->release) != 0 && errno == EINTR) {
   }
@@ -483,7 +518,8 @@ int main(int argc, char **argv) {
     char **val = !strcmp(argv[i], "--listen")    ? &listen
                  : !strcmp(argv[i], "--cert")    ? &cert
                  : !strcmp(argv[i], "--key")     ? &key
-                 : !strcmp(argv[i], "--threads") ? &threads : NULL;
+                 : !strcmp(argv[i], "--threads") ? &threads
+                                                 : NULL;
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       fputs(usage, stdout);
       return 0;
@@ -497,10 +533,12 @@ int main(int argc, char **argv) {
   int port = 0;
   char *end;
   long nthreads = strtol(threads, &end, 10);
-  if (!listen) return fputs("error: --listen HOST:PORT is required (see --help)\n", stderr), 2;
+  if (!listen)
+    return fputs("error: --listen HOST:PORT is required (see --help)\n", stderr), 2;
   if (parse_host_port(listen, &host, &port) != 0)
     return fprintf(stderr, "error: bad --listen address: %s\n", listen), 2;
-  if (!cert != !key) return fputs("error: --cert and --key go together\n", stderr), 2;
+  if (!cert != !key)
+    return fputs("error: --cert and --key go together\n", stderr), 2;
   if (*end || end == threads || nthreads < 1 || nthreads > MAX_THREADS)
     return fprintf(stderr, "error: --threads needs a number from 1 to %d\n", MAX_THREADS), 2;
 
@@ -508,7 +546,8 @@ int main(int argc, char **argv) {
    * the threads only ever read them. */
   weft_cert_options *opts;
   int rc = make_options(cert, key, "TLS options", &opts);
-  if (rc != 0) return 1;
+  if (rc != 0)
+    return 1;
   memset(body_chunk, 'x', sizeof body_chunk);
 
   /* SIGTERM, SIGINT and SIGHUP are blocked in every thread (the threads inherit this mask)
@@ -562,13 +601,17 @@ int main(int argc, char **argv) {
     while (sigwait(&signals, &sig) == 0 && sig == SIGHUP)
       reload_all(servers, running, cert, key); /* a failure is printed; serving goes on */
   }
-  for (int i = 0; i < running; i++) weft_reactor_stop(servers[i].reactor);
-  for (int i = 0; i < running; i++) sem_post(&release);
-  for (int i = 0; i < started; i++) pthread_join(servers[i].thread, NULL);
+  for (int i = 0; i < running; i++)
+    weft_reactor_stop(servers[i].reactor);
+  for (int i = 0; i < running; i++)
+    sem_post(&release);
+  for (int i = 0; i < started; i++)
+    pthread_join(servers[i].thread, NULL);
   sem_destroy(&ready);
   sem_destroy(&release);
   weft_cert_options_unref(opts);
-  if (rc != 0) return 1;
+  if (rc != 0)
+    return 1;
 
   for (int i = 0; i < running; i++) {
     fprintf(stderr, "thread %d: %llu connections, %llu requests\n", i, servers[i].connections,

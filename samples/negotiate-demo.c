@@ -33,29 +33,24 @@ struct demo_case {
 
 static const struct demo_case cases[] = {
     /* Both mechanisms offered: ALPN runs, and its result is the one reported. */
-    {"both mechanisms", "h2,http/1.1", "h2,http/1.1", BOTH, BOTH, FAIL, WEFT_TLS1_3,
-     "h2", "ALPN"},
+    {"both mechanisms", "h2,http/1.1", "h2,http/1.1", BOTH, BOTH, FAIL, WEFT_TLS1_3, "h2", "ALPN"},
     /* ALPN: the server selects, so the server's order wins. */
-    {"ALPN only", "http/1.1,h2", "h2,http/1.1", ALPN, ALPN, FAIL, WEFT_TLS1_3,
-     "http/1.1", "ALPN"},
+    {"ALPN only", "http/1.1,h2", "h2,http/1.1", ALPN, ALPN, FAIL, WEFT_TLS1_3, "http/1.1", "ALPN"},
     /* NPN: the client selects, so the client's order wins. */
-    {"NPN only, TLS 1.2", "http/1.1,h2", "h2,http/1.1", NPN, NPN, FAIL, WEFT_TLS1_2,
-     "h2", "NPN"},
+    {"NPN only, TLS 1.2", "http/1.1,h2", "h2,http/1.1", NPN, NPN, FAIL, WEFT_TLS1_2, "h2", "NPN"},
     /* NPN does not exist in TLS 1.3: nothing is negotiated, the connection still succeeds. */
-    {"NPN only, TLS 1.3", "http/1.1,h2", "h2,http/1.1", NPN, NPN, FAIL, WEFT_TLS1_3,
-     "none", "none"},
+    {"NPN only, TLS 1.3", "http/1.1,h2", "h2,http/1.1", NPN, NPN, FAIL, WEFT_TLS1_3, "none",
+     "none"},
     /* Different lists: the one protocol in common. */
     {"different lists", "h2,http/1.1,spdy/2", "spdy/3,http/1.1", BOTH, BOTH, FAIL, WEFT_TLS1_3,
      "http/1.1", "ALPN"},
     /* Nothing in common, policy fail: the server sends no_application_protocol (alert 120). */
-    {"no overlap, fail", "h2,http/1.1", "spdy/3", BOTH, BOTH, FAIL, WEFT_TLS1_3,
-     "failed", "none"},
+    {"no overlap, fail", "h2,http/1.1", "spdy/3", BOTH, BOTH, FAIL, WEFT_TLS1_3, "failed", "none"},
     /* Nothing in common, policy continue: the connection goes on without a protocol. */
-    {"no overlap, continue", "h2,http/1.1", "spdy/3", BOTH, BOTH, CONTINUE, WEFT_TLS1_3,
-     "none", "none"},
+    {"no overlap, continue", "h2,http/1.1", "spdy/3", BOTH, BOTH, CONTINUE, WEFT_TLS1_3, "none",
+     "none"},
     /* A client that lists nothing negotiates nothing. */
-    {"empty client list", "h2,http/1.1", "", BOTH, BOTH, FAIL, WEFT_TLS1_3,
-     "none", "none"},
+    {"empty client list", "h2,http/1.1", "", BOTH, BOTH, FAIL, WEFT_TLS1_3, "none", "none"},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 #define ROW "%-22s %-20s %-17s %-5s %-8s %s\n" /* fixed widths: one aligned row per case */
@@ -65,9 +60,9 @@ static const struct demo_case cases[] = {
 static struct outcome {
   weft_protocol base; /* first member: the weft_protocol * we hand out is this struct */
   weft_factory factory;
-  int finished;       /* connection_made or connection_failed ran */
-  int code;           /* connection_failed's reason code */
-  char result[160];   /* protocol name, "none", or "failed: REASON" */
+  int finished;     /* connection_made or connection_failed ran */
+  int code;         /* connection_failed's reason code */
+  char result[160]; /* protocol name, "none", or "failed: REASON" */
   const char *mechanism, *version;
 } outcomes[NCASES];
 
@@ -117,21 +112,29 @@ static weft_factory server_factory = {.build_protocol = build_server};
 static weft_cert_options *make_options(const struct demo_case *c, int server, EVP_PKEY *key,
                                        X509 *cert) {
   weft_cert_options *o;
-  if (weft_cert_options_new(&o) != 0) return NULL;
+  if (weft_cert_options_new(&o) != 0)
+    return NULL;
   char list[64];
   snprintf(list, sizeof list, "%s", server ? c->server_list : c->client_list);
   const char *names[8];
   size_t n = 0;
-  for (char *name = strtok(list, ","); name && n < 8; name = strtok(NULL, ",")) names[n++] = name;
+  for (char *name = strtok(list, ","); name && n < 8; name = strtok(NULL, ","))
+    names[n++] = name;
 
   int rc = weft_cert_options_set_next_protocols(o, names, n);
-  if (rc == 0) rc = weft_cert_options_set_negotiation_mechanisms(
-                   o, server ? c->server_mechs : c->client_mechs);
-  if (rc == 0) rc = weft_cert_options_set_no_overlap_policy(o, c->policy);
-  if (rc == 0 && server) rc = weft_cert_options_set_private_key(o, key);
-  if (rc == 0 && server) rc = weft_cert_options_set_certificate(o, cert);
-  if (rc == 0 && !server) rc = weft_cert_options_add_ca_certificate(o, cert);
-  if (rc == 0 && !server) rc = weft_cert_options_set_server_name(o, "localhost");
+  if (rc == 0)
+    rc =
+        weft_cert_options_set_negotiation_mechanisms(o, server ? c->server_mechs : c->client_mechs);
+  if (rc == 0)
+    rc = weft_cert_options_set_no_overlap_policy(o, c->policy);
+  if (rc == 0 && server)
+    rc = weft_cert_options_set_private_key(o, key);
+  if (rc == 0 && server)
+    rc = weft_cert_options_set_certificate(o, cert);
+  if (rc == 0 && !server)
+    rc = weft_cert_options_add_ca_certificate(o, cert);
+  if (rc == 0 && !server)
+    rc = weft_cert_options_set_server_name(o, "localhost");
   if (rc == 0 && !server)
     rc = weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, c->client_tls_max);
   if (rc != 0) {
@@ -143,25 +146,30 @@ static weft_cert_options *make_options(const struct demo_case *c, int server, EV
   return o;
 }
 
-static int finished(void *arg) { return ((struct outcome *)arg)->finished; }
+static int finished(void *arg) {
+  return ((struct outcome *)arg)->finished;
+}
 
 /* Runs one case to its end (or a 10 s deadline) and fills its outcome. */
 static void run_case(weft_reactor *reactor, size_t i, EVP_PKEY *key, X509 *cert) {
   struct outcome *o = &outcomes[i];
-  o->factory = (weft_factory){.build_protocol = build_client, .connection_failed = client_failed,
-                              .data = o};
+  o->factory =
+      (weft_factory){.build_protocol = build_client, .connection_failed = client_failed, .data = o};
   o->mechanism = "none";
   snprintf(o->result, sizeof o->result, "failed: setup");
   weft_cert_options *server = make_options(&cases[i], 1, key, cert);
   weft_cert_options *client = make_options(&cases[i], 0, key, cert);
   weft_listener *listener = NULL;
   int rc = server && client ? 0 : WEFT_EINVAL;
-  if (rc == 0) rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &server_factory, server, &listener);
-  if (rc == 0) rc = weft_connect_ssl(reactor, "127.0.0.1", weft_listener_port(listener),
-                                     &o->factory, client, NULL);
+  if (rc == 0)
+    rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &server_factory, server, &listener);
+  if (rc == 0)
+    rc = weft_connect_ssl(reactor, "127.0.0.1", weft_listener_port(listener), &o->factory, client,
+                          NULL);
   weft_cert_options_unref(server); /* the listener and connector hold their own references */
   weft_cert_options_unref(client);
-  if (rc != 0) snprintf(o->result, sizeof o->result, "failed: %s", weft_strerror(rc));
+  if (rc != 0)
+    snprintf(o->result, sizeof o->result, "failed: %s", weft_strerror(rc));
   else if (weft_reactor_run_until(reactor, finished, o, 10) == WEFT_ETIMEDOUT)
     snprintf(o->result, sizeof o->result, "failed: timeout");
   weft_listener_stop(listener); /* its connections live on until weft_reactor_free */
@@ -178,8 +186,10 @@ static int make_identity(EVP_PKEY **key, X509 **cert) {
 int main(int argc, char **argv) {
   if (argc > 1) {
     int help = argc == 2 && !strcmp(argv[1], "--help");
-    fprintf(help ? stdout : stderr, "%susage: negotiate-demo   (no arguments: runs every "
-            "ALPN/NPN case and prints a table)\n", help ? "" : "error: no arguments expected\n");
+    fprintf(help ? stdout : stderr,
+            "%susage: negotiate-demo   (no arguments: runs every "
+            "ALPN/NPN case and prints a table)\n",
+            help ? "" : "error: no arguments expected\n");
     return help ? 0 : 2;
   }
   EVP_PKEY *key = NULL;
@@ -201,15 +211,20 @@ int main(int argc, char **argv) {
            *c->client_list ? c->client_list : "(empty)", o->mechanism,
            o->version ? o->version : "-", o->result);
     int as_expected = !strcmp(c->expected, "failed") ? o->code == WEFT_ENOPROTOCOL
-                      : !strcmp(o->result, c->expected) && !strcmp(o->mechanism, c->expected_mech);
-    if (as_expected) good++;
-    else if (!mismatch) mismatch = c->name;
+                                                     : !strcmp(o->result, c->expected) &&
+                                                           !strcmp(o->mechanism, c->expected_mech);
+    if (as_expected)
+      good++;
+    else if (!mismatch)
+      mismatch = c->name;
   }
   fflush(stdout);
   weft_reactor_free(reactor); /* closes what is still open */
   EVP_PKEY_free(key);
   X509_free(cert);
-  if (mismatch) printf("MISMATCH in case %s\n", mismatch);
-  else printf("all %zu cases as expected\n", good);
+  if (mismatch)
+    printf("MISMATCH in case %s\n", mismatch);
+  else
+    printf("all %zu cases as expected\n", good);
   return mismatch ? 1 : 0;
 }

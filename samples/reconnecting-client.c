@@ -128,8 +128,8 @@ int main(int argc, char **argv) {
             opts ? weft_cert_options_last_error(opts) : "");
   weft_cert_options_unref(opts); /* the reconnector keeps its own reference */
   if (rc == 0)
-    weft_reactor_run(reactor);   /* until on_give_up stops it */
-  weft_reconnector_free(rcn);    /* reconnectors first (NULL is ignored), then the reactor */
+    weft_reactor_run(reactor); /* until on_give_up stops it */
+  weft_reconnector_free(rcn);  /* reconnectors first (NULL is ignored), then the reactor */
   weft_reactor_free(reactor);
   return rc != 0 ? 1 : exit_status;
 }

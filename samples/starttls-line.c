@@ -50,7 +50,7 @@ static const char usage[] =
 #define MAX_LINE 1024 /* the longest line accepted (a final "\r" included) */
 
 static weft_reactor *reactor;
-static weft_cert_options *tls;  /* the server's or the client's options, shared by connections */
+static weft_cert_options *tls; /* the server's or the client's options, shared by connections */
 static int client_mode, status = 1; /* the client's exit status */
 
 /* Where a connection is in the dialogue. Bytes are only ever interpreted against it. */
@@ -107,7 +107,8 @@ static size_t line_raw(void *arg, const uint8_t *data, size_t len) {
 
 /* Switches to TLS in ROLE: nothing followed the line that asked for it. */
 static void upgrade(line_conn *c, weft_transport *t, weft_tls_role role) {
-  if (role == WEFT_TLS_SERVER) send_line(t, "GO", ""); /* written before start_tls: in clear */
+  if (role == WEFT_TLS_SERVER)
+    send_line(t, "GO", ""); /* written before start_tls: in clear */
   /* The client checks the server's name: "localhost" is the name its certificate must carry
    * (and the SNI sent). */
   if (weft_transport_start_tls(t, tls, role, role == WEFT_TLS_CLIENT ? "localhost" : NULL) < 0) {
@@ -154,21 +155,28 @@ static void server_line(line_conn *c, weft_transport *t, const char *line) {
 static int on_line(void *arg, const uint8_t *data, size_t len) {
   line_conn *c = arg;
   char line[MAX_LINE + 1];
-  if (c->state == LINE_CLOSED) return WEFT_ECLOSED; /* we aborted: the rest is not read */
-  if (len > 0 && data[len - 1] == '\r') len--;
+  if (c->state == LINE_CLOSED)
+    return WEFT_ECLOSED; /* we aborted: the rest is not read */
+  if (len > 0 && data[len - 1] == '\r')
+    len--;
   memcpy(line, data, len);
   line[len] = '\0';
-  if (client_mode) client_line(c, c->transport, line);
-  else server_line(c, c->transport, line);
+  if (client_mode)
+    client_line(c, c->transport, line);
+  else
+    server_line(c, c->transport, line);
   return c->state == LINE_CLOSED ? WEFT_ECLOSED : 0;
 }
 
 static void line_data(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
   line_conn *c = (line_conn *)p;
-  if (c->state == LINE_CLOSED) return;
+  if (c->state == LINE_CLOSED)
+    return;
   int rc = weft_framer_feed(c->framer, data, len);
-  if (rc == WEFT_ETOOLONG) refuse(c, t, "line too long");
-  else if (rc != 0 && c->state != LINE_CLOSED) refuse(c, t, weft_strerror(rc));
+  if (rc == WEFT_ETOOLONG)
+    refuse(c, t, "line too long");
+  else if (rc != 0 && c->state != LINE_CLOSED)
+    refuse(c, t, weft_strerror(rc));
   /* A switching line was the last byte of this read (line_raw refused anything after it). */
   if (c->switch_role && c->state != LINE_CLOSED) {
     weft_tls_role role = (weft_tls_role)(c->switch_role - 1);
@@ -179,12 +187,14 @@ static void line_data(weft_protocol *p, weft_transport *t, const uint8_t *data, 
 
 static void line_made(weft_protocol *p, weft_transport *t) {
   (void)p;
-  if (client_mode) send_line(t, "HELLO", "");
+  if (client_mode)
+    send_line(t, "HELLO", "");
 }
 
 static void line_tls_started(weft_protocol *p, weft_transport *t, int rc) {
   line_conn *c = (line_conn *)p;
-  if (rc < 0) return; /* the connection is closed; connection_lost follows with the reason */
+  if (rc < 0)
+    return; /* the connection is closed; connection_lost follows with the reason */
   if (c->state != LINE_UPGRADING || !weft_transport_is_tls(t)) { /* cannot happen: belt, braces */
     refuse(c, t, "TLS reported started in the wrong state");
     return;
@@ -193,7 +203,8 @@ static void line_tls_started(weft_protocol *p, weft_transport *t, int rc) {
   weft_framer_set_raw_mode(c->framer, NULL); /* lines again, decrypted ones */
   printf("tls: %s\n", weft_transport_tls_version(t));
   fflush(stdout);
-  if (client_mode) send_line(t, "SECRET", "");
+  if (client_mode)
+    send_line(t, "SECRET", "");
 }
 
 static void line_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
@@ -201,13 +212,16 @@ static void line_lost(weft_protocol *p, weft_transport *t, const weft_reason *re
   (void)t;
   if (client_mode && status != 0)
     fprintf(stderr, "error: %s\n", c->error ? c->error : reason->message);
-  if (!client_mode && c->error) fprintf(stderr, "refused: %s\n", c->error);
+  if (!client_mode && c->error)
+    fprintf(stderr, "refused: %s\n", c->error);
   else if (!client_mode && reason->code != WEFT_OK)
     fprintf(stderr, "lost: %s (%s)\n", reason->message, weft_err_name(reason->code));
   weft_framer_free(c->framer);
   c->framer = NULL;
-  if (client_mode) weft_reactor_stop(reactor); /* the client's one connection is over */
-  else free(p); /* weft never frees a protocol: connection_lost is its last callback */
+  if (client_mode)
+    weft_reactor_stop(reactor); /* the client's one connection is over */
+  else
+    free(p); /* weft never frees a protocol: connection_lost is its last callback */
 }
 
 static const weft_protocol_ops line_ops = {.connection_made = line_made,
@@ -219,12 +233,14 @@ static weft_protocol *build_line(weft_factory *f, weft_transport *t, const struc
   (void)f, (void)pr;
   static line_conn the_client; /* the client has one connection; a server one per peer */
   line_conn *c = client_mode ? &the_client : calloc(1, sizeof *c);
-  if (!c) return NULL;
+  if (!c)
+    return NULL;
   c->base.ops = &line_ops;
   c->transport = t;
   /* Lines end with "\n" (a "\r" before it is dropped); longer than MAX_LINE: refused. */
   if (weft_framer_new_lines("\n", 1, MAX_LINE, on_line, c, &c->framer) != 0) {
-    if (!client_mode) free(c);
+    if (!client_mode)
+      free(c);
     return NULL;
   }
   return &c->base;
@@ -245,21 +261,30 @@ static void on_signal(evutil_socket_t sig, short what, void *arg) {
  * saved as PEM in CERT_FILE for clients to trust. */
 static int generate_identity(const char *cert_file) {
   static const char *const dns[] = {"localhost"}, *const ips[] = {"127.0.0.1", "::1"};
-  weft_cert_spec spec = {.common_name = "localhost", .dns_names = dns, .dns_count = 1,
-                         .ip_addresses = ips, .ip_count = 2};
+  weft_cert_spec spec = {.common_name = "localhost",
+                         .dns_names = dns,
+                         .dns_count = 1,
+                         .ip_addresses = ips,
+                         .ip_count = 2};
   EVP_PKEY *key = NULL;
   X509 *cert = NULL;
   char *pem = NULL;
   size_t len = 0;
   int rc = weft_key_generate(WEFT_KEY_EC_P256, 0, &key);
-  if (rc == 0) rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
-  if (rc == 0) rc = weft_cert_options_set_private_key(tls, key);
-  if (rc == 0) rc = weft_cert_options_set_certificate(tls, cert);
-  if (rc == 0 && cert_file) rc = weft_cert_to_pem(cert, &pem, &len);
+  if (rc == 0)
+    rc = weft_cert_generate(&spec, key, NULL, NULL, &cert);
+  if (rc == 0)
+    rc = weft_cert_options_set_private_key(tls, key);
+  if (rc == 0)
+    rc = weft_cert_options_set_certificate(tls, cert);
+  if (rc == 0 && cert_file)
+    rc = weft_cert_to_pem(cert, &pem, &len);
   if (pem) {
     FILE *f = fopen(cert_file, "w");
-    if (!f || fwrite(pem, 1, len, f) != len) rc = WEFT_EIO;
-    if (f && fclose(f) != 0) rc = WEFT_EIO;
+    if (!f || fwrite(pem, 1, len, f) != len)
+      rc = WEFT_EIO;
+    if (f && fclose(f) != 0)
+      rc = WEFT_EIO;
     free(pem);
   }
   EVP_PKEY_free(key); /* the options took their own references */
@@ -272,11 +297,16 @@ int main(int argc, char **argv) {
   int insecure = 0, listen = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) return fputs(usage, stdout), 0;
-    if (!strcmp(a, "--insecure")) { insecure = 1; continue; }
+    if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+      return fputs(usage, stdout), 0;
+    if (!strcmp(a, "--insecure")) {
+      insecure = 1;
+      continue;
+    }
     char **slot = !strcmp(a, "--listen") || !strcmp(a, "--connect") ? &address
-                  : !strcmp(a, "--ca")                               ? &ca
-                  : !strcmp(a, "--write-cert")                       ? &cert_file : NULL;
+                  : !strcmp(a, "--ca")                              ? &ca
+                  : !strcmp(a, "--write-cert")                      ? &cert_file
+                                                                    : NULL;
     if (!slot || i + 1 == argc || (slot == &address && address)) {
       fprintf(stderr, "error: %s: unknown option, missing value or repeated\n%s", a, usage);
       return 2;
@@ -290,17 +320,24 @@ int main(int argc, char **argv) {
   if (!colon || colon[1] == '\0' || *end || port < (listen ? 0 : 1) || port > 65535)
     return fputs("error: --listen or --connect HOST:PORT is required (see --help)\n", stderr), 2;
   *colon = '\0';
-  if (host[0] == '[' && colon > host + 1 && colon[-1] == ']') host++, colon[-1] = '\0';
+  if (host[0] == '[' && colon > host + 1 && colon[-1] == ']')
+    host++, colon[-1] = '\0';
   if (listen ? ca || insecure : cert_file != NULL)
     return fputs("error: --ca and --insecure are client options, --write-cert a server one\n",
-                 stderr), 2;
+                 stderr),
+           2;
 
   int rc = weft_cert_options_new(&tls);
-  if (rc == 0 && listen) rc = generate_identity(cert_file);
-  if (rc == 0 && ca) rc = weft_cert_options_load_ca_file(tls, ca);
-  if (rc == 0 && insecure) rc = weft_cert_options_set_verify(tls, 0); /* demos and tests only */
-  if (rc == 0) rc = weft_cert_options_prepare(tls, listen ? WEFT_TLS_SERVER : WEFT_TLS_CLIENT);
-  if (rc == 0) rc = weft_reactor_new(&reactor);
+  if (rc == 0 && listen)
+    rc = generate_identity(cert_file);
+  if (rc == 0 && ca)
+    rc = weft_cert_options_load_ca_file(tls, ca);
+  if (rc == 0 && insecure)
+    rc = weft_cert_options_set_verify(tls, 0); /* demos and tests only */
+  if (rc == 0)
+    rc = weft_cert_options_prepare(tls, listen ? WEFT_TLS_SERVER : WEFT_TLS_CLIENT);
+  if (rc == 0)
+    rc = weft_reactor_new(&reactor);
   static weft_factory factory = {.build_protocol = build_line,
                                  .connection_failed = connection_failed};
   weft_listener *listener = NULL;
@@ -332,10 +369,13 @@ int main(int argc, char **argv) {
     fflush(stdout); /* a driver waits for this line */
   }
   rc = weft_reactor_run(reactor);
-  if (sigterm) event_free(sigterm);
-  if (sigint) event_free(sigint);
+  if (sigterm)
+    event_free(sigterm);
+  if (sigint)
+    event_free(sigint);
   weft_reactor_free(reactor); /* closes every connection: each gets connection_lost */
   weft_cert_options_unref(tls);
-  if (rc != 0) fprintf(stderr, "error: reactor: %s\n", weft_strerror(rc));
+  if (rc != 0)
+    fprintf(stderr, "error: reactor: %s\n", weft_strerror(rc));
   return rc != 0 ? 1 : listen ? 0 : status;
 }

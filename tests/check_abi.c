@@ -115,8 +115,12 @@ START_TEST(test_larger_allocator) {
     unsigned char tail[32];
   } newer;
   memset(&newer, 0xff, sizeof newer);
-  newer.a = (weft_allocator){.size = sizeof newer, .malloc = n_malloc, .free = n_free,
-                             .calloc = n_calloc, .realloc = n_realloc, .user_data = NULL};
+  newer.a = (weft_allocator){.size = sizeof newer,
+                             .malloc = n_malloc,
+                             .free = n_free,
+                             .calloc = n_calloc,
+                             .realloc = n_realloc,
+                             .user_data = NULL};
   ck_assert_int_eq(weft_set_allocator(&newer.a), 0);
   newer_mallocs = 0;
   weft_reactor *r = tu_reactor_new();
@@ -124,8 +128,8 @@ START_TEST(test_larger_allocator) {
   weft_reactor_free(r);
   ck_assert_int_eq(weft_allocations_outstanding(), 0);
   /* SIZE 0, the 1.0 layout, works too. */
-  weft_allocator old = {.malloc = n_malloc, .free = n_free, .calloc = n_calloc,
-                        .realloc = n_realloc};
+  weft_allocator old = {
+      .malloc = n_malloc, .free = n_free, .calloc = n_calloc, .realloc = n_realloc};
   ck_assert_int_eq(weft_set_allocator(&old), 0);
   newer_mallocs = 0;
   r = tu_reactor_new();
@@ -170,9 +174,9 @@ START_TEST(test_larger_reconnect_options) {
   newer.o.size = sizeof newer;
   newer.o.seed = 3;
   weft_reconnector *rc = NULL;
-  ck_assert_int_eq(tu_reconnect_start(r, "127.0.0.1", port, &client.base, NULL, NULL, 0, NULL,
-                                      &newer.o, &rc),
-                   0);
+  ck_assert_int_eq(
+      tu_reconnect_start(r, "127.0.0.1", port, &client.base, NULL, NULL, 0, NULL, &newer.o, &rc),
+      0);
   tu_wait_int(r, &client.made, 1, 10.0);
   ck_assert_int_eq(weft_reconnector_state(rc), WEFT_RECONNECT_CONNECTED);
   ck_assert_double_eq_tol(weft_reconnector_current_delay(rc), 1.0, 1e-12);

@@ -119,17 +119,17 @@ START_TEST(systemd_environment) {
   setenv("LISTEN_FDS", "0", 1);
   ck_assert_int_eq(weft_endpoint_listen(r, ep, &sf.base, &l), WEFT_ENOTFOUND);
   weft_endpoint_free(ep);
-  ck_assert_int_eq(weft_endpoint_parse("systemd:domain=INET:index=0:name=web",
-                                       WEFT_ENDPOINT_SERVER, &ep, err, sizeof err),
+  ck_assert_int_eq(weft_endpoint_parse("systemd:domain=INET:index=0:name=web", WEFT_ENDPOINT_SERVER,
+                                       &ep, err, sizeof err),
                    WEFT_EINVAL);
-  ck_assert_int_eq(weft_endpoint_parse("systemd:domain=INET", WEFT_ENDPOINT_SERVER, &ep, err,
-                                       sizeof err),
-                   WEFT_EINVAL);
-  ck_assert_int_eq(weft_endpoint_parse("systemd:index=0", WEFT_ENDPOINT_SERVER, &ep, err,
-                                       sizeof err),
-                   WEFT_EINVAL);
-  ck_assert_int_eq(weft_endpoint_parse("systemd:domain=UNIX:name=web:alpn=h2",
-                                       WEFT_ENDPOINT_SERVER, &ep, err, sizeof err),
+  ck_assert_int_eq(
+      weft_endpoint_parse("systemd:domain=INET", WEFT_ENDPOINT_SERVER, &ep, err, sizeof err),
+      WEFT_EINVAL);
+  ck_assert_int_eq(
+      weft_endpoint_parse("systemd:index=0", WEFT_ENDPOINT_SERVER, &ep, err, sizeof err),
+      WEFT_EINVAL);
+  ck_assert_int_eq(weft_endpoint_parse("systemd:domain=UNIX:name=web:alpn=h2", WEFT_ENDPOINT_SERVER,
+                                       &ep, err, sizeof err),
                    WEFT_EINVAL); /* TLS keys without privateKey */
   unsetenv("LISTEN_PID");
   unsetenv("LISTEN_FDS");
@@ -153,9 +153,8 @@ START_TEST(transport_adopt_socketpair) {
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     weft_transport *st = NULL, *ct = NULL;
-    ck_assert_int_eq(weft_transport_adopt(r, sv[0], &sf.base, tls ? so : NULL, WEFT_TLS_SERVER,
-                                          NULL, &st),
-                     0);
+    ck_assert_int_eq(
+        weft_transport_adopt(r, sv[0], &sf.base, tls ? so : NULL, WEFT_TLS_SERVER, NULL, &st), 0);
     ck_assert_ptr_nonnull(st);
     ck_assert_int_eq(sf.built, tls ? 0 : 1); /* plain: ready at once */
     ck_assert_int_eq(weft_transport_adopt(r, sv[1], &cf.base, tls ? co : NULL, WEFT_TLS_CLIENT,
@@ -197,8 +196,7 @@ START_TEST(transport_adopt_failures) {
   tu_factory_init(&cf);
   int sv[2];
   ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  ck_assert_int_eq(weft_transport_adopt(r, sv[0], &cf.base, co, WEFT_TLS_CLIENT, "localhost",
-                                        NULL),
+  ck_assert_int_eq(weft_transport_adopt(r, sv[0], &cf.base, co, WEFT_TLS_CLIENT, "localhost", NULL),
                    0);
   ck_assert_int_eq(write(sv[1], "not TLS at all\r\n", 16), 16);
   close(sv[1]);

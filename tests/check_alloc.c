@@ -90,11 +90,15 @@ static const weft_allocator failing = {0, t_malloc, t_free, t_calloc, t_realloc,
 
 /* libevent's allocations, failed the same way while A.libevent is set (experimental). */
 static int libevent_armed;
-static void *ev_malloc(size_t size) { return libevent_armed && should_fail() ? NULL : malloc(size); }
+static void *ev_malloc(size_t size) {
+  return libevent_armed && should_fail() ? NULL : malloc(size);
+}
 static void *ev_realloc(void *ptr, size_t size) {
   return libevent_armed && should_fail() ? NULL : realloc(ptr, size);
 }
-static void ev_free(void *ptr) { free(ptr); }
+static void ev_free(void *ptr) {
+  free(ptr);
+}
 
 /* --- one connection's life ------------------------------------------------------------ */
 
@@ -106,9 +110,9 @@ typedef struct side {
 
 typedef struct run {
   int tls;
-  int enomem;       /* a WEFT_ENOMEM was returned or reported */
-  int client_done;  /* the client's connection ended, or its attempt failed */
-  int server_done;  /* the server's connection ended, or its set-up/handshake failed */
+  int enomem;      /* a WEFT_ENOMEM was returned or reported */
+  int client_done; /* the client's connection ended, or its attempt failed */
+  int server_done; /* the server's connection ended, or its set-up/handshake failed */
   int client_failed, server_handshake_failed;
   side client, server;
   int server_built; /* build_protocol calls on the server */
@@ -167,12 +171,10 @@ static void s_lost(weft_protocol *p, weft_transport *t, const weft_reason *reaso
   R.server_done = 1;
 }
 
-static const weft_protocol_ops client_ops = {.connection_made = c_made,
-                                             .data_received = c_data,
-                                             .connection_lost = c_lost};
-static const weft_protocol_ops server_ops = {.connection_made = s_made,
-                                             .data_received = s_data,
-                                             .connection_lost = s_lost};
+static const weft_protocol_ops client_ops = {
+    .connection_made = c_made, .data_received = c_data, .connection_lost = c_lost};
+static const weft_protocol_ops server_ops = {
+    .connection_made = s_made, .data_received = s_data, .connection_lost = s_lost};
 
 static weft_protocol *c_build(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
   (void)f;
@@ -276,7 +278,8 @@ static int one_life(int tls) {
   }
 out:
   note(rc);
-  if (getenv("WEFT_ALLOC_DEBUG")) fprintf(stderr, "fail_at %ld: rc %s\n", A.fail_at, weft_err_name(rc));
+  if (getenv("WEFT_ALLOC_DEBUG"))
+    fprintf(stderr, "fail_at %ld: rc %s\n", A.fail_at, weft_err_name(rc));
   if (listener)
     weft_listener_stop(listener);
   if (reactor)
@@ -318,24 +321,31 @@ static void walk(int tls) {
     A.failed = 0;
     A.fail_at = n;
     int hung = one_life(tls);
-    ck_assert_msg(!hung, "allocation %ld of %ld failed: the run hung (client done %d, server "
-                  "done %d)", n, total, R.client_done, R.server_done);
+    ck_assert_msg(!hung,
+                  "allocation %ld of %ld failed: the run hung (client done %d, server "
+                  "done %d)",
+                  n, total, R.client_done, R.server_done);
     ck_assert_msg(weft_allocations_outstanding() == 0,
                   "allocation %ld of %ld failed: %ld blocks leaked", n, total,
                   weft_allocations_outstanding());
-    ck_assert_msg(tu_count_fds() == fds, "allocation %ld of %ld failed: %d descriptors open, "
-                  "%d before", n, total, tu_count_fds(), fds);
+    ck_assert_msg(tu_count_fds() == fds,
+                  "allocation %ld of %ld failed: %d descriptors open, "
+                  "%d before",
+                  n, total, tu_count_fds(), fds);
     ck_assert_msg(R.client.lost == R.client.made && R.server.lost == R.server.made,
                   "allocation %ld: made/lost client %d/%d server %d/%d", n, R.client.made,
                   R.client.lost, R.server.made, R.server.lost);
-    ck_assert_msg(R.client_failed + R.client.made <= 1, "allocation %ld: the client both failed "
-                  "and was made, or twice", n);
-    int succeeded = R.client.received_echo && R.client.lost_code == WEFT_OK &&
-                    R.server.lost == 1 && R.server.lost_code == WEFT_OK;
+    ck_assert_msg(R.client_failed + R.client.made <= 1,
+                  "allocation %ld: the client both failed "
+                  "and was made, or twice",
+                  n);
+    int succeeded = R.client.received_echo && R.client.lost_code == WEFT_OK && R.server.lost == 1 &&
+                    R.server.lost_code == WEFT_OK;
     if (A.failed && libevent_armed && succeeded) {
       absorbed++; /* libevent coped (e.g. another backend, a retry): nothing to report */
     } else if (A.failed) {
-      ck_assert_msg(R.enomem, "allocation %ld of %ld failed and nobody reported WEFT_ENOMEM "
+      ck_assert_msg(R.enomem,
+                    "allocation %ld of %ld failed and nobody reported WEFT_ENOMEM "
                     "(client failed %d, lost code %d; server handshake failed %d, lost code %d)",
                     n, total, R.client_failed, R.client.lost_code, R.server_handshake_failed,
                     R.server.lost_code);
@@ -350,17 +360,23 @@ static void walk(int tls) {
    * between runs, as client and server interleave differently). */
   ck_assert_msg(reported + absorbed >= total - 2, "only %ld of %ld allocations were failed",
                 reported + absorbed, total);
-  fprintf(stderr, "check_alloc: %s%s: %ld allocations per connection life, each failed once: "
-          "%ld reported as WEFT_ENOMEM, %ld absorbed\n", tls ? "TLS" : "TCP",
-          libevent_armed ? " (weft and libevent)" : " (weft)", total, reported, absorbed);
+  fprintf(stderr,
+          "check_alloc: %s%s: %ld allocations per connection life, each failed once: "
+          "%ld reported as WEFT_ENOMEM, %ld absorbed\n",
+          tls ? "TLS" : "TCP", libevent_armed ? " (weft and libevent)" : " (weft)", total, reported,
+          absorbed);
   ck_assert_int_eq(weft_set_allocator(NULL), 0);
   tu_pki_free(&pki);
 }
 
-START_TEST(test_walk_tcp) { walk(0); }
+START_TEST(test_walk_tcp) {
+  walk(0);
+}
 END_TEST
 
-START_TEST(test_walk_tls) { walk(1); }
+START_TEST(test_walk_tls) {
+  walk(1);
+}
 END_TEST
 
 /* The hook's own contract: bad allocators, and no switch while weft memory is outstanding. */
@@ -417,7 +433,9 @@ END_TEST
 
 static int st_armed; /* fail allocations only inside the start_tls call being walked */
 
-static int st_should_fail(void) { return st_armed && should_fail(); }
+static int st_should_fail(void) {
+  return st_armed && should_fail();
+}
 
 static void *st_malloc(size_t size, void *u) {
   (void)u;
@@ -465,7 +483,9 @@ static int st_ev_should_fail(void) {
   return should_fail();
 }
 
-static void *st_ev_malloc(size_t size) { return st_ev_should_fail() ? NULL : malloc(size); }
+static void *st_ev_malloc(size_t size) {
+  return st_ev_should_fail() ? NULL : malloc(size);
+}
 static void *st_ev_realloc(void *ptr, size_t size) {
   return st_ev_should_fail() ? NULL : realloc(ptr, size);
 }
@@ -492,21 +512,21 @@ typedef struct st_side {
   char clear[64]; /* clear text received */
   size_t clear_len;
   size_t tls_rx;
-  int upgrading;  /* start_tls returned 0 */
+  int upgrading; /* start_tls returned 0 */
   int started, start_status, made, lost, lost_code, calls_after_lost;
 } st_side;
 
 static struct {
-  int walk_server;     /* 1: the server's start_tls is walked; 0: the client's */
+  int walk_server; /* 1: the server's start_tls is walked; 0: the client's */
   weft_reactor *reactor;
   weft_cert_options *so, *co;
   st_side client, server;
-  int rc_first;        /* the walked start_tls */
-  int rc_second;       /* the one after a failure */
-  int rc_plain_write;  /* the clear-text write after a failure */
+  int rc_first;         /* the walked start_tls */
+  int rc_second;        /* the one after a failure */
+  int rc_plain_write;   /* the clear-text write after a failure */
   int callback_in_call; /* a callback ran inside the walked start_tls */
   int in_call;
-  const char *expect;  /* clear text the client reads before its start_tls */
+  const char *expect; /* clear text the client reads before its start_tls */
   int done;
   int absorbed_failed; /* an absorbed failure ended the connection */
 } W;
@@ -659,15 +679,16 @@ static int st_finished(void *arg) {
   return W.done;
 }
 
-#define st_require(cond, ...)                                                                     \
-  do {                                                                                            \
-    if (!(cond)) {                                                                                \
-      fprintf(stderr, "check_alloc: STARTTLS %s, allocation %ld: ",                               \
-              W.walk_server ? "server" : "client", A.fail_at);                                    \
-      fprintf(stderr, __VA_ARGS__);                                                               \
-      fputc('\n', stderr);                                                                        \
-      exit(1);                                                                                    \
-    }                                                                                             \
+#define st_require(cond, ...)                                                                      \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      fprintf(stderr,                                                                              \
+              "check_alloc: STARTTLS %s, allocation %ld: ", W.walk_server ? "server" : "client",   \
+              A.fail_at);                                                                          \
+      fprintf(stderr, __VA_ARGS__);                                                                \
+      fputc('\n', stderr);                                                                         \
+      exit(1);                                                                                     \
+    }                                                                                              \
   } while (0)
 
 /* One connection whose walked start_tls fails its FAIL_AT-th allocation (0: none). */
@@ -687,10 +708,12 @@ static void st_one(weft_listener *listener, long fail_at) {
                               &st_client_factory, &connector) == 0,
              "connect failed");
   int rc = weft_reactor_run_until(W.reactor, st_finished, NULL, 10);
-  st_require(rc == 0, "the connection did not end (%s): rc %s, client started %d (%s) rx %zu, "
-             "server started %d (%s)", weft_err_name(rc), weft_err_name(W.rc_first),
-             W.client.started, weft_err_name(W.client.start_status), W.client.tls_rx,
-             W.server.started, weft_err_name(W.server.start_status));
+  st_require(rc == 0,
+             "the connection did not end (%s): rc %s, client started %d (%s) rx %zu, "
+             "server started %d (%s)",
+             weft_err_name(rc), weft_err_name(W.rc_first), W.client.started,
+             weft_err_name(W.client.start_status), W.client.tls_rx, W.server.started,
+             weft_err_name(W.server.start_status));
   st_require(!W.callback_in_call, "a callback ran inside start_tls");
   /* Also when OpenSSL cannot copy the name to check (SSL_set1_host, SSL_set_tlsext_host_name
    * in the client's identity set-up): WEFT_ENOMEM, never WEFT_EINVAL. */
@@ -714,8 +737,8 @@ static void st_one(weft_listener *listener, long fail_at) {
                s->calls_after_lost);
     /* Exactly one tls_started for a start_tls that returned 0; none for a side that never
      * upgraded (an absorbed failure on the other side ended the connection first). */
-    st_require(s->started == (s->upgrading ? 1 : 0), "%s: upgrading %d, tls_started %d times",
-               who, s->upgrading, s->started);
+    st_require(s->started == (s->upgrading ? 1 : 0), "%s: upgrading %d, tls_started %d times", who,
+               s->upgrading, s->started);
     if (!s->upgrading) {
       st_require(absorbed, "%s never upgraded", who);
       W.absorbed_failed = 1;
@@ -768,8 +791,7 @@ START_TEST(test_starttls_child) {
   for (long n = from; n <= total + 2; n++) {
     st_one(listener, n);
     if (getenv("WEFT_ALLOC_DEBUG"))
-      fprintf(stderr, "allocation %ld of %ld: start_tls %s\n", n, total,
-                      weft_err_name(W.rc_first));
+      fprintf(stderr, "allocation %ld of %ld: start_tls %s\n", n, total, weft_err_name(W.rc_first));
     if (W.rc_first == WEFT_ENOMEM)
       reported++;
     else if (A.failed)
@@ -793,10 +815,11 @@ START_TEST(test_starttls_child) {
              total);
   weft_set_allocator(NULL);
   tu_pki_free(&pki);
-  fprintf(stderr, "check_alloc: STARTTLS %s: %ld allocations in start_tls (weft, libevent, "
+  fprintf(stderr,
+          "check_alloc: STARTTLS %s: %ld allocations in start_tls (weft, libevent, "
           "OpenSSL), failed one at a time: %ld reported as WEFT_ENOMEM, %ld absorbed, %ld "
-          "spared (libevent cannot survive them)\n", which, total, reported, absorbed,
-          st_spared);
+          "spared (libevent cannot survive them)\n",
+          which, total, reported, absorbed, st_spared);
 }
 END_TEST
 

@@ -56,7 +56,7 @@ static unsigned expected_mechanisms(void) {
 #if defined(HAVE_SSL_CTX_SET_ALPN_SELECT_CB) && !defined(WEFT_DISABLE_ALPN)
   m |= WEFT_MECH_ALPN;
 #endif
-#if defined(HAVE_SSL_CTX_SET_NEXT_PROTO_SELECT_CB) && !defined(WEFT_DISABLE_NPN) &&             \
+#if defined(HAVE_SSL_CTX_SET_NEXT_PROTO_SELECT_CB) && !defined(WEFT_DISABLE_NPN) &&                \
     !defined(OPENSSL_NO_NEXTPROTONEG)
   m |= WEFT_MECH_NPN;
 #endif
@@ -73,8 +73,8 @@ static int have_mechanisms(unsigned need, const char *func) {
   int n = (int)strlen(func);
   if (n > 3 && strcmp(func + n - 3, "_fn") == 0)
     n -= 3;
-  printf("SKIP: %.*s: needs %s, this build was configured with --disable-alpn/--disable-npn\n",
-         n, func,
+  printf("SKIP: %.*s: needs %s, this build was configured with --disable-alpn/--disable-npn\n", n,
+         func,
          need == (WEFT_MECH_ALPN | WEFT_MECH_NPN) ? "ALPN and NPN"
          : need == WEFT_MECH_ALPN                 ? "ALPN"
          : need == WEFT_MECH_NPN                  ? "NPN"
@@ -83,10 +83,10 @@ static int have_mechanisms(unsigned need, const char *func) {
   return 0;
 }
 
-#define NEED(mask)                                                                             \
-  do {                                                                                         \
-    if (!have_mechanisms((mask), __func__))                                                    \
-      return;                                                                                  \
+#define NEED(mask)                                                                                 \
+  do {                                                                                             \
+    if (!have_mechanisms((mask), __func__))                                                        \
+      return;                                                                                      \
   } while (0)
 
 #define ALPN WEFT_MECH_ALPN
@@ -96,13 +96,13 @@ static int have_mechanisms(unsigned need, const char *func) {
 /* --- Certificates, as the seed's setUp makes them ------------------------------------- */
 
 typedef struct certs {
-  EVP_PKEY *skey;         /* CN server, O Server Test Certificate, IP SAN 127.0.0.1 */
+  EVP_PKEY *skey; /* CN server, O Server Test Certificate, IP SAN 127.0.0.1 */
   X509 *scert;
-  EVP_PKEY *ckey;         /* CN client, O Client Test Certificate */
+  EVP_PKEY *ckey; /* CN client, O Client Test Certificate */
   X509 *ccert;
-  EVP_PKEY *ca1_key;      /* CN ca1, O CA Test Certificate 1 (a real CA: signs the SNI cert) */
+  EVP_PKEY *ca1_key; /* CN ca1, O CA Test Certificate 1 (a real CA: signs the SNI cert) */
   X509 *ca1;
-  EVP_PKEY *ca2_key;      /* CN ca2, O CA Test Certificate */
+  EVP_PKEY *ca2_key; /* CN ca2, O CA Test Certificate */
   X509 *ca2;
 } certs;
 
@@ -136,10 +136,9 @@ static void certs_init(certs *k) {
       &(weft_cert_spec){.common_name = "client", .organization = "Client Test Certificate"},
       k->ckey, NULL, NULL);
   k->ca1_key = make_key();
-  k->ca1 = make_cert(&(weft_cert_spec){.common_name = "ca1",
-                                       .organization = "CA Test Certificate 1",
-                                       .is_ca = 1},
-                     k->ca1_key, NULL, NULL);
+  k->ca1 = make_cert(
+      &(weft_cert_spec){.common_name = "ca1", .organization = "CA Test Certificate 1", .is_ca = 1},
+      k->ca1_key, NULL, NULL);
   k->ca2_key = make_key();
   k->ca2 = make_cert(
       &(weft_cert_spec){.common_name = "ca2", .organization = "CA Test Certificate", .is_ca = 1},
@@ -161,26 +160,26 @@ static void certs_free(certs *k) {
 /* --- Options ------------------------------------------------------------------------ */
 
 /* Fails the test with the options' own explanation when EXPR does not return 0. */
-#define OPT_OK(opts, expr)                                                                     \
-  do {                                                                                         \
-    int rc_ = (expr);                                                                          \
-    ck_assert_msg(rc_ == 0, "%s:%d: %s: %s (%s)", __FILE__, __LINE__, #expr,                   \
-                  weft_err_name(rc_), weft_cert_options_last_error(opts));                     \
+#define OPT_OK(opts, expr)                                                                         \
+  do {                                                                                             \
+    int rc_ = (expr);                                                                              \
+    ck_assert_msg(rc_ == 0, "%s:%d: %s: %s (%s)", __FILE__, __LINE__, #expr, weft_err_name(rc_),   \
+                  weft_cert_options_last_error(opts));                                             \
   } while (0)
 
 /* Expects EXPR to fail with CODE and to leave an explanation in last_error. */
-#define OPT_FAILS(opts, expr, code)                                                            \
-  do {                                                                                         \
-    int rc_ = (expr);                                                                          \
-    ck_assert_msg(rc_ == (code), "%s:%d: %s returned %s, expected %s", __FILE__, __LINE__,    \
-                  #expr, weft_err_name(rc_), weft_err_name(code));                             \
-    ck_assert_msg(weft_cert_options_last_error(opts)[0] != '\0',                               \
-                  "%s:%d: %s failed with an empty last_error", __FILE__, __LINE__, #expr);     \
+#define OPT_FAILS(opts, expr, code)                                                                \
+  do {                                                                                             \
+    int rc_ = (expr);                                                                              \
+    ck_assert_msg(rc_ == (code), "%s:%d: %s returned %s, expected %s", __FILE__, __LINE__, #expr,  \
+                  weft_err_name(rc_), weft_err_name(code));                                        \
+    ck_assert_msg(weft_cert_options_last_error(opts)[0] != '\0',                                   \
+                  "%s:%d: %s failed with an empty last_error", __FILE__, __LINE__, #expr);         \
   } while (0)
 
 /* A protocol list literal: LIST("h2", "http/1.1") expands to the array and its count. */
-#define LIST(...)                                                                              \
-  (const char *const[]){__VA_ARGS__},                                                          \
+#define LIST(...)                                                                                  \
+  (const char *const[]){__VA_ARGS__},                                                              \
       sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
 #define EMPTY NULL, 0
 
@@ -201,13 +200,11 @@ static weft_cert_options *mutual_options(EVP_PKEY *key, X509 *cert, X509 *ca,
   return o;
 }
 
-static weft_cert_options *server_options(const certs *k, const char *const *names,
-                                         size_t count) {
+static weft_cert_options *server_options(const certs *k, const char *const *names, size_t count) {
   return mutual_options(k->skey, k->scert, k->ccert, names, count);
 }
 
-static weft_cert_options *client_options(const certs *k, const char *const *names,
-                                         size_t count) {
+static weft_cert_options *client_options(const certs *k, const char *const *names, size_t count) {
   return mutual_options(k->ckey, k->ccert, k->scert, names, count);
 }
 
@@ -228,12 +225,12 @@ static void policy(weft_cert_options *o, weft_no_overlap_policy p) {
 
 typedef struct pair {
   weft_reactor *reactor;
-  tu_factory server;       /* the listener's factory */
-  tu_factory client;       /* every client connection's factory */
+  tu_factory server;            /* the listener's factory */
+  tu_factory client;            /* every client connection's factory */
   weft_factory *listen_factory; /* what the listener uses: &server.base unless replaced */
   weft_listener *listener;
   int port;
-  int attempts;            /* client connections started */
+  int attempts; /* client connections started */
 } pair;
 
 static void pair_init(pair *p) {
@@ -352,15 +349,15 @@ static void check_proto_at(int line, const tu_proto *p, const char *where, const
   ck_assert_msg(p->set, "line %d: the protocol was never read in %s", line, where);
   if (name == NULL) {
     ck_assert_msg(!p->present && p->len == 0 && p->mechanism == WEFT_NEGOTIATED_NONE,
-                  "line %d: %s: expected no protocol, got \"%s\" (len %zu, via %s)", line,
-                  where, p->name, p->len, mechanism_name(p->mechanism));
+                  "line %d: %s: expected no protocol, got \"%s\" (len %zu, via %s)", line, where,
+                  p->name, p->len, mechanism_name(p->mechanism));
     return;
   }
-  ck_assert_msg(p->present, "line %d: %s: expected \"%.40s\" via %s, got no protocol", line,
-                where, name, mechanism_name(mech));
+  ck_assert_msg(p->present, "line %d: %s: expected \"%.40s\" via %s, got no protocol", line, where,
+                name, mechanism_name(mech));
   ck_assert_msg(p->len == name_len && memcmp(p->name, name, name_len) == 0,
-                "line %d: %s: expected \"%.40s\" (len %zu), got \"%.40s\" (len %zu)", line,
-                where, name, name_len, p->name, p->len);
+                "line %d: %s: expected \"%.40s\" (len %zu), got \"%.40s\" (len %zu)", line, where,
+                name, name_len, p->name, p->len);
   ck_assert_msg(p->mechanism == mech, "line %d: %s: \"%.40s\" came via %s, expected %s", line,
                 where, name, mechanism_name(p->mechanism), mechanism_name(mech));
 }
@@ -385,7 +382,7 @@ static size_t opt_strlen(const char *s) {
   return s ? strlen(s) : 0;
 }
 
-#define check_conn(c, side, name, mech)                                                        \
+#define check_conn(c, side, name, mech)                                                            \
   check_conn_at(__LINE__, (c), (side), (name), opt_strlen(name), (mech))
 
 /* The last connection of both sides negotiated NAME via MECH (NULL: nothing). */
@@ -399,11 +396,10 @@ static void check_both_at(int line, pair *p, const char *name, weft_negotiation_
 /* One whole loopback over a real TCP socket, the seed's loopback(): listen with SOPTS, connect
  * with COPTS, expect success, close, and check that both sides negotiated NAME via MECH from
  * build_protocol to connection_lost. Drops the caller's references to both options. */
-#define loopback_expect_socket(sopts, copts, name, mech)                                       \
+#define loopback_expect_socket(sopts, copts, name, mech)                                           \
   loopback_expect_socket_at(__LINE__, (sopts), (copts), (name), (mech))
-static void loopback_expect_socket_at(int line, weft_cert_options *sopts,
-                                      weft_cert_options *copts, const char *name,
-                                      weft_negotiation_mechanism mech) {
+static void loopback_expect_socket_at(int line, weft_cert_options *sopts, weft_cert_options *copts,
+                                      const char *name, weft_negotiation_mechanism mech) {
   pair p;
   pair_init(&p);
   pair_listen(&p, sopts);
@@ -419,7 +415,7 @@ static void loopback_expect_socket_at(int line, weft_cert_options *sopts,
 /* The same exchange without a port, where negotiation (not the socket) is the point: a
  * weft_testing_pair (weft/testing.h) runs the real OpenSSL handshake over memory, pumped step
  * by step; the client verifies the server as 127.0.0.1, the name its certificate carries. */
-#define loopback_expect(sopts, copts, name, mech)                                              \
+#define loopback_expect(sopts, copts, name, mech)                                                  \
   loopback_expect_at(__LINE__, (sopts), (copts), (name), (mech))
 static void loopback_expect_at(int line, weft_cert_options *sopts, weft_cert_options *copts,
                                const char *name, weft_negotiation_mechanism mech) {
@@ -435,8 +431,8 @@ static void loopback_expect_at(int line, weft_cert_options *sopts, weft_cert_opt
   ck_assert_int_eq(weft_testing_pump(r), 0); /* the whole handshake */
   ck_assert_msg(client.failed == 0, "line %d: the client connection failed: %s (%s)", line,
                 weft_err_name(client.last_failed.code), client.last_failed.message);
-  ck_assert_msg(server.handshake_failed == 0, "line %d: the server handshake failed: %s (%s)",
-                line, weft_err_name(server.last_handshake_failed.code),
+  ck_assert_msg(server.handshake_failed == 0, "line %d: the server handshake failed: %s (%s)", line,
+                weft_err_name(server.last_handshake_failed.code),
                 server.last_handshake_failed.message);
   ck_assert_int_eq(client.made, 1);
   ck_assert_int_eq(server.made, 1);
@@ -475,8 +471,8 @@ static void expect_failure_reason(const tu_reason *r, const char *who, int code,
   ck_assert_msg(r->message[0] != '\0', "%s: empty message", who);
   if (alert >= 0)
     ck_assert_msg(r->tls_alert == alert && r->alert_sent == alert_sent,
-                  "%s: tls_alert %d (alert_sent %d), expected %d (alert_sent %d); message: %s",
-                  who, r->tls_alert, r->alert_sent, alert, alert_sent, r->message);
+                  "%s: tls_alert %d (alert_sent %d), expected %d (alert_sent %d); message: %s", who,
+                  r->tls_alert, r->alert_sent, alert, alert_sent, r->message);
 }
 
 /* ===================================================================================== */
@@ -508,8 +504,7 @@ START_TEST(test_NPNAndALPNDifferent) {
   certs k;
   certs_init(&k);
   loopback_expect(server_options(&k, LIST("h2", "http/1.1", "spdy/2")),
-                  client_options(&k, LIST("spdy/3", "http/1.1")), "http/1.1",
-                  WEFT_NEGOTIATED_ALPN);
+                  client_options(&k, LIST("spdy/3", "http/1.1")), "http/1.1", WEFT_NEGOTIATED_ALPN);
   certs_free(&k);
 }
 END_TEST
@@ -581,10 +576,8 @@ START_TEST(test_NPNAndALPNNotImplemented) {
   OPT_FAILS(s, weft_cert_options_set_next_protocols(s, LIST("h2", "http/1.1")), WEFT_ENOTSUP);
   OPT_FAILS(c, weft_cert_options_set_next_protocols(c, LIST("h2", "http/1.1")), WEFT_ENOTSUP);
   static const uint8_t wire[] = "\x02h2\x08http/1.1";
-  OPT_FAILS(s, weft_cert_options_set_next_protocols_wire(s, wire, sizeof wire - 1),
-            WEFT_ENOTSUP);
-  OPT_FAILS(c, weft_cert_options_set_next_protocols_wire(c, wire, sizeof wire - 1),
-            WEFT_ENOTSUP);
+  OPT_FAILS(s, weft_cert_options_set_next_protocols_wire(s, wire, sizeof wire - 1), WEFT_ENOTSUP);
+  OPT_FAILS(c, weft_cert_options_set_next_protocols_wire(c, wire, sizeof wire - 1), WEFT_ENOTSUP);
   OPT_FAILS(c, weft_cert_options_set_negotiation_mechanisms(c, WEFT_MECH_ALPN), WEFT_ENOTSUP);
   OPT_FAILS(c, weft_cert_options_set_negotiation_mechanisms(c, WEFT_MECH_NPN), WEFT_ENOTSUP);
   /* an empty list is not a request for negotiation: still fine */
@@ -652,8 +645,8 @@ START_TEST(test_no_overlap_fail) {
     ck_assert_int_eq(p.server.handshake_failed, 1);
     ck_assert_int_eq(p.client.built, 0);
     ck_assert_int_eq(p.server.built, 0);
-    expect_failure_reason(&p.client.last_failed, "client connection_failed", WEFT_ENOPROTOCOL,
-                          120, 0);
+    expect_failure_reason(&p.client.last_failed, "client connection_failed", WEFT_ENOPROTOCOL, 120,
+                          0);
     expect_failure_reason(&p.server.last_handshake_failed, "server handshake_failed",
                           WEFT_ENOPROTOCOL, 120, 1);
     ck_assert_uint_eq(weft_reactor_connection_count(p.reactor), 0);
@@ -696,8 +689,7 @@ START_TEST(test_no_overlap_continue) {
   pair_init(&p);
   pair_listen(&p, s);
   pair_connect_fails(&p, c, NULL);
-  expect_failure_reason(&p.client.last_failed, "client connection_failed", WEFT_ENOPROTOCOL, -1,
-                        0);
+  expect_failure_reason(&p.client.last_failed, "client connection_failed", WEFT_ENOPROTOCOL, -1, 0);
   pair_free(&p);
   weft_cert_options_unref(s);
   weft_cert_options_unref(c);
@@ -730,8 +722,7 @@ START_TEST(test_npn_no_overlap) {
   pair_connect_fails(&p, c, NULL);
   ck_assert_int_eq(p.client.failed, 1);
   ck_assert_int_eq(p.server.handshake_failed, 1);
-  expect_failure_reason(&p.client.last_failed, "client connection_failed", WEFT_ENOPROTOCOL, 40,
-                        1);
+  expect_failure_reason(&p.client.last_failed, "client connection_failed", WEFT_ENOPROTOCOL, 40, 1);
   /* the server only hears an alert; it must not be mistaken for success */
   ck_assert_int_lt(p.server.last_handshake_failed.code, 0);
   ck_assert_int_eq(p.server.last_handshake_failed.tls_alert, 40);
@@ -794,8 +785,8 @@ START_TEST(test_protocol_name_limits) {
   certs_init(&k);
   const char *const list255[] = {name255, "h2"};
   const char *const list255_client[] = {name255};
-  loopback_expect(server_options(&k, list255, 2), client_options(&k, list255_client, 1),
-                  name255, WEFT_NEGOTIATED_ALPN);
+  loopback_expect(server_options(&k, list255, 2), client_options(&k, list255_client, 1), name255,
+                  WEFT_NEGOTIATED_ALPN);
   weft_cert_options *s = server_options(&k, list255, 2);
   weft_cert_options *c = client_options(&k, list255_client, 1);
   only(c, NPN);
@@ -812,8 +803,8 @@ START_TEST(test_protocol_name_limits) {
   OPT_FAILS(o, weft_cert_options_set_next_protocols(o, NULL, 2), WEFT_EINVAL);
 
   /* wire form: the one encoding of [h2, http/1.1] is accepted; malformed ones are not */
-  OPT_OK(o, weft_cert_options_set_next_protocols_wire(o, (const uint8_t *)"\x02h2\x08http/1.1",
-                                                      12));
+  OPT_OK(o,
+         weft_cert_options_set_next_protocols_wire(o, (const uint8_t *)"\x02h2\x08http/1.1", 12));
   OPT_FAILS(o, weft_cert_options_set_next_protocols_wire(o, (const uint8_t *)"\x03h2", 3),
             WEFT_EINVAL); /* claims 3 bytes, has 2 */
   OPT_FAILS(o, weft_cert_options_set_next_protocols_wire(o, (const uint8_t *)"\x02h2\x00", 4),
@@ -1026,8 +1017,7 @@ START_TEST(test_starttls_negotiates) {
   p.server.user = &server_side;
   p.client.user = &client_side;
   p.server.conn_config.on_made = p.client.conn_config.on_made = starttls_on_made;
-  p.server.conn_config.on_tls_started = p.client.conn_config.on_tls_started =
-      starttls_on_started;
+  p.server.conn_config.on_tls_started = p.client.conn_config.on_tls_started = starttls_on_started;
   p.listener = tu_listen_tcp_local(p.reactor, &p.server, &p.port);
   tu_connect_tcp_local(p.reactor, &p.client, p.port);
   tu_wait_int(p.reactor, &server_side.started, 1, WAIT);
@@ -1104,8 +1094,7 @@ static int sni_selector(void *arg, const uint8_t *offer, size_t offer_len,
 
 /* Server options with a certificate for a.example, b.example, none.example and fail.example
  * signed by ca1, the list [h2, http/1.1] and the SNI selector. */
-static weft_cert_options *sni_server_options(const certs *k, X509 *sni_cert,
-                                             selector_log *log) {
+static weft_cert_options *sni_server_options(const certs *k, X509 *sni_cert, selector_log *log) {
   weft_cert_options *s = mutual_options(k->skey, sni_cert, k->ccert, LIST("h2", "http/1.1"));
   OPT_OK(s, weft_cert_options_set_protocol_selector(s, sni_selector, log));
   return s;
@@ -1113,10 +1102,9 @@ static weft_cert_options *sni_server_options(const certs *k, X509 *sni_cert,
 
 static void check_offer(const selector_log *log, const char *sni) {
   static const uint8_t offer[] = "\x02h2\x08http/1.1";
-  ck_assert_msg(log->offer_len == sizeof offer - 1 &&
-                    memcmp(log->offer, offer, sizeof offer - 1) == 0,
-                "the selector got an offer of %zu bytes, not the client's list in wire form",
-                log->offer_len);
+  ck_assert_msg(
+      log->offer_len == sizeof offer - 1 && memcmp(log->offer, offer, sizeof offer - 1) == 0,
+      "the selector got an offer of %zu bytes, not the client's list in wire form", log->offer_len);
   ck_assert_msg(!log->sni_null && strcmp(log->sni, sni) == 0,
                 "the selector got server name \"%s\"%s, expected \"%s\"", log->sni,
                 log->sni_null ? " (NULL)" : "", sni);
@@ -1127,12 +1115,11 @@ START_TEST(test_protocol_selector_sni) {
   certs k;
   certs_init(&k);
   static const char *const names[] = {"a.example", "b.example", "none.example", "fail.example"};
-  X509 *sni_cert =
-      make_cert(&(weft_cert_spec){.common_name = "server",
-                                  .organization = "Server Test Certificate",
-                                  .dns_names = names,
-                                  .dns_count = 4},
-                k.skey, k.ca1_key, k.ca1);
+  X509 *sni_cert = make_cert(&(weft_cert_spec){.common_name = "server",
+                                               .organization = "Server Test Certificate",
+                                               .dns_names = names,
+                                               .dns_count = 4},
+                             k.skey, k.ca1_key, k.ca1);
   /* the client trusts the two CAs of the seed; only ca1 signed anything */
   weft_cert_options *c = mutual_options(k.ckey, k.ccert, k.ca1, LIST("h2", "http/1.1"));
   OPT_OK(c, weft_cert_options_add_ca_certificate(c, k.ca2));
@@ -1376,8 +1363,7 @@ START_TEST(test_mechanisms_reporting) {
   OPT_FAILS(o, weft_cert_options_set_negotiation_mechanisms(o, 0x4), WEFT_EINVAL);
   OPT_FAILS(o, weft_cert_options_set_negotiation_mechanisms(o, WEFT_MECH_ALPN | 0x80000000u),
             WEFT_EINVAL);
-  OPT_FAILS(o, weft_cert_options_set_no_overlap_policy(o, (weft_no_overlap_policy)7),
-            WEFT_EINVAL);
+  OPT_FAILS(o, weft_cert_options_set_no_overlap_policy(o, (weft_no_overlap_policy)7), WEFT_EINVAL);
   for (unsigned mask = 1; mask <= 3; mask++) {
     int rc = weft_cert_options_set_negotiation_mechanisms(o, mask);
     if ((have & mask) == mask)
@@ -1542,8 +1528,8 @@ static int output_has(void *arg) {
 static void child_expect(weft_reactor *reactor, child *c, const char *text) {
   output_wait w = {c, text};
   tu_run_until(reactor, output_has, &w, WAIT);
-  ck_assert_msg(strstr(c->out, text) != NULL, "openssl did not print \"%s\"; its output:\n%s",
-                text, c->out);
+  ck_assert_msg(strstr(c->out, text) != NULL, "openssl did not print \"%s\"; its output:\n%s", text,
+                c->out);
 }
 
 static int line_ended(void *arg) {
@@ -1711,15 +1697,13 @@ START_TEST(test_interop_openssl) {
   /* the server's order wins over ALPN even when s_client prefers http/1.1 */
   interop_s_client(openssl, &k, (const char *const[]){"-alpn", "http/1.1,h2"}, 2,
                    "ALPN protocol: h2\n", "h2", WEFT_NEGOTIATED_ALPN);
-  interop_s_client(openssl, &k,
-                   (const char *const[]){"-nextprotoneg", "h2,http/1.1", "-tls1_2"}, 3,
+  interop_s_client(openssl, &k, (const char *const[]){"-nextprotoneg", "h2,http/1.1", "-tls1_2"}, 3,
                    "Next protocol: (1) h2\n", "h2", WEFT_NEGOTIATED_NPN);
 
   /* weft client [h2, http/1.1]: over ALPN s_server's order wins, over NPN weft's */
   interop_s_server(openssl, &k, (const char *const[]){"-alpn", "http/1.1,h2"}, 2,
                    "ALPN protocols selected: http/1.1", "http/1.1", WEFT_NEGOTIATED_ALPN);
-  interop_s_server(openssl, &k,
-                   (const char *const[]){"-nextprotoneg", "http/1.1,h2", "-tls1_2"}, 3,
+  interop_s_server(openssl, &k, (const char *const[]){"-nextprotoneg", "http/1.1,h2", "-tls1_2"}, 3,
                    "NEXTPROTO is h2", "h2", WEFT_NEGOTIATED_NPN);
   certs_free(&k);
   free(openssl);

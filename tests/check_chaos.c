@@ -65,10 +65,13 @@ static uint64_t splitmix(uint64_t *s) {
   return z ^ (z >> 31);
 }
 
-static uint32_t below(uint64_t *s, uint32_t n) { return n ? (uint32_t)(splitmix(s) % n) : 0; }
+static uint32_t below(uint64_t *s, uint32_t n) {
+  return n ? (uint32_t)(splitmix(s) % n) : 0;
+}
 
 static void fill_random(uint64_t *s, uint8_t *buf, size_t len) {
-  for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)splitmix(s);
+  for (size_t i = 0; i < len; i++)
+    buf[i] = (uint8_t)splitmix(s);
 }
 
 /* --- What the chaos clients do ------------------------------------------------------------ */
@@ -90,8 +93,8 @@ typedef enum scenario {
 } scenario;
 
 static const char *const scenario_name[SC_COUNT] = {
-    "connect", "garbage", "partial-hello", "bad-record", "handshake-cut", "data-cut", "clean",
-    "partial-line", "inject", "fin-before-go"};
+    "connect",  "garbage", "partial-hello", "bad-record", "handshake-cut",
+    "data-cut", "clean",   "partial-line",  "inject",     "fin-before-go"};
 
 typedef enum ending {
   END_RST,            /* close with SO_LINGER 0: the server gets a reset */
@@ -148,8 +151,8 @@ struct chaos_run {
   tu_factory server;
 
   int total, concurrency, started, finished, active;
-  unsigned char *seen;      /* per client: outcomes on the server (made or handshake_failed) */
-  unsigned char *spoke;     /* per client: the server sent it something, so it was accepted */
+  unsigned char *seen;  /* per client: outcomes on the server (made or handshake_failed) */
+  unsigned char *spoke; /* per client: the server sent it something, so it was accepted */
   int per_scenario[SC_COUNT], per_ending[END_COUNT];
   int handshakes, cleans, stalls, unknown_peers, twice;
   int failures;
@@ -162,8 +165,8 @@ static void client_fail(chaos_client *c, const char *fmt, ...) {
   chaos_run *run = c->run;
   if (run->failures++ == 0) {
     va_list ap;
-    int n = snprintf(run->failure, sizeof run->failure, "client %d (%s, %s, phase %d): ",
-                     c->index, scenario_name[c->sc], ending_name[c->end], (int)c->ph);
+    int n = snprintf(run->failure, sizeof run->failure, "client %d (%s, %s, phase %d): ", c->index,
+                     scenario_name[c->sc], ending_name[c->end], (int)c->ph);
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof run->failure)
       vsnprintf(run->failure + n, sizeof run->failure - (size_t)n, fmt, ap);
@@ -176,8 +179,10 @@ static void client_step(chaos_client *c);
 
 static void client_finish(chaos_client *c, int reset) {
   chaos_run *run = c->run;
-  if (c->ev) event_free(c->ev);
-  if (c->ssl) SSL_free(c->ssl); /* does not close the descriptor (SSL_set_fd's BIO_NOCLOSE) */
+  if (c->ev)
+    event_free(c->ev);
+  if (c->ssl)
+    SSL_free(c->ssl); /* does not close the descriptor (SSL_set_fd's BIO_NOCLOSE) */
   if (c->fd >= 0) {
     if (reset) {
       struct linger lg = {1, 0};
@@ -195,7 +200,8 @@ static void on_client_event(evutil_socket_t fd, short what, void *arg);
 
 /* Waits for WHAT (EV_READ, EV_WRITE, or 0 for a pure timer) at most SECONDS. */
 static void client_wait(chaos_client *c, short what, double seconds) {
-  if (c->ev) event_free(c->ev);
+  if (c->ev)
+    event_free(c->ev);
   struct event_base *base = weft_reactor_event_base(c->run->reactor);
   c->ev = event_new(base, what ? c->fd : -1, what, on_client_event, c);
   ck_assert_ptr_nonnull(c->ev);
@@ -212,31 +218,31 @@ static void send_bytes(chaos_client *c, const void *data, size_t len) {
 static void client_end(chaos_client *c) {
   uint8_t buf[1024];
   switch (c->end) {
-  case END_RST:
-    client_finish(c, 1);
-    return;
-  case END_CLOSE:
-    client_finish(c, 0);
-    return;
-  case END_GARBAGE: {
-    size_t n = 1 + below(&c->rng, sizeof buf);
-    fill_random(&c->rng, buf, n);
-    send_bytes(c, buf, n);
-    break;
-  }
-  case END_PARTIAL_RECORD: {
-    /* application_data, TLS 1.2 framing, announcing LEN bytes; only part of them follows */
-    size_t len = 64 + below(&c->rng, 16384 - 64);
-    size_t part = below(&c->rng, sizeof buf - 5 < len ? sizeof buf - 5 : len);
-    buf[0] = 0x17, buf[1] = 0x03, buf[2] = 0x03, buf[3] = (uint8_t)(len >> 8),
-    buf[4] = (uint8_t)len;
-    fill_random(&c->rng, buf + 5, part);
-    send_bytes(c, buf, 5 + part);
-    break;
-  }
-  case END_FIN:
-  case END_COUNT:
-    break;
+    case END_RST:
+      client_finish(c, 1);
+      return;
+    case END_CLOSE:
+      client_finish(c, 0);
+      return;
+    case END_GARBAGE: {
+      size_t n = 1 + below(&c->rng, sizeof buf);
+      fill_random(&c->rng, buf, n);
+      send_bytes(c, buf, n);
+      break;
+    }
+    case END_PARTIAL_RECORD: {
+      /* application_data, TLS 1.2 framing, announcing LEN bytes; only part of them follows */
+      size_t len = 64 + below(&c->rng, 16384 - 64);
+      size_t part = below(&c->rng, sizeof buf - 5 < len ? sizeof buf - 5 : len);
+      buf[0] = 0x17, buf[1] = 0x03, buf[2] = 0x03, buf[3] = (uint8_t)(len >> 8),
+      buf[4] = (uint8_t)len;
+      fill_random(&c->rng, buf + 5, part);
+      send_bytes(c, buf, 5 + part);
+      break;
+    }
+    case END_FIN:
+    case END_COUNT:
+      break;
   }
   (void)shutdown(c->fd, SHUT_WR);
   c->ph = PH_DRAIN;
@@ -253,43 +259,43 @@ static void client_tls_part(chaos_client *c) {
   chaos_run *run = c->run;
   uint8_t buf[512];
   switch (c->sc) {
-  case SC_GARBAGE: {
-    size_t n = 1 + below(&c->rng, sizeof buf);
-    fill_random(&c->rng, buf, n);
-    send_bytes(c, buf, n);
-    client_delay_then_end(c);
-    return;
-  }
-  case SC_PARTIAL_HELLO:
-    send_bytes(c, run->hello, 1 + below(&c->rng, (uint32_t)run->hello_len - 1));
-    client_delay_then_end(c);
-    return;
-  case SC_BAD_RECORD: {
-    /* a handshake record whose length may exceed the 2^14 + 2048 limit, with some body */
-    size_t len = below(&c->rng, 0x10000);
-    size_t part = below(&c->rng, sizeof buf - 5);
-    buf[0] = 0x16, buf[1] = 0x03, buf[2] = (uint8_t)below(&c->rng, 4),
-    buf[3] = (uint8_t)(len >> 8), buf[4] = (uint8_t)len;
-    fill_random(&c->rng, buf + 5, part);
-    send_bytes(c, buf, 5 + part);
-    client_delay_then_end(c);
-    return;
-  }
-  case SC_HANDSHAKE_CUT:
-  case SC_DATA_CUT:
-  case SC_CLEAN:
-    c->ssl = SSL_new(run->ctx);
-    ck_assert_ptr_nonnull(c->ssl);
-    ck_assert_int_eq(SSL_set_fd(c->ssl, c->fd), 1);
-    if (below(&c->rng, 2)) /* half of them at TLS 1.2: more round trips to cut */
-      ck_assert_int_eq(SSL_set_max_proto_version(c->ssl, TLS1_2_VERSION), 1);
-    SSL_set_connect_state(c->ssl);
-    c->ph = PH_HANDSHAKE;
-    client_step(c);
-    return;
-  default:
-    client_delay_then_end(c);
-    return;
+    case SC_GARBAGE: {
+      size_t n = 1 + below(&c->rng, sizeof buf);
+      fill_random(&c->rng, buf, n);
+      send_bytes(c, buf, n);
+      client_delay_then_end(c);
+      return;
+    }
+    case SC_PARTIAL_HELLO:
+      send_bytes(c, run->hello, 1 + below(&c->rng, (uint32_t)run->hello_len - 1));
+      client_delay_then_end(c);
+      return;
+    case SC_BAD_RECORD: {
+      /* a handshake record whose length may exceed the 2^14 + 2048 limit, with some body */
+      size_t len = below(&c->rng, 0x10000);
+      size_t part = below(&c->rng, sizeof buf - 5);
+      buf[0] = 0x16, buf[1] = 0x03, buf[2] = (uint8_t)below(&c->rng, 4),
+      buf[3] = (uint8_t)(len >> 8), buf[4] = (uint8_t)len;
+      fill_random(&c->rng, buf + 5, part);
+      send_bytes(c, buf, 5 + part);
+      client_delay_then_end(c);
+      return;
+    }
+    case SC_HANDSHAKE_CUT:
+    case SC_DATA_CUT:
+    case SC_CLEAN:
+      c->ssl = SSL_new(run->ctx);
+      ck_assert_ptr_nonnull(c->ssl);
+      ck_assert_int_eq(SSL_set_fd(c->ssl, c->fd), 1);
+      if (below(&c->rng, 2)) /* half of them at TLS 1.2: more round trips to cut */
+        ck_assert_int_eq(SSL_set_max_proto_version(c->ssl, TLS1_2_VERSION), 1);
+      SSL_set_connect_state(c->ssl);
+      c->ph = PH_HANDSHAKE;
+      client_step(c);
+      return;
+    default:
+      client_delay_then_end(c);
+      return;
   }
 }
 
@@ -302,8 +308,10 @@ static int drain_raw(chaos_client *c) {
       c->run->spoke[c->index] = 1;
       continue;
     }
-    if (n == 0) return 1;
-    if (errno == EINTR) continue;
+    if (n == 0)
+      return 1;
+    if (errno == EINTR)
+      continue;
     return errno != EAGAIN && errno != EWOULDBLOCK; /* a reset also means closed */
   }
   return 0;
@@ -313,182 +321,182 @@ static void client_step(chaos_client *c) {
   chaos_run *run = c->run;
   for (;;) {
     switch (c->ph) {
-    case PH_CONNECT: {
-      int err = 0;
-      socklen_t len = sizeof err;
-      if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-        client_fail(c, "connect: %s", strerror(err ? err : errno));
-        client_finish(c, 0);
-        return;
-      }
-      if (run->target == TARGET_TLS) {
-        client_tls_part(c);
-        return;
-      }
-      static const char cmd[] = "STARTTLS\r\n";
-      if (c->sc == SC_CONNECT) {
-        client_delay_then_end(c);
-      } else if (c->sc == SC_ST_PARTIAL_LINE) {
-        send_bytes(c, cmd, 1 + below(&c->rng, 7));
-        client_delay_then_end(c);
-      } else if (c->sc == SC_ST_INJECT) {
-        /* the command and clear text in one segment: the server must close, never upgrade */
-        uint8_t buf[256];
-        memcpy(buf, cmd, sizeof cmd - 1);
-        size_t n = 1 + below(&c->rng, sizeof buf - (sizeof cmd - 1));
-        fill_random(&c->rng, buf + sizeof cmd - 1, n);
-        send_bytes(c, buf, sizeof cmd - 1 + n);
-        c->ph = PH_DRAIN;
-        client_wait(c, EV_READ, CHAOS_WAIT);
-      } else if (c->sc == SC_ST_FIN_BEFORE_GO) {
-        send_bytes(c, cmd, sizeof cmd - 1);
-        (void)shutdown(c->fd, SHUT_WR);
-        c->ph = PH_DRAIN;
-        client_wait(c, EV_READ, CHAOS_WAIT);
-      } else {
-        send_bytes(c, cmd, sizeof cmd - 1);
-        c->ph = PH_WAIT_GO;
-        client_wait(c, EV_READ, CHAOS_WAIT);
-      }
-      return;
-    }
-    case PH_WAIT_GO: {
-      /* Reads byte by byte up to the newline: nothing of the TLS stream may be consumed. */
-      while (c->plain_len < 3) {
-        ssize_t n = recv(c->fd, c->plain + c->plain_len, 1, 0);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-          client_wait(c, EV_READ, CHAOS_WAIT);
-          return;
-        }
-        if (n <= 0) {
-          client_fail(c, "the STARTTLS server closed before GO");
+      case PH_CONNECT: {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+          client_fail(c, "connect: %s", strerror(err ? err : errno));
           client_finish(c, 0);
           return;
         }
-        c->plain_len++;
-        run->spoke[c->index] = 1;
-      }
-      if (memcmp(c->plain, "GO\n", 3) != 0) {
-        client_fail(c, "the STARTTLS server answered '%.3s', not GO", c->plain);
-        client_finish(c, 0);
-        return;
-      }
-      client_tls_part(c);
-      return;
-    }
-    case PH_DELAY:
-      client_end(c);
-      return;
-    case PH_HANDSHAKE: {
-      ERR_clear_error();
-      int r = SSL_do_handshake(c->ssl);
-      if (r == 1) {
-        run->spoke[c->index] = 1;
-        run->handshakes++;
-        if (c->sc == SC_HANDSHAKE_CUT) { /* it completed before its cut: cut now */
-          client_delay_then_end(c);
+        if (run->target == TARGET_TLS) {
+          client_tls_part(c);
           return;
         }
-        c->ph = PH_ECHO;
-        continue;
-      }
-      int e = SSL_get_error(c->ssl, r);
-      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        if (c->sc == SC_HANDSHAKE_CUT && ++c->steps >= c->cut_steps) {
+        static const char cmd[] = "STARTTLS\r\n";
+        if (c->sc == SC_CONNECT) {
           client_delay_then_end(c);
-          return;
+        } else if (c->sc == SC_ST_PARTIAL_LINE) {
+          send_bytes(c, cmd, 1 + below(&c->rng, 7));
+          client_delay_then_end(c);
+        } else if (c->sc == SC_ST_INJECT) {
+          /* the command and clear text in one segment: the server must close, never upgrade */
+          uint8_t buf[256];
+          memcpy(buf, cmd, sizeof cmd - 1);
+          size_t n = 1 + below(&c->rng, sizeof buf - (sizeof cmd - 1));
+          fill_random(&c->rng, buf + sizeof cmd - 1, n);
+          send_bytes(c, buf, sizeof cmd - 1 + n);
+          c->ph = PH_DRAIN;
+          client_wait(c, EV_READ, CHAOS_WAIT);
+        } else if (c->sc == SC_ST_FIN_BEFORE_GO) {
+          send_bytes(c, cmd, sizeof cmd - 1);
+          (void)shutdown(c->fd, SHUT_WR);
+          c->ph = PH_DRAIN;
+          client_wait(c, EV_READ, CHAOS_WAIT);
+        } else {
+          send_bytes(c, cmd, sizeof cmd - 1);
+          c->ph = PH_WAIT_GO;
+          client_wait(c, EV_READ, CHAOS_WAIT);
         }
-        client_wait(c, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE, CHAOS_WAIT);
         return;
       }
-      char msg[160];
-      ERR_error_string_n(ERR_peek_last_error(), msg, sizeof msg);
-      client_fail(c, "the server refused a valid handshake: SSL error %d, %s", e, msg);
-      client_finish(c, 1);
-      return;
-    }
-    case PH_ECHO: {
-      ERR_clear_error();
-      if (!c->wrote) {
-        int r = SSL_write(c->ssl, c->payload, (int)c->payload_len);
-        if (r <= 0) {
-          int e = SSL_get_error(c->ssl, r);
-          if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            client_wait(c, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE, CHAOS_WAIT);
+      case PH_WAIT_GO: {
+        /* Reads byte by byte up to the newline: nothing of the TLS stream may be consumed. */
+        while (c->plain_len < 3) {
+          ssize_t n = recv(c->fd, c->plain + c->plain_len, 1, 0);
+          if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            client_wait(c, EV_READ, CHAOS_WAIT);
             return;
           }
-          client_fail(c, "SSL_write failed: SSL error %d", e);
-          client_finish(c, 1);
-          return;
-        }
-        c->wrote = 1;
-      }
-      while (c->echoed < c->payload_len) {
-        if (c->sc == SC_DATA_CUT && c->echoed >= c->cut_at) {
-          client_delay_then_end(c);
-          return;
-        }
-        uint8_t buf[CHAOS_PAYLOAD_MAX];
-        int r = SSL_read(c->ssl, buf, (int)(c->payload_len - c->echoed));
-        if (r <= 0) {
-          int e = SSL_get_error(c->ssl, r);
-          if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-            client_wait(c, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE, CHAOS_WAIT);
+          if (n <= 0) {
+            client_fail(c, "the STARTTLS server closed before GO");
+            client_finish(c, 0);
             return;
           }
-          client_fail(c, "the echo ended after %zu of %zu bytes (SSL error %d)", c->echoed,
-                      c->payload_len, e);
-          client_finish(c, 1);
+          c->plain_len++;
+          run->spoke[c->index] = 1;
+        }
+        if (memcmp(c->plain, "GO\n", 3) != 0) {
+          client_fail(c, "the STARTTLS server answered '%.3s', not GO", c->plain);
+          client_finish(c, 0);
           return;
         }
-        if (memcmp(buf, c->payload + c->echoed, (size_t)r) != 0) {
-          client_fail(c, "the echo differs from what was sent at byte %zu", c->echoed);
-          client_finish(c, 1);
+        client_tls_part(c);
+        return;
+      }
+      case PH_DELAY:
+        client_end(c);
+        return;
+      case PH_HANDSHAKE: {
+        ERR_clear_error();
+        int r = SSL_do_handshake(c->ssl);
+        if (r == 1) {
+          run->spoke[c->index] = 1;
+          run->handshakes++;
+          if (c->sc == SC_HANDSHAKE_CUT) { /* it completed before its cut: cut now */
+            client_delay_then_end(c);
+            return;
+          }
+          c->ph = PH_ECHO;
+          continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+          if (c->sc == SC_HANDSHAKE_CUT && ++c->steps >= c->cut_steps) {
+            client_delay_then_end(c);
+            return;
+          }
+          client_wait(c, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE, CHAOS_WAIT);
           return;
         }
-        c->echoed += (size_t)r;
-      }
-      if (c->sc != SC_CLEAN) { /* a data cut drawn at the very end */
-        client_delay_then_end(c);
-        return;
-      }
-      (void)SSL_shutdown(c->ssl); /* close_notify; the server answers and closes */
-      c->ph = PH_SHUTDOWN;
-      continue;
-    }
-    case PH_SHUTDOWN: {
-      uint8_t buf[256];
-      ERR_clear_error();
-      int r = SSL_read(c->ssl, buf, sizeof buf);
-      if (r > 0) {
-        client_fail(c, "data after the echo");
-        client_finish(c, 1);
-        return;
-      }
-      int e = SSL_get_error(c->ssl, r);
-      if (e == SSL_ERROR_WANT_READ) {
-        client_wait(c, EV_READ, CHAOS_WAIT);
-        return;
-      }
-      if (e != SSL_ERROR_ZERO_RETURN) {
         char msg[160];
         ERR_error_string_n(ERR_peek_last_error(), msg, sizeof msg);
-        client_fail(c, "no close_notify from the server after ours (%s, SSL error %d, %s)",
-                    SSL_get_version(c->ssl), e, msg);
+        client_fail(c, "the server refused a valid handshake: SSL error %d, %s", e, msg);
         client_finish(c, 1);
         return;
       }
-      run->cleans++;
-      client_finish(c, 0);
-      return;
-    }
-    case PH_DRAIN:
-      if (drain_raw(c)) {
+      case PH_ECHO: {
+        ERR_clear_error();
+        if (!c->wrote) {
+          int r = SSL_write(c->ssl, c->payload, (int)c->payload_len);
+          if (r <= 0) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+              client_wait(c, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE, CHAOS_WAIT);
+              return;
+            }
+            client_fail(c, "SSL_write failed: SSL error %d", e);
+            client_finish(c, 1);
+            return;
+          }
+          c->wrote = 1;
+        }
+        while (c->echoed < c->payload_len) {
+          if (c->sc == SC_DATA_CUT && c->echoed >= c->cut_at) {
+            client_delay_then_end(c);
+            return;
+          }
+          uint8_t buf[CHAOS_PAYLOAD_MAX];
+          int r = SSL_read(c->ssl, buf, (int)(c->payload_len - c->echoed));
+          if (r <= 0) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+              client_wait(c, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE, CHAOS_WAIT);
+              return;
+            }
+            client_fail(c, "the echo ended after %zu of %zu bytes (SSL error %d)", c->echoed,
+                        c->payload_len, e);
+            client_finish(c, 1);
+            return;
+          }
+          if (memcmp(buf, c->payload + c->echoed, (size_t)r) != 0) {
+            client_fail(c, "the echo differs from what was sent at byte %zu", c->echoed);
+            client_finish(c, 1);
+            return;
+          }
+          c->echoed += (size_t)r;
+        }
+        if (c->sc != SC_CLEAN) { /* a data cut drawn at the very end */
+          client_delay_then_end(c);
+          return;
+        }
+        (void)SSL_shutdown(c->ssl); /* close_notify; the server answers and closes */
+        c->ph = PH_SHUTDOWN;
+        continue;
+      }
+      case PH_SHUTDOWN: {
+        uint8_t buf[256];
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, buf, sizeof buf);
+        if (r > 0) {
+          client_fail(c, "data after the echo");
+          client_finish(c, 1);
+          return;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ) {
+          client_wait(c, EV_READ, CHAOS_WAIT);
+          return;
+        }
+        if (e != SSL_ERROR_ZERO_RETURN) {
+          char msg[160];
+          ERR_error_string_n(ERR_peek_last_error(), msg, sizeof msg);
+          client_fail(c, "no close_notify from the server after ours (%s, SSL error %d, %s)",
+                      SSL_get_version(c->ssl), e, msg);
+          client_finish(c, 1);
+          return;
+        }
+        run->cleans++;
         client_finish(c, 0);
         return;
       }
-      client_wait(c, EV_READ, CHAOS_WAIT);
-      return;
+      case PH_DRAIN:
+        if (drain_raw(c)) {
+          client_finish(c, 0);
+          return;
+        }
+        client_wait(c, EV_READ, CHAOS_WAIT);
+        return;
     }
   }
 }
@@ -554,12 +562,14 @@ static void record_outcome(chaos_run *run, const struct sockaddr *peer) {
     return;
   }
   uint32_t ip = ntohl(((const struct sockaddr_in *)peer)->sin_addr.s_addr);
-  if (ip == INADDR_LOOPBACK) return; /* the normal clients, counted by their own checks */
+  if (ip == INADDR_LOOPBACK)
+    return; /* the normal clients, counted by their own checks */
   if ((ip >> 16) != 0x7f01u || (ip & 0xffffu) == 0 || (int)(ip & 0xffffu) > run->total) {
     run->unknown_peers++;
     return;
   }
-  if (run->seen[(ip & 0xffffu) - 1]++ != 0) run->twice++;
+  if (run->seen[(ip & 0xffffu) - 1]++ != 0)
+    run->twice++;
 }
 
 typedef struct starttls_state {
@@ -597,7 +607,8 @@ static void starttls_on_data(tu_conn *c, weft_transport *t, const uint8_t *data,
     return;
   }
   for (size_t i = 0; i < len; i++) {
-    if (data[i] == '\r') continue;
+    if (data[i] == '\r')
+      continue;
     if (data[i] != '\n') {
       if (s->len + 1 == sizeof s->line) {
         weft_transport_abort_connection(t);
@@ -624,8 +635,10 @@ static void starttls_on_data(tu_conn *c, weft_transport *t, const uint8_t *data,
 
 static void starttls_on_tls_started(tu_conn *c, weft_transport *t, int status) {
   starttls_state *s = c->user;
-  if (!s->upgraded) tu_conn_violation(c, "tls_started without start_tls");
-  if (c->tls_started != 1) tu_conn_violation(c, "tls_started called %d times", c->tls_started);
+  if (!s->upgraded)
+    tu_conn_violation(c, "tls_started without start_tls");
+  if (c->tls_started != 1)
+    tu_conn_violation(c, "tls_started called %d times", c->tls_started);
   if (status == 0 && !weft_transport_is_tls(t))
     tu_conn_violation(c, "tls_started(0) but weft_transport_is_tls is 0");
 }
@@ -688,7 +701,8 @@ static void normal_client(chaos_run *run, const tu_pki *pki) {
   tu_wait_size(run->reactor, &c->rx_total, strlen(want), 10);
   ck_assert_msg(tu_conn_rx_equals(c, want, strlen(want)), "the normal client got '%s'",
                 c->rx ? (const char *)c->rx : "");
-  if (run->target == TARGET_STARTTLS) ck_assert_int_eq(c->tls_started, 1);
+  if (run->target == TARGET_STARTTLS)
+    ck_assert_int_eq(c->tls_started, 1);
   weft_transport_lose_connection(c->transport);
   tu_wait_int(run->reactor, &c->lost, 1, 10);
   ck_assert_msg(c->lost_reason.code == WEFT_OK, "the normal client's close: %s (%s)",
@@ -703,7 +717,8 @@ static void normal_client(chaos_run *run, const tu_pki *pki) {
 
 static int env_int(const char *name, int def, int min, int max) {
   const char *v = getenv(name);
-  if (!v || !*v) return def;
+  if (!v || !*v)
+    return def;
   char *end;
   long n = strtol(v, &end, 10);
   ck_assert_msg(*end == '\0' && n >= min && n <= max, "%s=%s: want %d..%d", name, v, min, max);
@@ -712,7 +727,8 @@ static int env_int(const char *name, int def, int min, int max) {
 
 static uint64_t chaos_seed(void) {
   const char *v = getenv("WEFT_CHAOS_SEED");
-  if (v && *v) return strtoull(v, NULL, 0);
+  if (v && *v)
+    return strtoull(v, NULL, 0);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
@@ -743,8 +759,10 @@ static void chaos(target tg) {
   run.concurrency = env_int("WEFT_CHAOS_CONCURRENCY", 32, 1, 1000);
   run.seed = chaos_seed();
   const char *name = tg == TARGET_TLS ? "tls" : "starttls";
-  fprintf(stderr, "chaos %s: seed %llu (WEFT_CHAOS_SEED=%llu replays it), %d connections, %d at "
-          "a time\n", name, (unsigned long long)run.seed, (unsigned long long)run.seed, run.total,
+  fprintf(stderr,
+          "chaos %s: seed %llu (WEFT_CHAOS_SEED=%llu replays it), %d connections, %d at "
+          "a time\n",
+          name, (unsigned long long)run.seed, (unsigned long long)run.seed, run.total,
           run.concurrency);
   run.seen = calloc((size_t)run.total, 1);
   run.spoke = calloc((size_t)run.total, 1);
@@ -796,19 +814,21 @@ static void chaos(target tg) {
       required++;
       if (run.seen[i] != 1 && run.failures++ == 0)
         snprintf(run.failure, sizeof run.failure,
-                 "client %d was served but the server reported %d outcomes for it", i,
-                 run.seen[i]);
+                 "client %d was served but the server reported %d outcomes for it", i, run.seen[i]);
     }
   }
-  fprintf(stderr, "chaos %s: %d connections in %.1f s: %d handshakes, %d clean sessions; "
+  fprintf(stderr,
+          "chaos %s: %d connections in %.1f s: %d handshakes, %d clean sessions; "
           "server: %d made, %d handshake_failed, %d outcomes for %d served clients\n",
-          name, run.total, elapsed, run.handshakes, run.cleans,
-          run.server.made - made_before, run.server.handshake_failed, outcomes, required);
+          name, run.total, elapsed, run.handshakes, run.cleans, run.server.made - made_before,
+          run.server.handshake_failed, outcomes, required);
   fprintf(stderr, "chaos %s: scenarios:", name);
   for (int s = 0; s < SC_COUNT; s++)
-    if (run.per_scenario[s]) fprintf(stderr, " %s %d", scenario_name[s], run.per_scenario[s]);
+    if (run.per_scenario[s])
+      fprintf(stderr, " %s %d", scenario_name[s], run.per_scenario[s]);
   fprintf(stderr, "; endings:");
-  for (int e = 0; e < END_COUNT; e++) fprintf(stderr, " %s %d", ending_name[e], run.per_ending[e]);
+  for (int e = 0; e < END_COUNT; e++)
+    fprintf(stderr, " %s %d", ending_name[e], run.per_ending[e]);
   fprintf(stderr, "\n");
 
   ck_assert_msg(run.failures == 0, "seed %llu: %d failure(s), the first: %s",
@@ -821,7 +841,8 @@ static void chaos(target tg) {
   ck_assert_int_eq(run.server.refused, 0);
   ck_assert_int_eq(run.server.made, run.server.lost);
   ck_assert_int_eq(run.server.built, run.server.made);
-  if (tg == TARGET_STARTTLS) ck_assert_int_eq(run.server.handshake_failed, 0);
+  if (tg == TARGET_STARTTLS)
+    ck_assert_int_eq(run.server.handshake_failed, 0);
   ck_assert_int_eq(outcomes, run.server.made - made_before + run.server.handshake_failed);
   ck_assert_uint_eq(weft_listener_connection_count(listener), 0);
 
@@ -843,10 +864,14 @@ static void chaos(target tg) {
   free(run.spoke);
 }
 
-START_TEST(test_chaos_tls) { chaos(TARGET_TLS); }
+START_TEST(test_chaos_tls) {
+  chaos(TARGET_TLS);
+}
 END_TEST
 
-START_TEST(test_chaos_starttls) { chaos(TARGET_STARTTLS); }
+START_TEST(test_chaos_starttls) {
+  chaos(TARGET_STARTTLS);
+}
 END_TEST
 
 static Suite *chaos_suite(void) {
@@ -855,7 +880,8 @@ static Suite *chaos_suite(void) {
   /* Bounded by the run's own deadlines (30 s + 0.5 s per connection, then 30 s to settle). */
   int n = 200;
   const char *v = getenv("WEFT_CHAOS_CONNECTIONS");
-  if (v && atoi(v) > 0) n = atoi(v);
+  if (v && atoi(v) > 0)
+    n = atoi(v);
   tcase_set_timeout(tc, 90 + n * 0.5);
   tcase_add_test(tc, test_chaos_tls);
   tcase_add_test(tc, test_chaos_starttls);

@@ -49,19 +49,21 @@
 /* A server connection's script. */
 typedef struct script {
   const uint8_t *stream;
-  size_t total;              /* bytes to answer with */
+  size_t total; /* bytes to answer with */
   weft_cert_options *starttls_opts;
   int started;
   int start_rc;
   int write_rc;
   int lose_rc;
-  int lose_in_handshake;     /* STARTTLS: lose_connection right after start_tls */
-  int abort_after_started;   /* STARTTLS: write TOTAL then abort in tls_started */
-  int abort_in_handshake;    /* STARTTLS: abort_connection right after start_tls */
-  int tls_started_in_abort;  /* tls_started calls seen right after that abort returned */
+  int lose_in_handshake;    /* STARTTLS: lose_connection right after start_tls */
+  int abort_after_started;  /* STARTTLS: write TOTAL then abort in tls_started */
+  int abort_in_handshake;   /* STARTTLS: abort_connection right after start_tls */
+  int tls_started_in_abort; /* tls_started calls seen right after that abort returned */
 } script;
 
-static int has_line(tu_conn *c) { return c->rx && memchr(c->rx, '\n', c->rx_len) != NULL; }
+static int has_line(tu_conn *c) {
+  return c->rx && memchr(c->rx, '\n', c->rx_len) != NULL;
+}
 
 /* Answers the request line with the stream, then loses the connection at once. */
 static void answer_data(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len) {
@@ -426,12 +428,15 @@ typedef struct quiet_client {
   pthread_t thread;
 } quiet_client;
 
-static void quiet_wake(void *arg) { (void)arg; }
+static void quiet_wake(void *arg) {
+  (void)arg;
+}
 
 static void *quiet_main(void *arg) {
   quiet_client *q = arg;
   int buf = 8 * 1024;
-  struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)q->port),
+  struct sockaddr_in sin = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)q->port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   struct timeval tv = {10, 0};
   char ch = 0;
@@ -628,13 +633,15 @@ enum starttls_ending {
 };
 
 static const char *const ending_names[END_COUNT] = {
-    "line, then EOF", "line, then reset",
-    "peer EOF",     "peer EOF in a record", "peer reset",          "ClientHello, then EOF",
-    "ClientHello, then reset",                  "no TLS from the peer",
-    "time-out",     "lose, then peer EOF",  "lose, peer silent",   "abort",
-    "abort in the callback", "reactor free"};
+    "line, then EOF",          "line, then reset",     "peer EOF",
+    "peer EOF in a record",    "peer reset",           "ClientHello, then EOF",
+    "ClientHello, then reset", "no TLS from the peer", "time-out",
+    "lose, then peer EOF",     "lose, peer silent",    "abort",
+    "abort in the callback",   "reactor free"};
 
-static int script_started(void *arg) { return ((script *)arg)->started; }
+static int script_started(void *arg) {
+  return ((script *)arg)->started;
+}
 
 typedef struct fd_wait {
   int fd;
@@ -711,51 +718,51 @@ START_TEST(test_starttls_ending_reports_tls_started) {
   ck_assert_int_eq(s.tls_started_in_abort, 0);
 
   switch (ending) {
-  case END_PEER_EOF:
-  case END_LOSE_THEN_EOF:
-    close(fd);
-    fd = -1;
-    break;
-  case END_PEER_EOF_PARTIAL:
-    ck_assert_int_eq(send(fd, "\x16\x03", 2, MSG_NOSIGNAL), 2);
-    close(fd);
-    fd = -1;
-    break;
-  case END_PEER_RESET:
-    tu_raw_reset(fd);
-    fd = -1;
-    break;
-  case END_HELLO_THEN_EOF:
-  case END_HELLO_THEN_RESET: {
-    uint8_t hello[4096];
-    size_t len = make_client_hello(hello, sizeof hello);
-    ck_assert_int_eq(send(fd, hello, len, MSG_NOSIGNAL), (ssize_t)len);
-    fd_wait w = {fd, 1};
-    tu_run_until(r, fd_has, &w, 10.0); /* the server's first flight */
-    ck_assert_int_eq(c->tls_started, 0);
-    if (ending == END_HELLO_THEN_EOF) {
-      shutdown(fd, SHUT_WR);
-    } else {
+    case END_PEER_EOF:
+    case END_LOSE_THEN_EOF:
+      close(fd);
+      fd = -1;
+      break;
+    case END_PEER_EOF_PARTIAL:
+      ck_assert_int_eq(send(fd, "\x16\x03", 2, MSG_NOSIGNAL), 2);
+      close(fd);
+      fd = -1;
+      break;
+    case END_PEER_RESET:
       tu_raw_reset(fd);
       fd = -1;
+      break;
+    case END_HELLO_THEN_EOF:
+    case END_HELLO_THEN_RESET: {
+      uint8_t hello[4096];
+      size_t len = make_client_hello(hello, sizeof hello);
+      ck_assert_int_eq(send(fd, hello, len, MSG_NOSIGNAL), (ssize_t)len);
+      fd_wait w = {fd, 1};
+      tu_run_until(r, fd_has, &w, 10.0); /* the server's first flight */
+      ck_assert_int_eq(c->tls_started, 0);
+      if (ending == END_HELLO_THEN_EOF) {
+        shutdown(fd, SHUT_WR);
+      } else {
+        tu_raw_reset(fd);
+        fd = -1;
+      }
+      break;
     }
-    break;
-  }
-  case END_GARBAGE:
-    ck_assert_int_eq(send(fd, "HELLO THERE, NO TLS HERE\r\n", 26, MSG_NOSIGNAL), 26);
-    break;
-  case END_ABORT:
-    ck_assert_int_eq(weft_transport_abort_connection(c->transport), 0);
-    ck_assert_int_eq(c->tls_started, 0); /* never from inside the call */
-    break;
-  case END_REACTOR_FREE:
-    weft_listener_stop(l);
-    l = NULL;
-    weft_reactor_free(r);
-    r = NULL;
-    break;
-  default:
-    break;
+    case END_GARBAGE:
+      ck_assert_int_eq(send(fd, "HELLO THERE, NO TLS HERE\r\n", 26, MSG_NOSIGNAL), 26);
+      break;
+    case END_ABORT:
+      ck_assert_int_eq(weft_transport_abort_connection(c->transport), 0);
+      ck_assert_int_eq(c->tls_started, 0); /* never from inside the call */
+      break;
+    case END_REACTOR_FREE:
+      weft_listener_stop(l);
+      l = NULL;
+      weft_reactor_free(r);
+      r = NULL;
+      break;
+    default:
+      break;
   }
   if (r) {
     tu_wait_int(r, &f.lost, 1, 10.0);
@@ -763,9 +770,11 @@ START_TEST(test_starttls_ending_reports_tls_started) {
   }
 
   ck_assert_int_eq(f.lost, 1);
-  ck_assert_msg(c->tls_started == 1, "%s: tls_started called %d times before connection_lost "
-                "(%s: %s)", ending_names[ending], c->tls_started,
-                weft_err_name(c->lost_reason.code), c->lost_reason.message);
+  ck_assert_msg(c->tls_started == 1,
+                "%s: tls_started called %d times before connection_lost "
+                "(%s: %s)",
+                ending_names[ending], c->tls_started, weft_err_name(c->lost_reason.code),
+                c->lost_reason.message);
   ck_assert_msg(c->tls_started_status < 0 && c->tls_started_status == c->lost_reason.code,
                 "%s: tls_started said %s, connection_lost %s (%s)", ending_names[ending],
                 weft_err_name(c->tls_started_status), weft_err_name(c->lost_reason.code),
@@ -813,8 +822,8 @@ static void overflow_made(tu_conn *c, weft_transport *t) {
   o->pending_before = weft_transport_pending_output(t);
   o->rc_write = weft_transport_write(t, byte, SIZE_MAX);
   o->rc_ref = weft_transport_write_reference(t, byte, SIZE_MAX, count_release, o);
-  o->rc_ref2 = weft_transport_write_reference(t, byte, SIZE_MAX - o->pending_before + 1,
-                                              count_release, o);
+  o->rc_ref2 =
+      weft_transport_write_reference(t, byte, SIZE_MAX - o->pending_before + 1, count_release, o);
   weft_buf bufs[2] = {{byte, 1}, {byte, SIZE_MAX - 1}}; /* sums to SIZE_MAX exactly */
   o->rc_seq = weft_transport_write_sequence(t, bufs, 2);
   o->pending_after = weft_transport_pending_output(t);
@@ -863,10 +872,10 @@ typedef struct alert_client {
   /* results */
   char error[200];
   int connect_rc;
-  int write1, write2;      /* SSL_write results after the handshake (TLS 1.3) */
+  int write1, write2; /* SSL_write results after the handshake (TLS 1.3) */
   int write_errno;
-  int alert;               /* alert description received, -1 if none */
-  int saw_reset;           /* a write or read failed with ECONNRESET / EPIPE */
+  int alert;     /* alert description received, -1 if none */
+  int saw_reset; /* a write or read failed with ECONNRESET / EPIPE */
   atomic_int done;
   pthread_t thread;
 } alert_client;
@@ -878,7 +887,9 @@ static void alert_info(const SSL *ssl, int where, int ret) {
   }
 }
 
-static void alert_wake(void *arg) { (void)arg; }
+static void alert_wake(void *arg) {
+  (void)arg;
+}
 
 /* A client without a certificate that writes before it reads: at TLS 1.3 its handshake ends
  * before the server's verdict; it waits until the server's alert and FIN are in (both weft
@@ -932,7 +943,9 @@ static void *alert_main(void *arg) {
   return NULL;
 }
 
-static int alert_done(void *arg) { return atomic_load(&((alert_client *)arg)->done); }
+static int alert_done(void *arg) {
+  return atomic_load(&((alert_client *)arg)->done);
+}
 
 /* _i: 0 TLS 1.3 (certificate_required, 116), 1 TLS 1.2 (handshake_failure, 40). */
 START_TEST(test_refused_handshake_alert_reaches_client) {

@@ -58,8 +58,8 @@ static void identities_setup(void) {
   static const char *const dns[] = {"localhost"};
   static const char *const ips[] = {"127.0.0.1"};
   for (int i = 0; i < ID_COUNT; i++) {
-    int rc = weft_key_generate(i == ID_EC ? WEFT_KEY_EC_P256 : WEFT_KEY_RSA,
-                               i == ID_EC ? 0 : 2048, &id_key[i]);
+    int rc = weft_key_generate(i == ID_EC ? WEFT_KEY_EC_P256 : WEFT_KEY_RSA, i == ID_EC ? 0 : 2048,
+                               &id_key[i]);
     ck_assert_msg(rc == 0, "weft_key_generate(%s): %s", id_name[i], weft_err_name(rc));
     weft_cert_spec spec;
     memset(&spec, 0, sizeof spec);
@@ -170,8 +170,8 @@ static void sclient_start(sclient *c, weft_reactor *r, const char *openssl, int 
   c->in_fd = in[1];
   c->out_fd = out[0];
   ck_assert_int_eq(fcntl(c->out_fd, F_SETFL, O_NONBLOCK), 0);
-  c->ev = event_new(weft_reactor_event_base(r), c->out_fd, EV_READ | EV_PERSIST,
-                    sclient_on_output, c);
+  c->ev =
+      event_new(weft_reactor_event_base(r), c->out_fd, EV_READ | EV_PERSIST, sclient_on_output, c);
   ck_assert_ptr_nonnull(c->ev);
   ck_assert_int_eq(event_add(c->ev, NULL), 0);
 }
@@ -226,7 +226,9 @@ static int sclient_reap(sclient *c, double seconds) {
   return c->exited;
 }
 
-static int sclient_eof(void *arg) { return ((sclient *)arg)->eof; }
+static int sclient_eof(void *arg) {
+  return ((sclient *)arg)->eof;
+}
 
 /* Runs the reactor (serving the connection) until s_client closed its output, then reaps it;
  * fails the test if it does not exit in time. Returns its exit code (128 + N for signal N). */
@@ -318,34 +320,53 @@ typedef struct refusal {
 } refusal;
 
 static const refusal refusals[] = {
-    {"TLS 1.0", {"-brief", "-tls1", "-cipher", "DEFAULT:@SECLEVEL=0", NULL}, 70,
-     "protocol version", WEFT_ETLSVERSION},
-    {"TLS 1.1", {"-brief", "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0", NULL}, 70,
-     "protocol version", WEFT_ETLSVERSION},
+    {"TLS 1.0",
+     {"-brief", "-tls1", "-cipher", "DEFAULT:@SECLEVEL=0", NULL},
+     70,
+     "protocol version",
+     WEFT_ETLSVERSION},
+    {"TLS 1.1",
+     {"-brief", "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0", NULL},
+     70,
+     "protocol version",
+     WEFT_ETLSVERSION},
     /* RSA key exchange: no forward secrecy */
     {"RSA key exchange (AES128-GCM-SHA256)",
-     {"-brief", "-tls1_2", "-cipher", "AES128-GCM-SHA256:@SECLEVEL=0", NULL}, 40,
-     "handshake failure", 0},
+     {"-brief", "-tls1_2", "-cipher", "AES128-GCM-SHA256:@SECLEVEL=0", NULL},
+     40,
+     "handshake failure",
+     0},
     {"RSA key exchange (every kRSA cipher)",
-     {"-brief", "-tls1_2", "-cipher", "kRSA:@SECLEVEL=0", NULL}, 40, "handshake failure", 0},
+     {"-brief", "-tls1_2", "-cipher", "kRSA:@SECLEVEL=0", NULL},
+     40,
+     "handshake failure",
+     0},
     /* forward secret, but CBC mode (MAC-then-encrypt: Lucky13 and friends) */
     {"CBC (ECDHE-ECDSA-AES128-SHA256, ECDHE-RSA-AES128-SHA256)",
      {"-brief", "-tls1_2", "-cipher",
       "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:@SECLEVEL=0", NULL},
-     40, "handshake failure", 0},
+     40,
+     "handshake failure",
+     0},
     {"CBC (ECDHE-ECDSA-AES128-SHA, ECDHE-RSA-AES128-SHA)",
      {"-brief", "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:@SECLEVEL=0",
       NULL},
-     40, "handshake failure", 0},
+     40,
+     "handshake failure",
+     0},
     {"every non-AEAD cipher",
      {"-brief", "-tls1_2", "-cipher",
       "ALL:COMPLEMENTOFALL:!AESGCM:!CHACHA20:!AESCCM:!ARIAGCM:@SECLEVEL=0", NULL},
-     40, "handshake failure", 0},
+     40,
+     "handshake failure",
+     0},
     /* RC4, 3DES, DES and EXPORT are compiled out of OpenSSL 3.0 here: the list still offers
      * the NULL-encryption and anonymous (unauthenticated) ciphers */
     {"NULL / anonymous / RC4 / 3DES / DES / EXPORT",
-     {"-brief", "-tls1_2", "-cipher", "NULL:eNULL:aNULL:RC4:3DES:DES:EXP:@SECLEVEL=0", NULL}, 40,
-     "handshake failure", 0},
+     {"-brief", "-tls1_2", "-cipher", "NULL:eNULL:aNULL:RC4:3DES:DES:EXP:@SECLEVEL=0", NULL},
+     40,
+     "handshake failure",
+     0},
 };
 #define N_REFUSALS ((int)(sizeof refusals / sizeof refusals[0]))
 
@@ -423,8 +444,8 @@ START_TEST(test_default_connection) {
   tu_conn *conn = tu_wait_conn(s.r, &s.f, 0, WAIT_SECONDS);
   tu_wait_size(s.r, &conn->rx_len, 5, WAIT_SECONDS);
   sclient_wait_for(&c, s.r, "ping\n"); /* the echo */
-  ck_assert_msg(brief_established(c.out), "%s: no handshake in s_client's output:\n%s",
-                id_name[id], c.out);
+  ck_assert_msg(brief_established(c.out), "%s: no handshake in s_client's output:\n%s", id_name[id],
+                c.out);
   char version[64], cipher[128];
   line_value(c.out, "Protocol version: ", version, sizeof version);
   line_value(c.out, "Ciphersuite: ", cipher, sizeof cipher);

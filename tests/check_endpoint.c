@@ -276,13 +276,13 @@ START_TEST(test_valid_tls) {
   if (!alpn)
     parse_err(desc("ssl:0:privateKey=%s:certKey=%s:alpn=h2", F.ekey, F.ecert), S, WEFT_ENOTSUP,
               "alpn: ");
-  weft_endpoint *ep = parse_ok(
-      desc("ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s:caCerts=%s:requireCert=yes:"
-           "%stlsMin=1.2:tlsMax=1.3:"
-           "handshakeTimeout=7:backlog=5:reusePort=no:connectionLimit=0:writeTimeout=1",
-           F.ekey, F.ecert, F.eca,
-           alpn ? "alpn=h2,http/1.1:mechanisms=alpn:noOverlap=continue:" : ""),
-      S);
+  weft_endpoint *ep =
+      parse_ok(desc("ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s:caCerts=%s:requireCert=yes:"
+                    "%stlsMin=1.2:tlsMax=1.3:"
+                    "handshakeTimeout=7:backlog=5:reusePort=no:connectionLimit=0:writeTimeout=1",
+                    F.ekey, F.ecert, F.eca,
+                    alpn ? "alpn=h2,http/1.1:mechanisms=alpn:noOverlap=continue:" : ""),
+               S);
   weft_cert_options *o = weft_endpoint_get_tls(ep);
   ck_assert_ptr_nonnull(o);
   /* Not frozen yet: the caller may still change the options... */
@@ -306,8 +306,8 @@ START_TEST(test_valid_tls) {
   ck_assert_int_eq(weft_cert_options_prepare(weft_endpoint_get_tls(ep), WEFT_TLS_CLIENT), 0);
   weft_endpoint_free(ep);
 
-  ep = parse_ok(desc("ssl:host=localhost:port=8443:caCerts=%s:certKey=%s:privateKey=%s",
-                     F.eca, F.eclient_cert, F.eclient_key),
+  ep = parse_ok(desc("ssl:host=localhost:port=8443:caCerts=%s:certKey=%s:privateKey=%s", F.eca,
+                     F.eclient_cert, F.eclient_key),
                 C);
   ck_assert_int_eq(weft_endpoint_get_port(ep), 8443);
   ck_assert_ptr_nonnull(weft_endpoint_get_tls(ep));
@@ -379,8 +379,7 @@ START_TEST(test_invalid) {
   memset(longname, 'p', 256);
   longname[256] = '\0';
   parse_err(desc("ssl:1:privateKey=%s:certKey=%s:alpn=%s", k, c, longname), S,
-            (weft_protocol_negotiation_mechanisms() & WEFT_MECH_ALPN) ? WEFT_EINVAL
-                                                                       : WEFT_ENOTSUP,
+            (weft_protocol_negotiation_mechanisms() & WEFT_MECH_ALPN) ? WEFT_EINVAL : WEFT_ENOTSUP,
             "alpn: ");
   parse_err(desc("ssl:1:privateKey=%s:certKey=%s:mechanisms=spdy", k, c), S, WEFT_EINVAL,
             "mechanisms: not alpn, npn or both 'spdy'");
@@ -417,8 +416,7 @@ START_TEST(test_invalid) {
   ck_assert_int_eq(weft_endpoint_parse(NULL, S, &ep, NULL, 0), WEFT_EINVAL);
   ck_assert_ptr_null(ep);
   ck_assert_int_eq(weft_endpoint_parse("tcp:80", S, NULL, NULL, 0), WEFT_EINVAL);
-  ck_assert_int_eq(weft_endpoint_parse("tcp:80", (weft_endpoint_role)9, &ep, NULL, 0),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_endpoint_parse("tcp:80", (weft_endpoint_role)9, &ep, NULL, 0), WEFT_EINVAL);
   ck_assert_int_eq(weft_endpoint_parse("tcp:x", S, &ep, NULL, 0), WEFT_EINVAL);
   char small[8];
   memset(small, 'Z', sizeof small);
@@ -532,8 +530,7 @@ START_TEST(test_e2e_tls_alpn) {
   int port = weft_listener_port(l);
   ck_assert_int_gt(port, 0);
 
-  ck_assert_int_eq(weft_endpoint_parse(desc("tls:127.0.0.1:%d:trustRoots=%s:alpn=h2", port,
-                                            F.eca),
+  ck_assert_int_eq(weft_endpoint_parse(desc("tls:127.0.0.1:%d:trustRoots=%s:alpn=h2", port, F.eca),
                                        C, &cep, err, sizeof err),
                    0);
   ck_assert_int_eq(weft_endpoint_connect(r, cep, &client.base, NULL), 0);
@@ -586,8 +583,8 @@ START_TEST(test_e2e_mutual) {
   tu_wait_int(r, &anon.failed, 1, 10.0);
   ck_assert_int_eq(anon.made, 0);
 
-  ep = parse_ok(desc("tls:host=localhost:port=%d:trustRoots=%s:certificate=%s:privateKey=%s",
-                     port, F.eca, F.eclient_cert, F.eclient_key),
+  ep = parse_ok(desc("tls:host=localhost:port=%d:trustRoots=%s:certificate=%s:privateKey=%s", port,
+                     F.eca, F.eclient_cert, F.eclient_key),
                 C);
   ck_assert_int_eq(weft_endpoint_connect(r, ep, &known.base, NULL), 0);
   weft_endpoint_free(ep);

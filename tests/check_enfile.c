@@ -116,8 +116,8 @@ START_TEST(test_accept_backoff) {
   long calls = accept_calls;
   inject_errno = 0;
   /* 100 ms back-off: about 10 attempts in a second; a listener that spins makes thousands. */
-  ck_assert_msg(calls >= 1 && calls <= 25, "%s: %ld accept calls in %.2f s", strerror(err),
-                calls, elapsed);
+  ck_assert_msg(calls >= 1 && calls <= 25, "%s: %ld accept calls in %.2f s", strerror(err), calls,
+                elapsed);
   ck_assert_int_eq(f.made, 1);
 
   /* accept works again: the connection that waited is served, then a new one. */

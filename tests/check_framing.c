@@ -21,17 +21,17 @@ typedef struct rec {
   uint8_t *log;
   size_t len, cap;
   weft_framer *f;
-  size_t max_held;        /* the most bytes the framer held after a feed */
-  const char *raw_on;     /* switch to raw mode after a frame equal to this */
-  const char *line_on;    /* in raw mode, switch back after this many bytes ... */
-  size_t raw_budget;      /* ... namely this many (0: never) */
+  size_t max_held;     /* the most bytes the framer held after a feed */
+  const char *raw_on;  /* switch to raw mode after a frame equal to this */
+  const char *line_on; /* in raw mode, switch back after this many bytes ... */
+  size_t raw_budget;   /* ... namely this many (0: never) */
   size_t raw_seen;
-  int stop_on;            /* return this from the frame callback after STOP_AFTER frames */
+  int stop_on; /* return this from the frame callback after STOP_AFTER frames */
   int stop_after;
   int frames;
-  const uint8_t *piece;   /* the piece being fed, to check zero copies */
+  const uint8_t *piece; /* the piece being fed, to check zero copies */
   size_t piece_len;
-  int in_place;           /* frames delivered as a pointer into the piece */
+  int in_place; /* frames delivered as a pointer into the piece */
 } rec;
 
 static void rec_put(rec *r, const void *p, size_t n) {
@@ -233,8 +233,7 @@ START_TEST(test_lines_splits) {
   g_max = 16;
   rec t = {.max_held = 16 + 1};
   const char *in = "HELO a\r\n\r\nMAIL x\rz\r\n0123456789abcdef\r\ntail\r";
-  check_all_splits(make_crlf, &t, in, strlen(in),
-                   "F6:HELO aF0:F8:MAIL x\rzF16:0123456789abcdef=0");
+  check_all_splits(make_crlf, &t, in, strlen(in), "F6:HELO aF0:F8:MAIL x\rzF16:0123456789abcdef=0");
   /* A delimiter that overlaps itself: "abc" after "ab". */
   rec t3 = {.max_held = 16 + 2};
   const char *in3 = "xxababcyyabcabcaab";
@@ -323,7 +322,10 @@ START_TEST(test_raw_and_back) {
   g_prefix = 1;
   g_order = WEFT_BIG_ENDIAN;
   rec t = {.max_held = 100, .raw_on = "RAW", .raw_budget = 5};
-  const char in[] = "\x03RAW" "hello" "\x02ok" "\x00";
+  const char in[] = "\x03RAW"
+                    "hello"
+                    "\x02ok"
+                    "\x00";
   size_t len = sizeof in - 1;
   size_t n;
   uint8_t *log = run_split(make_prefixed, &t, (const uint8_t *)in, len, NULL, 0, &n, NULL);
@@ -416,9 +418,11 @@ START_TEST(test_prefixed_hostile) {
   g_order = WEFT_BIG_ENDIAN;
   g_max = 1024;
   rec t = {.max_held = 8};
-  const char huge[] = "\xff\xff\xff\xff\xff\xff\xff\xff" "abcdef";
+  const char huge[] = "\xff\xff\xff\xff\xff\xff\xff\xff"
+                      "abcdef";
   check_all_splits(make_prefixed, &t, huge, sizeof huge - 1, "=33");
-  const char just[] = "\x00\x00\x00\x00\x00\x00\x04\x01" "abc"; /* 1025 */
+  const char just[] = "\x00\x00\x00\x00\x00\x00\x04\x01"
+                      "abc"; /* 1025 */
   check_all_splits(make_prefixed, &t, just, sizeof just - 1, "=33");
   g_order = WEFT_LITTLE_ENDIAN;
   g_prefix = 4;

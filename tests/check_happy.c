@@ -96,8 +96,9 @@ static void blackholed_first(int tls) {
   connect_name(r, &cf, "he.test", port, co, 10, -1);
   tu_run_until(r, made_or_failed, &cf, 12);
   double elapsed = tu_now() - t0;
-  fprintf(stderr, "happy: %s, first address black-holed: connected in %.3f s (attempt delay "
-                  "0.25 s, time-out 10 s)\n",
+  fprintf(stderr,
+          "happy: %s, first address black-holed: connected in %.3f s (attempt delay "
+          "0.25 s, time-out 10 s)\n",
           tls ? "TLS" : "TCP", elapsed);
   ck_assert_msg(cf.made == 1, "not connected: %s", cf.last_failed.message);
   ck_assert_msg(elapsed < 5.0, "connected after %.3f s: the second address waited", elapsed);
@@ -151,8 +152,10 @@ START_TEST(all_blackholed) {
   connect_name(r, &cf, "dead.test", 443, NULL, 0.8, 0.1);
   tu_wait_int(r, &cf.failed, 1, 5);
   double elapsed = tu_now() - t0;
-  fprintf(stderr, "happy: three black-holed addresses, attempt delay 0.1 s, time-out 0.8 s: "
-                  "failed after %.3f s\n", elapsed);
+  fprintf(stderr,
+          "happy: three black-holed addresses, attempt delay 0.1 s, time-out 0.8 s: "
+          "failed after %.3f s\n",
+          elapsed);
   ck_assert_int_eq(cf.last_failed.code, WEFT_ETIMEDOUT);
   ck_assert_int_eq(tu_count_fds(), fds);
   connect_name(r, &cf, "dead.test", 443, NULL, 10, 0.05);
@@ -163,7 +166,7 @@ START_TEST(all_blackholed) {
   tu_wait_int(r, &cf.failed, 2, 5);
   ck_assert_int_eq(cf.last_failed.code, WEFT_ECANCELED);
   ck_assert_int_eq(tu_count_fds(), fds + 3); /* the other connector's three attempts */
-  tu_fake_dns_free(dns); /* before the reactor */
+  tu_fake_dns_free(dns);                     /* before the reactor */
   weft_reactor_free(r); /* the other fails with WEFT_ESHUTDOWN, its sockets closed */
   ck_assert_int_eq(cf.failed, 3);
   tu_factory_check(&cf);
@@ -235,8 +238,9 @@ START_TEST(two_live_tls_winner_only) {
   tu_settle(r, 0.3);
   ck_assert_int_eq(s4.built + s6.built, 1);
   ck_assert_int_eq(s4.made + s6.made, 1);
-  fprintf(stderr, "happy: two live addresses, delay 0: won by %s; the other server saw %d "
-                  "failed handshake(s)\n",
+  fprintf(stderr,
+          "happy: two live addresses, delay 0: won by %s; the other server saw %d "
+          "failed handshake(s)\n",
           s4.built ? "IPv4" : "IPv6", s4.built ? s6.handshake_failed : s4.handshake_failed);
   tu_fake_dns_free(dns); /* before the reactor */
   weft_reactor_free(r);

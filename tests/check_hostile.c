@@ -46,8 +46,8 @@
 
 #define RX_STR(c) ((c)->rx ? (const char *)(c)->rx : "")
 
-#define ck_assert_reason(r, expect_code)                                                        \
-  ck_assert_msg((r)->code == (expect_code), "%s: got %s (%s), expected %s", #r,                \
+#define ck_assert_reason(r, expect_code)                                                           \
+  ck_assert_msg((r)->code == (expect_code), "%s: got %s (%s), expected %s", #r,                    \
                 weft_err_name((r)->code), (r)->message, weft_err_name(expect_code))
 
 /* With HOSTILE_VERBOSE set in the environment, prints what weft said about each case (to see
@@ -97,8 +97,7 @@ static void srv_init(srv *s, int tls) {
     /* A build without ALPN and NPN (configure --disable-alpn --disable-npn) refuses a list;
      * the hostile cases still run there, only the ALPN-specific ones skip. */
     if (weft_protocol_negotiation_mechanisms() != 0)
-      tu_check_opt(s->sopts,
-                   weft_cert_options_set_next_protocols(s->sopts, server_protocols, 2));
+      tu_check_opt(s->sopts, weft_cert_options_set_next_protocols(s->sopts, server_protocols, 2));
   }
 }
 
@@ -226,15 +225,13 @@ static void raw_read_to_end(int fd, raw_end *end) {
       return;
     }
     if (n < 0) {
-      ck_assert_msg(errno == ECONNRESET, "raw socket: %s instead of EOF or reset",
-                    strerror(errno));
+      ck_assert_msg(errno == ECONNRESET, "raw socket: %s instead of EOF or reset", strerror(errno));
       end->reset = 1;
       return;
     }
     if (end->bytes < sizeof end->head)
       memcpy(end->head + end->bytes, buf,
-             (size_t)n < sizeof end->head - end->bytes ? (size_t)n
-                                                        : sizeof end->head - end->bytes);
+             (size_t)n < sizeof end->head - end->bytes ? (size_t)n : sizeof end->head - end->bytes);
     end->bytes += (size_t)n;
   }
   ck_abort_msg("raw socket: more than 1 MiB and no end");
@@ -305,16 +302,18 @@ static uint8_t *capture_client_hello(const uint8_t *wire, size_t wire_len, size_
   return hello;
 }
 
-static unsigned be16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
+static unsigned be16(const uint8_t *p) {
+  return (unsigned)p[0] << 8 | p[1];
+}
 
 /* Finds the ALPN extension (type 16) of a ClientHello that fits in one record; returns the
  * offset of its data (the 2-byte list length) and stores the extension data length. */
 static size_t find_alpn_extension(const uint8_t *rec, size_t len, size_t *ext_len) {
   ck_assert_uint_ge(len, 5 + 4 + 2 + 32 + 1);
   ck_assert_uint_eq(5 + be16(rec + 3), len); /* one record */
-  ck_assert_int_eq(rec[5], 1);              /* client_hello */
-  size_t p = 5 + 4 + 2 + 32;                /* header, handshake header, version, random */
-  p += 1 + rec[p];                          /* session id */
+  ck_assert_int_eq(rec[5], 1);               /* client_hello */
+  size_t p = 5 + 4 + 2 + 32;                 /* header, handshake header, version, random */
+  p += 1 + rec[p];                           /* session id */
   ck_assert_uint_le(p + 2, len);
   p += 2 + be16(rec + p); /* cipher suites */
   ck_assert_uint_le(p + 1, len);
@@ -348,7 +347,7 @@ typedef struct ossl_peer {
   int eof;                 /* close_notify or EOF after the handshake */
   int read_after;          /* keep reading (and collect plaintext) after the handshake */
   char error[256];
-  char selected[256];      /* ALPN result, "" if none */
+  char selected[256]; /* ALPN result, "" if none */
   char rx[256];
   size_t rx_len;
 } ossl_peer;
@@ -591,8 +590,7 @@ START_TEST(test_huge_alpn) {
     ck_assert_int_eq(r->tls_alert, 120);
     ck_assert_int_eq(r->alert_sent, 1);
     ck_assert_msg(p.failed && !p.done, "the hostile client completed its handshake");
-    ck_assert_msg(str_contains(p.error, "no application protocol"), "client error: %s",
-                  p.error);
+    ck_assert_msg(str_contains(p.error, "no application protocol"), "client error: %s", p.error);
   } else {
     /* The server walks the whole list and picks its own protocol at the end of it. */
     ck_assert_msg(p.done, "handshake failed: %s", p.error);
@@ -731,13 +729,13 @@ END_TEST
 #define PROD_LOW ((size_t)256 << 10)
 
 typedef struct producer {
-  uint64_t limit;  /* stop after this many bytes */
-  uint64_t sent;   /* bytes accepted by weft_transport_write */
-  size_t peak;     /* highest pending output seen */
+  uint64_t limit; /* stop after this many bytes */
+  uint64_t sent;  /* bytes accepted by weft_transport_write */
+  size_t peak;    /* highest pending output seen */
   int runs;
   int write_errors;
   int last_write_error;
-  int active;      /* produce from write_drained */
+  int active; /* produce from write_drained */
   double made_at, lost_at;
   uint8_t chunk[PROD_CHUNK];
 } producer;
@@ -823,15 +821,14 @@ END_TEST
 /* --- A client that never reads: the write time-out ------------------------------------------- */
 
 typedef enum never_reads_kind {
-  NR_TLS = 0,      /* TLS, weft_transport_set_write_timeout in connection_made */
-  NR_TLS_DEFAULT,  /* TLS, weft_listener_set_write_timeout */
-  NR_TCP,          /* plain TCP */
-  NR_STARTTLS,     /* TCP upgraded with weft_transport_start_tls after the time-out was set */
+  NR_TLS = 0,     /* TLS, weft_transport_set_write_timeout in connection_made */
+  NR_TLS_DEFAULT, /* TLS, weft_listener_set_write_timeout */
+  NR_TCP,         /* plain TCP */
+  NR_STARTTLS,    /* TCP upgraded with weft_transport_start_tls after the time-out was set */
   NR_KINDS
 } never_reads_kind;
 
-static const char *const never_reads_names[] = {"tls", "tls-listener-default", "tcp",
-                                                "starttls"};
+static const char *const never_reads_names[] = {"tls", "tls-listener-default", "tcp", "starttls"};
 
 #define WRITE_TIMEOUT 0.5
 
@@ -1067,8 +1064,7 @@ START_TEST(test_tls_client_to_tcp_port) {
   ck_assert_int_eq(client.made, 0);
   ck_assert_int_eq(client.built, 0);
   show_reason("client connection_failed", &client.last_failed);
-  ck_assert_msg(client.last_failed.code == WEFT_ETLS ||
-                    client.last_failed.code == WEFT_ETLSVERSION,
+  ck_assert_msg(client.last_failed.code == WEFT_ETLS || client.last_failed.code == WEFT_ETLSVERSION,
                 "got %s: %s", weft_err_name(client.last_failed.code), client.last_failed.message);
   /* OpenSSL reads "hello\n" as a record header: "wrong version number", which weft words as
    * a version problem with a hint. */
@@ -1281,8 +1277,7 @@ static int emfile_served(weft_reactor *r, tu_factory *f, int fd, int port, int t
   if (weft_reactor_run_until(r, made_at_least, f, 10.0) != 0)
     return 0;
   recv_wait echo = {fd, "", 0, 4};
-  return weft_reactor_run_until(r, recv_done, &echo, 10.0) == 0 &&
-         memcmp(echo.buf, "ping", 4) == 0;
+  return weft_reactor_run_until(r, recv_done, &echo, 10.0) == 0 && memcmp(echo.buf, "ping", 4) == 0;
 }
 
 #define EMFILE_PERIOD 1.0
@@ -1408,8 +1403,9 @@ START_TEST(test_emfile_backoff) {
   double wall = 0, cpu = 0;
   long passes = -1;
   int made_during = -1, queued = 0, fresh = 0, made = -1;
-  ck_assert_msg(sscanf(out, "wall=%lf cpu=%lf passes=%ld made_during=%d queued=%d fresh=%d "
-                            "made=%d",
+  ck_assert_msg(sscanf(out,
+                       "wall=%lf cpu=%lf passes=%ld made_during=%d queued=%d fresh=%d "
+                       "made=%d",
                        &wall, &cpu, &passes, &made_during, &queued, &fresh, &made) == 7,
                 "child said '%s'", out);
   ck_assert_msg(wall >= EMFILE_PERIOD * 0.95, "exhausted period lasted %.3f s", wall);
@@ -1417,8 +1413,8 @@ START_TEST(test_emfile_backoff) {
   ck_assert_msg(cpu < 0.5 * wall, "the loop spun: %.3f s of CPU in %.3f s", cpu, wall);
   /* The same seen from the loop (this machine's CPU clock under-counts a spinning loop): a
    * retry every 100 ms is a few dozen passes, a spinning loop tens of thousands. */
-  ck_assert_msg(passes >= 1 && passes < 20 * wall / 0.1, "%ld passes of the loop in %.3f s",
-                passes, wall);
+  ck_assert_msg(passes >= 1 && passes < 20 * wall / 0.1, "%ld passes of the loop in %.3f s", passes,
+                wall);
   if (under_valgrind())
     ck_assert_msg(queued == -1, "queued %d under valgrind", queued);
   else

@@ -53,7 +53,9 @@
 
 #define WAIT 20.0 /* generous: valgrind slows handshakes down a lot */
 
-static int version_of(int i) { return i % 2 == 0 ? WEFT_TLS1_2 : WEFT_TLS1_3; }
+static int version_of(int i) {
+  return i % 2 == 0 ? WEFT_TLS1_2 : WEFT_TLS1_3;
+}
 
 /* --- A world: reactor, PKI, factories, options to release ---------------------------------- */
 
@@ -153,8 +155,8 @@ typedef struct result {
   int client_ok, client_code; /* client made (1), or its connection_failed code */
   int server_ok, server_code; /* server built, or its handshake_failed code */
   int client_reused, server_reused;
-  int server_peer_cert;   /* the server reports a peer certificate */
-  long server_verify;     /* the server's SSL_get_verify_result */
+  int server_peer_cert; /* the server reports a peer certificate */
+  long server_verify;   /* the server's SSL_get_verify_result */
   char server_msg[TU_MSG_MAX], client_msg[TU_MSG_MAX];
 } result;
 
@@ -220,12 +222,12 @@ static result attempt(world *w, int port, weft_cert_options *copts, const char *
 static void expect_at(int line, result r, int want_reused, const char *what) {
   int ok = r.client_ok && r.server_ok && r.client_reused == want_reused &&
            r.server_reused == want_reused;
-  ck_assert_msg(ok, "line %d: %s: expected a %s; client %s, reused %d (%s); server %s, "
-                    "reused %d (%s)",
+  ck_assert_msg(ok,
+                "line %d: %s: expected a %s; client %s, reused %d (%s); server %s, "
+                "reused %d (%s)",
                 line, what, want_reused ? "resumed connection" : "full handshake",
-                r.client_ok ? "ok" : weft_err_name(r.client_code), r.client_reused,
-                r.client_msg, r.server_ok ? "ok" : weft_err_name(r.server_code),
-                r.server_reused, r.server_msg);
+                r.client_ok ? "ok" : weft_err_name(r.client_code), r.client_reused, r.client_msg,
+                r.server_ok ? "ok" : weft_err_name(r.server_code), r.server_reused, r.server_msg);
 }
 
 #define expect_resumed(res, what) expect_at(__LINE__, (res), 1, (what))
@@ -432,8 +434,8 @@ START_TEST(test_starttls_then_connect_ip) {
   int v = version_of(_i);
   world w;
   world_init(&w);
-  starttls_cfg server = {.options = keep(&w, tu_options_with_identity(w.pki.server_key,
-                                                                       w.evil_cert))};
+  starttls_cfg server = {.options =
+                             keep(&w, tu_options_with_identity(w.pki.server_key, w.evil_cert))};
   versions(server.options, v);
   int port;
   starttls_listen(&w, &server, &port);
@@ -459,8 +461,8 @@ START_TEST(test_skip_identity_caches_nothing) {
   int v = version_of(_i);
   world w;
   world_init(&w);
-  starttls_cfg server = {.options = keep(&w, tu_options_with_identity(w.pki.server_key,
-                                                                       w.evil_cert))};
+  starttls_cfg server = {.options =
+                             keep(&w, tu_options_with_identity(w.pki.server_key, w.evil_cert))};
   versions(server.options, v);
   int port;
   starttls_listen(&w, &server, &port);
@@ -506,8 +508,7 @@ START_TEST(test_client_cache_keys) {
     static const char *const h2[] = {"h2"};
     weft_cert_options *other = client_opts(&w, v);
     tu_check_opt(other, weft_cert_options_set_next_protocols(other, h2, 1));
-    tu_check_opt(other,
-                 weft_cert_options_set_no_overlap_policy(other, WEFT_NO_OVERLAP_CONTINUE));
+    tu_check_opt(other, weft_cert_options_set_no_overlap_policy(other, WEFT_NO_OVERLAP_CONTINUE));
     expect_full(attempt(&w, port, other, "localhost"), "other protocol list");
     expect_resumed(attempt(&w, port, other, "localhost"), "other protocol list, again (control)");
   }
@@ -567,13 +568,13 @@ START_TEST(test_starttls_identity_default) {
   weft_listener_stop(l);
 
   /* evil.example, no IP: refused without a name, and with the wrong name */
-  starttls_cfg evil = {.options = keep(&w, tu_options_with_identity(w.pki.server_key,
-                                                                     w.evil_cert))};
+  starttls_cfg evil = {.options =
+                           keep(&w, tu_options_with_identity(w.pki.server_key, w.evil_cert))};
   int evil_port;
   starttls_listen(&w, &evil, &evil_port);
   starttls_once(&w, evil_port, &client);
-  ck_assert_msg(client.started == 1 && client.status == WEFT_EHOSTNAME,
-                "no name, evil.example: %s", weft_err_name(client.status));
+  ck_assert_msg(client.started == 1 && client.status == WEFT_EHOSTNAME, "no name, evil.example: %s",
+                weft_err_name(client.status));
   client.name = "localhost";
   starttls_once(&w, evil_port, &client);
   ck_assert_int_eq(client.status, WEFT_EHOSTNAME);
@@ -781,14 +782,14 @@ START_TEST(test_npn_server_refuses_s_client) {
     dup2(in[0], 0);
     dup2(out[1], 1);
     dup2(out[1], 2);
-    execl(prog, "openssl", "s_client", "-tls1_2", "-nextprotoneg", "spdy/3", "-connect",
-          connect, (char *)NULL);
+    execl(prog, "openssl", "s_client", "-tls1_2", "-nextprotoneg", "spdy/3", "-connect", connect,
+          (char *)NULL);
     _exit(127);
   }
   close(in[0]);
   close(out[1]);
-  struct event *ev = event_new(weft_reactor_event_base(w.r), out[0], EV_READ | EV_PERSIST,
-                               on_child_output, &c);
+  struct event *ev =
+      event_new(weft_reactor_event_base(w.r), out[0], EV_READ | EV_PERSIST, on_child_output, &c);
   ck_assert_ptr_nonnull(ev);
   event_add(ev, NULL);
   tu_run_until(w.r, server_refused, &w, WAIT);

@@ -176,16 +176,15 @@ typedef struct rfix {
   weft_reactor *r;
   tu_factory server, client;
   weft_reconnector *rc;
-  int retries_seen;                  /* on_retry calls */
-  weft_transport *transport_after;   /* weft_reconnector_transport after the first lost */
+  int retries_seen;                /* on_retry calls */
+  weft_transport *transport_after; /* weft_reconnector_transport after the first lost */
   weft_reconnect_state state_after;
-  int swapped_lost;                  /* connection_lost calls through the swapped table */
+  int swapped_lost; /* connection_lost calls through the swapped table */
 } rfix;
 
 static rfix *g_rfix;
 
-static void rf_on_retry(weft_reconnector *rc, double delay, const weft_reason *reason,
-                        void *data) {
+static void rf_on_retry(weft_reconnector *rc, double delay, const weft_reason *reason, void *data) {
   rfix *fx = data;
   (void)rc;
   (void)delay;
@@ -307,8 +306,7 @@ static void schedule_swap(tu_conn *c, weft_transport *t) {
     return;
   swap_target = &c->base;
   (void)t;
-  ck_assert_int_eq(weft_reactor_call_later(weft_transport_reactor(t), 0.01, swap_later, NULL,
-                                           NULL),
+  ck_assert_int_eq(weft_reactor_call_later(weft_transport_reactor(t), 0.01, swap_later, NULL, NULL),
                    0);
 }
 

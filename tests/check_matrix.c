@@ -59,23 +59,57 @@
 /* --- The axes ----------------------------------------------------------------------------- */
 
 enum cb {
-  CB_BUILD, CB_MADE, CB_DATA, CB_EOF, CB_DRAINED, CB_TLS_STARTED, CB_LOST, CB_FAILED,
-  CB_HS_FAILED, CB_RELEASE, CB_DELAYED, NCB
+  CB_BUILD,
+  CB_MADE,
+  CB_DATA,
+  CB_EOF,
+  CB_DRAINED,
+  CB_TLS_STARTED,
+  CB_LOST,
+  CB_FAILED,
+  CB_HS_FAILED,
+  CB_RELEASE,
+  CB_DELAYED,
+  NCB
 };
 static const char *const cb_names[NCB] = {
-    "build_protocol", "connection_made", "data_received", "read_eof", "write_drained",
-    "tls_started", "connection_lost", "connection_failed", "handshake_failed", "release",
-    "delayed_call"};
+    "build_protocol",   "connection_made", "data_received",   "read_eof",
+    "write_drained",    "tls_started",     "connection_lost", "connection_failed",
+    "handshake_failed", "release",         "delayed_call"};
 
 enum act {
-  A_WRITE, A_WRITE_REF, A_LOSE, A_ABORT, A_HALF_CLOSE, A_PAUSE_RESUME, A_START_TLS,
-  A_LISTENER_STOP, A_CONNECTOR_CANCEL, A_RC_STOP, A_RC_FREE, A_REACTOR_STOP, A_REACTOR_FREE,
-  A_DISPATCH_FREE, A_OPS_SWAP, NACT
+  A_WRITE,
+  A_WRITE_REF,
+  A_LOSE,
+  A_ABORT,
+  A_HALF_CLOSE,
+  A_PAUSE_RESUME,
+  A_START_TLS,
+  A_LISTENER_STOP,
+  A_CONNECTOR_CANCEL,
+  A_RC_STOP,
+  A_RC_FREE,
+  A_REACTOR_STOP,
+  A_REACTOR_FREE,
+  A_DISPATCH_FREE,
+  A_OPS_SWAP,
+  NACT
 };
-static const char *const act_names[NACT] = {
-    "write", "write_reference", "lose", "abort", "half_close", "pause_resume", "start_tls",
-    "listener_stop", "connector_cancel", "reconnector_stop", "reconnector_free", "reactor_stop",
-    "reactor_free", "dispatch_free", "ops_swap"};
+static const char *const act_names[NACT] = {"write",
+                                            "write_reference",
+                                            "lose",
+                                            "abort",
+                                            "half_close",
+                                            "pause_resume",
+                                            "start_tls",
+                                            "listener_stop",
+                                            "connector_cancel",
+                                            "reconnector_stop",
+                                            "reconnector_free",
+                                            "reactor_stop",
+                                            "reactor_free",
+                                            "dispatch_free",
+                                            "ops_swap"};
 
 enum kind { K_TCP, K_TLS, K_STARTTLS, NKIND };
 static const char *const kind_names[NKIND] = {"tcp", "tls", "starttls"};
@@ -145,34 +179,34 @@ static struct {
   weft_connector *connector;
   weft_reconnector *rc;
   weft_factory *dispatch;
-  int fired;            /* the callback under test ran */
-  int acted;            /* the action ran */
-  int free_now;         /* A_REACTOR_FREE: free the reactor once the callback returned */
-  int ending;           /* end_live ran: the harness closed the connections itself */
-  int in_weft;          /* depth of weft calls made by the action */
-  int nested_lost;      /* connection_lost seen inside such a call */
-  int ref_rc;           /* the action's write_reference result (1: not called) */
-  int ref_released;     /* ... its release calls */
-  int hx_ref_released;  /* the harness's own write_reference (the release cell) */
+  int fired;           /* the callback under test ran */
+  int acted;           /* the action ran */
+  int free_now;        /* A_REACTOR_FREE: free the reactor once the callback returned */
+  int ending;          /* end_live ran: the harness closed the connections itself */
+  int in_weft;         /* depth of weft calls made by the action */
+  int nested_lost;     /* connection_lost seen inside such a call */
+  int ref_rc;          /* the action's write_reference result (1: not called) */
+  int ref_released;    /* ... its release calls */
+  int hx_ref_released; /* the harness's own write_reference (the release cell) */
   int hx_ref_rc;
-  int starttls_ok;      /* start_tls calls that returned 0 (client side) */
+  int starttls_ok;       /* start_tls calls that returned 0 (client side) */
   int tls_started_calls; /* client tls_started calls */
-  int swapped;          /* the ops were swapped before connection_lost */
-  int swap_lost;        /* connection_lost through the swapped table */
-  int action_rc;        /* the action's main result */
+  int swapped;           /* the ops were swapped before connection_lost */
+  int swap_lost;         /* connection_lost through the swapped table */
+  int action_rc;         /* the action's main result */
   weft_transport *acted_on;
 } M;
 
 static uint8_t ref_buf[16384];
 static uint8_t drain_buf[256 * 1024];
 
-#define CELL_ASSERT(cond, ...)                                                        \
-  do {                                                                                \
-    if (!(cond)) {                                                                    \
-      char m_msg_[512];                                                               \
-      snprintf(m_msg_, sizeof m_msg_, __VA_ARGS__);                                   \
-      ck_abort_msg("cell %s: %s (%s)", M.name, m_msg_, #cond);                        \
-    }                                                                                 \
+#define CELL_ASSERT(cond, ...)                                                                     \
+  do {                                                                                             \
+    if (!(cond)) {                                                                                 \
+      char m_msg_[512];                                                                            \
+      snprintf(m_msg_, sizeof m_msg_, __VA_ARGS__);                                                \
+      ck_abort_msg("cell %s: %s (%s)", M.name, m_msg_, #cond);                                     \
+    }                                                                                              \
   } while (0)
 
 /* Runs the loop until PRED holds or SECONDS pass; a weft_reactor_stop from a cell only
@@ -213,8 +247,8 @@ static void sw_lost(weft_protocol *p, weft_transport *t, const weft_reason *reas
   M.swap_lost++;
   tu_conn_ops.connection_lost(p, t, reason);
 }
-static const weft_protocol_ops swapped_ops = {0, sw_made, sw_data, sw_eof, sw_drained,
-                                              sw_tls_started, sw_lost};
+static const weft_protocol_ops swapped_ops = {0,          sw_made,        sw_data, sw_eof,
+                                              sw_drained, sw_tls_started, sw_lost};
 
 /* --- The action ---------------------------------------------------------------------------- */
 
@@ -234,72 +268,72 @@ static void act(tu_conn *c, weft_transport *t, int cb) {
   M.in_weft++;
   int rc = 0;
   switch (M.c.act) {
-  case A_WRITE:
-    rc = weft_transport_write(t, "w", 1);
-    CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "write: %s", weft_err_name(rc));
-    break;
-  case A_WRITE_REF:
-    M.ref_rc = rc = weft_transport_write_reference(t, ref_buf, sizeof ref_buf, ref_release, NULL);
-    CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "write_reference: %s", weft_err_name(rc));
-    break;
-  case A_LOSE:
-    rc = weft_transport_lose_connection(t);
-    CELL_ASSERT(rc == 0, "lose: %s", weft_err_name(rc));
-    break;
-  case A_ABORT:
-    rc = weft_transport_abort_connection(t);
-    CELL_ASSERT(rc == 0, "abort: %s", weft_err_name(rc));
-    break;
-  case A_HALF_CLOSE:
-    rc = weft_transport_half_close(t);
-    CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED || rc == WEFT_ENOTSUP, "half_close: %s",
-                weft_err_name(rc));
-    break;
-  case A_PAUSE_RESUME:
-    rc = weft_transport_pause_reading(t);
-    CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "pause: %s", weft_err_name(rc));
-    rc = weft_transport_resume_reading(t);
-    CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "resume: %s", weft_err_name(rc));
-    break;
-  case A_START_TLS:
-    rc = weft_transport_start_tls(t, co, WEFT_TLS_CLIENT, "localhost");
-    CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED || rc == WEFT_EBUSY, "start_tls: %s",
-                weft_err_name(rc));
-    if (rc == 0)
-      M.starttls_ok++;
-    break;
-  case A_LISTENER_STOP:
-    weft_listener_stop(M.listener);
-    M.listener = NULL;
-    break;
-  case A_CONNECTOR_CANCEL:
-    rc = weft_connector_cancel(M.connector);
-    CELL_ASSERT(rc == 0, "cancel: %s", weft_err_name(rc));
-    break;
-  case A_RC_STOP:
-    rc = weft_reconnector_stop(M.rc);
-    CELL_ASSERT(rc == 0, "reconnector_stop: %s", weft_err_name(rc));
-    break;
-  case A_RC_FREE:
-    weft_reconnector_free(M.rc);
-    M.rc = NULL;
-    break;
-  case A_REACTOR_STOP:
-    rc = weft_reactor_stop(M.r);
-    CELL_ASSERT(rc == 0, "reactor_stop: %s", weft_err_name(rc));
-    break;
-  case A_REACTOR_FREE:
-    M.free_now = 1; /* after the callback returned: see the table above */
-    break;
-  case A_DISPATCH_FREE:
-    weft_dispatch_factory_free(M.dispatch);
-    M.dispatch = NULL;
-    break;
-  case A_OPS_SWAP:
-    c->base.ops = &swapped_ops;
-    if (cb != CB_LOST)
-      M.swapped = 1;
-    break;
+    case A_WRITE:
+      rc = weft_transport_write(t, "w", 1);
+      CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "write: %s", weft_err_name(rc));
+      break;
+    case A_WRITE_REF:
+      M.ref_rc = rc = weft_transport_write_reference(t, ref_buf, sizeof ref_buf, ref_release, NULL);
+      CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "write_reference: %s", weft_err_name(rc));
+      break;
+    case A_LOSE:
+      rc = weft_transport_lose_connection(t);
+      CELL_ASSERT(rc == 0, "lose: %s", weft_err_name(rc));
+      break;
+    case A_ABORT:
+      rc = weft_transport_abort_connection(t);
+      CELL_ASSERT(rc == 0, "abort: %s", weft_err_name(rc));
+      break;
+    case A_HALF_CLOSE:
+      rc = weft_transport_half_close(t);
+      CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED || rc == WEFT_ENOTSUP, "half_close: %s",
+                  weft_err_name(rc));
+      break;
+    case A_PAUSE_RESUME:
+      rc = weft_transport_pause_reading(t);
+      CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "pause: %s", weft_err_name(rc));
+      rc = weft_transport_resume_reading(t);
+      CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "resume: %s", weft_err_name(rc));
+      break;
+    case A_START_TLS:
+      rc = weft_transport_start_tls(t, co, WEFT_TLS_CLIENT, "localhost");
+      CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED || rc == WEFT_EBUSY, "start_tls: %s",
+                  weft_err_name(rc));
+      if (rc == 0)
+        M.starttls_ok++;
+      break;
+    case A_LISTENER_STOP:
+      weft_listener_stop(M.listener);
+      M.listener = NULL;
+      break;
+    case A_CONNECTOR_CANCEL:
+      rc = weft_connector_cancel(M.connector);
+      CELL_ASSERT(rc == 0, "cancel: %s", weft_err_name(rc));
+      break;
+    case A_RC_STOP:
+      rc = weft_reconnector_stop(M.rc);
+      CELL_ASSERT(rc == 0, "reconnector_stop: %s", weft_err_name(rc));
+      break;
+    case A_RC_FREE:
+      weft_reconnector_free(M.rc);
+      M.rc = NULL;
+      break;
+    case A_REACTOR_STOP:
+      rc = weft_reactor_stop(M.r);
+      CELL_ASSERT(rc == 0, "reactor_stop: %s", weft_err_name(rc));
+      break;
+    case A_REACTOR_FREE:
+      M.free_now = 1; /* after the callback returned: see the table above */
+      break;
+    case A_DISPATCH_FREE:
+      weft_dispatch_factory_free(M.dispatch);
+      M.dispatch = NULL;
+      break;
+    case A_OPS_SWAP:
+      c->base.ops = &swapped_ops;
+      if (cb != CB_LOST)
+        M.swapped = 1;
+      break;
   }
   M.action_rc = rc;
   M.in_weft--;
@@ -330,24 +364,24 @@ static void client_ready(tu_conn *c, weft_transport *t) {
   if (c->index != 0)
     return;
   switch (M.c.cb) {
-  case CB_DRAINED: {
-    /* The cell's write_drained may have run already, on the STARTTLS command's clear-text
+    case CB_DRAINED: {
+      /* The cell's write_drained may have run already, on the STARTTLS command's clear-text
      * write, and the harness may be closing the connection while the handshake ends (slow
      * builds: TSan, valgrind): then the write is refused, as it must be. */
-    int rc = weft_transport_write(t, drain_buf, sizeof drain_buf);
-    CELL_ASSERT(rc == 0 || (M.ending && rc == WEFT_ECLOSED), "harness write: %s",
-                weft_err_name(rc));
-    break;
-  }
-  case CB_RELEASE:
-    M.hx_ref_rc = weft_transport_write_reference(t, ref_buf, sizeof ref_buf, hx_ref_release, c);
-    CELL_ASSERT(M.hx_ref_rc == 0, "harness write_reference: %s", weft_err_name(M.hx_ref_rc));
-    break;
-  case CB_DELAYED:
-    ck_assert_int_eq(weft_reactor_call_later(M.r, 0, on_delayed, c, NULL), 0);
-    break;
-  default:
-    break;
+      int rc = weft_transport_write(t, drain_buf, sizeof drain_buf);
+      CELL_ASSERT(rc == 0 || (M.ending && rc == WEFT_ECLOSED), "harness write: %s",
+                  weft_err_name(rc));
+      break;
+    }
+    case CB_RELEASE:
+      M.hx_ref_rc = weft_transport_write_reference(t, ref_buf, sizeof ref_buf, hx_ref_release, c);
+      CELL_ASSERT(M.hx_ref_rc == 0, "harness write_reference: %s", weft_err_name(M.hx_ref_rc));
+      break;
+    case CB_DELAYED:
+      ck_assert_int_eq(weft_reactor_call_later(M.r, 0, on_delayed, c, NULL), 0);
+      break;
+    default:
+      break;
   }
 }
 
@@ -490,12 +524,12 @@ static int fresh_pred(void *arg) {
   fresh *f = arg;
   tu_conn *c = tu_factory_conn(&f->fc, 0);
   switch (f->stage) {
-  case 0:
-    return f->fc.made == 1 || f->fc.failed > 0;
-  case 1:
-    return c->rx_total >= 4 || c->lost;
-  default:
-    return f->fc.lost == 1 && f->fs.lost == 1;
+    case 0:
+      return f->fc.made == 1 || f->fc.failed > 0;
+    case 1:
+      return c->rx_total >= 4 || c->lost;
+    default:
+      return f->fc.lost == 1 && f->fs.lost == 1;
   }
 }
 
@@ -619,13 +653,13 @@ START_TEST(test_cell) {
     end_live(&M.client);
     end_live(&M.server);
     CELL_ASSERT(m_run(all_lost_pred, NULL, 5),
-                "connections did not end: client %d/%d, server %d/%d", M.client.made,
-                M.client.lost, M.server.made, M.server.lost);
+                "connections did not end: client %d/%d, server %d/%d", M.client.made, M.client.lost,
+                M.server.made, M.server.lost);
     if (M.c.cb == CB_FAILED &&
         (M.c.act == A_RC_STOP || M.c.act == A_RC_FREE || M.c.act == A_CONNECTOR_CANCEL))
       CELL_ASSERT(M.client.failed == failed_at_action,
-                  "connection_failed after the attempt was stopped (%d then %d)",
-                  failed_at_action, M.client.failed);
+                  "connection_failed after the attempt was stopped (%d then %d)", failed_at_action,
+                  M.client.failed);
     if (M.rc) {
       /* A reconnector never hands out a transport that is not live. */
       weft_transport *rt = weft_reconnector_transport(M.rc);
@@ -667,8 +701,7 @@ START_TEST(test_cell) {
   CELL_ASSERT(M.tls_started_calls <= M.starttls_ok, "tls_started %d for %d start_tls",
               M.tls_started_calls, M.starttls_ok);
   if (M.swapped)
-    CELL_ASSERT(M.swap_lost == 1, "connection_lost through the swapped table: %d",
-                M.swap_lost);
+    CELL_ASSERT(M.swap_lost == 1, "connection_lost through the swapped table: %d", M.swap_lost);
   tu_factory_cleanup(&M.client);
   tu_factory_cleanup(&M.server);
   teardown_options();

@@ -99,28 +99,28 @@ START_TEST(v1_good) {
 END_TEST
 
 static const char *const v1_bad[] = {
-    "GET / HTTP/1.1\r\n",                                  /* no header */
-    "PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\n",       /* LF without CR */
-    "PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\rX",      /* CR without LF */
-    "PROXY TCP4 192.0.2.7  198.51.100.1 56324 443\r\n",    /* two blanks */
-    "PROXY TCP4 192.0.2.7 198.51.100.1 56324\r\n",         /* a field missing */
-    "PROXY TCP4 192.0.2.7 198.51.100.1 56324 443 1\r\n",   /* a field too many */
-    "PROXY TCP4 ::1 198.51.100.1 56324 443\r\n",           /* IPv6 under TCP4 */
-    "PROXY TCP6 192.0.2.7 ::1 56324 443\r\n",              /* IPv4 under TCP6 */
-    "PROXY TCP4 192.0.2.7 198.51.100.1 65536 443\r\n",     /* port out of range */
-    "PROXY TCP4 192.0.2.7 198.51.100.1 0443 443\r\n",      /* leading zero */
-    "PROXY TCP4 192.0.2.7 198.51.100.1 -1 443\r\n",        /* sign */
-    "PROXY UDP4 192.0.2.7 198.51.100.1 1 443\r\n",         /* not a stream */
-    "PROXY TCP4 192.0.2.7 198.51.100.1 1 4\x01\r\n",       /* a control byte */
-    "proxy TCP4 192.0.2.7 198.51.100.1 1 443\r\n",         /* case */
+    "GET / HTTP/1.1\r\n",                                /* no header */
+    "PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\n",     /* LF without CR */
+    "PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\rX",    /* CR without LF */
+    "PROXY TCP4 192.0.2.7  198.51.100.1 56324 443\r\n",  /* two blanks */
+    "PROXY TCP4 192.0.2.7 198.51.100.1 56324\r\n",       /* a field missing */
+    "PROXY TCP4 192.0.2.7 198.51.100.1 56324 443 1\r\n", /* a field too many */
+    "PROXY TCP4 ::1 198.51.100.1 56324 443\r\n",         /* IPv6 under TCP4 */
+    "PROXY TCP6 192.0.2.7 ::1 56324 443\r\n",            /* IPv4 under TCP6 */
+    "PROXY TCP4 192.0.2.7 198.51.100.1 65536 443\r\n",   /* port out of range */
+    "PROXY TCP4 192.0.2.7 198.51.100.1 0443 443\r\n",    /* leading zero */
+    "PROXY TCP4 192.0.2.7 198.51.100.1 -1 443\r\n",      /* sign */
+    "PROXY UDP4 192.0.2.7 198.51.100.1 1 443\r\n",       /* not a stream */
+    "PROXY TCP4 192.0.2.7 198.51.100.1 1 4\x01\r\n",     /* a control byte */
+    "proxy TCP4 192.0.2.7 198.51.100.1 1 443\r\n",       /* case */
 };
 
 START_TEST(v1_hostile) {
   char why[160];
   weft__proxy_header h;
   for (size_t i = 0; i < sizeof v1_bad / sizeof v1_bad[0]; i++) {
-    long r = weft__proxy_parse((const uint8_t *)v1_bad[i], strlen(v1_bad[i]), ALL, &h, why,
-                               sizeof why);
+    long r =
+        weft__proxy_parse((const uint8_t *)v1_bad[i], strlen(v1_bad[i]), ALL, &h, why, sizeof why);
     ck_assert_msg(r == WEFT_EPROXY, "case %zu (%s): %ld", i, v1_bad[i], r);
     ck_assert_msg(why[0] != '\0', "case %zu: no sentence", i);
   }
@@ -134,9 +134,9 @@ START_TEST(v1_hostile) {
   ck_assert_ptr_nonnull(strstr(why, "longer"));
   /* v1 refused when only v2 is allowed, and the other way round. */
   const char *ok = "PROXY TCP4 192.0.2.7 198.51.100.1 1 2\r\n";
-  ck_assert_int_eq(weft__proxy_parse((const uint8_t *)ok, strlen(ok), WEFT_PROXY_V2, &h, why,
-                                     sizeof why),
-                   WEFT_EPROXY);
+  ck_assert_int_eq(
+      weft__proxy_parse((const uint8_t *)ok, strlen(ok), WEFT_PROXY_V2, &h, why, sizeof why),
+      WEFT_EPROXY);
 }
 END_TEST
 
@@ -164,8 +164,8 @@ START_TEST(v2_good) {
                            {WEFT_PROXY_TLV_UNIQUE_ID, uid, sizeof uid - 1}};
   uint8_t buf[512];
   size_t len;
-  ck_assert_int_eq(weft_proxy_header_write(2, (struct sockaddr *)&s, (struct sockaddr *)&d, tlvs,
-                                           4, buf, sizeof buf, &len),
+  ck_assert_int_eq(weft_proxy_header_write(2, (struct sockaddr *)&s, (struct sockaddr *)&d, tlvs, 4,
+                                           buf, sizeof buf, &len),
                    0);
   ck_assert_uint_eq(len, 16 + 12 + 3 + 2 + 3 + 11 + 3 + 3 + 7);
   weft__proxy_header h;
@@ -177,8 +177,8 @@ START_TEST(v2_good) {
   ck_assert_uint_eq(h.tlvs_len, 3 + 2 + 3 + 11 + 3 + 3 + 7);
 
   struct sockaddr_in6 s6 = sin6("2001:db8::7", 1), d6 = sin6("2001:db8::1", 8443);
-  ck_assert_int_eq(weft_proxy_header_write(2, (struct sockaddr *)&s6, (struct sockaddr *)&d6,
-                                           NULL, 0, buf, sizeof buf, &len),
+  ck_assert_int_eq(weft_proxy_header_write(2, (struct sockaddr *)&s6, (struct sockaddr *)&d6, NULL,
+                                           0, buf, sizeof buf, &len),
                    0);
   ck_assert_int_eq(parse_all(buf, len, WEFT_PROXY_V2, &h, why, sizeof why), 16 + 36);
   ck_assert_str_eq(addr_str((struct sockaddr *)&h.src, str, sizeof str), "2001:db8::7:1");
@@ -196,23 +196,23 @@ START_TEST(v2_good) {
   ck_assert_int_eq(parse_all(buf, len, ALL, &h, why, sizeof why), 16);
   ck_assert_int_eq(h.has_addresses, 0);
   /* v1 written, v1 parsed. */
-  ck_assert_int_eq(weft_proxy_header_write(1, (struct sockaddr *)&s6, (struct sockaddr *)&d6,
-                                           NULL, 0, buf, sizeof buf, &len),
+  ck_assert_int_eq(weft_proxy_header_write(1, (struct sockaddr *)&s6, (struct sockaddr *)&d6, NULL,
+                                           0, buf, sizeof buf, &len),
                    0);
   ck_assert_int_eq(memcmp(buf, "PROXY TCP6 2001:db8::7 2001:db8::1 1 8443\r\n", len), 0);
   ck_assert_int_eq(parse_all(buf, len, ALL, &h, why, sizeof why), (long)len);
   /* The writer's own errors. */
-  ck_assert_int_eq(weft_proxy_header_write(1, (struct sockaddr *)&s, (struct sockaddr *)&d, tlvs,
-                                           1, buf, sizeof buf, &len),
+  ck_assert_int_eq(weft_proxy_header_write(1, (struct sockaddr *)&s, (struct sockaddr *)&d, tlvs, 1,
+                                           buf, sizeof buf, &len),
                    WEFT_EINVAL);
-  ck_assert_int_eq(weft_proxy_header_write(2, (struct sockaddr *)&s, (struct sockaddr *)&d6,
-                                           NULL, 0, buf, sizeof buf, &len),
+  ck_assert_int_eq(weft_proxy_header_write(2, (struct sockaddr *)&s, (struct sockaddr *)&d6, NULL,
+                                           0, buf, sizeof buf, &len),
                    WEFT_EINVAL);
-  ck_assert_int_eq(weft_proxy_header_write(2, (struct sockaddr *)&s, NULL, NULL, 0, buf,
-                                           sizeof buf, &len),
-                   WEFT_EINVAL);
-  ck_assert_int_eq(weft_proxy_header_write(2, (struct sockaddr *)&s, (struct sockaddr *)&d, NULL,
-                                           0, buf, 27, &len),
+  ck_assert_int_eq(
+      weft_proxy_header_write(2, (struct sockaddr *)&s, NULL, NULL, 0, buf, sizeof buf, &len),
+      WEFT_EINVAL);
+  ck_assert_int_eq(weft_proxy_header_write(2, (struct sockaddr *)&s, (struct sockaddr *)&d, NULL, 0,
+                                           buf, 27, &len),
                    WEFT_ETOOLONG);
   ck_assert_int_eq(weft_proxy_header_write(3, NULL, NULL, NULL, 0, buf, sizeof buf, &len),
                    WEFT_EINVAL);
@@ -279,8 +279,7 @@ END_TEST
 START_TEST(sources) {
   weft__proxy_net *nets;
   size_t n;
-  ck_assert_int_eq(weft__proxy_parse_sources("10.0.0.0/8, 192.0.2.7 ,2001:db8::/32", &nets, &n),
-                   0);
+  ck_assert_int_eq(weft__proxy_parse_sources("10.0.0.0/8, 192.0.2.7 ,2001:db8::/32", &nets, &n), 0);
   ck_assert_uint_eq(n, 3);
   struct sockaddr_in a = sin4("10.200.3.4", 1), b = sin4("11.0.0.1", 1), c = sin4("192.0.2.7", 1);
   struct sockaddr_in6 m = sin6("::ffff:10.1.2.3", 1), e = sin6("2001:db8:ffff::1", 1),
@@ -294,8 +293,8 @@ START_TEST(sources) {
   ck_assert(!weft__proxy_addr_in((struct sockaddr *)&f, &nets[2].net, nets[2].bits));
   ck_assert(!weft__proxy_addr_in((struct sockaddr *)&a, &nets[2].net, nets[2].bits));
   free(nets);
-  static const char *const bad[] = {"10.0.0.0/33", "10.0.0.0/", "x", "10.0.0.0,,1.2.3.4",
-                                    "::1/129", "1.2.3.4/-1", ","};
+  static const char *const bad[] = {"10.0.0.0/33", "10.0.0.0/",  "x", "10.0.0.0,,1.2.3.4",
+                                    "::1/129",     "1.2.3.4/-1", ","};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     ck_assert_msg(weft__proxy_parse_sources(bad[i], &nets, &n) == WEFT_EINVAL, "%s", bad[i]);
     ck_assert_ptr_null(nets);
@@ -468,10 +467,9 @@ typedef struct hostile_case {
 } hostile_case;
 
 START_TEST(tcp_hostile_headers) {
-  static const uint8_t lying[] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49,
-                                  0x54, 0x0a, 0x21, 0x11, 0x00, 0x0f, 1,    2,    3,    4,
-                                  5,    6,    7,    8,    0,    1,    0,    2,    0x05, 0xff,
-                                  0xff};
+  static const uint8_t lying[] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54,
+                                  0x0a, 0x21, 0x11, 0x00, 0x0f, 1,    2,    3,    4,    5,    6,
+                                  7,    8,    0,    1,    0,    2,    0x05, 0xff, 0xff};
   static const uint8_t oversized[] = {0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51,
                                       0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0xff, 0xff};
   const hostile_case cases[] = {
@@ -481,8 +479,9 @@ START_TEST(tcp_hostile_headers) {
       {"truncated v2, then EOF", lying, 20, 1, WEFT_EPROXY},
       {"lying TLV length", lying, sizeof lying, 0, WEFT_EPROXY},
       {"oversized v2", oversized, sizeof oversized, 0, WEFT_EPROXY},
-      {"v1 line too long", "PROXY TCP4 111111111111111111111111111111111111111111111111111111111"
-                           "11111111111111111111111111111111111111111111111111111111111111",
+      {"v1 line too long",
+       "PROXY TCP4 111111111111111111111111111111111111111111111111111111111"
+       "11111111111111111111111111111111111111111111111111111111111111",
        130, 0, WEFT_EPROXY},
       {"empty connection", "", 0, 1, WEFT_EPROXY},
   };
@@ -609,8 +608,7 @@ static void *tls_client_main(void *arg) {
   BIO *sock = BIO_new_socket(fd, BIO_NOCLOSE);
   SSL_set_bio(ssl, sock, sock); /* frees the memory BIOs */
   if (SSL_do_handshake(ssl) != 1 || SSL_write(ssl, "ping", 4) != 4) {
-    snprintf(tc->err, sizeof tc->err, "handshake: %s",
-             ERR_reason_error_string(ERR_get_error()));
+    snprintf(tc->err, sizeof tc->err, "handshake: %s", ERR_reason_error_string(ERR_get_error()));
     goto out;
   }
   int got = 0;
@@ -731,9 +729,9 @@ START_TEST(haproxy_description) {
   close(fd);
   server_free(&s);
 
-  ck_assert_int_eq(weft_endpoint_parse("haproxy:tcp:host=a:port=1", WEFT_ENDPOINT_CLIENT, &ep,
-                                       err, sizeof err),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(
+      weft_endpoint_parse("haproxy:tcp:host=a:port=1", WEFT_ENDPOINT_CLIENT, &ep, err, sizeof err),
+      WEFT_EINVAL);
   ck_assert_ptr_null(ep);
   ck_assert_int_eq(weft_endpoint_parse("tcp:0:proxySources=10.0.0.1", WEFT_ENDPOINT_SERVER, &ep,
                                        err, sizeof err),
@@ -748,8 +746,8 @@ START_TEST(haproxy_description) {
                    WEFT_EINVAL);
   ck_assert_int_eq(weft_endpoint_parse("haproxy:", WEFT_ENDPOINT_SERVER, &ep, err, sizeof err),
                    WEFT_EINVAL);
-  ck_assert_int_eq(weft_endpoint_parse("haproxy:tcp:0:proxyTimeout=2.5", WEFT_ENDPOINT_SERVER,
-                                       &ep, err, sizeof err),
+  ck_assert_int_eq(weft_endpoint_parse("haproxy:tcp:0:proxyTimeout=2.5", WEFT_ENDPOINT_SERVER, &ep,
+                                       err, sizeof err),
                    0);
   weft_endpoint_free(ep);
   /* endpoint setter checks */
@@ -758,7 +756,6 @@ START_TEST(haproxy_description) {
   weft_endpoint_free(ep);
 }
 END_TEST
-
 
 /* --- admission: the peer filter and the per-address limit --------------------------------- */
 
@@ -897,9 +894,9 @@ START_TEST(per_address_limit_behind_proxy) {
   close(b);
   close(c);
   server_free(&s);
-  ck_assert_int_eq(weft_endpoint_parse("tcp:0:perAddressLimit=x", WEFT_ENDPOINT_SERVER, &ep, err,
-                                       sizeof err),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(
+      weft_endpoint_parse("tcp:0:perAddressLimit=x", WEFT_ENDPOINT_SERVER, &ep, err, sizeof err),
+      WEFT_EINVAL);
   ck_assert_int_eq(weft_endpoint_new(WEFT_ENDPOINT_CLIENT, &ep), 0);
   ck_assert_int_eq(weft_endpoint_set_per_address_limit(ep, 1), WEFT_EINVAL);
   weft_endpoint_free(ep);

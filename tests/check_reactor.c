@@ -79,7 +79,8 @@ START_TEST(test_new_with_base) {
   tu_conn *c = NULL;
   while (tu_now() - start < 10.0) {
     c = tu_factory_conn(&client, 0);
-    if (app.timer_fired && c && c->rx_len >= 5) break;
+    if (app.timer_fired && c && c->rx_len >= 5)
+      break;
     ck_assert_int_ge(event_base_loop(base, EVLOOP_ONCE), 0);
   }
   ck_assert_int_eq(app.timer_fired, 1);
@@ -125,8 +126,7 @@ static void record_call(void *arg) {
   order_item *it = arg;
   if (it->log->n < 8) {
     it->log->order[it->log->n] = it->id;
-    it->log->at[it->log->n] =
-        it->log->clock ? weft_testing_clock_now(it->log->clock) : tu_now();
+    it->log->at[it->log->n] = it->log->clock ? weft_testing_clock_now(it->log->clock) : tu_now();
   }
   it->log->n++;
 }
@@ -337,7 +337,7 @@ struct xthread_state {
   weft_reactor *r;
   pthread_t reactor_thread;
   int total;
-  int next_seq[NTHREADS];  /* the seq expected next from each thread */
+  int next_seq[NTHREADS]; /* the seq expected next from each thread */
   int out_of_order;
   int wrong_thread;
   int queue_errors[NTHREADS];
@@ -347,8 +347,10 @@ struct xthread_state {
 static void xthread_cb(void *arg) {
   xthread_call *c = arg;
   xthread_state *s = c->state;
-  if (!pthread_equal(pthread_self(), s->reactor_thread)) s->wrong_thread++;
-  if (c->seq != s->next_seq[c->tid]) s->out_of_order++;
+  if (!pthread_equal(pthread_self(), s->reactor_thread))
+    s->wrong_thread++;
+  if (c->seq != s->next_seq[c->tid])
+    s->out_of_order++;
   s->next_seq[c->tid] = c->seq + 1;
   s->total++;
 }
@@ -365,7 +367,8 @@ static void *xthread_main(void *arg) {
     c->state = a->s;
     c->tid = a->tid;
     c->seq = i;
-    if (weft_reactor_call_from_thread(a->s->r, xthread_cb, c) != 0) a->s->queue_errors[a->tid]++;
+    if (weft_reactor_call_from_thread(a->s->r, xthread_cb, c) != 0)
+      a->s->queue_errors[a->tid]++;
   }
   return NULL;
 }
@@ -386,7 +389,8 @@ START_TEST(test_call_from_thread) {
   }
   /* Run the loop while the threads are queueing. */
   tu_wait_int(s->r, &s->total, NTHREADS * PER_THREAD, 30.0);
-  for (int t = 0; t < NTHREADS; t++) pthread_join(threads[t], NULL);
+  for (int t = 0; t < NTHREADS; t++)
+    pthread_join(threads[t], NULL);
   tu_settle(s->r, 0.05);
   for (int t = 0; t < NTHREADS; t++) {
     ck_assert_int_eq(s->queue_errors[t], 0);
@@ -401,7 +405,9 @@ START_TEST(test_call_from_thread) {
 END_TEST
 
 /* Calls still queued at free are dropped without running. */
-static void count_call(void *arg) { (*(int *)arg)++; }
+static void count_call(void *arg) {
+  (*(int *)arg)++;
+}
 
 START_TEST(test_call_from_thread_dropped_at_free) {
   weft_reactor *r = tu_reactor_new();
@@ -482,7 +488,9 @@ static void stop_cb(void *arg) {
   ck_assert_int_eq(weft_reactor_stop(s->r), 0);
 }
 
-static void late_cb(void *arg) { ((cb_stop *)arg)->late++; }
+static void late_cb(void *arg) {
+  ((cb_stop *)arg)->late++;
+}
 
 START_TEST(test_stop_from_callback) {
   cb_stop s = {0};
@@ -513,7 +521,9 @@ START_TEST(test_stop_from_callback) {
 }
 END_TEST
 
-static int counter_ge_3(void *arg) { return *(int *)arg >= 3; }
+static int counter_ge_3(void *arg) {
+  return *(int *)arg >= 3;
+}
 
 typedef struct chain {
   weft_reactor *r;
@@ -567,8 +577,8 @@ START_TEST(test_errors) {
   ck_assert_str_eq(weft_err_name(7), "WEFT_UNKNOWN");
   ck_assert_str_eq(weft_strerror(7), "unknown error");
   /* Every code in the table has its own name and a message. */
-#define CHECK_CODE(name, value, msg)                          \
-  ck_assert_str_eq(weft_err_name(value), "WEFT_" #name);     \
+#define CHECK_CODE(name, value, msg)                                                               \
+  ck_assert_str_eq(weft_err_name(value), "WEFT_" #name);                                           \
   ck_assert_str_eq(weft_strerror(value), msg);
   WEFT_ERRNO_MAP(CHECK_CODE)
 #undef CHECK_CODE
@@ -597,7 +607,9 @@ START_TEST(test_sigpipe_ignored) {
 END_TEST
 
 /* A handler the application installed is left alone. */
-static void my_sigpipe(int sig) { (void)sig; }
+static void my_sigpipe(int sig) {
+  (void)sig;
+}
 
 START_TEST(test_sigpipe_handler_kept) {
   signal(SIGPIPE, my_sigpipe);

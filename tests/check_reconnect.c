@@ -29,12 +29,12 @@
 
 typedef enum free_point {
   FREE_NOWHERE = 0,
-  FREE_IN_FAILED,    /* weft_reconnector_free in the factory's connection_failed */
-  STOP_IN_FAILED,    /* weft_reconnector_stop in connection_failed */
-  FREE_IN_RETRY,     /* ... in on_retry */
-  FREE_IN_GIVE_UP,   /* ... in on_give_up */
-  FREE_IN_LOST,      /* ... in the protocol's connection_lost */
-  FREE_IN_MADE       /* ... in the protocol's connection_made */
+  FREE_IN_FAILED,  /* weft_reconnector_free in the factory's connection_failed */
+  STOP_IN_FAILED,  /* weft_reconnector_stop in connection_failed */
+  FREE_IN_RETRY,   /* ... in on_retry */
+  FREE_IN_GIVE_UP, /* ... in on_give_up */
+  FREE_IN_LOST,    /* ... in the protocol's connection_lost */
+  FREE_IN_MADE     /* ... in the protocol's connection_made */
 } free_point;
 
 typedef struct fixture {
@@ -46,21 +46,21 @@ typedef struct fixture {
   weft_reconnect_options ro;
   free_point free_at;
 
-  int nretry;                 /* on_retry calls */
-  double waits[MAX_EVENTS];   /* their DELAY */
+  int nretry;               /* on_retry calls */
+  double waits[MAX_EVENTS]; /* their DELAY */
   int retry_codes[MAX_EVENTS];
   int give_ups;
   tu_reason give_up_reason;
 
-  int nfail;                  /* connection_failed calls, as seen by the hook */
+  int nfail; /* connection_failed calls, as seen by the hook */
   double fail_times[MAX_EVENTS];
   weft_reconnect_state state_in_failed[MAX_EVENTS];
   int retries_in_failed[MAX_EVENTS];
 
-  int made_tls[MAX_EVENTS];   /* weft_transport_is_tls in each client connection_made */
-  int retries_in_made;        /* weft_reconnector_retries in the last connection_made */
-  double delay_in_made;       /* weft_reconnector_current_delay in the last connection_made */
-  int protocol_in_made_ok;    /* weft_transport_protocol(t) was the user's protocol */
+  int made_tls[MAX_EVENTS]; /* weft_transport_is_tls in each client connection_made */
+  int retries_in_made;      /* weft_reconnector_retries in the last connection_made */
+  double delay_in_made;     /* weft_reconnector_current_delay in the last connection_made */
+  int protocol_in_made_ok;  /* weft_transport_protocol(t) was the user's protocol */
 } fixture;
 
 static void free_rc(fixture *fx) {
@@ -114,8 +114,8 @@ static void client_made(tu_conn *c, weft_transport *t) {
     fx->made_tls[c->index] = weft_transport_is_tls(t);
   fx->retries_in_made = weft_reconnector_retries(fx->rc);
   fx->delay_in_made = weft_reconnector_current_delay(fx->rc);
-  fx->protocol_in_made_ok = weft_transport_protocol(t) == &c->base &&
-                            weft_reconnector_transport(fx->rc) == t;
+  fx->protocol_in_made_ok =
+      weft_transport_protocol(t) == &c->base && weft_reconnector_transport(fx->rc) == t;
   if (fx->free_at == FREE_IN_MADE)
     free_rc(fx);
 }
@@ -208,8 +208,8 @@ END_TEST
 
 static int start_with(fixture *fx, const weft_reconnect_options *ro) {
   weft_reconnector *out = (weft_reconnector *)&out; /* must be reset to NULL */
-  int rc = tu_reconnect_start(fx->r, "127.0.0.1", fx->port, &fx->client.base, NULL, NULL, 0,
-                              NULL, ro, &out);
+  int rc = tu_reconnect_start(fx->r, "127.0.0.1", fx->port, &fx->client.base, NULL, NULL, 0, NULL,
+                              ro, &out);
   ck_assert_ptr_null(out);
   return rc;
 }
@@ -234,12 +234,9 @@ START_TEST(test_bad_arguments) {
   ck_assert_int_eq(weft_endpoint_set_port(server, fx.port), 0);
   ck_assert_int_eq(weft_reconnect_start(NULL, ep, &fx.client.base, &fx.ro, &out), WEFT_EINVAL);
   ck_assert_int_eq(weft_reconnect_start(fx.r, NULL, &fx.client.base, &fx.ro, &out), WEFT_EINVAL);
-  ck_assert_int_eq(weft_reconnect_start(fx.r, no_port, &fx.client.base, &fx.ro, &out),
-                   WEFT_EINVAL);
-  ck_assert_int_eq(weft_reconnect_start(fx.r, no_host, &fx.client.base, &fx.ro, &out),
-                   WEFT_EINVAL);
-  ck_assert_int_eq(weft_reconnect_start(fx.r, server, &fx.client.base, &fx.ro, &out),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, no_port, &fx.client.base, &fx.ro, &out), WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, no_host, &fx.client.base, &fx.ro, &out), WEFT_EINVAL);
+  ck_assert_int_eq(weft_reconnect_start(fx.r, server, &fx.client.base, &fx.ro, &out), WEFT_EINVAL);
   ck_assert_int_eq(weft_reconnect_start(fx.r, ep, NULL, &fx.ro, &out), WEFT_EINVAL);
   ck_assert_int_eq(weft_reconnect_start(fx.r, ep, &no_build, &fx.ro, &out), WEFT_EINVAL);
   ck_assert_int_eq(weft_reconnect_start(fx.r, ep, &fx.client.base, &fx.ro, NULL), WEFT_EINVAL);
@@ -251,11 +248,11 @@ START_TEST(test_bad_arguments) {
 
   /* Each option out of its range. */
   weft_reconnect_options o;
-#define BAD_OPTION(field, value)                                  \
-  do {                                                            \
-    o = fx.ro;                                                    \
-    o.field = (value);                                            \
-    ck_assert_int_eq(start_with(&fx, &o), WEFT_EINVAL);           \
+#define BAD_OPTION(field, value)                                                                   \
+  do {                                                                                             \
+    o = fx.ro;                                                                                     \
+    o.field = (value);                                                                             \
+    ck_assert_int_eq(start_with(&fx, &o), WEFT_EINVAL);                                            \
   } while (0)
   BAD_OPTION(initial_delay, 0);
   BAD_OPTION(initial_delay, -1);

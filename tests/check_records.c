@@ -34,25 +34,25 @@ static const char *const mode_name[] = {"TCP", "TLS", "STARTTLS"};
 /* One server connection's producer. */
 typedef struct producer {
   int kind;
-  const uint8_t *stream;      /* the whole stream (pattern bytes), for write_reference */
+  const uint8_t *stream; /* the whole stream (pattern bytes), for write_reference */
   size_t total;
   size_t produced;
-  size_t high;                /* write while pending output <= high */
-  size_t low;                 /* write low-water mark */
-  const size_t *pieces;       /* piece sizes, cycled */
+  size_t high;          /* write while pending output <= high */
+  size_t low;           /* write low-water mark */
+  const size_t *pieces; /* piece sizes, cycled */
   size_t npieces;
   size_t next_piece;
-  int sndbuf;                 /* SO_SNDBUF for the server socket, if > 0 */
-  int stalled;                /* times the producer stopped above its high mark */
+  int sndbuf;  /* SO_SNDBUF for the server socket, if > 0 */
+  int stalled; /* times the producer stopped above its high mark */
   int write_errors;
   int last_error;
   int lose_rc;
-  int released;               /* write_reference releases */
+  int released; /* write_reference releases */
   int referenced;
   weft_cert_options *starttls_opts;
   int start_rc;
   int started;
-  peer *peer;                 /* told to read once the producer first stalls */
+  peer *peer; /* told to read once the producer first stalls */
 } producer;
 
 static void on_release(const void *data, size_t len, void *arg) {
@@ -150,8 +150,7 @@ static uint8_t *make_stream(size_t total) {
 static const size_t mixed_pieces[] = {100, 16384, 5000, 40000, 16383, 777, 1, 9000};
 
 static const int mfl_modes[] = {TLSEXT_max_fragment_length_512, TLSEXT_max_fragment_length_1024,
-                                TLSEXT_max_fragment_length_2048,
-                                TLSEXT_max_fragment_length_4096};
+                                TLSEXT_max_fragment_length_2048, TLSEXT_max_fragment_length_4096};
 
 /* _i: bits 0-1 the max_fragment_length, bit 2 TLS 1.2 / 1.3, i / 8 the write call. */
 START_TEST(test_max_fragment_length) {
@@ -196,9 +195,8 @@ START_TEST(test_max_fragment_length) {
   ck_assert_msg(pr.write_errors == 0, "%s failed: %s", kind_name[kind],
                 weft_err_name(pr.last_error));
   ck_assert_int_eq(pr.produced, total);
-  ck_assert_msg(p.first_bad == (size_t)-1, "%s, mfl %d, %s: byte %zu corrupted",
-                kind_name[kind], mfl, version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2",
-                p.first_bad);
+  ck_assert_msg(p.first_bad == (size_t)-1, "%s, mfl %d, %s: byte %zu corrupted", kind_name[kind],
+                mfl, version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", p.first_bad);
   ck_assert_msg(p.rx == total, "%s, mfl mode %d, %s: received %zu of %zu bytes (%s); server: %s",
                 kind_name[kind], mfl, version == TLS1_3_VERSION ? "TLS 1.3" : "TLS 1.2", p.rx,
                 total, p.end_detail, c->lost_reason.message);
@@ -284,8 +282,8 @@ START_TEST(test_producer_full_socket) {
                 p.first_bad);
   ck_assert_msg(p.rx == total, "%s %s: received %zu of %zu (%s)", what, kind_name[kind], p.rx,
                 total, p.end_detail);
-  ck_assert_msg(p.end == 1, "%s %s: the stream did not end with close_notify: %s; server: %s",
-                what, kind_name[kind], p.end_detail, c->lost_reason.message);
+  ck_assert_msg(p.end == 1, "%s %s: the stream did not end with close_notify: %s; server: %s", what,
+                kind_name[kind], p.end_detail, c->lost_reason.message);
   ck_assert_msg(c->lost_reason.code == WEFT_OK, "server: %s", c->lost_reason.message);
   ck_assert_int_eq(pr.released, pr.referenced);
   if (mode == M_STARTTLS)

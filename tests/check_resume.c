@@ -49,8 +49,12 @@
 
 #define WAIT 20.0 /* generous: valgrind slows handshakes down a lot */
 
-static int version_of(int i) { return i % 2 == 0 ? WEFT_TLS1_2 : WEFT_TLS1_3; }
-static const char *version_name(int v) { return v == WEFT_TLS1_2 ? "TLSv1.2" : "TLSv1.3"; }
+static int version_of(int i) {
+  return i % 2 == 0 ? WEFT_TLS1_2 : WEFT_TLS1_3;
+}
+static const char *version_name(int v) {
+  return v == WEFT_TLS1_2 ? "TLSv1.2" : "TLSv1.3";
+}
 
 /* --- A world: reactor, PKI, one server and one client factory, options to release ------- */
 
@@ -175,18 +179,18 @@ static outcome run_connection(world *w, const conn_spec *spec) {
                   c->rx ? (const char *)c->rx : "");
   }
   switch (spec->end) {
-  case CLIENT_CLOSES:
-    ck_assert_int_eq(weft_transport_lose_connection(c->transport), 0);
-    break;
-  case SERVER_CLOSES:
-    ck_assert_int_eq(weft_transport_lose_connection(s->transport), 0);
-    break;
-  case CLIENT_ABORTS:
-    ck_assert_int_eq(weft_transport_abort_connection(c->transport), 0);
-    break;
-  case SERVER_ABORTS:
-    ck_assert_int_eq(weft_transport_abort_connection(s->transport), 0);
-    break;
+    case CLIENT_CLOSES:
+      ck_assert_int_eq(weft_transport_lose_connection(c->transport), 0);
+      break;
+    case SERVER_CLOSES:
+      ck_assert_int_eq(weft_transport_lose_connection(s->transport), 0);
+      break;
+    case CLIENT_ABORTS:
+      ck_assert_int_eq(weft_transport_abort_connection(c->transport), 0);
+      break;
+    case SERVER_ABORTS:
+      ck_assert_int_eq(weft_transport_abort_connection(s->transport), 0);
+      break;
   }
   tu_wait_int(w->r, &c->lost, 1, WAIT);
   tu_wait_int(w->r, &s->lost, 1, WAIT);
@@ -208,12 +212,12 @@ static outcome connect_once(world *w, int port, weft_cert_options *copts, const 
   return run_connection(w, &spec);
 }
 
-#define ck_assert_resumed(o, expect, what)                                                     \
-  do {                                                                                         \
-    outcome o_ = (o);                                                                          \
-    ck_assert_msg(o_.client_reused == (expect) && o_.server_reused == (expect),               \
-                  "%s: resumed on client %d, server %d; expected %d on both", (what),          \
-                  o_.client_reused, o_.server_reused, (expect));                               \
+#define ck_assert_resumed(o, expect, what)                                                         \
+  do {                                                                                             \
+    outcome o_ = (o);                                                                              \
+    ck_assert_msg(o_.client_reused == (expect) && o_.server_reused == (expect),                    \
+                  "%s: resumed on client %d, server %d; expected %d on both", (what),              \
+                  o_.client_reused, o_.server_reused, (expect));                                   \
   } while (0)
 
 static int never(void *arg) {
@@ -537,8 +541,7 @@ static void child_echo(weft_protocol *p, weft_transport *t, const uint8_t *data,
 }
 static const weft_protocol_ops child_ops = {.data_received = child_echo};
 static weft_protocol child_protocol = {&child_ops, NULL};
-static weft_protocol *child_build(weft_factory *f, weft_transport *t,
-                                  const struct sockaddr *peer) {
+static weft_protocol *child_build(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
   (void)f;
   (void)t;
   (void)peer;
@@ -708,8 +711,8 @@ static void sclient_start(sclient *c, weft_reactor *r, char *const argv[]) {
   c->in_fd = in[1];
   c->out_fd = out[0];
   ck_assert_int_eq(fcntl(c->out_fd, F_SETFL, O_NONBLOCK), 0);
-  c->ev = event_new(weft_reactor_event_base(r), c->out_fd, EV_READ | EV_PERSIST,
-                    sclient_on_output, c);
+  c->ev =
+      event_new(weft_reactor_event_base(r), c->out_fd, EV_READ | EV_PERSIST, sclient_on_output, c);
   ck_assert_ptr_nonnull(c->ev);
   ck_assert_int_eq(event_add(c->ev, NULL), 0);
 }
@@ -720,7 +723,9 @@ static void sclient_close_stdin(sclient *c) {
   c->in_fd = -1;
 }
 
-static int sclient_eof(void *arg) { return ((sclient *)arg)->eof; }
+static int sclient_eof(void *arg) {
+  return ((sclient *)arg)->eof;
+}
 
 /* Closes its stdin, runs the reactor until its output ends, reaps it (killing it if it does not
  * exit in time) and frees the event. */
@@ -805,8 +810,8 @@ START_TEST(test_fleet_processes) {
 
   /* 1: a full handshake with A; s_client writes the session once the ticket arrived. */
   snprintf(target, sizeof target, "127.0.0.1:%d", a.port);
-  char *first[] = {openssl, "s_client", "-connect", target, "-noservername", (char *)vflag,
-                   "-sess_out", session, NULL};
+  char *first[] = {openssl,       "s_client",  "-connect", target, "-noservername",
+                   (char *)vflag, "-sess_out", session,    NULL};
   sclient_start(&c, r, first);
   file_wait fw = {session, &c};
   double deadline = tu_now() + WAIT;
@@ -819,8 +824,8 @@ START_TEST(test_fleet_processes) {
 
   /* 2: B resumes it. */
   snprintf(target, sizeof target, "127.0.0.1:%d", b.port);
-  char *second[] = {openssl, "s_client", "-connect", target, "-noservername", (char *)vflag,
-                    "-sess_in", session, NULL};
+  char *second[] = {openssl,       "s_client", "-connect", target, "-noservername",
+                    (char *)vflag, "-sess_in", session,    NULL};
   sclient_start(&c, r, second);
   sclient_finish(&c, r);
   char expect[32];
@@ -829,8 +834,8 @@ START_TEST(test_fleet_processes) {
 
   /* 3: the control, a server with its own keys: a full handshake. */
   snprintf(target, sizeof target, "127.0.0.1:%d", own_port);
-  char *third[] = {openssl, "s_client", "-connect", target, "-noservername", (char *)vflag,
-                   "-sess_in", session, NULL};
+  char *third[] = {openssl,       "s_client", "-connect", target, "-noservername",
+                   (char *)vflag, "-sess_in", session,    NULL};
   sclient_start(&c, r, third);
   sclient_finish(&c, r);
   snprintf(expect, sizeof expect, "New, %s", version_name(v));
@@ -941,15 +946,16 @@ static void tw_failed(weft_factory *f, const weft_reason *reason) {
     tw_connect(w);
 }
 
-static int tw_finished(void *arg) { return ((tworker *)arg)->done >= TCONNS; }
+static int tw_finished(void *arg) {
+  return ((tworker *)arg)->done >= TCONNS;
+}
 
 static void *tw_main(void *arg) {
   tworker *w = arg;
   w->client = (weft_protocol){&tw_client_ops, w};
   w->server = (weft_protocol){&tw_server_ops, w};
-  w->client_factory = (weft_factory){.build_protocol = tw_build_client,
-                                     .connection_failed = tw_failed,
-                                     .data = w};
+  w->client_factory =
+      (weft_factory){.build_protocol = tw_build_client, .connection_failed = tw_failed, .data = w};
   w->server_factory = (weft_factory){.build_protocol = tw_build_server, .data = w};
   weft_listener *l = NULL;
   int rc = weft_reactor_new(&w->r);
@@ -989,8 +995,8 @@ START_TEST(test_shared_across_threads) {
   for (int i = 0; i < TWORKERS; i++)
     ck_assert_int_eq(pthread_join(threads[i], NULL), 0);
   for (int i = 0; i < TWORKERS; i++) {
-    ck_assert_msg(w[i].failures == 0, "worker %d: %d failures, the first: %s", i,
-                  w[i].failures, w[i].error);
+    ck_assert_msg(w[i].failures == 0, "worker %d: %d failures, the first: %s", i, w[i].failures,
+                  w[i].error);
     ck_assert_int_eq(w[i].done, TCONNS);
     ck_assert_msg(w[i].resumed >= 1, "worker %d: no connection resumed", i);
   }
@@ -1013,8 +1019,8 @@ START_TEST(test_cache_bound) {
   const int v = WEFT_TLS1_2; /* the session is stored at the handshake's end: no round trip */
   world w;
   world_init(&w);
-  void *wild = tu_make_cert(w.pki.server_key, w.pki.ca_key, w.pki.ca_cert, "wild",
-                            "*.wild.example", NULL, 0, 0);
+  void *wild = tu_make_cert(w.pki.server_key, w.pki.ca_key, w.pki.ca_cert, "wild", "*.wild.example",
+                            NULL, 0, 0);
   weft_cert_options *sopts = world_keep(&w, tu_options_with_identity(w.pki.server_key, wild));
   X509_free(wild);
   tu_check_opt(sopts, weft_cert_options_set_tls_versions(sopts, v, v));
@@ -1058,8 +1064,7 @@ START_TEST(test_bad_input) {
   /* NULLs */
   ck_assert_int_eq(weft_cert_options_add_ticket_key_file(NULL, "x"), WEFT_EINVAL);
   ck_assert_int_eq(weft_cert_options_add_ticket_key_file(o, NULL), WEFT_EINVAL);
-  ck_assert_int_eq(weft_cert_options_add_ticket_key(NULL, key, WEFT_TICKET_KEY_SIZE),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_cert_options_add_ticket_key(NULL, key, WEFT_TICKET_KEY_SIZE), WEFT_EINVAL);
   ck_assert_int_eq(weft_cert_options_add_ticket_key(o, NULL, WEFT_TICKET_KEY_SIZE), WEFT_EINVAL);
   ck_assert_int_eq(weft_cert_options_set_ticket_key_lifetime(NULL, 1), WEFT_EINVAL);
   ck_assert_int_eq(weft_cert_options_set_session_reuse(NULL, 1), WEFT_EINVAL);
@@ -1109,8 +1114,7 @@ START_TEST(test_bad_input) {
   uint8_t same_name[WEFT_TICKET_KEY_SIZE];
   memcpy(same_name, key, sizeof same_name);
   same_name[40] ^= 1;
-  ck_assert_int_eq(weft_cert_options_add_ticket_key(o, same_name, sizeof same_name),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_cert_options_add_ticket_key(o, same_name, sizeof same_name), WEFT_EINVAL);
   ck_assert_msg(contains(weft_cert_options_last_error(o), "same name"), "message: %s",
                 weft_cert_options_last_error(o));
   same_name[0] ^= 1;

@@ -58,29 +58,29 @@ typedef struct worker {
   world *wd;
   int index;
   pthread_t thread;
-  weft_reactor *r;           /* made, run and freed by the worker's thread */
-  weft_factory factory;      /* data: this worker */
-  int port;                  /* in: where to listen; out (before ready): the port bound */
-  int setup_rc;              /* written before ready is posted */
-  int run_rc;                /* read after the join */
+  weft_reactor *r;      /* made, run and freed by the worker's thread */
+  weft_factory factory; /* data: this worker */
+  int port;             /* in: where to listen; out (before ready): the port bound */
+  int setup_rc;         /* written before ready is posted */
+  int run_rc;           /* read after the join */
   /* The worker's thread only, until the join. */
   int made, lost, errors;
-  char error[256];           /* the first error */
+  char error[256]; /* the first error */
 } worker;
 
 struct world {
   int nworkers, nconns, tls;
   weft_cert_options *server_opts; /* shared by the workers (prepared before they start) */
   worker w[MAX_WORKERS];
-  sem_t ready;                /* a worker set up (or failed to) */
-  sem_t release;              /* the main thread made its last call on the workers' reactors */
-  weft_reactor *main;         /* the clients' reactor, in the main thread */
+  sem_t ready;        /* a worker set up (or failed to) */
+  sem_t release;      /* the main thread made its last call on the workers' reactors */
+  weft_reactor *main; /* the clients' reactor, in the main thread */
 
   /* The main thread only (clients, and reports posted by the workers). */
   weft_factory client_factory;
   int clients_built, clients_ok, clients_lost, clients_failed, client_errors;
   char client_error[256];
-  int served[MAX_CONNS];      /* reports per connection ID */
+  int served[MAX_CONNS]; /* reports per connection ID */
   int per_worker[MAX_WORKERS];
   int reports, bad_reports;
 };
@@ -119,7 +119,7 @@ typedef struct echo {
   worker *w;
   char line[LINE_MAX_LEN];
   size_t len;
-  int id;             /* parsed from the line; -1 until then */
+  int id; /* parsed from the line; -1 until then */
 } echo;
 
 static void echo_made(weft_protocol *p, weft_transport *t) {
@@ -158,8 +158,7 @@ static void echo_lost(weft_protocol *p, weft_transport *t, const weft_reason *re
   (void)t;
   w->lost++;
   if (reason->code != WEFT_OK)
-    worker_error(w, "server connection lost: %s: %s", weft_err_name(reason->code),
-                 reason->message);
+    worker_error(w, "server connection lost: %s: %s", weft_err_name(reason->code), reason->message);
   report *rp = malloc(sizeof *rp);
   if (rp != NULL) {
     rp->wd = w->wd;
@@ -178,8 +177,7 @@ static void echo_lost(weft_protocol *p, weft_transport *t, const weft_reason *re
 static const weft_protocol_ops echo_ops = {
     .connection_made = echo_made, .data_received = echo_data, .connection_lost = echo_lost};
 
-static weft_protocol *build_echo(weft_factory *f, weft_transport *t,
-                                 const struct sockaddr *peer) {
+static weft_protocol *build_echo(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
   (void)t, (void)peer;
   worker *w = f->data;
   echo *e = calloc(1, sizeof *e);
@@ -233,8 +231,8 @@ typedef struct client {
   weft_protocol base; /* first member */
   world *wd;
   char line[LINE_MAX_LEN];
-  size_t len;         /* bytes of line */
-  size_t echoed;      /* bytes received back, checked */
+  size_t len;    /* bytes of line */
+  size_t echoed; /* bytes received back, checked */
 } client;
 
 static void client_error(world *wd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -306,8 +304,7 @@ static void client_failed(weft_factory *f, const weft_reason *reason) {
 
 static int all_reported(void *arg) {
   world *wd = arg;
-  return wd->clients_lost + wd->clients_failed >= wd->nconns &&
-         wd->reports >= wd->clients_built;
+  return wd->clients_lost + wd->clients_failed >= wd->nconns && wd->reports >= wd->clients_built;
 }
 
 /* --- The spread tests ----------------------------------------------------------------- */
@@ -358,8 +355,8 @@ static void run_spread(int nworkers, int nconns, int tls) {
   /* While the group listens, a listener without the flag cannot have the port. */
   weft_factory plain = {.build_protocol = build_client};
   weft_listener *l = (weft_listener *)&plain; /* any non-NULL value: must be cleared */
-  int plain_rc = running > 0 ? weft_listen_tcp(wd->main, "127.0.0.1", port, &plain, &l)
-                             : WEFT_EADDRINUSE;
+  int plain_rc =
+      running > 0 ? weft_listen_tcp(wd->main, "127.0.0.1", port, &plain, &l) : WEFT_EADDRINUSE;
 
   int connect_errors = 0, rc = WEFT_EINVAL;
   if (running == nworkers) {
@@ -396,8 +393,8 @@ static void run_spread(int nworkers, int nconns, int tls) {
   ck_assert_int_eq(connect_errors, 0);
   ck_assert_int_eq(stop_errors, 0);
   ck_assert_msg(rc == 0, "%s after %.0f s: clients ok %d lost %d failed %d, reports %d (%s)",
-                weft_err_name(rc), DEADLINE, wd->clients_ok, wd->clients_lost,
-                wd->clients_failed, wd->reports, wd->client_error);
+                weft_err_name(rc), DEADLINE, wd->clients_ok, wd->clients_lost, wd->clients_failed,
+                wd->reports, wd->client_error);
   ck_assert_msg(wd->client_errors == 0, "%d client errors, the first: %s", wd->client_errors,
                 wd->client_error);
   ck_assert_int_eq(wd->clients_built, nconns);
@@ -461,8 +458,7 @@ START_TEST(test_addr_in_use) {
   ck_assert_int_eq(tu_listen(r, "127.0.0.1", 0, fac, NULL, 0, TU_LISTEN_REUSEPORT, &a), 0);
   int port = weft_listener_port(a);
   ck_assert_int_gt(port, 0);
-  ck_assert_int_eq(tu_listen(r, "127.0.0.1", port, fac, NULL, 0, TU_LISTEN_REUSEPORT, &b),
-                   0);
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", port, fac, NULL, 0, TU_LISTEN_REUSEPORT, &b), 0);
   ck_assert_int_eq(weft_listener_port(b), port);
   /* Without the flag, in either form: refused, *OUT cleared. */
   ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", port, fac, &c), WEFT_EADDRINUSE);
@@ -479,9 +475,8 @@ START_TEST(test_addr_in_use) {
   ck_assert_int_eq(weft_listen_tcp(r, "127.0.0.1", 0, fac, &p), 0);
   int plain_port = weft_listener_port(p);
   c = (weft_listener *)fac;
-  ck_assert_int_eq(
-      tu_listen(r, "127.0.0.1", plain_port, fac, NULL, 0, TU_LISTEN_REUSEPORT, &c),
-      WEFT_EADDRINUSE);
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", plain_port, fac, NULL, 0, TU_LISTEN_REUSEPORT, &c),
+                   WEFT_EADDRINUSE);
   ck_assert_ptr_null(c);
   weft_listener_stop(p);
 
@@ -517,11 +512,11 @@ START_TEST(test_bad_arguments) {
   const unsigned share = TU_LISTEN_REUSEPORT;
   weft_listener *junk = (weft_listener *)fac, *l;
 
-#define EXPECT_EINVAL(call)                                                                    \
-  do {                                                                                         \
-    l = junk;                                                                                  \
-    ck_assert_int_eq((call), WEFT_EINVAL);                                                     \
-    ck_assert_ptr_null(l);                                                                     \
+#define EXPECT_EINVAL(call)                                                                        \
+  do {                                                                                             \
+    l = junk;                                                                                      \
+    ck_assert_int_eq((call), WEFT_EINVAL);                                                         \
+    ck_assert_ptr_null(l);                                                                         \
   } while (0)
   /* The arguments weft_listen_tcp / weft_listen_ssl refuse, with the flag (an endpoint). */
   EXPECT_EINVAL(tu_listen(NULL, "127.0.0.1", 0, fac, NULL, 0, share, &l));
@@ -540,8 +535,7 @@ START_TEST(test_bad_arguments) {
   weft_cert_options *empty;
   ck_assert_int_eq(weft_cert_options_new(&empty), 0);
   l = junk;
-  ck_assert_int_eq(tu_listen(r, "127.0.0.1", 0, fac, empty, 0, share, &l),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(tu_listen(r, "127.0.0.1", 0, fac, empty, 0, share, &l), WEFT_EINVAL);
   ck_assert_ptr_null(l);
   weft_cert_options_unref(empty);
   /* And the good call works, on TCP and TLS, with OUT NULL. */

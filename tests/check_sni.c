@@ -98,8 +98,8 @@ static weft_tls_identity *identity(world *w, const char *cn, const char *dns,
   ck_assert_int_eq(weft_tls_identity_new(&id), 0);
   ck_assert_int_lt(w->nids, 8);
   w->ids[w->nids++] = id;
-  X509 *cert = keep_cert(w, tu_make_cert(w->pki.server_key, w->pki.ca_key, w->pki.ca_cert, cn,
-                                         dns, NULL, 0, 0));
+  X509 *cert = keep_cert(
+      w, tu_make_cert(w->pki.server_key, w->pki.ca_key, w->pki.ca_cert, cn, dns, NULL, 0, 0));
   ck_assert_msg(weft_tls_identity_set_private_key(id, w->pki.server_key) == 0 &&
                     weft_tls_identity_set_certificate(id, cert) == 0,
                 "%s", weft_tls_identity_last_error(id));
@@ -145,8 +145,8 @@ static void connect_once(world *w, int port, weft_cert_options *opts, const char
     out->made = 1;
     out->reused = weft_transport_tls_session_reused(c->transport);
     weft_transport_peer_subject(c->transport, out->subject, sizeof out->subject);
-    snprintf(out->proto, sizeof out->proto, "%s", c->proto_made.present ? c->proto_made.name
-                                                                         : "none");
+    snprintf(out->proto, sizeof out->proto, "%s",
+             c->proto_made.present ? c->proto_made.name : "none");
     const SSL *ssl = weft_transport_ssl(c->transport);
     unsigned char rnd[32];
     size_t n = SSL_get_client_random(ssl, rnd, sizeof rnd);
@@ -172,13 +172,13 @@ static void expect_identity(world *w, int port, weft_cert_options *opts, const c
   ck_assert_msg(o.made, "%s: connection failed: %s", name, o.failed.message);
   char want[64];
   snprintf(want, sizeof want, "CN=%s", cn);
-  ck_assert_msg(strstr(o.subject, want) != NULL, "%s: got certificate %s, want %s", name,
-                o.subject, want);
+  ck_assert_msg(strstr(o.subject, want) != NULL, "%s: got certificate %s, want %s", name, o.subject,
+                want);
   ck_assert_msg(strcmp(o.proto, proto) == 0, "%s: protocol %s, want %s", name, o.proto, proto);
 }
 
-static void expect_failure(world *w, int port, weft_cert_options *opts, const char *name,
-                           int code, int alert) {
+static void expect_failure(world *w, int port, weft_cert_options *opts, const char *name, int code,
+                           int alert) {
   outcome o;
   connect_once(w, port, opts, name, &o);
   ck_assert_msg(!o.made, "%s: connected (certificate %s), want a failure", name, o.subject);
@@ -271,8 +271,8 @@ static int offers(const uint8_t *offer, size_t len, const char *name) {
   return 0;
 }
 
-static int acme_selector(void *arg, const char *server_name, const uint8_t *offer,
-                         size_t offer_len, weft_tls_identity **out) {
+static int acme_selector(void *arg, const char *server_name, const uint8_t *offer, size_t offer_len,
+                         weft_tls_identity **out) {
   acme *a = arg;
   a->calls++;
   snprintf(a->last_name, sizeof a->last_name, "%s", server_name ? server_name : "(none)");
@@ -293,8 +293,8 @@ START_TEST(test_acme_selector) {
   const char *acme_proto[] = {"acme-tls/1"};
   /* the challenge certificate: self-signed, for the name being validated */
   EVP_PKEY *k = tu_make_key();
-  X509 *self = keep_cert(&w, tu_make_cert(k, NULL, NULL, "acme-challenge", "alpha.test", NULL,
-                                          0, 0));
+  X509 *self =
+      keep_cert(&w, tu_make_cert(k, NULL, NULL, "acme-challenge", "alpha.test", NULL, 0, 0));
   ck_assert_int_eq(weft_tls_identity_new(&a.challenge), 0);
   w.ids[w.nids++] = a.challenge;
   ck_assert_int_eq(weft_tls_identity_set_private_key(a.challenge, k), 0);
@@ -630,8 +630,8 @@ END_TEST
 
 /* A selector that serves whichever identity the test names, whatever the SNI name: so one
  * client (one session cache entry, for one name) offers its ticket to several identities. */
-static int pick_selector(void *arg, const char *server_name, const uint8_t *offer,
-                         size_t offer_len, weft_tls_identity **out) {
+static int pick_selector(void *arg, const char *server_name, const uint8_t *offer, size_t offer_len,
+                         weft_tls_identity **out) {
   (void)server_name, (void)offer, (void)offer_len;
   *out = *(weft_tls_identity **)arg;
   return 1;

@@ -204,18 +204,19 @@ END_TEST
 static void resume_later_cb(void *arg) {
   tu_conn *c = arg;
   c->user = NULL;
-  if (c->transport) ck_assert_int_eq(weft_transport_resume_reading(c->transport), 0);
+  if (c->transport)
+    ck_assert_int_eq(weft_transport_resume_reading(c->transport), 0);
 }
 
 static void pause_every_chunk(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len) {
   (void)data;
   (void)len;
-  if (c->user) tu_conn_violation(c, "data_received while paused");
+  if (c->user)
+    tu_conn_violation(c, "data_received while paused");
   ck_assert_int_eq(weft_transport_pause_reading(t), 0);
   c->user = c;
-  ck_assert_int_eq(weft_reactor_call_later(weft_transport_reactor(t), 0.001, resume_later_cb, c,
-                                           NULL),
-                   0);
+  ck_assert_int_eq(
+      weft_reactor_call_later(weft_transport_reactor(t), 0.001, resume_later_cb, c, NULL), 0);
 }
 
 START_TEST(test_pause_until_eof) {
@@ -309,7 +310,8 @@ static void xfer_produce(tu_conn *c, weft_transport *t) {
     }
     x->sent += n;
     size_t pending = weft_transport_pending_output(t);
-    if (pending > x->peak_pending) x->peak_pending = pending;
+    if (pending > x->peak_pending)
+      x->peak_pending = pending;
   }
 }
 
@@ -317,12 +319,14 @@ static void xfer_resume(void *arg) {
   xfer *x = arg;
   x->resume_call = NULL;
   x->paused = 0;
-  if (weft_transport_resume_reading(x->conn->transport) != 0) x->resume_errors++;
+  if (weft_transport_resume_reading(x->conn->transport) != 0)
+    x->resume_errors++;
 }
 
 static void xfer_consume(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len) {
   xfer *x = c->user;
-  if (x->paused) x->data_while_paused++;
+  if (x->paused)
+    x->data_while_paused++;
   if (!x->mismatch) {
     size_t at = tu_pattern_check(data, len, x->received);
     if (at < len) {
@@ -488,7 +492,8 @@ END_TEST
 static void reply_and_lose(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len) {
   (void)data;
   (void)len;
-  if (c->data_calls != 1) return;
+  if (c->data_calls != 1)
+    return;
   uint8_t *out = malloc(REPLY_SIZE);
   ck_assert_ptr_nonnull(out);
   tu_pattern_fill(out, REPLY_SIZE, 0);
@@ -602,7 +607,8 @@ END_TEST
 static void lose_on_first_data(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len) {
   (void)data;
   (void)len;
-  if (c->data_calls != 1) return;
+  if (c->data_calls != 1)
+    return;
   /* Output still pending keeps the connection in its closing state for a while. */
   size_t n = (size_t)2 << 20;
   uint8_t *out = calloc(1, n);
@@ -697,7 +703,8 @@ static void sf_lost(weft_protocol *p, weft_transport *t, const weft_reason *reas
   (void)t;
   self_freeing *s = (self_freeing *)p;
   int i = (*s->lost)++;
-  if (i < 8) s->codes[i] = reason->code;
+  if (i < 8)
+    s->codes[i] = reason->code;
   memset(s, 0x5a, sizeof *s); /* poison, then free */
   free(s);
 }
@@ -898,7 +905,8 @@ START_TEST(test_failed_timeout) {
   tu_factory_check(&client);
   weft_reactor_free(r);
   tu_factory_cleanup(&client);
-  for (int i = 0; i < nfill; i++) close(fillers[i]);
+  for (int i = 0; i < nfill; i++)
+    close(fillers[i]);
   close(lfd);
 }
 END_TEST
@@ -933,8 +941,7 @@ START_TEST(test_connect_localhost) {
   p.server.conn_config.echo = 1;
   p.client.conn_config.greeting = "ping";
   p.client.conn_config.greeting_len = 4;
-  ck_assert_int_eq(weft_connect_tcp(p.r, "localhost", p.port, &p.client.base, NULL),
-                   0);
+  ck_assert_int_eq(weft_connect_tcp(p.r, "localhost", p.port, &p.client.base, NULL), 0);
   tu_conn *c = tu_wait_conn(p.r, &p.client, 0, 10.0);
   tu_wait_size(p.r, &c->rx_len, 4, 10.0);
   ck_assert_msg(tu_conn_rx_equals(c, "ping", 4), "client got '%s'", RX_STR(c));
@@ -959,8 +966,7 @@ START_TEST(test_resolve_every_address) {
   p.server.conn_config.echo = 1;
   p.client.conn_config.greeting = "multi";
   p.client.conn_config.greeting_len = 5;
-  ck_assert_int_eq(
-      weft_connect_tcp(p.r, "multi.weft.test", p.port, &p.client.base, NULL), 0);
+  ck_assert_int_eq(weft_connect_tcp(p.r, "multi.weft.test", p.port, &p.client.base, NULL), 0);
   tu_conn *c = tu_wait_conn(p.r, &p.client, 0, 10.0);
   tu_wait_size(p.r, &c->rx_len, 5, 10.0);
   ck_assert_msg(tu_conn_rx_equals(c, "multi", 5), "client got '%s'", RX_STR(c));
@@ -971,8 +977,7 @@ START_TEST(test_resolve_every_address) {
   int queries = tu_fake_dns_queries(dns);
   ck_assert_int_ge(queries, 1);
 
-  ck_assert_int_eq(
-      weft_connect_tcp(p.r, "dead.weft.test", p.port, &p.client.base, NULL), 0);
+  ck_assert_int_eq(weft_connect_tcp(p.r, "dead.weft.test", p.port, &p.client.base, NULL), 0);
   tu_wait_int(p.r, &p.client.failed, 1, 10.0);
   ck_assert_msg(p.client.last_failed.code == WEFT_ECONNREFUSED, "%s (%s)",
                 weft_err_name(p.client.last_failed.code), p.client.last_failed.message);
@@ -992,10 +997,9 @@ START_TEST(test_bind_address) {
   tu_conn *c = tu_wait_conn(p.r, &p.client, 0, 10.0);
   char buf[64];
   ck_assert_int_eq(s->peer.ss_family, AF_INET);
-  ck_assert_msg(
-      strncmp(weft_address_format((struct sockaddr *)&s->peer, buf, sizeof buf), "127.0.0.1:",
-              10) == 0,
-      "server sees %s", buf);
+  ck_assert_msg(strncmp(weft_address_format((struct sockaddr *)&s->peer, buf, sizeof buf),
+                        "127.0.0.1:", 10) == 0,
+                "server sees %s", buf);
   ck_assert_int_eq(c->made, 1);
   if (tu_ipv6_available()) {
     /* An IPv6 source for an IPv4 destination cannot work: one failure, no crash. */
@@ -1183,8 +1187,10 @@ static void half_close_on_made(tu_conn *c, weft_transport *t) {
 static int reply_on_eof(tu_conn *c, weft_transport *t) {
   char reply[128];
   int n = snprintf(reply, sizeof reply, "reply:%s", RX_STR(c));
-  if (weft_transport_write(t, reply, (size_t)n) != 0) c->write_errors++;
-  if (weft_transport_lose_connection(t) != 0) c->write_errors++;
+  if (weft_transport_write(t, reply, (size_t)n) != 0)
+    c->write_errors++;
+  if (weft_transport_lose_connection(t) != 0)
+    c->write_errors++;
   return 1;
 }
 
@@ -1313,16 +1319,13 @@ START_TEST(test_bad_arguments) {
 
   int port = tu_free_port();
   weft_connector *cn = NULL;
-  ck_assert_int_eq(weft_connect_tcp(NULL, "127.0.0.1", port, &f.base, &cn),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_connect_tcp(NULL, "127.0.0.1", port, &f.base, &cn), WEFT_EINVAL);
   ck_assert_int_eq(weft_connect_tcp(r, NULL, port, &f.base, &cn), WEFT_EINVAL);
   ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", port, NULL, &cn), WEFT_EINVAL);
-  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", port, &no_build, &cn),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", port, &no_build, &cn), WEFT_EINVAL);
   ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", 0, &f.base, &cn), WEFT_EINVAL);
   ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", -1, &f.base, &cn), WEFT_EINVAL);
-  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", 65536, &f.base, &cn),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_connect_tcp(r, "127.0.0.1", 65536, &f.base, &cn), WEFT_EINVAL);
   ck_assert_int_eq(tu_connect(r, "127.0.0.1", port, &f.base, NULL, NULL, 1, "not-an-ip", &cn),
                    WEFT_EINVAL);
 
@@ -1377,7 +1380,7 @@ START_TEST(test_connector_cancel) {
   ck_assert_int_eq(weft_connect_tcp(p.r, "127.0.0.1", p.port, &p.client.base, &cn), 0);
   ck_assert_ptr_nonnull(cn);
   ck_assert_int_eq(weft_connector_cancel(cn), 0);
-  ck_assert_int_eq(p.client.failed, 0); /* from the loop, not from inside cancel */
+  ck_assert_int_eq(p.client.failed, 0);           /* from the loop, not from inside cancel */
   ck_assert_int_eq(weft_connector_cancel(cn), 0); /* still pending: a second cancel is harmless */
   tu_wait_int(p.r, &p.client.failed, 1, 10.0);
   tu_settle(p.r, 0.2);
@@ -1392,7 +1395,9 @@ START_TEST(test_connector_cancel) {
 }
 END_TEST
 
-static int dns_asked(void *arg) { return tu_fake_dns_queries(arg) >= 1; }
+static int dns_asked(void *arg) {
+  return tu_fake_dns_queries(arg) >= 1;
+}
 
 START_TEST(test_connector_cancel_resolving) {
   weft_reactor *r = tu_reactor_new();
@@ -1400,9 +1405,8 @@ START_TEST(test_connector_cancel_resolving) {
   tu_factory client;
   tu_factory_init(&client);
   weft_connector *cn = NULL;
-  ck_assert_int_eq(
-      weft_connect_tcp(r, "no-such-host.invalid", tu_free_port(), &client.base, &cn),
-      0);
+  ck_assert_int_eq(weft_connect_tcp(r, "no-such-host.invalid", tu_free_port(), &client.base, &cn),
+                   0);
   /* Wait until the query reached the (silent) server, then cancel mid-resolution. */
   tu_run_until(r, dns_asked, dns, 10.0);
   ck_assert_int_eq(client.failed, 0);
@@ -1428,9 +1432,9 @@ START_TEST(test_reactor_free_pending_connectors) {
   tu_factory_init(&client);
   int port;
   tu_listen_tcp_local(r, &server, &port);
-  tu_connect_tcp_local(r, &client, port);                                  /* connecting */
+  tu_connect_tcp_local(r, &client, port); /* connecting */
   ck_assert_int_eq(weft_connect_tcp(r, "no-such-host.invalid", port, &client.base, NULL),
-                   0);                                                      /* resolving */
+                   0); /* resolving */
   ck_assert_int_eq(client.failed, 0);
   tu_fake_dns_free(dns);
   weft_reactor_free(r);
@@ -1477,7 +1481,8 @@ START_TEST(test_many_connections) {
   one_round(r, &server, &client, port, 0); /* warm-up: lazily created resources */
   int fds_before = tu_count_fds();
   double start = tu_now();
-  for (int i = 1; i <= 1000; i++) one_round(r, &server, &client, port, i);
+  for (int i = 1; i <= 1000; i++)
+    one_round(r, &server, &client, port, i);
   double took = tu_now() - start;
   int fds_after = tu_count_fds();
   ck_assert_int_eq(fds_after, fds_before);
@@ -1591,8 +1596,7 @@ START_TEST(test_address_format) {
   sin.sin_family = AF_INET;
   sin.sin_port = htons(8080);
   inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-  ck_assert_str_eq(weft_address_format((struct sockaddr *)&sin, buf, sizeof buf),
-                   "127.0.0.1:8080");
+  ck_assert_str_eq(weft_address_format((struct sockaddr *)&sin, buf, sizeof buf), "127.0.0.1:8080");
   struct sockaddr_in6 sin6 = {0};
   sin6.sin6_family = AF_INET6;
   sin6.sin6_port = htons(443);

@@ -34,18 +34,20 @@
 #include "tlsutil.h"
 
 #define NWORKERS 4
-#define TCP_CLIENTS 2    /* per worker */
-#define TLS_CLIENTS 2    /* per worker */
-#define ROUNDS 200       /* echo round trips per client */
-#define STORM 1000       /* calls each worker posts to each other worker */
-#define STORM_CHUNK 50   /* ... per loop pass, to each other worker */
-#define MAIN_CALLS 500   /* calls the main thread posts to each worker */
+#define TCP_CLIENTS 2  /* per worker */
+#define TLS_CLIENTS 2  /* per worker */
+#define ROUNDS 200     /* echo round trips per client */
+#define STORM 1000     /* calls each worker posts to each other worker */
+#define STORM_CHUNK 50 /* ... per loop pass, to each other worker */
+#define MAIN_CALLS 500 /* calls the main thread posts to each worker */
 #define MAIN_SENDER NWORKERS
-#define DEADLINE 120.0   /* seconds for the whole test; ThreadSanitizer is slow */
+#define DEADLINE 120.0 /* seconds for the whole test; ThreadSanitizer is slow */
 
 /* Bytes the client sends in round R (varied, up to a few kB, so TLS records and TCP segments
  * split differently). */
-static size_t round_size(int r) { return 64 + (size_t)((r * 397) % 4000); }
+static size_t round_size(int r) {
+  return 64 + (size_t)((r * 397) % 4000);
+}
 
 /* --- Workers ------------------------------------------------------------------------------- */
 
@@ -55,9 +57,9 @@ typedef struct client {
   weft_protocol base; /* first member */
   worker *w;
   int tls;
-  int round;          /* completed round trips */
-  uint64_t sent;      /* bytes sent (pattern stream offset) */
-  uint64_t received;  /* bytes received and checked */
+  int round;         /* completed round trips */
+  uint64_t sent;     /* bytes sent (pattern stream offset) */
+  uint64_t received; /* bytes received and checked */
   int made, lost;
 } client;
 
@@ -83,8 +85,8 @@ struct worker {
   int storm_posted[NWORKERS];   /* calls posted to each other worker */
   int post_errors;
   int errors;
-  char error[512];              /* the first error */
-  int wrong_thread;             /* a callback ran outside the worker's thread */
+  char error[512];  /* the first error */
+  int wrong_thread; /* a callback ran outside the worker's thread */
   int done_reported;
 
   /* Shared with the main thread. */
@@ -158,8 +160,7 @@ static void echo_lost(weft_protocol *p, weft_transport *t, const weft_reason *re
   (void)t;
   check_thread(w);
   if (reason->code != WEFT_OK)
-    worker_error(w, "server connection lost: %s: %s", weft_err_name(reason->code),
-                 reason->message);
+    worker_error(w, "server connection lost: %s: %s", weft_err_name(reason->code), reason->message);
   w->servers_lost++;
   free(e);
   maybe_done(w);
@@ -168,8 +169,7 @@ static void echo_lost(weft_protocol *p, weft_transport *t, const weft_reason *re
 static const weft_protocol_ops echo_ops = {
     .connection_made = echo_made, .data_received = echo_data, .connection_lost = echo_lost};
 
-static weft_protocol *build_echo(weft_factory *f, weft_transport *t,
-                                 const struct sockaddr *peer) {
+static weft_protocol *build_echo(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
   (void)t, (void)peer;
   worker *w = f->data;
   echo *e = calloc(1, sizeof *e);
@@ -207,8 +207,7 @@ static void client_made(weft_protocol *p, weft_transport *t) {
   c->made++;
   c->w->clients_made++;
   if (weft_transport_is_tls(t) != c->tls)
-    worker_error(c->w, "client transport is_tls %d, expected %d", weft_transport_is_tls(t),
-                 c->tls);
+    worker_error(c->w, "client transport is_tls %d, expected %d", weft_transport_is_tls(t), c->tls);
   client_send_round(c, t);
 }
 
@@ -274,8 +273,7 @@ static void client_failed(weft_factory *f, const weft_reason *reason) {
   worker *w = f->data;
   check_thread(w);
   w->client_failures++;
-  worker_error(w, "client connection failed: %s: %s", weft_err_name(reason->code),
-               reason->message);
+  worker_error(w, "client connection failed: %s: %s", weft_err_name(reason->code), reason->message);
   maybe_done(w);
 }
 
@@ -468,13 +466,12 @@ START_TEST(test_reactors_in_threads) {
   long round_trips = 0, calls = 0;
   for (int i = 0; i < NWORKERS; i++) {
     worker *w = &wd->w[i];
-    ck_assert_msg(w->errors == 0, "worker %d: %d errors, the first: %s", i, w->errors,
-                  w->error);
-    ck_assert_msg(atomic_load(&w->done), "worker %d did not finish in %.0f s: clients made %d "
+    ck_assert_msg(w->errors == 0, "worker %d: %d errors, the first: %s", i, w->errors, w->error);
+    ck_assert_msg(atomic_load(&w->done),
+                  "worker %d did not finish in %.0f s: clients made %d "
                   "lost %d ok %d failed %d, servers made %d lost %d, calls from main %d",
-                  i, elapsed, w->clients_made, w->clients_lost, w->clients_ok,
-                  w->client_failures, w->servers_made, w->servers_lost,
-                  w->calls_from[MAIN_SENDER]);
+                  i, elapsed, w->clients_made, w->clients_lost, w->clients_ok, w->client_failures,
+                  w->servers_made, w->servers_lost, w->calls_from[MAIN_SENDER]);
     ck_assert_int_eq(w->wrong_thread, 0);
     ck_assert_int_eq(w->post_errors, 0);
     ck_assert_int_eq(w->clients_made, TCP_CLIENTS + TLS_CLIENTS);
@@ -527,7 +524,9 @@ static int never(void *arg) {
   return 0;
 }
 
-static void count_call(void *arg) { atomic_fetch_add(&((stop_state *)arg)->calls_run, 1); }
+static void count_call(void *arg) {
+  atomic_fetch_add(&((stop_state *)arg)->calls_run, 1);
+}
 
 /* Each round: post a few calls, then stop the reactor, at a slightly different moment each
  * time (before the main thread's run starts, while it starts, while it runs). */
@@ -597,8 +596,7 @@ START_TEST(test_stop_from_threads) {
       nanosleep(&ts, NULL);
     }
     int rc = weft_reactor_run_until(s.r, never, NULL, 0.001);
-    ck_assert_msg(rc == WEFT_ECANCELED || rc == WEFT_ETIMEDOUT, "draining: %s",
-                  weft_err_name(rc));
+    ck_assert_msg(rc == WEFT_ECANCELED || rc == WEFT_ETIMEDOUT, "draining: %s", weft_err_name(rc));
   }
   atomic_store(&s.round, -1);
   for (int i = 0; i < STOPPERS; i++)

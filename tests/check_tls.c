@@ -39,8 +39,12 @@
 
 #define RX_STR(c) ((c)->rx ? (const char *)(c)->rx : "")
 
-static int version_of(int i) { return i == 0 ? WEFT_TLS1_2 : WEFT_TLS1_3; }
-static const char *version_name(int v) { return v == WEFT_TLS1_2 ? "TLSv1.2" : "TLSv1.3"; }
+static int version_of(int i) {
+  return i == 0 ? WEFT_TLS1_2 : WEFT_TLS1_3;
+}
+static const char *version_name(int v) {
+  return v == WEFT_TLS1_2 ? "TLSv1.2" : "TLSv1.3";
+}
 
 /* --- A world: reactor, PKI, a TLS listener and a TLS client factory ----------------------- */
 
@@ -165,7 +169,8 @@ START_TEST(test_server_only) {
 
   check_tls_transport(c->transport, v, "client");
   check_tls_transport(s->transport, v, "server");
-  ck_assert_str_eq(weft_transport_tls_cipher(c->transport), weft_transport_tls_cipher(s->transport));
+  ck_assert_str_eq(weft_transport_tls_cipher(c->transport),
+                   weft_transport_tls_cipher(s->transport));
 
   char buf[512];
   ck_assert_int_eq(weft_transport_peer_subject(c->transport, buf, sizeof buf), 0);
@@ -262,7 +267,9 @@ typedef struct big_state {
   uint8_t chunk[BIG_CHUNK];
 } big_state;
 
-static big_state *big_of(tu_conn *c) { return c->factory->user; }
+static big_state *big_of(tu_conn *c) {
+  return c->factory->user;
+}
 
 static void big_pump(tu_conn *c, weft_transport *t) {
   big_state *st = big_of(c);
@@ -335,8 +342,7 @@ START_TEST(test_big_echo) {
   ck_assert_uint_eq(st->sent, BIG_TOTAL);
   ck_assert_uint_eq(c->rx_total, BIG_TOTAL);
   ck_assert_uint_eq(s->rx_total, BIG_TOTAL);
-  ck_assert_msg(st->mismatch_at < 0, "echo differs from the pattern at byte %lld",
-                st->mismatch_at);
+  ck_assert_msg(st->mismatch_at < 0, "echo differs from the pattern at byte %lld", st->mismatch_at);
   ck_assert_int_eq(st->write_errors + c->write_errors + s->write_errors, 0);
   /* The producer really waited for write_drained: it never queued far above its mark. */
   ck_assert_int_ge(c->drained, 1);
@@ -399,8 +405,8 @@ static const tu_reason *client_rejected(world *w, int *made) {
   return &c->lost_reason;
 }
 
-#define ck_assert_reason(r, expect_code)                                                        \
-  ck_assert_msg((r)->code == (expect_code), "%s: got %s (%s), expected %s", #r,                \
+#define ck_assert_reason(r, expect_code)                                                           \
+  ck_assert_msg((r)->code == (expect_code), "%s: got %s (%s), expected %s", #r,                    \
                 weft_err_name((r)->code), (r)->message, weft_err_name(expect_code))
 
 /* The side whose certificate the peer refused: weft reports WEFT_ECERTVERIFY with the alert it
@@ -467,8 +473,8 @@ START_TEST(test_untrusted_client_cert) {
   world w;
   world_init(&w);
   EVP_PKEY *key = tu_make_key();
-  X509 *cert = tu_make_cert(key, w.pki.other_ca_key, w.pki.other_ca_cert, "client", NULL, NULL,
-                            0, 0);
+  X509 *cert =
+      tu_make_cert(key, w.pki.other_ca_key, w.pki.other_ca_cert, "client", NULL, NULL, 0, 0);
   w.sopts = tu_server_options_mutual(&w.pki);
   w.copts = tu_client_options(&w.pki);
   tu_check_opt(w.copts, weft_cert_options_set_private_key(w.copts, key));
@@ -502,8 +508,8 @@ END_TEST
 /* A server certificate for localhost / 127.0.0.1 signed by ISSUER, valid from NB to NA. */
 static void serve_cert(world *w, EVP_PKEY *issuer_key, X509 *issuer_cert, long nb, long na) {
   EVP_PKEY *key = tu_make_key();
-  X509 *cert = tu_make_cert(key, issuer_key, issuer_cert, "server", "localhost", "127.0.0.1", nb,
-                            na);
+  X509 *cert =
+      tu_make_cert(key, issuer_key, issuer_cert, "server", "localhost", "127.0.0.1", nb, na);
   w->sopts = tu_options_with_identity(key, cert);
   EVP_PKEY_free(key);
   X509_free(cert);
@@ -599,8 +605,8 @@ START_TEST(test_hostname_mismatch) {
   const tu_reason *cr = client_failed(&w);
   ck_assert_reason(cr, WEFT_EHOSTNAME);
   ck_assert_int_eq(cr->verify_result, verify[_i]);
-  ck_assert_msg(str_contains(cr->message, names[_i]), "message '%s' does not name %s",
-                cr->message, names[_i]);
+  ck_assert_msg(str_contains(cr->message, names[_i]), "message '%s' does not name %s", cr->message,
+                names[_i]);
   check_rejected_by_peer(server_failed(&w), 42, "bad certificate");
   world_free(&w);
 }
@@ -748,12 +754,12 @@ typedef struct raw_peer {
   int port;              /* client modes: where to connect */
   int listen_fd;         /* server mode */
   int version;
-  X509 *ca;              /* client modes: trust anchor */
-  EVP_PKEY *key;         /* server mode: identity */
+  X509 *ca;      /* client modes: trust anchor */
+  EVP_PKEY *key; /* server mode: identity */
   X509 *cert;
-  int cork;              /* hold the last handshake flight with TCP_CORK and send it in one
+  int cork;      /* hold the last handshake flight with TCP_CORK and send it in one
                             segment with the first application data */
-  int no_answer;         /* RAW_CLIENT_EXPECT_CLOSE: never answer the close_notify */
+  int no_answer; /* RAW_CLIENT_EXPECT_CLOSE: never answer the close_notify */
   pthread_t thread;
   atomic_int done;
   /* results */
@@ -761,12 +767,14 @@ typedef struct raw_peer {
   int handshake_ok;
   char version_seen[16];
   int read_rc, read_err, shutdown_flags, shutdown_rc;
-  int eof_rc;            /* no_answer: what recv returned once weft gave up waiting */
-  double cut_after;      /* no_answer: seconds from close_notify to the TCP close */
+  int eof_rc;       /* no_answer: what recv returned once weft gave up waiting */
+  double cut_after; /* no_answer: seconds from close_notify to the TCP close */
   char rx[64];
 } raw_peer;
 
-static void raw_wake(void *arg) { (void)arg; }
+static void raw_wake(void *arg) {
+  (void)arg;
+}
 
 static void raw_fail(raw_peer *p, const char *what) {
   char ossl[160] = "";
@@ -917,7 +925,9 @@ static void raw_start(raw_peer *p) {
   ck_assert_int_eq(pthread_create(&p->thread, NULL, raw_main, p), 0);
 }
 
-static int raw_done(void *arg) { return atomic_load(&((raw_peer *)arg)->done); }
+static int raw_done(void *arg) {
+  return atomic_load(&((raw_peer *)arg)->done);
+}
 
 static void raw_join(raw_peer *p, weft_reactor *r) {
   tu_run_until(r, raw_done, p, 30.0);
@@ -1391,8 +1401,7 @@ static void check_plain(starttls_ctx *x, weft_transport *t) {
   x->plain_checked++;
 }
 
-static void starttls_server_data(tu_conn *c, weft_transport *t, const uint8_t *data,
-                                 size_t len) {
+static void starttls_server_data(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len) {
   starttls_ctx *x = c->factory->user;
   if (c->tls_started) {
     /* Encrypted phase: echo. */
@@ -1414,8 +1423,7 @@ static void starttls_client_made(tu_conn *c, weft_transport *t) {
   tu_conn_write_str(c, "STARTTLS\n");
 }
 
-static void starttls_client_data(tu_conn *c, weft_transport *t, const uint8_t *data,
-                                 size_t len) {
+static void starttls_client_data(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len) {
   starttls_ctx *x = c->factory->user;
   (void)data;
   (void)len;
@@ -1469,8 +1477,8 @@ START_TEST(test_starttls) {
   ck_assert_msg(rc == 0 && c->lost + s->lost == 0,
                 "STARTTLS: %s; client got '%s', lost %d (%s: %s, tls_started %d/%d); server got "
                 "'%s', lost %d (%s: %s, tls_started %d/%d)",
-                weft_err_name(rc), RX_STR(c), c->lost, weft_err_name(c->lost_reason.code), c->lost_reason.message,
-                c->tls_started, c->tls_started_status, RX_STR(s), s->lost,
+                weft_err_name(rc), RX_STR(c), c->lost, weft_err_name(c->lost_reason.code),
+                c->lost_reason.message, c->tls_started, c->tls_started_status, RX_STR(s), s->lost,
                 weft_err_name(s->lost_reason.code), s->lost_reason.message, s->tls_started,
                 s->tls_started_status);
 
@@ -1516,7 +1524,7 @@ END_TEST
 /* --- SNI: one options object, many names ------------------------------------------------------- */
 
 typedef struct sni_expect {
-  const char *name;   /* NULL: no SNI expected */
+  const char *name; /* NULL: no SNI expected */
   int seen, wrong;
   char first_wrong[128];
 } sni_expect;
@@ -1685,7 +1693,8 @@ static void child_spawn(child_proc *c, weft_reactor *r, char *const argv[]) {
   c->in_fd = in[1];
   c->out_fd = out[0];
   ck_assert_int_eq(fcntl(c->out_fd, F_SETFL, O_NONBLOCK), 0);
-  c->ev = event_new(weft_reactor_event_base(r), c->out_fd, EV_READ | EV_PERSIST, child_on_output, c);
+  c->ev =
+      event_new(weft_reactor_event_base(r), c->out_fd, EV_READ | EV_PERSIST, child_on_output, c);
   ck_assert_ptr_nonnull(c->ev);
   ck_assert_int_eq(event_add(c->ev, NULL), 0);
 }
@@ -1722,8 +1731,8 @@ static int child_has(void *arg) {
 static void child_wait_for(child_proc *c, weft_reactor *r, const char *needle) {
   child_wait cw = {c, needle};
   tu_run_until(r, child_has, &cw, 20.0);
-  ck_assert_msg(strstr(c->out, needle) != NULL, "'%s' not in the output of the child:\n%s",
-                needle, c->out);
+  ck_assert_msg(strstr(c->out, needle) != NULL, "'%s' not in the output of the child:\n%s", needle,
+                c->out);
 }
 
 /* s_server printed its whole "ACCEPT 127.0.0.1:PORT" line (or exited). */
@@ -1750,9 +1759,10 @@ START_TEST(test_interop_s_client) {
   char *ca = tu_write_cert_pem(w.pki.ca_cert);
   char connect[64];
   snprintf(connect, sizeof connect, "127.0.0.1:%d", w.port);
-  char *argv[] = {openssl, "s_client", "-connect", connect,
-                  v == WEFT_TLS1_2 ? "-tls1_2" : "-tls1_3", "-CAfile", ca, "-servername",
-                  "localhost", "-verify_return_error", "-quiet", NULL};
+  char *argv[] = {
+      openssl,   "s_client", "-connect",    connect,     v == WEFT_TLS1_2 ? "-tls1_2" : "-tls1_3",
+      "-CAfile", ca,         "-servername", "localhost", "-verify_return_error",
+      "-quiet",  NULL};
   child_proc child;
   child_spawn(&child, w.r, argv);
   ck_assert_int_eq(write(child.in_fd, "hello\n", 6), 6);
@@ -1790,8 +1800,11 @@ START_TEST(test_interop_s_server) {
   w.copts = tu_client_options(&w.pki);
   char *cert = tu_write_cert_pem(w.pki.server_cert);
   char *key = tu_write_key_pem(w.pki.server_key);
-  char *argv[] = {openssl, "s_server", "-accept", "127.0.0.1:0", "-cert", cert, "-key", key,
-                  v == WEFT_TLS1_2 ? "-tls1_2" : "-tls1_3", "-naccept", "1", "-rev", NULL};
+  char *argv[] = {openssl,       "s_server", "-accept",
+                  "127.0.0.1:0", "-cert",    cert,
+                  "-key",        key,        v == WEFT_TLS1_2 ? "-tls1_2" : "-tls1_3",
+                  "-naccept",    "1",        "-rev",
+                  NULL};
   child_proc child;
   child_spawn(&child, w.r, argv);
   child_wait_for(&child, w.r, "ACCEPT 127.0.0.1:");

@@ -38,25 +38,25 @@ static int have(unsigned mech, const char *test) {
     return 1;
   printf("SKIP: %.*s needs %s%s%s because weft was configured with --disable-alpn/--disable-npn "
          "(or OpenSSL lacks it)\n",
-         test_name_len(test), test, (mech & WEFT_MECH_ALPN) ? "ALPN" : "",
-         mech == 3 ? " and " : "", (mech & WEFT_MECH_NPN) ? "NPN" : "");
+         test_name_len(test), test, (mech & WEFT_MECH_ALPN) ? "ALPN" : "", mech == 3 ? " and " : "",
+         (mech & WEFT_MECH_NPN) ? "NPN" : "");
   return 0;
 }
-#define NEED(mech)                                                                             \
-  do {                                                                                         \
-    if (!have((mech), __func__))                                                               \
-      return;                                                                                  \
+#define NEED(mech)                                                                                 \
+  do {                                                                                             \
+    if (!have((mech), __func__))                                                                   \
+      return;                                                                                      \
   } while (0)
 
 /* At least one mechanism (what setting a non-empty list needs). */
-#define NEED_ANY()                                                                             \
-  do {                                                                                         \
-    if (weft_protocol_negotiation_mechanisms() == 0) {                                         \
-      printf("SKIP: %.*s needs ALPN or NPN because weft was configured with "                  \
-             "--disable-alpn/--disable-npn\n",                                                 \
-             test_name_len(__func__), __func__);                                               \
-      return;                                                                                  \
-    }                                                                                          \
+#define NEED_ANY()                                                                                 \
+  do {                                                                                             \
+    if (weft_protocol_negotiation_mechanisms() == 0) {                                             \
+      printf("SKIP: %.*s needs ALPN or NPN because weft was configured with "                      \
+             "--disable-alpn/--disable-npn\n",                                                     \
+             test_name_len(__func__), __func__);                                                   \
+      return;                                                                                      \
+    }                                                                                              \
   } while (0)
 
 static const char *const H2_HTTP[] = {"h2", "http/1.1"};
@@ -168,14 +168,14 @@ static void side_step(side *s) {
       return;
   }
   switch (SSL_get_error(s->ssl, r)) {
-  case SSL_ERROR_WANT_READ:
-  case SSL_ERROR_WANT_WRITE:
-    break;
-  case SSL_ERROR_ZERO_RETURN:
-    s->closed = 1;
-    break;
-  default:
-    s->failed = 1;
+    case SSL_ERROR_WANT_READ:
+    case SSL_ERROR_WANT_WRITE:
+      break;
+    case SSL_ERROR_ZERO_RETURN:
+      s->closed = 1;
+      break;
+    default:
+      s->failed = 1;
   }
   side_collect(s);
 }
@@ -211,8 +211,7 @@ static weft__reason_buf classify(side *s, int eof_seen) {
 }
 
 /* The negotiated protocol as a NUL-terminated string ("" for none) and its mechanism. */
-static const char *negotiated(side *s, weft_negotiation_mechanism *mech, char *buf,
-                              size_t size) {
+static const char *negotiated(side *s, weft_negotiation_mechanism *mech, char *buf, size_t size) {
   const uint8_t *p = NULL;
   size_t len = 99;
   weft__tls_negotiated(s->ssl, &s->conn, &p, &len, mech);
@@ -225,12 +224,12 @@ static const char *negotiated(side *s, weft_negotiation_mechanism *mech, char *b
   return buf;
 }
 
-#define ASSERT_NEGOTIATED(sidep, name, mechanism)                                              \
-  do {                                                                                         \
-    char buf_[300];                                                                            \
-    weft_negotiation_mechanism m_;                                                             \
-    ck_assert_str_eq(negotiated((sidep), &m_, buf_, sizeof buf_), (name));                     \
-    ck_assert_int_eq(m_, (mechanism));                                                         \
+#define ASSERT_NEGOTIATED(sidep, name, mechanism)                                                  \
+  do {                                                                                             \
+    char buf_[300];                                                                                \
+    weft_negotiation_mechanism m_;                                                                 \
+    ck_assert_str_eq(negotiated((sidep), &m_, buf_, sizeof buf_), (name));                         \
+    ck_assert_int_eq(m_, (mechanism));                                                             \
   } while (0)
 
 /* A server (identity ID) and a client that does not verify, both with default settings. */
@@ -281,7 +280,7 @@ START_TEST(test_mechanisms_mask) {
 #if defined(HAVE_SSL_CTX_SET_ALPN_SELECT_CB) && !defined(WEFT_DISABLE_ALPN)
   expected |= WEFT_MECH_ALPN;
 #endif
-#if !defined(OPENSSL_NO_NEXTPROTONEG) && defined(HAVE_SSL_CTX_SET_NEXT_PROTO_SELECT_CB) &&     \
+#if !defined(OPENSSL_NO_NEXTPROTONEG) && defined(HAVE_SSL_CTX_SET_NEXT_PROTO_SELECT_CB) &&         \
     !defined(WEFT_DISABLE_NPN)
   expected |= WEFT_MECH_NPN;
 #endif
@@ -301,12 +300,9 @@ START_TEST(test_unsupported_when_no_mechanism) {
   ck_assert_int_eq(weft_cert_options_set_next_protocols(o, H2_HTTP, 2), WEFT_ENOTSUP);
   ck_assert_ptr_nonnull(strstr(weft_cert_options_last_error(o), "neither ALPN nor NPN"));
   static const uint8_t wire[] = {2, 'h', '2'};
-  ck_assert_int_eq(weft_cert_options_set_next_protocols_wire(o, wire, sizeof wire),
-                   WEFT_ENOTSUP);
-  ck_assert_int_eq(weft_cert_options_set_negotiation_mechanisms(o, WEFT_MECH_ALPN),
-                   WEFT_ENOTSUP);
-  ck_assert_int_eq(weft_cert_options_set_negotiation_mechanisms(o, WEFT_MECH_NPN),
-                   WEFT_ENOTSUP);
+  ck_assert_int_eq(weft_cert_options_set_next_protocols_wire(o, wire, sizeof wire), WEFT_ENOTSUP);
+  ck_assert_int_eq(weft_cert_options_set_negotiation_mechanisms(o, WEFT_MECH_ALPN), WEFT_ENOTSUP);
+  ck_assert_int_eq(weft_cert_options_set_negotiation_mechanisms(o, WEFT_MECH_NPN), WEFT_ENOTSUP);
   /* an empty list is still fine: it negotiates nothing */
   ck_assert_int_eq(weft_cert_options_set_next_protocols(o, NULL, 0), 0);
   ck_assert_int_eq(weft_cert_options_prepare(o, WEFT_TLS_CLIENT), 0);
@@ -495,7 +491,7 @@ START_TEST(test_defaults_and_refcount) {
   weft_cert_options_unref(o);
   weft_cert_options_unref(o);
   ck_assert_int_eq(weft_cert_options_set_verify_depth(o, 3), 0); /* still alive */
-  weft_cert_options_unref(o);                                   /* the last one frees */
+  weft_cert_options_unref(o);                                    /* the last one frees */
   ck_assert_ptr_null(weft_cert_options_ref(NULL));
   weft_cert_options_unref(NULL);
   ck_assert_str_eq(weft_cert_options_last_error(NULL), "");
@@ -526,8 +522,7 @@ START_TEST(test_frozen_after_prepare) {
   ck_assert_int_eq(weft_cert_options_add_chain_certificate(o, id.cert), WEFT_EFROZEN);
   ck_assert_int_eq(weft_cert_options_add_ca_certificate(o, id.cert), WEFT_EFROZEN);
   ck_assert_int_eq(weft_cert_options_set_require_certificate(o, 1), WEFT_EFROZEN);
-  ck_assert_int_eq(weft_cert_options_set_tls_versions(o, WEFT_TLS1_3, WEFT_TLS1_3),
-                   WEFT_EFROZEN);
+  ck_assert_int_eq(weft_cert_options_set_tls_versions(o, WEFT_TLS1_3, WEFT_TLS1_3), WEFT_EFROZEN);
   ck_assert_int_eq(weft_cert_options_set_cipher_list(o, "HIGH"), WEFT_EFROZEN);
   ck_assert_int_eq(weft_cert_options_set_groups(o, "X25519"), WEFT_EFROZEN);
   ck_assert_int_eq(weft_cert_options_set_session_tickets(o, 0), WEFT_EFROZEN);
@@ -584,14 +579,12 @@ START_TEST(test_malformed_pem) {
   ck_assert_int_eq(weft_cert_options_load_certificate_chain_pem(o, bad_cert, strlen(bad_cert)),
                    WEFT_EPEM);
   ck_assert_str_ne(weft_cert_options_last_error(o), "");
-  ck_assert_int_eq(weft_cert_options_load_certificate_chain_pem(o, junk, strlen(junk)),
-                   WEFT_EPEM);
+  ck_assert_int_eq(weft_cert_options_load_certificate_chain_pem(o, junk, strlen(junk)), WEFT_EPEM);
   ck_assert_ptr_nonnull(strstr(weft_cert_options_last_error(o), "no PEM certificate"));
   ck_assert_int_eq(weft_cert_options_load_private_key_pem(o, junk, 0), WEFT_EPEM);
   ck_assert_int_eq(weft_cert_options_load_private_key_pem(o, NULL, 3), WEFT_EINVAL);
 
-  ck_assert_int_eq(weft_cert_options_load_private_key_file(o, "/nonexistent/key.pem"),
-                   WEFT_EPEM);
+  ck_assert_int_eq(weft_cert_options_load_private_key_file(o, "/nonexistent/key.pem"), WEFT_EPEM);
   ck_assert_ptr_nonnull(strstr(weft_cert_options_last_error(o), "/nonexistent/key.pem"));
   ck_assert_ptr_nonnull(strstr(weft_cert_options_last_error(o), "No such file"));
   ck_assert_int_eq(weft_cert_options_load_certificate_chain_file(o, "/nonexistent/c.pem"),
@@ -607,9 +600,8 @@ START_TEST(test_malformed_pem) {
   /* an encrypted key is refused, without prompting for a passphrase */
   EVP_PKEY *key0 = make_key();
   BIO *mem = BIO_new(BIO_s_mem());
-  ck_assert_int_eq(PEM_write_bio_PrivateKey(mem, key0, EVP_aes_256_cbc(), NULL, 0, NULL,
-                                            (void *)"secret"),
-                   1);
+  ck_assert_int_eq(
+      PEM_write_bio_PrivateKey(mem, key0, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)"secret"), 1);
   char *enc = NULL;
   long enc_len = BIO_get_mem_data(mem, &enc);
   ck_assert_int_eq(weft_cert_options_load_private_key_pem(o, enc, (size_t)enc_len), WEFT_EPEM);
@@ -671,14 +663,12 @@ START_TEST(test_load_files_and_chain) {
   ck_assert_int_eq(X509_cmp(SSL_CTX_get0_certificate(ctx), leaf), 0);
   /* the CA is announced to clients in the CertificateRequest */
   ck_assert_int_eq(sk_X509_NAME_num(SSL_CTX_get_client_CA_list(ctx)), 1);
-  ck_assert_int_eq(SSL_CTX_get_verify_mode(ctx),
-                   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
+  ck_assert_int_eq(SSL_CTX_get_verify_mode(ctx), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
   weft_cert_options_unref(o);
 
   /* the same from memory */
   o = new_options();
-  ck_assert_int_eq(weft_cert_options_load_certificate_chain_pem(o, chain_text,
-                                                                strlen(chain_text)),
+  ck_assert_int_eq(weft_cert_options_load_certificate_chain_pem(o, chain_text, strlen(chain_text)),
                    0);
   ck_assert_int_eq(weft_cert_options_load_private_key_pem(o, key_pem, strlen(key_pem)), 0);
   ck_assert_int_eq(weft_cert_options_prepare(o, WEFT_TLS_SERVER), 0);
@@ -723,8 +713,7 @@ END_TEST
 
 START_TEST(test_versions) {
   weft_cert_options *o = new_options();
-  ck_assert_int_eq(weft_cert_options_set_tls_versions(o, WEFT_TLS1_3, WEFT_TLS1_2),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(weft_cert_options_set_tls_versions(o, WEFT_TLS1_3, WEFT_TLS1_2), WEFT_EINVAL);
   ck_assert_ptr_nonnull(strstr(weft_cert_options_last_error(o), "empty TLS version range"));
   ck_assert_int_eq(weft_cert_options_set_tls_versions(o, 0x0301, WEFT_TLS1_3), WEFT_EINVAL);
   ck_assert_int_eq(weft_cert_options_set_tls_versions(o, WEFT_TLS1_2, 0x0305), WEFT_EINVAL);
@@ -881,8 +870,7 @@ START_TEST(test_new_ssl_names) {
   weft__reason_buf err;
 
   /* a DNS name: SNI and host check */
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "www.example.org", &conn, &ssl, &err),
-                   0);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "www.example.org", &conn, &ssl, &err), 0);
   ck_assert_str_eq(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), "www.example.org");
   ck_assert_str_eq(SSL_get0_peername(ssl) ? SSL_get0_peername(ssl) : "", "");
   ck_assert_str_eq(X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0), "www.example.org");
@@ -915,8 +903,7 @@ START_TEST(test_new_ssl_names) {
   /* verification off: SNI still, but no name check */
   o = new_options();
   ck_assert_int_eq(weft_cert_options_set_verify(o, 0), 0);
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "www.example.org", &conn, &ssl, &err),
-                   0);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "www.example.org", &conn, &ssl, &err), 0);
   ck_assert_str_eq(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), "www.example.org");
   ck_assert_ptr_null(X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0));
   SSL_free(ssl);
@@ -992,9 +979,9 @@ START_TEST(test_cert_self_signed) {
   ck_assert_int_gt(
       X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn), 0);
   ck_assert_str_eq(cn, "server");
-  ck_assert_int_gt(X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_organizationName,
-                                             cn, sizeof cn),
-                   0);
+  ck_assert_int_gt(
+      X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_organizationName, cn, sizeof cn),
+      0);
   ck_assert_str_eq(cn, "Server Test Certificate");
   ck_assert(has_san(cert, GEN_DNS, "localhost", 9));
   ck_assert(has_san(cert, GEN_DNS, "*.example.test", 14));
@@ -1415,8 +1402,7 @@ START_TEST(test_classify_untrusted) {
     weft__reason_buf rc = classify(&p.c, 0);
     ck_assert_int_eq(rc.reason.code, WEFT_ECERTVERIFY);
     ck_assert_int_ne(rc.reason.verify_result, X509_V_OK);
-    ck_assert_ptr_nonnull(
-        strstr(rc.msg, X509_verify_cert_error_string(rc.reason.verify_result)));
+    ck_assert_ptr_nonnull(strstr(rc.msg, X509_verify_cert_error_string(rc.reason.verify_result)));
     ck_assert_ptr_nonnull(strstr(rc.msg, "CN=server"));
     ck_assert_int_eq(rc.reason.alert_sent, 1);
     weft__reason_buf rs = classify(&p.s, 0);
@@ -1526,10 +1512,8 @@ START_TEST(test_classify_no_shared_cipher) {
   pair p;
   pair_init(&p);
   pair_versions(&p, WEFT_TLS1_2, WEFT_TLS1_2);
-  ck_assert_int_eq(weft_cert_options_set_cipher_list(p.server, "ECDHE-ECDSA-AES128-GCM-SHA256"),
-                   0);
-  ck_assert_int_eq(weft_cert_options_set_cipher_list(p.client, "ECDHE-ECDSA-AES256-GCM-SHA384"),
-                   0);
+  ck_assert_int_eq(weft_cert_options_set_cipher_list(p.server, "ECDHE-ECDSA-AES128-GCM-SHA256"), 0);
+  ck_assert_int_eq(weft_cert_options_set_cipher_list(p.client, "ECDHE-ECDSA-AES256-GCM-SHA384"), 0);
   pair_run(&p, "localhost");
   ck_assert(p.c.failed && p.s.failed);
   weft__reason_buf rc = classify(&p.c, 0), rs = classify(&p.s, 0);

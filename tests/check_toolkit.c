@@ -106,8 +106,7 @@ static void pinger_lost(weft_protocol *proto, weft_transport *t, const weft_reas
   p->lines = NULL;
 }
 static const weft_protocol_ops pinger_ops = {
-    .connection_made = pinger_made, .data_received = pinger_data,
-    .connection_lost = pinger_lost};
+    .connection_made = pinger_made, .data_received = pinger_data, .connection_lost = pinger_lost};
 
 typedef struct pinger_factory {
   weft_factory base;
@@ -301,8 +300,8 @@ START_TEST(test_pair_tls_alpn) {
   /* A client that does not trust the server: connection_failed, as over a socket. */
   weft_cert_options *untrusting;
   ck_assert_int_eq(weft_cert_options_new(&untrusting), 0);
-  ck_assert_int_eq(weft_testing_pair_new(r, &cf.base, &sf.base, untrusting, so, "localhost",
-                                         &p), 0);
+  ck_assert_int_eq(weft_testing_pair_new(r, &cf.base, &sf.base, untrusting, so, "localhost", &p),
+                   0);
   ck_assert_int_eq(weft_testing_pump(r), 0);
   ck_assert_int_eq(cf.failed, 1);
   ck_assert_int_eq(cf.last_failed.code, WEFT_ECERTVERIFY);

@@ -177,8 +177,8 @@ START_TEST(tls_socket_file) {
   tu_wait_size(r, &c->rx_total, 13, 5);
   ck_assert(tu_conn_rx_equals(c, "tls over unix", 13));
   /* a wrong server name fails verification: the name is really checked */
-  snprintf(desc, sizeof desc, "unix:path=%s:tls=yes:trustRoots=%s:serverName=wrong.example",
-           path, ca);
+  snprintf(desc, sizeof desc, "unix:path=%s:tls=yes:trustRoots=%s:serverName=wrong.example", path,
+           ca);
   connect_desc(r, &cf, desc);
   tu_wait_int(r, &cf.failed, 1, 5);
   ck_assert_int_eq(cf.last_failed.code, WEFT_EHOSTNAME);
@@ -252,9 +252,9 @@ START_TEST(stale_and_live_files) {
   ck_assert_int_eq(weft_endpoint_set_unix_mode(ep, 010000), WEFT_EINVAL);
   weft_endpoint_free(ep);
   char err[256];
-  ck_assert_int_eq(weft_endpoint_parse("unix:/tmp/x:mode=999", WEFT_ENDPOINT_SERVER, &ep, err,
-                                       sizeof err),
-                   WEFT_EINVAL);
+  ck_assert_int_eq(
+      weft_endpoint_parse("unix:/tmp/x:mode=999", WEFT_ENDPOINT_SERVER, &ep, err, sizeof err),
+      WEFT_EINVAL);
   ck_assert_ptr_nonnull(strstr(err, "mode:"));
   weft_reactor_free(r);
   tu_factory_check(&sf);

@@ -50,12 +50,13 @@
 #define BACKLOG 4096
 #define ECHO_LEN 16
 #define SEQ_IN_FLIGHT 8
-#define SEQ_BASELINE 1000        /* RSS baseline taken after this many handshakes */
-#define SEQ_RSS_SLACK_KIB 8192   /* allowed growth after the baseline */
+#define SEQ_BASELINE 1000      /* RSS baseline taken after this many handshakes */
+#define SEQ_RSS_SLACK_KIB 8192 /* allowed growth after the baseline */
 
 static long env_long(const char *name, long def) {
   const char *s = getenv(name);
-  if (s == NULL || *s == '\0') return def;
+  if (s == NULL || *s == '\0')
+    return def;
   char *end;
   long v = strtol(s, &end, 10);
   ck_assert_msg(*end == '\0' && v > 0, "%s=%s: expected a positive integer", name, s);
@@ -66,7 +67,8 @@ static long env_long(const char *name, long def) {
  * concurrent test's client process uses it). */
 static long rss_kib_raw(void) {
   FILE *f = fopen("/proc/self/statm", "r");
-  if (f == NULL) return -1;
+  if (f == NULL)
+    return -1;
   long size = 0, resident = 0;
   int got = fscanf(f, "%ld %ld", &size, &resident);
   fclose(f);
@@ -88,8 +90,8 @@ static long raise_nofile(long want) {
   if (rl.rlim_max != RLIM_INFINITY && (long)rl.rlim_max < want) {
     struct rlimit up = {(rlim_t)want, (rlim_t)want};
     if (setrlimit(RLIMIT_NOFILE, &up) != 0)
-      printf("load: cannot raise the hard RLIMIT_NOFILE from %ld to %ld: %s\n",
-             (long)rl.rlim_max, want, strerror(errno));
+      printf("load: cannot raise the hard RLIMIT_NOFILE from %ld to %ld: %s\n", (long)rl.rlim_max,
+             want, strerror(errno));
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
   }
   if (rl.rlim_cur != rl.rlim_max) {
@@ -109,18 +111,18 @@ typedef struct load {
   int port;
   weft_factory sfactory, cfactory;
 
-  long target;          /* connections to make in all */
-  long max_in_flight;   /* connection attempts (or connections, sequential) at once */
-  long started;         /* weft_connect_ssl calls that succeeded */
+  long target;        /* connections to make in all */
+  long max_in_flight; /* connection attempts (or connections, sequential) at once */
+  long started;       /* weft_connect_ssl calls that succeeded */
   long c_made, c_lost, c_failed, s_made, s_lost, s_hs_failed;
-  long echoed;          /* clients that got their echo back, intact */
-  long bad_echo;        /* clients that got something else */
-  long bad_lost;        /* connection_lost with a reason other than WEFT_OK */
-  int connect_rc;       /* first weft_connect_ssl error */
+  long echoed;    /* clients that got their echo back, intact */
+  long bad_echo;  /* clients that got something else */
+  long bad_lost;  /* connection_lost with a reason other than WEFT_OK */
+  int connect_rc; /* first weft_connect_ssl error */
   char first_error[256];
 
-  int sequential;       /* handshakes test: clients write 1 byte in connection_made, close on echo */
-  long rss_baseline;    /* handshakes: RSS when SEQ_BASELINE clients were done */
+  int sequential;    /* handshakes test: clients write 1 byte in connection_made, close on echo */
+  long rss_baseline; /* handshakes: RSS when SEQ_BASELINE clients were done */
 } load;
 
 typedef struct sconn {
@@ -141,8 +143,8 @@ static cconn *live_clients;
 
 static void note_error(load *L, const char *what, const weft_reason *reason) {
   if (L->first_error[0] == '\0')
-    snprintf(L->first_error, sizeof L->first_error, "%s: %s: %s", what,
-             weft_err_name(reason->code), reason->message);
+    snprintf(L->first_error, sizeof L->first_error, "%s: %s: %s", what, weft_err_name(reason->code),
+             reason->message);
 }
 
 /* Starts connection attempts until MAX_IN_FLIGHT are pending or TARGET were started. For the
@@ -150,9 +152,10 @@ static void note_error(load *L, const char *what, const weft_reason *reason) {
  * means not yet finished. */
 static void launch(load *L) {
   while (L->started < L->target && L->connect_rc == 0) {
-    long busy = L->sequential ? L->started - L->c_lost - L->c_failed
-                              : L->started - L->c_made - L->c_failed;
-    if (busy >= L->max_in_flight) break;
+    long busy =
+        L->sequential ? L->started - L->c_lost - L->c_failed : L->started - L->c_made - L->c_failed;
+    if (busy >= L->max_in_flight)
+      break;
     int rc = tu_connect(L->r, "127.0.0.1", L->port, &L->cfactory, L->copts, "localhost", 60.0, NULL,
                         NULL);
     if (rc != 0) {
@@ -183,14 +186,14 @@ static void s_lost(weft_protocol *p, weft_transport *t, const weft_reason *reaso
   }
   free(p);
 }
-static const weft_protocol_ops sconn_ops = {.connection_made = s_made,
-                                            .data_received = s_data,
-                                            .connection_lost = s_lost};
+static const weft_protocol_ops sconn_ops = {
+    .connection_made = s_made, .data_received = s_data, .connection_lost = s_lost};
 
 static weft_protocol *s_build(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
   (void)t, (void)peer;
   sconn *c = calloc(1, sizeof *c);
-  if (c == NULL) return NULL;
+  if (c == NULL)
+    return NULL;
   c->base.ops = &sconn_ops;
   c->L = f->data;
   return &c->base;
@@ -227,7 +230,8 @@ static void c_data(weft_protocol *p, weft_transport *t, const uint8_t *data, siz
   }
   memcpy(c->buf + c->got, data, len);
   c->got = (unsigned char)(c->got + len);
-  if (c->got < want) return;
+  if (c->got < want)
+    return;
   int ok;
   if (L->sequential) {
     ok = c->buf[0] == 'x';
@@ -240,7 +244,8 @@ static void c_data(weft_protocol *p, weft_transport *t, const uint8_t *data, siz
     L->echoed++;
   else
     L->bad_echo++;
-  if (L->sequential) weft_transport_lose_connection(t);
+  if (L->sequential)
+    weft_transport_lose_connection(t);
 }
 static void c_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
   (void)t;
@@ -253,18 +258,19 @@ static void c_lost(weft_protocol *p, weft_transport *t, const weft_reason *reaso
   }
   free(c);
   if (L->sequential) {
-    if (L->c_lost == SEQ_BASELINE) L->rss_baseline = rss_kib();
+    if (L->c_lost == SEQ_BASELINE)
+      L->rss_baseline = rss_kib();
     launch(L);
   }
 }
-static const weft_protocol_ops cconn_ops = {.connection_made = c_made,
-                                            .data_received = c_data,
-                                            .connection_lost = c_lost};
+static const weft_protocol_ops cconn_ops = {
+    .connection_made = c_made, .data_received = c_data, .connection_lost = c_lost};
 
 static weft_protocol *c_build(weft_factory *f, weft_transport *t, const struct sockaddr *peer) {
   (void)t, (void)peer;
   cconn *c = calloc(1, sizeof *c);
-  if (c == NULL) return NULL;
+  if (c == NULL)
+    return NULL;
   c->base.ops = &cconn_ops;
   c->L = f->data;
   return &c->base;
@@ -319,13 +325,14 @@ static const char *first_error(const load *L) {
 static void run_phase(load *L, int (*pred)(void *), double deadline, const char *what) {
   double left = deadline - tu_now();
   int rc = left > 0 ? weft_reactor_run_until(L->r, pred, L, left) : WEFT_ETIMEDOUT;
-  if (rc == WEFT_ETIMEDOUT && pred(L)) rc = 0;
+  if (rc == WEFT_ETIMEDOUT && pred(L))
+    rc = 0;
   ck_assert_msg(rc == 0,
                 "%s: %s; started %ld, client made %ld lost %ld failed %ld, server made %ld lost "
                 "%ld handshake_failed %ld, echoed %ld; first error: %s",
                 what, rc == WEFT_ETIMEDOUT ? "deadline passed" : weft_err_name(rc), L->started,
-                L->c_made, L->c_lost, L->c_failed, L->s_made, L->s_lost, L->s_hs_failed,
-                L->echoed, first_error(L));
+                L->c_made, L->c_lost, L->c_failed, L->s_made, L->s_lost, L->s_hs_failed, L->echoed,
+                first_error(L));
 }
 
 static int broken(const load *L) {
@@ -368,11 +375,13 @@ enum { PHASE_NONE = 0, PHASE_MADE = 1, PHASE_ECHOED = 2, PHASE_LOST = 3 };
 /* /proc/self/fd entries, or -1 (no Check assertion: the child uses it). */
 static int count_fds_raw(void) {
   DIR *dir = opendir("/proc/self/fd");
-  if (dir == NULL) return -1;
+  if (dir == NULL)
+    return -1;
   int n = 0;
   struct dirent *de;
   while ((de = readdir(dir)) != NULL)
-    if (de->d_name[0] != '.') n++;
+    if (de->d_name[0] != '.')
+      n++;
   closedir(dir);
   return n - 1; /* the directory's own descriptor */
 }
@@ -381,8 +390,10 @@ static int count_fds_raw(void) {
 static int write_all(int fd, const char *buf, size_t len) {
   while (len > 0) {
     ssize_t k = write(fd, buf, len);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return -1;
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      return -1;
     buf += k;
     len -= (size_t)k;
   }
@@ -407,7 +418,8 @@ static void child_report(child_side *cs, const char *phase) {
   char err[300];
   snprintf(err, sizeof err, "%s", first_error(L));
   for (char *p = err; *p; p++)
-    if (*p == '\n' || *p == '\r') *p = ' ';
+    if (*p == '\n' || *p == '\r')
+      *p = ' ';
   char line[REPORT_MAX];
   int k = snprintf(line, sizeof line,
                    "phase=%s made=%ld echoed=%ld failed=%ld lost=%ld bad_echo=%ld bad_lost=%ld "
@@ -416,7 +428,8 @@ static void child_report(child_side *cs, const char *phase) {
                    phase, L->c_made, L->echoed, L->c_failed, L->c_lost, L->bad_echo, L->bad_lost,
                    cs->write_errors, cs->rss_before, cs->rss_peak, cs->fds_before, cs->fds_peak,
                    cs->fds_after, err);
-  if (k < 0) return;
+  if (k < 0)
+    return;
   if ((size_t)k >= sizeof line) { /* cut the error text, keep the newline */
     k = (int)sizeof line - 1;
     line[k - 1] = '\n';
@@ -477,20 +490,29 @@ static void child_run(child_side *cs, int (*pred)(void *), double deadline, cons
 /* Reports PHASE and exits with status 1 unless OK. */
 static void child_phase_end(child_side *cs, const char *phase, int ok) {
   child_report(cs, phase);
-  if (!ok) _exit(1);
+  if (!ok)
+    _exit(1);
 }
 
 /* The child's whole life: L is its copy of the parent's state (fork), of which it uses the
  * client options, the port and the counters (all 0), never the parent's reactor or listener. */
 static _Noreturn void child_main(load *L, int cmd_fd, int rep_fd, pid_t parent, double deadline) {
-  child_side cs = {.L = L, .cmd_fd = cmd_fd, .rep_fd = rep_fd, .fds_before = -1,
-                   .fds_peak = -1, .fds_after = -1, .rss_before = -1, .rss_peak = -1};
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(3);
+  child_side cs = {.L = L,
+                   .cmd_fd = cmd_fd,
+                   .rep_fd = rep_fd,
+                   .fds_before = -1,
+                   .fds_peak = -1,
+                   .fds_after = -1,
+                   .rss_before = -1,
+                   .rss_peak = -1};
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+    _exit(3);
   /* Check's handlers (SIGTERM, SIGINT, SIGALRM: killpg of the test's process group) are Check
    * code too: back to the default actions. Ignored signals (SIGPIPE) stay ignored. */
   for (int sig = 1; sig < NSIG; sig++) {
     struct sigaction sa;
-    if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) != 0) continue;
+    if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) != 0)
+      continue;
     if (!(sa.sa_flags & SA_SIGINFO) && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
       continue;
     signal(sig, SIG_DFL);
@@ -504,8 +526,8 @@ static _Noreturn void child_main(load *L, int cmd_fd, int rep_fd, pid_t parent, 
   }
   L->r = r;
   live_clients = NULL;
-  cs.cmd_ev = event_new(weft_reactor_event_base(r), cmd_fd, EV_READ | EV_PERSIST, child_cmd_cb,
-                        &cs);
+  cs.cmd_ev =
+      event_new(weft_reactor_event_base(r), cmd_fd, EV_READ | EV_PERSIST, child_cmd_cb, &cs);
   if (cs.cmd_ev == NULL || event_add(cs.cmd_ev, NULL) != 0) {
     snprintf(L->first_error, sizeof L->first_error, "client process: cannot watch the pipe");
     child_phase_end(&cs, "start", 0);
@@ -531,14 +553,16 @@ static _Noreturn void child_main(load *L, int cmd_fd, int rep_fd, pid_t parent, 
     for (cconn *c = live_clients; c != NULL; c = c->next, writers++) {
       uint8_t msg[ECHO_LEN];
       tu_pattern_fill(msg, ECHO_LEN, (uint64_t)(uintptr_t)c);
-      if (weft_transport_write(c->t, msg, ECHO_LEN) != 0) cs.write_errors++;
+      if (weft_transport_write(c->t, msg, ECHO_LEN) != 0)
+        cs.write_errors++;
     }
     if (writers != L->target) {
       cs.write_errors++;
       snprintf(L->first_error, sizeof L->first_error,
                "client process: %ld live clients, expected %ld", writers, L->target);
     }
-    if (cs.write_errors == 0) child_run(&cs, ch_echoed, deadline, "echoing");
+    if (cs.write_errors == 0)
+      child_run(&cs, ch_echoed, deadline, "echoing");
   }
   child_phase_end(&cs, "echoed",
                   L->echoed == L->target && cs.write_errors == 0 && !broken(L) && !cs.parent_gone);
@@ -556,12 +580,14 @@ static _Noreturn void child_main(load *L, int cmd_fd, int rep_fd, pid_t parent, 
   live_clients = NULL;
   while (c != NULL) {
     cconn *next = c->next; /* C stays valid until its connection_lost, which runs later */
-    if (weft_transport_lose_connection(c->t) != 0) cs.write_errors++;
+    if (weft_transport_lose_connection(c->t) != 0)
+      cs.write_errors++;
     c = next;
   }
   child_run(&cs, ch_lost, deadline, "closing");
   int ok = L->c_lost == L->target && cs.write_errors == 0 && !broken(L) && !cs.parent_gone;
-  if (ok) child_run(&cs, ch_fds_back, deadline, "waiting for the descriptors to be closed");
+  if (ok)
+    child_run(&cs, ch_fds_back, deadline, "waiting for the descriptors to be closed");
   cs.fds_after = count_fds_raw();
   ok = ok && cs.fds_after == cs.fds_before;
   child_report(&cs, "lost"); /* before weft_reactor_free, which would lose what is left */
@@ -574,14 +600,14 @@ static _Noreturn void child_main(load *L, int cmd_fd, int rep_fd, pid_t parent, 
 
 typedef struct parent_side {
   load *L;
-  pid_t pid;           /* the client process until it is reaped, else 0 */
-  int rep_fd, cmd_fd;  /* -1 when closed */
+  pid_t pid;          /* the client process until it is reaped, else 0 */
+  int rep_fd, cmd_fd; /* -1 when closed */
   struct event *rep_ev;
   char buf[2 * REPORT_MAX];
   size_t len;
   char line[REPORT_MAX]; /* the last report line, "(none)" before any */
-  int phase;           /* the phase of the last report line */
-  int eof;             /* end of file on the report pipe (or a read error, or a line too long) */
+  int phase;             /* the phase of the last report line */
+  int eof;               /* end of file on the report pipe (or a read error, or a line too long) */
 } parent_side;
 
 static parent_side child_proc = {.pid = 0, .rep_fd = -1, .cmd_fd = -1};
@@ -591,15 +617,19 @@ static parent_side child_proc = {.pid = 0, .rep_fd = -1, .cmd_fd = -1};
 static int child_reap(parent_side *P, int kill_it) {
   int status = -1;
   if (P->pid > 0) {
-    if (kill_it) kill(P->pid, SIGKILL);
+    if (kill_it)
+      kill(P->pid, SIGKILL);
     while (waitpid(P->pid, &status, 0) < 0 && errno == EINTR) {
     }
     P->pid = 0;
   }
-  if (P->rep_ev != NULL) event_free(P->rep_ev);
+  if (P->rep_ev != NULL)
+    event_free(P->rep_ev);
   P->rep_ev = NULL;
-  if (P->rep_fd >= 0) close(P->rep_fd);
-  if (P->cmd_fd >= 0) close(P->cmd_fd);
+  if (P->rep_fd >= 0)
+    close(P->rep_fd);
+  if (P->cmd_fd >= 0)
+    close(P->cmd_fd);
   P->rep_fd = P->cmd_fd = -1;
   return status;
 }
@@ -639,9 +669,10 @@ static void child_reap_at_exit(void) {
 }
 
 /* Fails the test, after killing and reaping the client process, unless COND holds. */
-#define child_check(P, cond, ...)                                     \
-  do {                                                                \
-    if (!(cond)) child_fail_at(__FILE__, __LINE__, (P), __VA_ARGS__); \
+#define child_check(P, cond, ...)                                                                  \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      child_fail_at(__FILE__, __LINE__, (P), __VA_ARGS__);                                         \
   } while (0)
 
 /* The number after " KEY=" (or "KEY=" at the start) in the report line, before its err= text;
@@ -651,11 +682,13 @@ static long rep_field(const parent_side *P, const char *key) {
   head[0] = ' ';
   memcpy(head + 1, P->line, sizeof P->line); /* NUL-terminated within it */
   char *err = strstr(head, " err=");
-  if (err != NULL) *err = '\0';
+  if (err != NULL)
+    *err = '\0';
   char pat[64];
   snprintf(pat, sizeof pat, " %s=", key);
   const char *at = strstr(head, pat);
-  if (at == NULL) return -1;
+  if (at == NULL)
+    return -1;
   char *end;
   long v = strtol(at + strlen(pat), &end, 10);
   return end == at + strlen(pat) ? -1 : v;
@@ -665,10 +698,11 @@ static void parent_rep_cb(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   parent_side *P = arg;
   ssize_t k = read(fd, P->buf + P->len, sizeof P->buf - P->len);
-  if (k < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (k < 0 && (errno == EAGAIN || errno == EINTR))
+    return;
   if (k <= 0) {
-    if (k < 0) snprintf(P->line, sizeof P->line, "(read error on the report pipe: %s)",
-                        strerror(errno));
+    if (k < 0)
+      snprintf(P->line, sizeof P->line, "(read error on the report pipe: %s)", strerror(errno));
     P->eof = 1;
     event_del(P->rep_ev);
     return;
@@ -723,8 +757,8 @@ static void child_start(parent_side *P, load *L, double deadline) {
   close(cmd[0]);
   P->rep_fd = rep[0];
   P->cmd_fd = cmd[1];
-  P->rep_ev = event_new(weft_reactor_event_base(L->r), P->rep_fd, EV_READ | EV_PERSIST,
-                        parent_rep_cb, P);
+  P->rep_ev =
+      event_new(weft_reactor_event_base(L->r), P->rep_fd, EV_READ | EV_PERSIST, parent_rep_cb, P);
   child_check(P, P->rep_ev != NULL && event_add(P->rep_ev, NULL) == 0,
               "cannot watch the report pipe");
 }
@@ -757,7 +791,8 @@ static void parent_phase(parent_side *P, int (*pred)(void *), double deadline, c
   load *L = P->L;
   double left = deadline - tu_now();
   int rc = left > 0 ? weft_reactor_run_until(L->r, pred, P, left) : WEFT_ETIMEDOUT;
-  if (rc == WEFT_ETIMEDOUT && pred(P)) rc = 0;
+  if (rc == WEFT_ETIMEDOUT && pred(P))
+    rc = 0;
   child_check(P, rc == 0,
               "%s: %s; server made %ld lost %ld handshake_failed %ld; client process: %s; first "
               "error: %s",
@@ -824,9 +859,8 @@ START_TEST(test_concurrent) {
   child_command(P, 'c');
   parent_phase(P, p_lost, deadline, "closing");
   child_check(P,
-              !broken(&L) && L.s_lost == n && P->phase == PHASE_LOST &&
-                  rep_field(P, "lost") == n && rep_field(P, "bad_lost") == 0 &&
-                  rep_field(P, "write_errors") == 0,
+              !broken(&L) && L.s_lost == n && P->phase == PHASE_LOST && rep_field(P, "lost") == n &&
+                  rep_field(P, "bad_lost") == 0 && rep_field(P, "write_errors") == 0,
               "close: server lost %ld (%ld not clean); client process: %s; first server error: %s",
               L.s_lost, L.bad_lost, P->line, first_error(&L));
   long c_fds_after = rep_field(P, "fds_after");

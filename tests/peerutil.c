@@ -198,7 +198,9 @@ out:
   close(fd);
 }
 
-static void peer_wake(void *arg) { (void)arg; }
+static void peer_wake(void *arg) {
+  (void)arg;
+}
 
 static void *peer_main(void *arg) {
   peer *p = arg;
@@ -228,7 +230,9 @@ void peer_go(peer *p) {
     (void)!write(p->go_pipe[1], "g", 1);
 }
 
-int peer_done(void *p) { return atomic_load(&((peer *)p)->done); }
+int peer_done(void *p) {
+  return atomic_load(&((peer *)p)->done);
+}
 
 void peer_join(peer *p, weft_reactor *reactor, double seconds) {
   tu_run_until(reactor, peer_done, p, seconds);

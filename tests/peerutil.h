@@ -21,33 +21,33 @@
 
 typedef struct peer {
   /* configuration */
-  weft_reactor *reactor;   /* woken with call_from_thread when the peer is done */
+  weft_reactor *reactor; /* woken with call_from_thread when the peer is done */
   int port;
-  int tls_version;         /* 0: plain TCP; else TLS1_2_VERSION or TLS1_3_VERSION */
+  int tls_version;           /* 0: plain TCP; else TLS1_2_VERSION or TLS1_3_VERSION */
   const char *starttls_line; /* if set: sent in clear before the handshake; the server must
                                 answer with one line (any text up to a newline) */
-  int mfl;                 /* TLSEXT_max_fragment_length_512 ... _4096, or 0 */
-  void *ca;                /* X509 *: trust anchor (TLS); the name checked is "localhost" */
-  int rcvbuf;              /* SO_RCVBUF before connect, if > 0 */
-  const void *request;     /* sent after the handshake, if not NULL */
+  int mfl;                   /* TLSEXT_max_fragment_length_512 ... _4096, or 0 */
+  void *ca;                  /* X509 *: trust anchor (TLS); the name checked is "localhost" */
+  int rcvbuf;                /* SO_RCVBUF before connect, if > 0 */
+  const void *request;       /* sent after the handshake, if not NULL */
   size_t request_len;
-  int half_close;          /* after the request: shutdown(SHUT_WR) / SSL_shutdown */
-  int wait_go;             /* read nothing until peer_go */
-  size_t stop_after;       /* if > 0: stop reading (and keep the socket open, not reading) after
+  int half_close;    /* after the request: shutdown(SHUT_WR) / SSL_shutdown */
+  int wait_go;       /* read nothing until peer_go */
+  size_t stop_after; /* if > 0: stop reading (and keep the socket open, not reading) after
                               this many bytes, until peer_go; then read to the end */
   /* results */
   char error[256];
   int handshake_ok;
-  int mfl_negotiated;      /* the session's max_fragment_length mode */
-  size_t rx;               /* bytes of application data received */
-  size_t first_bad;        /* offset of the first byte that broke the pattern, or (size_t)-1 */
-  int end;                 /* how reading ended: 1 close_notify / clean FIN, -1 error */
+  int mfl_negotiated; /* the session's max_fragment_length mode */
+  size_t rx;          /* bytes of application data received */
+  size_t first_bad;   /* offset of the first byte that broke the pattern, or (size_t)-1 */
+  int end;            /* how reading ended: 1 close_notify / clean FIN, -1 error */
   int end_errno;
   char end_detail[160];
   /* private */
   atomic_int go;
   int go_pipe[2];
-  atomic_int stopped;      /* 1 while holding back at stop_after */
+  atomic_int stopped; /* 1 while holding back at stop_after */
   atomic_int done;
   pthread_t thread;
 } peer;

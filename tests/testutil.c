@@ -40,8 +40,8 @@ void tu_run_until_at(const char *file, int line, const char *what, weft_reactor 
   double start = tu_now();
   int rc = weft_reactor_run_until(reactor, pred, arg, seconds);
   if (rc != 0)
-    ck_abort_msg("%s:%d: waiting for %s: %s (%s) after %.3f s", file, line, what,
-                 weft_err_name(rc), weft_strerror(rc), tu_now() - start);
+    ck_abort_msg("%s:%d: waiting for %s: %s (%s) after %.3f s", file, line, what, weft_err_name(rc),
+                 weft_strerror(rc), tu_now() - start);
 }
 
 typedef struct int_target {
@@ -120,9 +120,11 @@ void tu_proto_read(tu_proto *dst, weft_transport *transport) {
   dst->set = 1;
   dst->present = p != NULL;
   dst->len = p ? len : 0;
-  if (p && len < sizeof dst->name) memcpy(dst->name, p, len);
+  if (p && len < sizeof dst->name)
+    memcpy(dst->name, p, len);
   dst->mechanism = weft_transport_negotiation_mechanism(transport);
-  if (!p && len != 0) dst->len = len; /* the contract says 0: let a test see otherwise */
+  if (!p && len != 0)
+    dst->len = len; /* the contract says 0: let a test see otherwise */
 }
 
 /* --- The recording protocol ----------------------------------------------------------- */
@@ -137,8 +139,10 @@ static void violation(tu_conn *c, tu_factory *f, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   if (c) {
-    if (c->violations++ == 0) snprintf(c->violation, sizeof c->violation, "%s", msg);
-    if (!f) f = c->factory;
+    if (c->violations++ == 0)
+      snprintf(c->violation, sizeof c->violation, "%s", msg);
+    if (!f)
+      f = c->factory;
   }
   if (f && f->violations++ == 0)
     snprintf(f->violation, sizeof f->violation, "conn %d: %s", c ? c->index : -1, msg);
@@ -155,10 +159,12 @@ void tu_conn_violation(tu_conn *c, const char *fmt, ...) {
 
 /* Checks that a callback other than connection_made arrives on a live connection. */
 static void check_live(tu_conn *c, weft_transport *t, const char *cb) {
-  if (c->made != 1) violation(c, NULL, "%s with %d connection_made", cb, c->made);
-  if (c->lost != 0) violation(c, NULL, "%s after connection_lost", cb);
-  if (t != c->transport) violation(c, NULL, "%s with transport %p, expected %p", cb, (void *)t,
-                                   (void *)c->transport);
+  if (c->made != 1)
+    violation(c, NULL, "%s with %d connection_made", cb, c->made);
+  if (c->lost != 0)
+    violation(c, NULL, "%s after connection_lost", cb);
+  if (t != c->transport)
+    violation(c, NULL, "%s with transport %p, expected %p", cb, (void *)t, (void *)c->transport);
 }
 
 static void conn_write(tu_conn *c, weft_transport *t, const void *data, size_t len) {
@@ -172,7 +178,8 @@ static void conn_write(tu_conn *c, weft_transport *t, const void *data, size_t l
 static void rx_append(tu_conn *c, const uint8_t *data, size_t len) {
   if (c->rx_len + len + 1 > c->rx_cap) {
     size_t cap = c->rx_cap ? c->rx_cap : 256;
-    while (cap < c->rx_len + len + 1) cap *= 2;
+    while (cap < c->rx_len + len + 1)
+      cap *= 2;
     uint8_t *rx = realloc(c->rx, cap);
     ck_assert_ptr_nonnull(rx);
     c->rx = rx;
@@ -185,26 +192,34 @@ static void rx_append(tu_conn *c, const uint8_t *data, size_t len) {
 
 static void on_connection_made(weft_protocol *p, weft_transport *t) {
   tu_conn *c = (tu_conn *)p;
-  if (c->made != 0) violation(c, NULL, "connection_made called again");
-  if (c->lost != 0) violation(c, NULL, "connection_made after connection_lost");
-  if (t == NULL) violation(c, NULL, "connection_made with a NULL transport");
+  if (c->made != 0)
+    violation(c, NULL, "connection_made called again");
+  if (c->lost != 0)
+    violation(c, NULL, "connection_made after connection_lost");
+  if (t == NULL)
+    violation(c, NULL, "connection_made with a NULL transport");
   if (t && weft_transport_protocol(t) != p)
     violation(c, NULL, "weft_transport_protocol() in connection_made is not the protocol");
   c->made++;
-  if (c->factory) c->factory->made++;
+  if (c->factory)
+    c->factory->made++;
   c->transport = t;
-  if (!t) return;
+  if (!t)
+    return;
   tu_proto_read(&c->proto_made, t);
-  if (c->cfg.low_water) weft_transport_set_write_low_water(t, c->cfg.low_water);
-  if (c->cfg.greeting) conn_write(c, t, c->cfg.greeting, c->cfg.greeting_len);
-  if (c->cfg.on_made) c->cfg.on_made(c, t);
+  if (c->cfg.low_water)
+    weft_transport_set_write_low_water(t, c->cfg.low_water);
+  if (c->cfg.greeting)
+    conn_write(c, t, c->cfg.greeting, c->cfg.greeting_len);
+  if (c->cfg.on_made)
+    c->cfg.on_made(c, t);
 }
 
-static void on_data_received(weft_protocol *p, weft_transport *t, const uint8_t *data,
-                             size_t len) {
+static void on_data_received(weft_protocol *p, weft_transport *t, const uint8_t *data, size_t len) {
   tu_conn *c = (tu_conn *)p;
   check_live(c, t, "data_received");
-  if (len == 0) violation(c, NULL, "data_received with 0 bytes");
+  if (len == 0)
+    violation(c, NULL, "data_received with 0 bytes");
   if (data == NULL) {
     violation(c, NULL, "data_received with NULL data");
     return;
@@ -212,19 +227,24 @@ static void on_data_received(weft_protocol *p, weft_transport *t, const uint8_t 
   size_t before = c->rx_total;
   c->data_calls++;
   c->rx_total += len;
-  if (c->cfg.keep_rx) rx_append(c, data, len);
-  if (c->cfg.echo) conn_write(c, t, data, len);
-  if (c->cfg.abort_on_data && before == 0) weft_transport_abort_connection(t);
+  if (c->cfg.keep_rx)
+    rx_append(c, data, len);
+  if (c->cfg.echo)
+    conn_write(c, t, data, len);
+  if (c->cfg.abort_on_data && before == 0)
+    weft_transport_abort_connection(t);
   if (c->cfg.close_after && before < c->cfg.close_after && c->rx_total >= c->cfg.close_after)
     weft_transport_lose_connection(t);
-  if (c->cfg.on_data) c->cfg.on_data(c, t, data, len);
+  if (c->cfg.on_data)
+    c->cfg.on_data(c, t, data, len);
 }
 
 static int on_read_eof(weft_protocol *p, weft_transport *t) {
   tu_conn *c = (tu_conn *)p;
   check_live(c, t, "read_eof");
   c->read_eof++;
-  if (c->cfg.on_read_eof) return c->cfg.on_read_eof(c, t);
+  if (c->cfg.on_read_eof)
+    return c->cfg.on_read_eof(c, t);
   return c->cfg.read_eof_result;
 }
 
@@ -232,7 +252,8 @@ static void on_write_drained(weft_protocol *p, weft_transport *t) {
   tu_conn *c = (tu_conn *)p;
   check_live(c, t, "write_drained");
   c->drained++;
-  if (c->cfg.on_drained) c->cfg.on_drained(c, t);
+  if (c->cfg.on_drained)
+    c->cfg.on_drained(c, t);
 }
 
 static void on_tls_started(weft_protocol *p, weft_transport *t, int status) {
@@ -240,22 +261,30 @@ static void on_tls_started(weft_protocol *p, weft_transport *t, int status) {
   check_live(c, t, "tls_started");
   c->tls_started++;
   c->tls_started_status = status;
-  if (c->cfg.on_tls_started) c->cfg.on_tls_started(c, t, status);
+  if (c->cfg.on_tls_started)
+    c->cfg.on_tls_started(c, t, status);
 }
 
 static void on_connection_lost(weft_protocol *p, weft_transport *t, const weft_reason *reason) {
   tu_conn *c = (tu_conn *)p;
-  if (c->lost != 0) violation(c, NULL, "connection_lost called again");
-  if (c->made != 1) violation(c, NULL, "connection_lost with %d connection_made", c->made);
-  if (t != c->transport) violation(c, NULL, "connection_lost with another transport");
+  if (c->lost != 0)
+    violation(c, NULL, "connection_lost called again");
+  if (c->made != 1)
+    violation(c, NULL, "connection_lost with %d connection_made", c->made);
+  if (t != c->transport)
+    violation(c, NULL, "connection_lost with another transport");
   if (reason == NULL || reason->message == NULL)
     violation(c, NULL, "connection_lost with a NULL reason or message");
-  if (reason && reason->code > 0) violation(c, NULL, "connection_lost with a positive code");
+  if (reason && reason->code > 0)
+    violation(c, NULL, "connection_lost with a positive code");
   c->lost++;
-  if (c->factory) c->factory->lost++;
+  if (c->factory)
+    c->factory->lost++;
   tu_reason_copy(&c->lost_reason, reason);
-  if (t) tu_proto_read(&c->proto_lost, t);
-  if (c->cfg.on_lost) c->cfg.on_lost(c, t, reason);
+  if (t)
+    tu_proto_read(&c->proto_lost, t);
+  if (c->cfg.on_lost)
+    c->cfg.on_lost(c, t, reason);
   c->transport = NULL;
 }
 
@@ -273,12 +302,14 @@ tu_conn *tu_conn_new(const tu_conn_config *cfg) {
   ck_assert_ptr_nonnull(c);
   c->base.ops = &tu_conn_ops;
   c->base.data = c;
-  if (cfg) c->cfg = *cfg;
+  if (cfg)
+    c->cfg = *cfg;
   return c;
 }
 
 void tu_conn_free(tu_conn *c) {
-  if (!c) return;
+  if (!c)
+    return;
   free(c->rx);
   free(c);
 }
@@ -299,8 +330,10 @@ static weft_protocol *factory_build(weft_factory *wf, weft_transport *t,
                                     const struct sockaddr *peer) {
   tu_factory *f = (tu_factory *)wf;
   f->built++;
-  if (t == NULL) violation(NULL, f, "build_protocol with a NULL transport");
-  if (peer == NULL) violation(NULL, f, "build_protocol with a NULL peer");
+  if (t == NULL)
+    violation(NULL, f, "build_protocol with a NULL transport");
+  if (peer == NULL)
+    violation(NULL, f, "build_protocol with a NULL peer");
   if (t && weft_transport_protocol(t) != NULL)
     violation(NULL, f, "weft_transport_protocol() is not NULL in build_protocol");
   if (f->refuse) {
@@ -311,19 +344,21 @@ static weft_protocol *factory_build(weft_factory *wf, weft_transport *t,
   c->factory = f;
   c->index = f->next_index++;
   if (peer) {
-    socklen_t len = peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                : sizeof(struct sockaddr_in);
+    socklen_t len =
+        peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     memcpy(&c->peer, peer, len);
     c->peer_len = len;
   }
-  if (t) tu_proto_read(&c->proto_build, t);
+  if (t)
+    tu_proto_read(&c->proto_build, t);
   if (f->conns_tail)
     f->conns_tail->next = c;
   else
     f->conns = c;
   f->conns_tail = c;
   f->nconns++;
-  if (f->on_build) f->on_build(f, c, t);
+  if (f->on_build)
+    f->on_build(f, c, t);
   return &c->base;
 }
 
@@ -335,7 +370,8 @@ static void factory_failed(weft_factory *wf, const weft_reason *reason) {
   else if (reason->code >= 0)
     violation(NULL, f, "connection_failed with code %d (not an error)", reason->code);
   tu_reason_copy(&f->last_failed, reason);
-  if (f->on_failed) f->on_failed(f, reason);
+  if (f->on_failed)
+    f->on_failed(f, reason);
 }
 
 static void factory_handshake_failed(weft_factory *wf, const struct sockaddr *peer,
@@ -346,14 +382,15 @@ static void factory_handshake_failed(weft_factory *wf, const struct sockaddr *pe
     violation(NULL, f, "handshake_failed with a NULL reason or message");
   else if (reason->code >= 0)
     violation(NULL, f, "handshake_failed with code %d (not an error)", reason->code);
-  if (peer == NULL) violation(NULL, f, "handshake_failed with a NULL peer");
+  if (peer == NULL)
+    violation(NULL, f, "handshake_failed with a NULL peer");
   tu_reason_copy(&f->last_handshake_failed, reason);
   memset(&f->last_handshake_peer, 0, sizeof f->last_handshake_peer);
   if (peer)
     memcpy(&f->last_handshake_peer, peer,
-           peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                       : sizeof(struct sockaddr_in));
-  if (f->on_handshake_failed) f->on_handshake_failed(f, peer, reason);
+           peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+  if (f->on_handshake_failed)
+    f->on_handshake_failed(f, peer, reason);
 }
 
 void tu_factory_init(tu_factory *f) {
@@ -395,7 +432,8 @@ void tu_factory_reap(tu_factory *f) {
 
 tu_conn *tu_factory_conn(tu_factory *f, int index) {
   tu_conn *c = f->conns;
-  for (int i = 0; c && i < index; i++) c = c->next;
+  for (int i = 0; c && i < index; i++)
+    c = c->next;
   return c;
 }
 
@@ -415,9 +453,9 @@ tu_conn *tu_wait_conn_at(const char *file, int line, weft_reactor *reactor, tu_f
   conn_target t = {f, index + 1, f->failed};
   int rc = weft_reactor_run_until(reactor, conns_reached, &t, seconds);
   if (rc != 0 || f->nconns < t.count)
-    ck_abort_msg("%s:%d: waiting for connection %d to be built: %s (built %d, failed %d%s%s)",
-                 file, line, index, rc ? weft_err_name(rc) : "connection_failed", f->nconns,
-                 f->failed, f->failed ? ": " : "", f->failed ? f->last_failed.message : "");
+    ck_abort_msg("%s:%d: waiting for connection %d to be built: %s (built %d, failed %d%s%s)", file,
+                 line, index, rc ? weft_err_name(rc) : "connection_failed", f->nconns, f->failed,
+                 f->failed ? ": " : "", f->failed ? f->last_failed.message : "");
   return tu_factory_conn(f, index);
 }
 
@@ -528,7 +566,8 @@ weft_listener *tu_listen_tcp_local(weft_reactor *reactor, tu_factory *f, int *po
   ck_assert_ptr_nonnull(listener);
   int p = weft_listener_port(listener);
   ck_assert_msg(p > 0 && p < 65536, "weft_listener_port returned %d", p);
-  if (port) *port = p;
+  if (port)
+    *port = p;
   return listener;
 }
 
@@ -594,14 +633,16 @@ int tu_count_fds(void) {
   int n = 0;
   struct dirent *de;
   while ((de = readdir(dir)) != NULL)
-    if (de->d_name[0] != '.') n++;
+    if (de->d_name[0] != '.')
+      n++;
   closedir(dir);
   return n - 1; /* the directory's own descriptor */
 }
 
 int tu_ipv6_available(void) {
   int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return 0;
+  if (fd < 0)
+    return 0;
   struct sockaddr_in6 sin6 = {0};
   sin6.sin6_family = AF_INET6;
   sin6.sin6_addr = in6addr_loopback;
@@ -649,53 +690,62 @@ void tu_fake_dns_add(tu_fake_dns *dns, const char *name, const char *ip) {
  * Returns the answer's length, or 0 for a packet that is not a query. */
 static size_t dns_answer(const tu_fake_dns *dns, const uint8_t *q, size_t len, uint8_t *out,
                          size_t cap) {
-  if (len < 12 || (q[2] & 0x80)) return 0;          /* too short, or already a response */
+  if (len < 12 || (q[2] & 0x80))
+    return 0; /* too short, or already a response */
   size_t qdcount = ((size_t)q[4] << 8) | q[5];
   size_t end = 12;
   char name[256] = "";
   size_t name_len = 0;
   unsigned qtype = 0;
-  if (qdcount >= 1) {                                /* read the first question */
+  if (qdcount >= 1) { /* read the first question */
     int labels = 0;
     while (end < len && q[end] != 0 && labels++ < 128) {
       size_t l = q[end];
-      if ((l & 0xc0) != 0 || end + 1 + l > len) return 0; /* no compression in queries */
-      if (name_len + l + 2 > sizeof name) return 0;
-      if (name_len) name[name_len++] = '.';
+      if ((l & 0xc0) != 0 || end + 1 + l > len)
+        return 0; /* no compression in queries */
+      if (name_len + l + 2 > sizeof name)
+        return 0;
+      if (name_len)
+        name[name_len++] = '.';
       memcpy(name + name_len, q + end + 1, l);
       name_len += l;
       end += 1 + l;
     }
     name[name_len] = 0;
-    if (end + 5 > len) return 0;
+    if (end + 5 > len)
+      return 0;
     qtype = ((unsigned)q[end + 1] << 8) | q[end + 2];
-    end += 1 + 4;                                    /* root label, QTYPE, QCLASS */
+    end += 1 + 4; /* root label, QTYPE, QCLASS */
   }
-  if (end > cap) return 0;
+  if (end > cap)
+    return 0;
   memcpy(out, q, end);
-  out[2] = (uint8_t)(0x80 | (q[2] & 0x79));          /* QR, opcode, RD */
+  out[2] = (uint8_t)(0x80 | (q[2] & 0x79)); /* QR, opcode, RD */
   out[4] = 0;
   out[5] = qdcount >= 1 ? 1 : 0;
-  memset(out + 6, 0, 6);                             /* AN, NS, AR counts */
+  memset(out + 6, 0, 6); /* AN, NS, AR counts */
   int known = 0;
   unsigned answers = 0;
   size_t pos = end;
   for (int i = 0; i < dns->nrecords && qdcount >= 1; i++) {
     const dns_record *rec = &dns->records[i];
-    if (strcasecmp(rec->name, name) != 0) continue;
+    if (strcasecmp(rec->name, name) != 0)
+      continue;
     known = 1;
     int want = qtype == 1 ? AF_INET : qtype == 28 ? AF_INET6 : -1;
-    if (rec->family != want) continue;
+    if (rec->family != want)
+      continue;
     size_t alen = rec->family == AF_INET ? 4 : 16;
-    if (pos + 12 + alen > cap) break;
+    if (pos + 12 + alen > cap)
+      break;
     uint8_t *a = out + pos;
-    a[0] = 0xc0;                                     /* name: pointer to the question */
+    a[0] = 0xc0; /* name: pointer to the question */
     a[1] = 12;
     a[2] = (uint8_t)(qtype >> 8);
     a[3] = (uint8_t)qtype;
-    a[4] = 0;                                        /* class IN */
+    a[4] = 0; /* class IN */
     a[5] = 1;
-    a[6] = a[7] = a[8] = 0;                          /* TTL 60 */
+    a[6] = a[7] = a[8] = 0; /* TTL 60 */
     a[9] = 60;
     a[10] = 0;
     a[11] = (uint8_t)alen;
@@ -703,7 +753,7 @@ static size_t dns_answer(const tu_fake_dns *dns, const uint8_t *q, size_t len, u
     pos += 12 + alen;
     answers++;
   }
-  out[3] = (uint8_t)(0x80 | (known ? 0 : 3));        /* RA, RCODE NOERROR or NXDOMAIN */
+  out[3] = (uint8_t)(0x80 | (known ? 0 : 3)); /* RA, RCODE NOERROR or NXDOMAIN */
   out[6] = (uint8_t)(answers >> 8);
   out[7] = (uint8_t)answers;
   return pos;
@@ -717,11 +767,14 @@ static void dns_readable(evutil_socket_t fd, short what, void *arg) {
     struct sockaddr_storage from;
     socklen_t fromlen = sizeof from;
     ssize_t n = recvfrom(fd, q, sizeof q, 0, (struct sockaddr *)&from, &fromlen);
-    if (n < 0) return; /* EAGAIN: drained */
+    if (n < 0)
+      return; /* EAGAIN: drained */
     dns->queries++;
-    if (dns->mode == TU_DNS_SILENT) continue;
+    if (dns->mode == TU_DNS_SILENT)
+      continue;
     size_t alen = dns_answer(dns, q, (size_t)n, a, sizeof a);
-    if (alen) (void)sendto(fd, a, alen, 0, (struct sockaddr *)&from, fromlen);
+    if (alen)
+      (void)sendto(fd, a, alen, 0, (struct sockaddr *)&from, fromlen);
   }
 }
 
@@ -739,8 +792,8 @@ tu_fake_dns *tu_fake_dns_start(weft_reactor *reactor, tu_dns_mode mode) {
   socklen_t len = sizeof sin;
   ck_assert_int_eq(getsockname(dns->fd, (struct sockaddr *)&sin, &len), 0);
   dns->port = ntohs(sin.sin_port);
-  dns->ev = event_new(weft_reactor_event_base(reactor), dns->fd, EV_READ | EV_PERSIST,
-                      dns_readable, dns);
+  dns->ev =
+      event_new(weft_reactor_event_base(reactor), dns->fd, EV_READ | EV_PERSIST, dns_readable, dns);
   ck_assert_ptr_nonnull(dns->ev);
   ck_assert_int_eq(event_add(dns->ev, NULL), 0);
   char servers[64];
@@ -750,12 +803,17 @@ tu_fake_dns *tu_fake_dns_start(weft_reactor *reactor, tu_dns_mode mode) {
   return dns;
 }
 
-int tu_fake_dns_port(const tu_fake_dns *dns) { return dns->port; }
+int tu_fake_dns_port(const tu_fake_dns *dns) {
+  return dns->port;
+}
 
-int tu_fake_dns_queries(const tu_fake_dns *dns) { return dns->queries; }
+int tu_fake_dns_queries(const tu_fake_dns *dns) {
+  return dns->queries;
+}
 
 void tu_fake_dns_free(tu_fake_dns *dns) {
-  if (!dns) return;
+  if (!dns)
+    return;
   event_free(dns->ev);
   close(dns->fd);
   free(dns);
@@ -764,12 +822,14 @@ void tu_fake_dns_free(tu_fake_dns *dns) {
 /* --- Data patterns -------------------------------------------------------------------- */
 
 void tu_pattern_fill(uint8_t *buf, size_t len, uint64_t offset) {
-  for (size_t i = 0; i < len; i++) buf[i] = tu_pattern_byte(offset + i);
+  for (size_t i = 0; i < len; i++)
+    buf[i] = tu_pattern_byte(offset + i);
 }
 
 size_t tu_pattern_check(const uint8_t *buf, size_t len, uint64_t offset) {
   for (size_t i = 0; i < len; i++)
-    if (buf[i] != tu_pattern_byte(offset + i)) return i;
+    if (buf[i] != tu_pattern_byte(offset + i))
+      return i;
   return len;
 }
 

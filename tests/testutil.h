@@ -43,15 +43,15 @@ weft_reactor *tu_reactor_new(void);
 
 /* Runs REACTOR until PRED(ARG) holds; fails the test (naming the predicate and the caller's
  * line) if SECONDS pass first or the loop ends for another reason. */
-#define tu_run_until(reactor, pred, arg, seconds) \
+#define tu_run_until(reactor, pred, arg, seconds)                                                  \
   tu_run_until_at(__FILE__, __LINE__, #pred, (reactor), (pred), (arg), (seconds))
 void tu_run_until_at(const char *file, int line, const char *what, weft_reactor *reactor,
                      int (*pred)(void *arg), void *arg, double seconds);
 
 /* Runs REACTOR until *COUNTER >= TARGET (an int or a size_t); fails the test on timeout. */
-#define tu_wait_int(reactor, counter, target, seconds) \
+#define tu_wait_int(reactor, counter, target, seconds)                                             \
   tu_wait_int_at(__FILE__, __LINE__, #counter, (reactor), (counter), (target), (seconds))
-#define tu_wait_size(reactor, counter, target, seconds) \
+#define tu_wait_size(reactor, counter, target, seconds)                                            \
   tu_wait_size_at(__FILE__, __LINE__, #counter, (reactor), (counter), (target), (seconds))
 void tu_wait_int_at(const char *file, int line, const char *what, weft_reactor *reactor,
                     const int *counter, int target, double seconds);
@@ -66,12 +66,12 @@ void tu_settle(weft_reactor *reactor, double seconds);
 /* For tests whose subject needs ALPN, in a build without it (configure --disable-alpn): checks
  * what such a build does instead (with neither mechanism, setting a protocol list is refused
  * with WEFT_ENOTSUP), says so on stdout, and returns from the test. */
-#define TU_REQUIRE_ALPN()                                                                  \
-  do {                                                                                     \
-    if (!(weft_protocol_negotiation_mechanisms() & WEFT_MECH_ALPN)) {                      \
-      tu_check_without_alpn(__func__);                                                     \
-      return;                                                                              \
-    }                                                                                      \
+#define TU_REQUIRE_ALPN()                                                                          \
+  do {                                                                                             \
+    if (!(weft_protocol_negotiation_mechanisms() & WEFT_MECH_ALPN)) {                              \
+      tu_check_without_alpn(__func__);                                                             \
+      return;                                                                                      \
+    }                                                                                              \
   } while (0)
 void tu_check_without_alpn(const char *test);
 
@@ -80,7 +80,7 @@ void tu_check_without_alpn(const char *test);
 #define TU_MSG_MAX 512
 
 typedef struct tu_reason {
-  int set;                 /* 1 once a reason was stored */
+  int set; /* 1 once a reason was stored */
   int code;
   char message[TU_MSG_MAX];
   int tls_alert;
@@ -93,10 +93,10 @@ void tu_reason_copy(tu_reason *dst, const weft_reason *src);
 
 /* The negotiated next protocol as read from a transport at one moment. */
 typedef struct tu_proto {
-  int set;                 /* 1 once read (even if nothing was negotiated) */
-  int present;             /* 1 if weft_transport_next_protocol returned non-NULL */
+  int set;     /* 1 once read (even if nothing was negotiated) */
+  int present; /* 1 if weft_transport_next_protocol returned non-NULL */
   size_t len;
-  char name[257];          /* the bytes, NUL-terminated for convenience */
+  char name[257]; /* the bytes, NUL-terminated for convenience */
   weft_negotiation_mechanism mechanism;
 } tu_proto;
 
@@ -110,15 +110,15 @@ typedef struct tu_factory tu_factory;
 /* How a tu_conn behaves. A factory copies its conn_config into every connection it builds;
  * change a connection's own copy (conn->cfg) afterwards if needed. */
 typedef struct tu_conn_config {
-  int echo;                /* write back every byte received */
-  size_t close_after;      /* lose_connection once this many bytes arrived in all (0: off) */
-  int abort_on_data;       /* abort_connection on the first data */
-  int keep_rx;             /* store received bytes in rx (else only count them in rx_total);
+  int echo;             /* write back every byte received */
+  size_t close_after;   /* lose_connection once this many bytes arrived in all (0: off) */
+  int abort_on_data;    /* abort_connection on the first data */
+  int keep_rx;          /* store received bytes in rx (else only count them in rx_total);
                               tu_factory_init sets it to 1 */
-  int read_eof_result;     /* what read_eof returns (non-zero keeps a half-closed connection) */
-  const void *greeting;    /* written in connection_made if not NULL */
+  int read_eof_result;  /* what read_eof returns (non-zero keeps a half-closed connection) */
+  const void *greeting; /* written in connection_made if not NULL */
   size_t greeting_len;
-  size_t low_water;        /* if non-zero, set as write low water in connection_made */
+  size_t low_water; /* if non-zero, set as write low water in connection_made */
   /* Optional hooks, called after the recording and the built-in behaviour above. */
   void (*on_made)(tu_conn *c, weft_transport *t);
   void (*on_data)(tu_conn *c, weft_transport *t, const uint8_t *data, size_t len);
@@ -130,41 +130,41 @@ typedef struct tu_conn_config {
 } tu_conn_config;
 
 struct tu_conn {
-  weft_protocol base;      /* first member: a weft_protocol * is a tu_conn * */
-  tu_factory *factory;     /* the factory that built it (NULL for tu_conn_new) */
-  tu_conn *next;           /* the factory's list, in build order */
-  int index;               /* 0 for the factory's first connection, ... */
+  weft_protocol base;  /* first member: a weft_protocol * is a tu_conn * */
+  tu_factory *factory; /* the factory that built it (NULL for tu_conn_new) */
+  tu_conn *next;       /* the factory's list, in build order */
+  int index;           /* 0 for the factory's first connection, ... */
   tu_conn_config cfg;
 
-  weft_transport *transport; /* from connection_made until connection_lost */
+  weft_transport *transport;    /* from connection_made until connection_lost */
   struct sockaddr_storage peer; /* the address given to build_protocol */
   socklen_t peer_len;
 
-  int made;                /* connection_made calls */
-  int lost;                /* connection_lost calls */
-  int read_eof;            /* read_eof calls */
-  int drained;             /* write_drained calls */
-  int data_calls;          /* data_received calls */
-  int tls_started;         /* tls_started calls */
+  int made;        /* connection_made calls */
+  int lost;        /* connection_lost calls */
+  int read_eof;    /* read_eof calls */
+  int drained;     /* write_drained calls */
+  int data_calls;  /* data_received calls */
+  int tls_started; /* tls_started calls */
   int tls_started_status;
   tu_reason lost_reason;
 
-  uint8_t *rx;             /* received bytes (keep_rx), NUL-terminated; may be NULL */
+  uint8_t *rx; /* received bytes (keep_rx), NUL-terminated; may be NULL */
   size_t rx_len;
   size_t rx_cap;
-  size_t rx_total;         /* bytes received, stored or not */
+  size_t rx_total; /* bytes received, stored or not */
 
-  int write_errors;        /* failed writes by echo or greeting */
+  int write_errors; /* failed writes by echo or greeting */
   int last_write_error;
 
-  tu_proto proto_build;    /* next protocol as seen in build_protocol */
-  tu_proto proto_made;     /* ... in connection_made */
-  tu_proto proto_lost;     /* ... in connection_lost */
+  tu_proto proto_build; /* next protocol as seen in build_protocol */
+  tu_proto proto_made;  /* ... in connection_made */
+  tu_proto proto_lost;  /* ... in connection_lost */
 
-  int violations;          /* callbacks that broke the lifecycle contract */
+  int violations;             /* callbacks that broke the lifecycle contract */
   char violation[TU_MSG_MAX]; /* the first one */
 
-  void *user;              /* free for the test */
+  void *user; /* free for the test */
 };
 
 /* A stand-alone recording protocol (not built by a factory); free with tu_conn_free. */
@@ -187,26 +187,26 @@ int tu_conn_rx_equals(const tu_conn *c, const void *data, size_t len);
 /* --- The recording factory ------------------------------------------------------------ */
 
 struct tu_factory {
-  weft_factory base;       /* first member: a weft_factory * is a tu_factory * */
+  weft_factory base;          /* first member: a weft_factory * is a tu_factory * */
   tu_conn_config conn_config; /* copied into every connection built */
-  int refuse;              /* build_protocol returns NULL */
+  int refuse;                 /* build_protocol returns NULL */
 
-  tu_conn *conns;          /* connections built, in order */
+  tu_conn *conns; /* connections built, in order */
   tu_conn *conns_tail;
-  int nconns;              /* connections built (and not reaped) */
-  int next_index;          /* index of the next connection built */
+  int nconns;     /* connections built (and not reaped) */
+  int next_index; /* index of the next connection built */
 
-  int built;               /* build_protocol calls (refused ones included) */
-  int refused;             /* build_protocol calls that returned NULL */
-  int made;                /* connection_made calls, all connections */
-  int lost;                /* connection_lost calls, all connections */
-  int failed;              /* connection_failed calls */
-  int handshake_failed;    /* handshake_failed calls */
+  int built;            /* build_protocol calls (refused ones included) */
+  int refused;          /* build_protocol calls that returned NULL */
+  int made;             /* connection_made calls, all connections */
+  int lost;             /* connection_lost calls, all connections */
+  int failed;           /* connection_failed calls */
+  int handshake_failed; /* handshake_failed calls */
   tu_reason last_failed;
   tu_reason last_handshake_failed;
   struct sockaddr_storage last_handshake_peer;
 
-  int violations;          /* sum over connections, plus factory-level ones */
+  int violations; /* sum over connections, plus factory-level ones */
   char violation[TU_MSG_MAX];
 
   /* Optional hooks. */
@@ -214,7 +214,7 @@ struct tu_factory {
   void (*on_failed)(tu_factory *f, const weft_reason *reason);
   void (*on_handshake_failed)(tu_factory *f, const struct sockaddr *peer,
                               const weft_reason *reason);
-  void *user;              /* free for the test */
+  void *user; /* free for the test */
 };
 
 /* Initialises F (zeroes it, sets the callbacks, keep_rx = 1). */
@@ -231,7 +231,7 @@ tu_conn *tu_factory_conn(tu_factory *f, int index);
 
 /* Runs REACTOR until F has built INDEX + 1 connections, and returns the INDEX-th one; fails the
  * test on timeout, or at once when F gets a connection_failed meanwhile. */
-#define tu_wait_conn(reactor, f, index, seconds) \
+#define tu_wait_conn(reactor, f, index, seconds)                                                   \
   tu_wait_conn_at(__FILE__, __LINE__, (reactor), (f), (index), (seconds))
 tu_conn *tu_wait_conn_at(const char *file, int line, weft_reactor *reactor, tu_factory *f,
                          int index, double seconds);
@@ -301,8 +301,8 @@ int tu_ipv6_available(void);
 typedef struct tu_fake_dns tu_fake_dns;
 
 typedef enum tu_dns_mode {
-  TU_DNS_NXDOMAIN = 0,     /* answer from the records added (tu_fake_dns_add), else NXDOMAIN */
-  TU_DNS_SILENT = 1        /* read queries and never answer */
+  TU_DNS_NXDOMAIN = 0, /* answer from the records added (tu_fake_dns_add), else NXDOMAIN */
+  TU_DNS_SILENT = 1    /* read queries and never answer */
 } tu_dns_mode;
 
 /* Binds a UDP socket on 127.0.0.1 (a free port), serves it from REACTOR's event_base, and makes

@@ -73,8 +73,7 @@ void tu_pki_init(tu_pki *pki) {
   spec.ip_addresses = server_ips;
   spec.ip_count = sizeof server_ips / sizeof server_ips[0];
   pki->server_key = tu_make_key();
-  int rc = weft_cert_generate(&spec, pki->server_key, pki->ca_key, pki->ca_cert,
-                              &pki->server_cert);
+  int rc = weft_cert_generate(&spec, pki->server_key, pki->ca_key, pki->ca_cert, &pki->server_cert);
   ck_assert_msg(rc == 0, "weft_cert_generate(server): %s", weft_err_name(rc));
 
   pki->client_key = tu_make_key();
@@ -146,8 +145,8 @@ weft_cert_options *tu_client_options_mutual(const tu_pki *pki) {
 weft_connector *tu_connect_ssl_local(weft_reactor *reactor, tu_factory *f, int port,
                                      weft_cert_options *options, const char *server_name) {
   weft_connector *connector = NULL;
-  int rc = tu_connect(reactor, "127.0.0.1", port, &f->base, options, server_name, 0, NULL,
-                      &connector);
+  int rc =
+      tu_connect(reactor, "127.0.0.1", port, &f->base, options, server_name, 0, NULL, &connector);
   ck_assert_msg(rc == 0, "weft_connect_ssl(127.0.0.1:%d, %s): %s (%s)", port,
                 server_name ? server_name : "NULL", weft_err_name(rc),
                 weft_cert_options_last_error(options));
@@ -155,8 +154,8 @@ weft_connector *tu_connect_ssl_local(weft_reactor *reactor, tu_factory *f, int p
   return connector;
 }
 
-weft_listener *tu_listen_ssl_local(weft_reactor *reactor, tu_factory *f,
-                                   weft_cert_options *options, int *port) {
+weft_listener *tu_listen_ssl_local(weft_reactor *reactor, tu_factory *f, weft_cert_options *options,
+                                   int *port) {
   weft_listener *listener = NULL;
   int rc = weft_listen_ssl(reactor, "127.0.0.1", 0, &f->base, options, &listener);
   ck_assert_msg(rc == 0, "weft_listen_ssl(127.0.0.1, 0): %s (%s)", weft_err_name(rc),

@@ -64,8 +64,8 @@ weft_connector *tu_connect_ssl_local(weft_reactor *reactor, tu_factory *f, int p
                                      weft_cert_options *options, const char *server_name);
 
 /* Listens with weft_listen_ssl on 127.0.0.1 port 0 with OPTIONS; stores the port in *PORT. */
-weft_listener *tu_listen_ssl_local(weft_reactor *reactor, tu_factory *f,
-                                   weft_cert_options *options, int *port);
+weft_listener *tu_listen_ssl_local(weft_reactor *reactor, tu_factory *f, weft_cert_options *options,
+                                   int *port);
 
 /* Path of a binary if it is on PATH (e.g. "openssl"), else NULL. Static buffer. */
 const char *tu_find_program(const char *name);

@@ -37,10 +37,10 @@ extern "C" {
  * layout is read as 0. */
 typedef struct weft_allocator {
   size_t size; /**< 0 (the 1.0 layout) or sizeof(weft_allocator) */
-  void *(*malloc)(size_t size, void *user_data);                /**< like malloc(3) */
-  void (*free)(void *ptr, void *user_data);                     /**< like free(3) */
-  void *(*calloc)(size_t count, size_t size, void *user_data);  /**< like calloc(3) */
-  void *(*realloc)(void *ptr, size_t size, void *user_data);    /**< like realloc(3) */
+  void *(*malloc)(size_t size, void *user_data);               /**< like malloc(3) */
+  void (*free)(void *ptr, void *user_data);                    /**< like free(3) */
+  void *(*calloc)(size_t count, size_t size, void *user_data); /**< like calloc(3) */
+  void *(*realloc)(void *ptr, size_t size, void *user_data);   /**< like realloc(3) */
   void *user_data; /**< passed to each function as its last argument */
 } weft_allocator;
 

@@ -464,8 +464,8 @@ WEFT_EXTERN int weft_endpoint_set_unix_mode(weft_endpoint *endpoint, int mode);
  * id, each stored when its pointer is not NULL. Errors: WEFT_EINVAL (NULL transport),
  * WEFT_ECLOSED (the connection is closed), WEFT_ENOTSUP (not a Unix socket, or a system without
  * SO_PEERCRED). Reactor thread. */
-WEFT_EXTERN int weft_transport_peer_credentials(weft_transport *transport, pid_t *pid,
-                                                uid_t *uid, gid_t *gid);
+WEFT_EXTERN int weft_transport_peer_credentials(weft_transport *transport, pid_t *pid, uid_t *uid,
+                                                gid_t *gid);
 
 /* --- Adopting descriptors: socket activation, inherited sockets ---------------------------- */
 

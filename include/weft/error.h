@@ -17,43 +17,43 @@ extern "C" {
 #endif
 
 /** X(NAME, value, message). Values are stable: new codes are added at the end. */
-#define WEFT_ERRNO_MAP(X)                                                                      \
-  X(EINVAL, -1, "invalid argument")                                                           \
-  X(ENOMEM, -2, "out of memory")                                                              \
-  X(ENOTSUP, -3, "operation not supported")                                                   \
-  X(ECLOSED, -4, "transport is closing or closed")                                            \
-  X(ECONNREFUSED, -5, "connection refused")                                                   \
-  X(ETIMEDOUT, -6, "operation timed out")                                                     \
-  X(ENOTFOUND, -7, "host name could not be resolved")                                         \
-  X(ECONNRESET, -8, "connection reset by peer")                                               \
-  X(ECONNLOST, -9, "connection lost (socket error without an errno)")                         \
-  X(EADDRINUSE, -10, "address already in use")                                                \
-  X(EADDRNOTAVAIL, -11, "address not available")                                              \
-  X(ESOCKET, -12, "socket error")                                                             \
-  X(ECANCELED, -13, "operation canceled")                                                     \
-  X(EABORTED, -14, "connection aborted locally")                                              \
-  X(ESHUTDOWN, -15, "reactor shut down")                                                      \
-  X(EREFUSED, -16, "the factory refused the connection")                                      \
-  X(ETLS, -17, "TLS error")                                                                   \
-  X(ECERTVERIFY, -18, "certificate verification failed")                                      \
-  X(EHOSTNAME, -19, "certificate does not match the host name")                               \
-  X(ENOPEERCERT, -20, "peer did not present a certificate")                                   \
-  X(ETLSALERT, -21, "peer sent a TLS alert")                                                  \
-  X(ETLSVERSION, -22, "no TLS version in common")                                             \
-  X(ENOPROTOCOL, -23, "no application protocol in common")                                    \
-  X(ETRUNCATED, -24, "TLS stream truncated (TCP closed without close_notify)")                \
-  X(EHANDSHAKETIMEOUT, -25, "TLS handshake timed out")                                        \
-  X(EPEM, -26, "malformed or unreadable PEM data")                                            \
-  X(EKEYMISMATCH, -27, "private key does not match the certificate")                          \
-  X(EFROZEN, -28, "options are in use by a listener or connector and can no longer change")   \
-  X(EIO, -29, "I/O error")                                                                    \
-  X(ENOTTLS, -30, "transport is not a TLS transport")                                         \
-  X(EBUSY, -31, "resource busy")                                                              \
-  X(ECONNLIMIT, -32, "connection limit reached (reserved)")                                  \
-  X(ETOOLONG, -33, "line or frame longer than the maximum length")                          \
-  X(EIDLE, -34, "connection idle for longer than its idle time-out")                        \
-  X(EBADFRAME, -35, "malformed frame")                                                        \
-  X(EPROXY, -36, "missing or malformed PROXY protocol header")                               \
+#define WEFT_ERRNO_MAP(X)                                                                          \
+  X(EINVAL, -1, "invalid argument")                                                                \
+  X(ENOMEM, -2, "out of memory")                                                                   \
+  X(ENOTSUP, -3, "operation not supported")                                                        \
+  X(ECLOSED, -4, "transport is closing or closed")                                                 \
+  X(ECONNREFUSED, -5, "connection refused")                                                        \
+  X(ETIMEDOUT, -6, "operation timed out")                                                          \
+  X(ENOTFOUND, -7, "host name could not be resolved")                                              \
+  X(ECONNRESET, -8, "connection reset by peer")                                                    \
+  X(ECONNLOST, -9, "connection lost (socket error without an errno)")                              \
+  X(EADDRINUSE, -10, "address already in use")                                                     \
+  X(EADDRNOTAVAIL, -11, "address not available")                                                   \
+  X(ESOCKET, -12, "socket error")                                                                  \
+  X(ECANCELED, -13, "operation canceled")                                                          \
+  X(EABORTED, -14, "connection aborted locally")                                                   \
+  X(ESHUTDOWN, -15, "reactor shut down")                                                           \
+  X(EREFUSED, -16, "the factory refused the connection")                                           \
+  X(ETLS, -17, "TLS error")                                                                        \
+  X(ECERTVERIFY, -18, "certificate verification failed")                                           \
+  X(EHOSTNAME, -19, "certificate does not match the host name")                                    \
+  X(ENOPEERCERT, -20, "peer did not present a certificate")                                        \
+  X(ETLSALERT, -21, "peer sent a TLS alert")                                                       \
+  X(ETLSVERSION, -22, "no TLS version in common")                                                  \
+  X(ENOPROTOCOL, -23, "no application protocol in common")                                         \
+  X(ETRUNCATED, -24, "TLS stream truncated (TCP closed without close_notify)")                     \
+  X(EHANDSHAKETIMEOUT, -25, "TLS handshake timed out")                                             \
+  X(EPEM, -26, "malformed or unreadable PEM data")                                                 \
+  X(EKEYMISMATCH, -27, "private key does not match the certificate")                               \
+  X(EFROZEN, -28, "options are in use by a listener or connector and can no longer change")        \
+  X(EIO, -29, "I/O error")                                                                         \
+  X(ENOTTLS, -30, "transport is not a TLS transport")                                              \
+  X(EBUSY, -31, "resource busy")                                                                   \
+  X(ECONNLIMIT, -32, "connection limit reached (reserved)")                                        \
+  X(ETOOLONG, -33, "line or frame longer than the maximum length")                                 \
+  X(EIDLE, -34, "connection idle for longer than its idle time-out")                               \
+  X(EBADFRAME, -35, "malformed frame")                                                             \
+  X(EPROXY, -36, "missing or malformed PROXY protocol header")                                     \
   X(EPEERREFUSED, -37, "peer refused by the listener's policy")
 
 /** The error codes. WEFT_OK (0) is success; for a reason it means a clean close. */

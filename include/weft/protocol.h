@@ -99,7 +99,7 @@ typedef struct weft_protocol_ops {
  * ever have (new callbacks go into weft_protocol_ops), so it has no SIZE. */
 struct weft_protocol {
   const weft_protocol_ops *ops; /**< the protocol's callbacks */
-  void *data; /**< free for the user */
+  void *data;                   /**< free for the user */
 };
 
 /** A factory. The user allocates and fills it; weft reads it. It follows the size rule of weft's ABI (see "API and ABI stability" in the guide): SIZE 0,

@@ -83,20 +83,20 @@ typedef struct weft_reconnector weft_reconnector;
  * larger than this library knows (a program built against newer headers) is accepted and the
  * tail ignored. */
 typedef struct weft_reconnect_options {
-  size_t size;            /**< sizeof(weft_reconnect_options), or 0 for the 1.0 layout */
-  double initial_delay;   /**< seconds before the first retry after a failure or a lost
+  size_t size;          /**< sizeof(weft_reconnect_options), or 0 for the 1.0 layout */
+  double initial_delay; /**< seconds before the first retry after a failure or a lost
                                connection (default 1.0; > 0) */
-  double factor;          /**< the delay is multiplied by this after each retry (default
+  double factor;        /**< the delay is multiplied by this after each retry (default
                                2.7182818, e; >= 1) */
-  double jitter;          /**< relative spread of each wait: a delay D waits a uniformly random
+  double jitter;        /**< relative spread of each wait: a delay D waits a uniformly random
                                time in [D * (1 - jitter), D * (1 + jitter)], at most max_delay
                                (default 0.11962656; 0 to 1; 0: exact waits) */
-  double max_delay;       /**< cap on the delay and on every wait (default 3600; from
+  double max_delay;     /**< cap on the delay and on every wait (default 3600; from
                                initial_delay to 1e9) */
-  int max_retries;        /**< give up after this many retries in a row without a connection
+  int max_retries;      /**< give up after this many retries in a row without a connection
                                made, i.e. after max_retries + 1 failed attempts from the start
                                (0: never give up; default 0; >= 0) */
-  uint64_t seed;          /**< seed of the jitter's random generator, so tests can repeat a
+  uint64_t seed;        /**< seed of the jitter's random generator, so tests can repeat a
                                sequence of waits (default 0: seeded from the clock) */
 
   /** Optional. A retry was scheduled: the next attempt starts in DELAY seconds (jitter
@@ -104,14 +104,13 @@ typedef struct weft_reconnect_options {
    * a clean close; WEFT_EREFUSED when build_protocol refused the connection); it is valid only
    * during the call. Runs after the factory's connection_failed or the protocol's
    * connection_lost. Calling weft_reconnector_stop or _free here cancels that retry. */
-  void (*on_retry)(weft_reconnector *rc, double delay, const weft_reason *reason,
-                   void *user_data);
+  void (*on_retry)(weft_reconnector *rc, double delay, const weft_reason *reason, void *user_data);
   /** Optional. The reconnector gave up: max_retries retries in a row failed (REASON is the last
    * attempt's, already given to connection_failed), or the next attempt could not be scheduled
    * (WEFT_ENOMEM). Called at most once; the reconnector is stopped (rule 4) but must still be
    * freed, which may be done here. */
   void (*on_give_up)(weft_reconnector *rc, const weft_reason *reason, void *user_data);
-  void *user_data;        /**< passed to on_retry and on_give_up */
+  void *user_data; /**< passed to on_retry and on_give_up */
 } weft_reconnect_options;
 
 /** Where a reconnector is. */

@@ -96,8 +96,7 @@ WEFT_EXTERN int weft_testing_transport_feed(weft_testing_transport *tt, const vo
 
 /** Pumps the reactor, then returns how many bytes the protocol wrote that the test has not
  * cleared, and in *DATA (if not NULL) where they are (valid until the next call on TT). */
-WEFT_EXTERN size_t weft_testing_transport_output(weft_testing_transport *tt,
-                                                 const uint8_t **data);
+WEFT_EXTERN size_t weft_testing_transport_output(weft_testing_transport *tt, const uint8_t **data);
 
 /** Forgets the output read so far (weft_testing_transport_output then starts from empty). */
 WEFT_EXTERN void weft_testing_transport_clear(weft_testing_transport *tt);

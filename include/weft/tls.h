@@ -365,7 +365,7 @@ WEFT_EXTERN int weft_cert_options_set_protocol_selector(weft_cert_options *optio
 typedef enum weft_key_type {
   WEFT_KEY_EC_P256 = 0, /**< ECDSA on the NIST P-256 curve */
   WEFT_KEY_ED25519 = 1, /**< Ed25519 */
-  WEFT_KEY_RSA = 2 /**< BITS >= 2048 */
+  WEFT_KEY_RSA = 2      /**< BITS >= 2048 */
 } weft_key_type;
 
 /** Generates a key pair. BITS is used for RSA only (0 means 2048; below 2048 is WEFT_EINVAL).
@@ -380,18 +380,18 @@ WEFT_EXTERN int weft_key_generate(weft_key_type type, int bits, struct evp_pkey_
  * running with an older library) is accepted and the tail ignored; one smaller than the 1.0
  * layout is read as 0. */
 typedef struct weft_cert_spec {
-  size_t size;                      /**< 0 (the 1.0 layout) or sizeof(weft_cert_spec) */
-  const char *common_name;          /**< subject CN; NULL: none */
-  const char *organization;         /**< subject O; NULL: none */
-  const char *const *dns_names;     /**< subjectAltName DNS entries */
-  size_t dns_count;                 /**< number of dns_names */
-  const char *const *ip_addresses;  /**< subjectAltName IP entries (IPv4 or IPv6 literals) */
-  size_t ip_count;                  /**< number of ip_addresses */
-  long not_before;                  /**< seconds relative to now (may be negative); default 0
+  size_t size;                     /**< 0 (the 1.0 layout) or sizeof(weft_cert_spec) */
+  const char *common_name;         /**< subject CN; NULL: none */
+  const char *organization;        /**< subject O; NULL: none */
+  const char *const *dns_names;    /**< subjectAltName DNS entries */
+  size_t dns_count;                /**< number of dns_names */
+  const char *const *ip_addresses; /**< subjectAltName IP entries (IPv4 or IPv6 literals) */
+  size_t ip_count;                 /**< number of ip_addresses */
+  long not_before;                 /**< seconds relative to now (may be negative); default 0
                                          is "now minus 60 s" to absorb clock skew */
-  long not_after;                   /**< seconds relative to now; 0: one year */
-  int is_ca;                        /**< basicConstraints CA:TRUE, keyCertSign */
-  long serial;                      /**< 0: random */
+  long not_after;                  /**< seconds relative to now; 0: one year */
+  int is_ca;                       /**< basicConstraints CA:TRUE, keyCertSign */
+  long serial;                     /**< 0: random */
 } weft_cert_spec;
 
 /** Zeroes SPEC (every field at its default) and sets its SIZE to sizeof(weft_cert_spec) of
@@ -470,10 +470,14 @@ WEFT_EXTERN const char *weft_tls_identity_last_error(const weft_tls_identity *id
  * read when called). Errors: WEFT_EINVAL (NULL identity), those of the weft_cert_options
  * function, and WEFT_EFROZEN once the identity was added to options. Any thread, one at a
  * time per identity, before it is added to options. */
-WEFT_EXTERN int weft_tls_identity_set_private_key(weft_tls_identity *identity, struct evp_pkey_st *pkey);
-WEFT_EXTERN int weft_tls_identity_set_certificate(weft_tls_identity *identity, struct x509_st *x509);
-WEFT_EXTERN int weft_tls_identity_add_chain_certificate(weft_tls_identity *identity, struct x509_st *x509);
-WEFT_EXTERN int weft_tls_identity_load_private_key_file(weft_tls_identity *identity, const char *path);
+WEFT_EXTERN int weft_tls_identity_set_private_key(weft_tls_identity *identity,
+                                                  struct evp_pkey_st *pkey);
+WEFT_EXTERN int weft_tls_identity_set_certificate(weft_tls_identity *identity,
+                                                  struct x509_st *x509);
+WEFT_EXTERN int weft_tls_identity_add_chain_certificate(weft_tls_identity *identity,
+                                                        struct x509_st *x509);
+WEFT_EXTERN int weft_tls_identity_load_private_key_file(weft_tls_identity *identity,
+                                                        const char *path);
 WEFT_EXTERN int weft_tls_identity_load_certificate_chain_file(weft_tls_identity *identity,
                                                               const char *path);
 /** @} */
@@ -482,8 +486,8 @@ WEFT_EXTERN int weft_tls_identity_load_certificate_chain_file(weft_tls_identity 
  * copied; COUNT 0 is an empty list of its own: nothing negotiated). Unset, the listener's
  * list, policy and selector apply. Errors: WEFT_EINVAL (NULL identity, a bad list), WEFT_EFROZEN
  * (already added to options), WEFT_ENOMEM. Any thread, before the identity is added. */
-WEFT_EXTERN int weft_tls_identity_set_next_protocols(weft_tls_identity *identity, const char *const *names,
-                                                     size_t count);
+WEFT_EXTERN int weft_tls_identity_set_next_protocols(weft_tls_identity *identity,
+                                                     const char *const *names, size_t count);
 
 /** The identity's own client-certificate policy: require a client certificate (ON 1) or not
  * (0), verified against the identity's CAs if it was given any
@@ -496,7 +500,8 @@ WEFT_EXTERN int weft_tls_identity_set_require_certificate(weft_tls_identity *ide
  * client certificates on this identity; once it has any, the listener's CAs no longer apply to
  * it. Errors: WEFT_EINVAL (NULL identity), and those of weft_cert_options_add_ca_certificate.
  * Any thread, before the identity is added to options in use. */
-WEFT_EXTERN int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity, struct x509_st *x509);
+WEFT_EXTERN int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity,
+                                                     struct x509_st *x509);
 
 /** The identity's own ticket keys (as weft_cert_options_add_ticket_key_file: the file is read
  * now; call again for each older key that must still open tickets). Unset, the listener's
@@ -505,14 +510,16 @@ WEFT_EXTERN int weft_tls_identity_add_ca_certificate(weft_tls_identity *identity
  * identity with key files keeps resuming the tickets it issued before. Errors: WEFT_EINVAL
  * (NULL identity), those of weft_cert_options_add_ticket_key_file, WEFT_EFROZEN. Any thread,
  * before the identity is added. */
-WEFT_EXTERN int weft_tls_identity_add_ticket_key_file(weft_tls_identity *identity, const char *path);
+WEFT_EXTERN int weft_tls_identity_add_ticket_key_file(weft_tls_identity *identity,
+                                                      const char *path);
 
 /** The identity's own OCSP response to staple, read from the DER file PATH now (as
  * weft_cert_options_load_ocsp_response_file). An identity never staples the listener's
  * response (it is about another certificate). Errors: WEFT_EINVAL (NULL identity or PATH, not
  * a successful OCSP response), WEFT_EIO (the file cannot be read), WEFT_EFROZEN, WEFT_ENOMEM.
  * Any thread, before the identity is added. */
-WEFT_EXTERN int weft_tls_identity_load_ocsp_response_file(weft_tls_identity *identity, const char *path);
+WEFT_EXTERN int weft_tls_identity_load_ocsp_response_file(weft_tls_identity *identity,
+                                                          const char *path);
 
 /** Servers: adds IDENTITY under COUNT host NAMES (each a DNS name or "*." and at least two
  * labels; copied). COUNT 0 adds an identity only a selector can choose (e.g. the acme-tls/1
@@ -572,7 +579,8 @@ WEFT_EXTERN int weft_cert_options_set_identity_selector(weft_cert_options *optio
  * Any thread, before the options are in use. */
 WEFT_EXTERN int weft_cert_options_set_ocsp_response(weft_cert_options *options, const uint8_t *der,
                                                     size_t len);
-WEFT_EXTERN int weft_cert_options_load_ocsp_response_file(weft_cert_options *options, const char *path);
+WEFT_EXTERN int weft_cert_options_load_ocsp_response_file(weft_cert_options *options,
+                                                          const char *path);
 /** @} */
 
 /** Clients: ask for certificate status and fail the handshake (WEFT_ECERTVERIFY; alert 113,

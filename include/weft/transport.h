@@ -181,8 +181,10 @@ typedef enum weft_negotiation_mechanism {
 WEFT_EXTERN const uint8_t *weft_transport_next_protocol(weft_transport *transport, size_t *len);
 
 /** Which mechanism produced weft_transport_next_protocol's result. */
-WEFT_EXTERN weft_negotiation_mechanism weft_transport_negotiation_mechanism(
-    weft_transport *transport);
+/* One line, as tests/check_exports.sh reads declarations: */
+/* clang-format off */
+WEFT_EXTERN weft_negotiation_mechanism weft_transport_negotiation_mechanism(weft_transport *transport);
+/* clang-format on */
 
 /* --- TLS details ---------------------------------------------------------------------- */
 

@@ -26,15 +26,15 @@ extern "C" {
 /** @} */
 
 /** The version as one number, 0xMMmmpp: compare it with `>=` to test for a feature. */
-#define WEFT_VERSION_HEX \
+#define WEFT_VERSION_HEX                                                                           \
   ((WEFT_VERSION_MAJOR << 16) | (WEFT_VERSION_MINOR << 8) | WEFT_VERSION_PATCH)
 
 #define WEFT__VERSION_STR2(x) #x
 #define WEFT__VERSION_STR(x) WEFT__VERSION_STR2(x)
 
 /** The version as a string, "MAJOR.MINOR.PATCH". */
-#define WEFT_VERSION_STRING                                                                    \
-  WEFT__VERSION_STR(WEFT_VERSION_MAJOR)                                                        \
+#define WEFT_VERSION_STRING                                                                        \
+  WEFT__VERSION_STR(WEFT_VERSION_MAJOR)                                                            \
   "." WEFT__VERSION_STR(WEFT_VERSION_MINOR) "." WEFT__VERSION_STR(WEFT_VERSION_PATCH)
 
 /** The version of the library the program runs with, in the WEFT_VERSION_HEX form. */

@@ -18,9 +18,7 @@
 
 #include <weft/reactor.h>
 
-#ifndef WEFT_EXTERN
-#define WEFT_EXTERN __attribute__((visibility("default")))
-#endif
+#include <weft/common.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -27,9 +27,7 @@
 
 #include <weft/transport.h>
 
-#ifndef WEFT_EXTERN
-#define WEFT_EXTERN __attribute__((visibility("default")))
-#endif
+#include <weft/common.h>
 
 #ifdef __cplusplus
 extern "C" {

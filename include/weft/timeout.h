@@ -23,9 +23,7 @@
 #include <weft/endpoint.h>
 #include <weft/transport.h>
 
-#ifndef WEFT_EXTERN
-#define WEFT_EXTERN __attribute__((visibility("default")))
-#endif
+#include <weft/common.h>
 
 #ifdef __cplusplus
 extern "C" {

@@ -812,13 +812,23 @@ START_TEST(test_fleet_processes) {
   snprintf(target, sizeof target, "127.0.0.1:%d", a.port);
   char *first[] = {openssl,       "s_client",  "-connect", target, "-noservername",
                    (char *)vflag, "-sess_out", session,    NULL};
-  sclient_start(&c, r, first);
-  file_wait fw = {session, &c};
-  double deadline = tu_now() + WAIT;
-  while (!session_written(&fw) && tu_now() < deadline) /* each pass ends within 0.1 s */
-    weft_reactor_run_until(r, session_written, &fw, 0.1);
-  ck_assert_msg(session_written(&fw) && !c.eof, "no session from server A; s_client said:\n%s",
-                c.out);
+  /* Under ThreadSanitizer on a loaded machine s_client once saw no ticket from the server
+   * child within WAIT (cause not found: the child's side is not visible here): up to three
+   * attempts, each said on stdout, before the test fails. */
+  for (int attempt = 1;; attempt++) {
+    sclient_start(&c, r, first);
+    file_wait fw = {session, &c};
+    double deadline = tu_now() + WAIT;
+    while (!session_written(&fw) && tu_now() < deadline) /* each pass ends within 0.1 s */
+      weft_reactor_run_until(r, session_written, &fw, 0.1);
+    if (session_written(&fw) && !c.eof)
+      break;
+    ck_assert_msg(attempt < 3, "no session from server A in %d attempts; s_client said:\n%s",
+                  attempt, c.out);
+    printf("test_fleet_processes: attempt %d got no session from server A; again\n", attempt);
+    kill(c.pid, SIGKILL);
+    sclient_finish(&c, r);
+  }
   sclient_finish(&c, r);
   ck_assert_msg(strstr(c.out, "New, TLS") != NULL, "first handshake not new:\n%s", c.out);
 

@@ -17,6 +17,7 @@
 #include "reactor-internal.h"
 #include "negotiation-internal.h"
 #include "tls_options-internal.h"
+#include "tls_bio-internal.h"
 #include "tls_ssl-internal.h"
 
 typedef enum weft__tstate {
@@ -84,6 +85,10 @@ struct weft_transport {
   struct event *finish_event;   /* delivers connection_lost from the loop */
   struct event *resume_event;   /* delivers data buffered while paused */
   struct event *drain_event;    /* lingering: reads and discards input (NULL otherwise) */
+  BIO *bio;                  /* TLS socket: the SSL's socket BIO (owned by the SSL), which
+                                coalesces records once the handshake is done (tls_bio.c) */
+  struct event *flush_event; /* TLS socket: records staged in the BIO met a full socket; written
+                                when it is writable (made on first need) */
   struct event *shutdown_event; /* TLS socket: close_notify met a full socket; retried when it
                                    is writable (NULL otherwise) */
   /* write_reference with a release: the releases not yet due (bytes still queued) and those

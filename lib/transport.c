@@ -69,6 +69,8 @@ static void transport_release(weft_transport *t) {
     weft_delayed_call_cancel(t->idle_call);
   if (t->shutdown_event)
     event_free(t->shutdown_event);
+  if (t->flush_event)
+    event_free(t->flush_event);
   if (t->timer)
     event_free(t->timer);
   if (t->finish_event)
@@ -149,6 +151,10 @@ static void close_now(weft_transport *t) {
   if (t->shutdown_event) {
     event_free(t->shutdown_event);
     t->shutdown_event = NULL;
+  }
+  if (t->flush_event) {
+    event_free(t->flush_event);
+    t->flush_event = NULL;
   }
   if (t->timer)
     event_del(t->timer);
@@ -234,6 +240,10 @@ static void on_shutdown_writable(evutil_socket_t fd, short what, void *arg);
  * bufferevent has no output left to write), so a one-shot write event retries it. Returns 1
  * once the peer's close_notify has been received too. */
 static int shutdown_step(weft_transport *t) {
+  /* Closing: nothing more to coalesce. What is staged leaves first (the BIO writes it before
+   * the alert, or says WANT_WRITE while the socket is full). */
+  if (t->bio)
+    weft__tls_bio_set_staging(t->bio, 0);
   ERR_clear_error();
   int rc = SSL_shutdown(t->ssl);
   if (rc < 0 && SSL_get_error(t->ssl, rc) == SSL_ERROR_WANT_WRITE && t->tls_socket &&
@@ -276,6 +286,8 @@ static void handshake_complete(weft_transport *t) {
     return;
   }
   weft__tls_negotiated(t->ssl, &t->tls, &t->next_proto, &t->next_proto_len, &t->mechanism);
+  if (t->bio && !t->shutdown_sent)
+    weft__tls_bio_start_staging(t->bio, t->ssl); /* application data: records coalesce */
   if (t->starttls) {
     t->starttls = 0;
     if (t->protocol->ops->tls_started)
@@ -575,8 +587,55 @@ static void on_resume(evutil_socket_t fd, short what, void *arg) {
   check_read_ahead(t);
 }
 
+static void on_flush_writable(evutil_socket_t fd, short what, void *arg);
+
+/* Writes the records the BIO staged during the bufferevent's write pass. Returns 1 when none is
+ * left, 0 when the socket is full (flush_event finishes the job and calls on_write again), -1
+ * when the connection failed. */
+static int flush_staged(weft_transport *t) {
+  if (!t->bio || weft__tls_bio_staged(t->bio) == 0)
+    return 1;
+  errno = 0;
+  int rc = weft__tls_bio_flush(t->bio);
+  if (rc > 0)
+    return 1;
+  if (rc < 0) {
+    int err = errno;
+    int code = weft__errno_to_code(err);
+    close_with(t, code, "%s: %s", weft_strerror(code), strerror(err));
+    return -1;
+  }
+  if (!t->flush_event &&
+      !(t->flush_event = event_new(t->reactor->base, t->fd, EV_WRITE, on_flush_writable, t))) {
+    close_with(t, WEFT_ENOMEM, "out of memory waiting to write TLS records");
+    return -1;
+  }
+  struct timeval tv = {(time_t)t->write_timeout,
+                       (suseconds_t)((t->write_timeout - (time_t)t->write_timeout) * 1e6)};
+  event_add(t->flush_event, t->write_timeout > 0 ? &tv : NULL);
+  if (weft__tls_bio_staged_plaintext(t->bio) > t->low_water)
+    t->above_low_water = 1;
+  return 0;
+}
+
+static void on_flush_writable(evutil_socket_t fd, short what, void *arg) {
+  weft_transport *t = arg;
+  (void)fd;
+  if (t->state == WEFT__T_CLOSED)
+    return;
+  if (what & EV_TIMEOUT) {
+    weft__reason_set(&t->reason, WEFT_ETIMEDOUT, "write timed out: the peer read nothing for %.3g s",
+                     t->write_timeout);
+    end_handshake_failed(t);
+    return;
+  }
+  on_write(t->bev, t);
+}
+
 static void on_write(struct bufferevent *bev, void *arg) {
   weft_transport *t = arg;
+  if (t->state == WEFT__T_CLOSED || flush_staged(t) <= 0)
+    return;
   size_t pending = evbuffer_get_length(bufferevent_get_output(bev));
   if (t->state == WEFT__T_CLOSING) {
     if (pending == 0 && !t->shutdown_sent && !t->starttls)
@@ -595,6 +654,9 @@ static void on_write(struct bufferevent *bev, void *arg) {
     if (t->made && t->protocol->ops->write_drained)
       t->protocol->ops->write_drained(t->protocol, t);
   }
+  /* Nothing more to write (write_drained wrote nothing): give the staging buffer back. */
+  if (t->bio && t->state == WEFT__T_OPEN && evbuffer_get_length(bufferevent_get_output(t->bev)) == 0)
+    weft__tls_bio_trim(t->bio);
 }
 
 static void on_eof(weft_transport *t) {
@@ -753,11 +815,23 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
      * bufferevent retries one that write_through left unfinished). */
     SSL_set_read_ahead(t->ssl, 1);
     SSL_set_mode(t->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* weft's socket BIO (the bufferevent keeps an SSL's BIO whose descriptor is FD). */
+    if (!(t->bio = weft__tls_bio_new(fd))) {
+      SSL_free(t->ssl);
+      t->ssl = NULL;
+      rc = WEFT_ENOMEM;
+      goto fail;
+    }
+    SSL_set_bio(t->ssl, t->bio, t->bio);
     t->tls_socket = 1;
     t->bev = bufferevent_openssl_socket_new(reactor->base, fd, t->ssl,
                                             role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING
                                                                     : BUFFEREVENT_SSL_CONNECTING,
                                             BEV_OPT_CLOSE_ON_FREE);
+    /* The bufferevent hands SSL_write at most this much at a time (16 KiB by default, one
+     * record per call): four records per call, which the BIO stages together. */
+    if (t->bev)
+      bufferevent_set_max_single_write(t->bev, 4 * 16384);
     if (!t->bev) {
       /* With BEV_OPT_CLOSE_ON_FREE, libevent frees the SSL itself when it fails (its socket
        * BIO does not own the descriptor, which the failure path below closes). */
@@ -778,7 +852,12 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
   if (owner)
     t->owner = *owner;
   bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
-  bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+  /* A TLS server reads first, and its handshake asks for the write event when it needs it. With
+   * EV_WRITE enabled, bufferevent_openssl would also register the socket for writability when
+   * the handshake ends, with nothing to write: one wake-up and three epoll_ctl(2) calls per
+   * connection for nothing. note_pending enables it when output is queued. (A client must
+   * write its ClientHello first: its write event starts the handshake.) */
+  bufferevent_enable(t->bev, options && role == WEFT_TLS_SERVER ? EV_READ : EV_READ | EV_WRITE);
   if (out)
     *out = t;
   if (!options)
@@ -829,8 +908,12 @@ static int too_long(weft_transport *t, size_t len) {
 }
 
 static void note_pending(weft_transport *t) {
-  if (evbuffer_get_length(bufferevent_get_output(t->bev)) > t->low_water)
+  size_t pending = evbuffer_get_length(bufferevent_get_output(t->bev));
+  if (pending > t->low_water)
     t->above_low_water = 1;
+  /* A TLS server's bufferevent writes only once something is queued (see transport_start). */
+  if (pending > 0 && !(bufferevent_get_enabled(t->bev) & EV_WRITE))
+    bufferevent_enable(t->bev, EV_WRITE);
 }
 
 /* The largest write that write_through takes: one TLS record. */
@@ -847,11 +930,17 @@ static int write_through(weft_transport *t, const void *data, size_t len) {
     return 0;
   struct evbuffer *out = bufferevent_get_output(t->bev);
   /* Something queued (or OpenSSL holding a record half-written): keep the order, queue. */
-  if (evbuffer_get_length(out) != 0 || SSL_want_write(t->ssl))
+  if (evbuffer_get_length(out) != 0 || SSL_want_write(t->ssl) ||
+      (t->bio && weft__tls_bio_staged(t->bio) != 0))
     return 0;
   ERR_clear_error();
   errno = 0;
+  /* One record, written now: nothing to coalesce it with. */
+  if (t->bio)
+    weft__tls_bio_set_staging(t->bio, 0);
   int n = SSL_write(t->ssl, data, (int)len);
+  if (t->bio)
+    weft__tls_bio_set_staging(t->bio, 1);
   if (n == (int)len)
     return 1;
   if (n > 0) {
@@ -1091,6 +1180,8 @@ int weft_transport_abort_connection(weft_transport *transport) {
     evbuffer_drain(out, evbuffer_get_length(out));
     evbuffer_freeze(out, 1);
   }
+  if (transport->bio)
+    weft__tls_bio_discard(transport->bio); /* records staged for the socket: dropped too */
   close_with(transport, WEFT_EABORTED, "%s", weft_strerror(WEFT_EABORTED));
   return 0;
 }
@@ -1140,7 +1231,8 @@ int weft_transport_resume_reading(weft_transport *transport) {
 size_t weft_transport_pending_output(weft_transport *transport) {
   if (!transport || !transport->bev)
     return 0;
-  return evbuffer_get_length(bufferevent_get_output(transport->bev));
+  return evbuffer_get_length(bufferevent_get_output(transport->bev)) +
+         (transport->bio ? weft__tls_bio_staged_plaintext(transport->bio) : 0);
 }
 
 int weft_transport_set_write_low_water(weft_transport *transport, size_t low) {

@@ -147,10 +147,10 @@ END_TEST
 
 /* --- close_notify when the socket is full --------------------------------------------------- */
 
-/* OpenSSL's socket BIO writes with write(2). This process's own write() makes the next write to
- * one chosen descriptor fail once with EAGAIN, as a full socket would: that is how the
- * close_notify of lose_connection meets a full socket on demand. Every other write goes
- * straight to the system call. */
+/* A TLS socket BIO writes with write(2) or send(2). This process's own write() and send() make
+ * the next write to one chosen descriptor fail once with EAGAIN, as a full socket would: that
+ * is how the close_notify of lose_connection meets a full socket on demand. Every other write
+ * goes straight to the system call. */
 static atomic_int write_eagain_fd = -1;
 
 ssize_t write(int fd, const void *buf, size_t n) {
@@ -161,6 +161,17 @@ ssize_t write(int fd, const void *buf, size_t n) {
     return -1;
   }
   return syscall(SYS_write, fd, buf, n);
+}
+
+/* weft's TLS socket BIO writes with send(2) (MSG_NOSIGNAL): the same hook. */
+ssize_t send(int fd, const void *buf, size_t n, int flags) {
+  int target = atomic_load(&write_eagain_fd);
+  if (target >= 0 && fd == target &&
+      atomic_compare_exchange_strong(&write_eagain_fd, &target, -1)) {
+    errno = EAGAIN;
+    return -1;
+  }
+  return syscall(SYS_sendto, fd, buf, n, flags, NULL, 0);
 }
 
 static void lose_on_full_socket(tu_conn *c, weft_transport *t) {

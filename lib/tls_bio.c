@@ -1,0 +1,315 @@
+/* tls_bio.c: the socket BIO under a TLS transport's SSL, which can coalesce the records OpenSSL
+ * writes into fewer system calls (see tls_bio-internal.h). Reads are those of BIO_s_socket. */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/objects.h>
+#include <openssl/ssl.h>
+
+#include "alloc-internal.h"
+#include "tls_bio-internal.h"
+
+/* Room for seven records of 16 KiB and their overhead (header, tag, nonce: under 30 bytes
+ * each): allocated when a bulk write starts, freed once the transport's output is empty, and
+ * under glibc's mmap threshold (128 KiB), so it comes from the heap, not from mmap(2). */
+#define STAGE_CAPACITY ((size_t)120 << 10)
+
+typedef struct {
+  int fd;
+  int staging;        /* the transport allows staging (application data, AEAD suite) */
+  int aligned;        /* the next write starts a record: no record was left half-written */
+  size_t overhead;    /* record bytes that are not plaintext: header, tag, nonce, type */
+  unsigned char *buf; /* STAGE_CAPACITY bytes once allocated */
+  size_t off, len;    /* the staged bytes are buf[off, off + len): whole records */
+  size_t head_end;    /* where the first record not fully written ends in buf */
+  size_t head_plain;  /* ... and its plaintext bytes */
+  size_t plain;       /* plaintext bytes of the staged records not fully written */
+} tls_bio_state;
+
+static BIO_METHOD *method;
+static int method_type;
+static pthread_once_t method_once = PTHREAD_ONCE_INIT;
+
+static int is_retry(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+/* The length of the record that starts at P (header included), 0 if fewer than 5 bytes. */
+static size_t record_len(const unsigned char *p, size_t avail) {
+  return avail < 5 ? 0 : 5 + ((size_t)p[3] << 8 | p[4]);
+}
+
+static size_t plain_of(const tls_bio_state *s, size_t rec) {
+  return rec > s->overhead ? rec - s->overhead : 0;
+}
+
+/* Plaintext bytes in DATA if it is whole records; (size_t)-1 if it is not. */
+static size_t parse_records(const tls_bio_state *s, const unsigned char *data, size_t n) {
+  size_t at = 0, plain = 0;
+  while (at < n) {
+    size_t rec = record_len(data + at, n - at);
+    if (rec == 0 || rec > n - at)
+      return (size_t)-1;
+    plain += plain_of(s, rec);
+    at += rec;
+  }
+  return plain;
+}
+
+/* Writes what is staged. 1: all written; 0: the socket is full; -1: error (errno). */
+static int flush_staged(tls_bio_state *s) {
+  while (s->len > 0) {
+    ssize_t n = send(s->fd, s->buf + s->off, s->len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return is_retry(errno) ? 0 : -1;
+    }
+    s->off += (size_t)n;
+    s->len -= (size_t)n;
+    /* Records now wholly in the kernel leave the count of what is pending. */
+    while (s->len > 0 && s->off >= s->head_end) {
+      s->plain -= s->head_plain;
+      size_t rec = record_len(s->buf + s->head_end, s->off + s->len - s->head_end);
+      s->head_end += rec;
+      s->head_plain = plain_of(s, rec);
+    }
+  }
+  s->off = s->len = s->head_end = s->head_plain = s->plain = 0;
+  return 1;
+}
+
+static int bio_write(BIO *bio, const char *data, int len) {
+  tls_bio_state *s = BIO_get_data(bio);
+  BIO_clear_retry_flags(bio);
+  if (len <= 0)
+    return 0;
+  size_t n = (size_t)len;
+  const unsigned char *p = (const unsigned char *)data;
+  size_t plain = s->staging && s->aligned && n <= STAGE_CAPACITY ? parse_records(s, p, n)
+                                                                  : (size_t)-1;
+  int stage = plain != (size_t)-1;
+  if (s->len > 0 && (!stage || s->off + s->len + n > STAGE_CAPACITY)) {
+    /* Order first: what is staged leaves before these bytes. */
+    int rc = flush_staged(s);
+    if (rc < 0)
+      return -1;
+    if (rc == 0 && (!stage || s->len + n > STAGE_CAPACITY)) {
+      BIO_set_retry_write(bio); /* the caller keeps the record and comes back */
+      return -1;
+    }
+    if (s->len > 0 && s->off > 0) { /* room at the end: move what is left to the front */
+      memmove(s->buf, s->buf + s->off, s->len);
+      s->head_end -= s->off;
+      s->off = 0;
+    }
+  }
+  if (stage) {
+    if (!s->buf && !(s->buf = weft__malloc(STAGE_CAPACITY))) {
+      errno = ENOMEM;
+      return -1;
+    }
+    if (s->len == 0) {
+      s->off = 0;
+      s->head_end = record_len(p, n);
+      s->head_plain = plain_of(s, s->head_end);
+    }
+    memcpy(s->buf + s->off + s->len, p, n);
+    s->len += n;
+    s->plain += plain;
+    return len;
+  }
+  for (;;) {
+    ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+    if (w >= 0) {
+      /* The rest of a record comes in the next write: it must not be staged as records. */
+      s->aligned = (size_t)w == n;
+      return (int)w;
+    }
+    if (errno == EINTR)
+      continue;
+    if (is_retry(errno))
+      BIO_set_retry_write(bio);
+    return -1;
+  }
+}
+
+static int bio_read(BIO *bio, char *out, int len) {
+  tls_bio_state *s = BIO_get_data(bio);
+  BIO_clear_retry_flags(bio);
+  if (!out || len <= 0)
+    return 0;
+  for (;;) {
+    ssize_t n = read(s->fd, out, (size_t)len);
+    if (n > 0)
+      return (int)n;
+    if (n == 0) {
+      BIO_set_flags(bio, BIO_FLAGS_IN_EOF);
+      return 0;
+    }
+    if (errno == EINTR)
+      continue;
+    if (is_retry(errno))
+      BIO_set_retry_read(bio);
+    return -1;
+  }
+}
+
+static int bio_puts(BIO *bio, const char *str) { return bio_write(bio, str, (int)strlen(str)); }
+
+static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr) {
+  tls_bio_state *s = BIO_get_data(bio);
+  switch (cmd) {
+  case BIO_C_GET_FD:
+    if (ptr)
+      *(int *)ptr = s->fd;
+    return s->fd;
+  case BIO_CTRL_GET_CLOSE:
+    return BIO_NOCLOSE; /* the transport's bufferevent owns the descriptor */
+  case BIO_CTRL_SET_CLOSE:
+    (void)num;
+    return 1;
+  case BIO_CTRL_FLUSH: {
+    BIO_clear_retry_flags(bio);
+    int rc = flush_staged(s);
+    if (rc == 0)
+      BIO_set_retry_write(bio);
+    return rc > 0 ? 1 : rc == 0 ? 0 : -1;
+  }
+  case BIO_CTRL_WPENDING:
+    return (long)s->len;
+  case BIO_CTRL_PENDING:
+    return 0;
+  case BIO_CTRL_EOF:
+    return BIO_test_flags(bio, BIO_FLAGS_IN_EOF) != 0;
+  case BIO_CTRL_DUP:
+  case BIO_CTRL_PUSH:
+  case BIO_CTRL_POP:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+static int bio_create(BIO *bio) {
+  BIO_set_init(bio, 0);
+  BIO_set_data(bio, NULL);
+  return 1;
+}
+
+static int bio_destroy(BIO *bio) {
+  tls_bio_state *s = BIO_get_data(bio);
+  if (s) {
+    weft__free(s->buf);
+    weft__free(s);
+  }
+  BIO_set_data(bio, NULL);
+  return 1;
+}
+
+static void make_method(void) {
+  int index = BIO_get_new_index();
+  if (index < 0)
+    return;
+  BIO_METHOD *m = BIO_meth_new(index | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR, "weft socket");
+  if (!m)
+    return;
+  if (!BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
+      !BIO_meth_set_puts(m, bio_puts) || !BIO_meth_set_ctrl(m, bio_ctrl) ||
+      !BIO_meth_set_create(m, bio_create) || !BIO_meth_set_destroy(m, bio_destroy)) {
+    BIO_meth_free(m);
+    return;
+  }
+  method_type = index | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR;
+  method = m; /* kept for the life of the process, like OpenSSL's own methods */
+}
+
+BIO *weft__tls_bio_new(int fd) {
+  pthread_once(&method_once, make_method);
+  if (!method)
+    return NULL;
+  tls_bio_state *s = weft__calloc(1, sizeof *s);
+  if (!s)
+    return NULL;
+  s->fd = fd;
+  s->aligned = 1;
+  BIO *bio = BIO_new(method);
+  if (!bio) {
+    weft__free(s);
+    return NULL;
+  }
+  BIO_set_data(bio, s);
+  BIO_set_init(bio, 1);
+  return bio;
+}
+
+int weft__tls_bio_is_ours(BIO *bio) { return bio && method && BIO_method_type(bio) == method_type; }
+
+/* Record bytes that carry no plaintext with SSL's suite, 0 for a suite without a fixed
+ * overhead (CBC: padding), whose records are never staged. */
+static size_t record_overhead(const SSL *ssl) {
+  const SSL_CIPHER *c = SSL_get_current_cipher(ssl);
+  if (!c || !SSL_CIPHER_is_aead(c))
+    return 0;
+  const char *name = SSL_CIPHER_get_name(c);
+  int short_tag = name && (strstr(name, "CCM8") || strstr(name, "CCM_8"));
+  if (SSL_version(ssl) >= TLS1_3_VERSION) /* header, tag, inner content type */
+    return 5 + (short_tag ? 8 : 16) + 1;
+  switch (SSL_CIPHER_get_cipher_nid(c)) {
+  case NID_chacha20_poly1305: /* header, tag */
+    return 5 + 16;
+  case NID_aes_128_gcm:
+  case NID_aes_256_gcm:
+  case NID_aria_128_gcm:
+  case NID_aria_256_gcm:
+  case NID_aes_128_ccm:
+  case NID_aes_256_ccm: /* header, explicit nonce, tag */
+    return 5 + 8 + (short_tag ? 8 : 16);
+  default:
+    return 0;
+  }
+}
+
+void weft__tls_bio_start_staging(BIO *bio, const SSL *ssl) {
+  tls_bio_state *s = BIO_get_data(bio);
+  if (s->len == 0)
+    s->overhead = record_overhead(ssl);
+  s->staging = s->overhead > 0;
+}
+
+void weft__tls_bio_set_staging(BIO *bio, int on) {
+  tls_bio_state *s = BIO_get_data(bio);
+  s->staging = on && s->overhead > 0;
+}
+
+size_t weft__tls_bio_staged(BIO *bio) {
+  tls_bio_state *s = BIO_get_data(bio);
+  return s ? s->len : 0;
+}
+
+size_t weft__tls_bio_staged_plaintext(BIO *bio) {
+  tls_bio_state *s = BIO_get_data(bio);
+  return s ? s->plain : 0;
+}
+
+int weft__tls_bio_flush(BIO *bio) {
+  tls_bio_state *s = BIO_get_data(bio);
+  return flush_staged(s);
+}
+
+void weft__tls_bio_trim(BIO *bio) {
+  tls_bio_state *s = BIO_get_data(bio);
+  if (s->len == 0 && s->buf) {
+    weft__free(s->buf);
+    s->buf = NULL;
+  }
+}
+
+void weft__tls_bio_discard(BIO *bio) {
+  tls_bio_state *s = BIO_get_data(bio);
+  s->off = s->len = s->head_end = s->head_plain = s->plain = 0;
+}

@@ -109,8 +109,9 @@ WEFT_EXTERN int weft_transport_pause_reading(weft_transport *transport);
 WEFT_EXTERN int weft_transport_resume_reading(weft_transport *transport);
 /** @} */
 
-/** Bytes written but not yet handed to the kernel (for TLS: plaintext not yet encrypted and
- * sent). 0 for NULL. */
+/** Bytes written but not yet handed to the kernel, in plaintext: for TLS, the plaintext not
+ * yet encrypted, plus that of the encrypted records weft holds to send several in one system
+ * call (a record the kernel has only part of counts whole). 0 for NULL. Reactor thread. */
 WEFT_EXTERN size_t weft_transport_pending_output(weft_transport *transport);
 
 /** Sets the low-water mark for write_drained (default 0): when pending output falls to LOW

@@ -41,10 +41,11 @@ done
 log() { echo "[breakdown $(date +%T)] $*" >&2; }
 die() { echo "breakdown.sh: error: $*" >&2; exit 1; }
 
-# Work sizes: those of run.sh (full, then --quick).
+# Work sizes: those of run.sh's full run; --quick: smaller, but not run.sh's quick sizes (60 MiB
+# is 4 clock ticks in S3: too few to split), about 1 s of server CPU per run.
 if [ "$QUICK" = 1 ]; then
-    S1_N=30000;  S1_WARM=3000
-    S3_N=60;     S3_WARM=10
+    S1_N=100000; S1_WARM=3000
+    S3_N=400;    S3_WARM=10
 else
     S1_N=300000; S1_WARM=20000
     S3_N=1000;   S3_WARM=50
@@ -307,15 +308,17 @@ profile() { # SCENARIO SERVER
         echo "### $sc $name: DSOs ($total µs CPU per $unit, $((c1 - c0)) ticks, ${samples:-?} samples)"
         echo
         echo '```'
-        awk -F'\t' '{ printf "%7.2f%%  %s\n", $1, $2 }' "$TMP/$sc-$name.dso" | head -20
+        awk -F'\t' 'NR <= 20 { printf "%7.2f%%  %s\n", $1, $2 }' "$TMP/$sc-$name.dso"
         echo '```'
         echo
         if [ "$name" = weft ]; then
             echo "### $sc weft: top 15 symbols (perf report --sort dso,sym)"
             echo
             echo '```'
-            "$PERF" report -i "$data" --stdio --sort dso,sym -q --percent-limit 0 2>/dev/null |
-                grep -v '^$' | head -15
+            # (into a file first: head closing the pipe early would fail it under pipefail)
+            "$PERF" report -i "$data" --stdio --sort dso,sym -q --percent-limit 0 \
+                >"$TMP/syms.txt" 2>/dev/null || true
+            grep -v '^$' "$TMP/syms.txt" | sed -n 1,15p
             echo '```'
             echo
         fi

@@ -413,7 +413,9 @@ scenario_s4() {
     sleep 0.5
     local r0 r1 out=$TMP/idle.out st=ok line
     r0=$(rss_kib "$SERVER_PID")
-    load "$BIN/idleclient" --port "$PORT" -n "$S4_N" -c 4 --hold 120 >"$out" 2>&1 &
+    # taskset itself, not the load function: in the background a function runs in a subshell,
+    # and $! would be that subshell, not idleclient (which a kill would then leave running)
+    taskset -c 1 "$BIN/idleclient" --port "$PORT" -n "$S4_N" -c 4 --hold 120 >"$out" 2>&1 &
     CLIENT_PID=$!
     for _ in $(seq 1200); do
         grep -q '^READY' "$out" && break

@@ -7,8 +7,15 @@
  * threads run N/K connections each. --resume: each thread offers the session of its previous
  * connection, taken with SSL_get1_session AFTER the response was read (so the TLS 1.3
  * NewSessionTicket messages have arrived); SSL_session_reused counts the real resumptions.
- * Prints one line "RESULT conns=.. ok=.. failed=.. resumed=.. resumable=.. elapsed_s=..
- * rate=.." and exits 1 on any failed connection, 3 when --resume resumed < 95%.
+ * Tickets: a new-session callback on the client SSL_CTX (SSL_SESS_CACHE_CLIENT |
+ * SSL_SESS_CACHE_NO_INTERNAL_STORE, returning 0 so OpenSSL keeps ownership) counts, per
+ * connection, the sessions the server gives it: in TLS 1.3 one per NewSessionTicket message
+ * processed before the whole response was read (a server sends them right after its
+ * handshake, so they all are); in TLS 1.2 (--tls12) one per full handshake, none when resumed.
+ * Prints one line "RESULT conns=.. ok=.. failed=.. resumed=.. resumable=.. tickets=..
+ * tickets_per_conn=.. tickets_min=.. tickets_max=.. elapsed_s=.. rate=.." (tickets_per_conn:
+ * tickets / ok; min and max over the ok connections) and exits 1 on any failed connection, 3
+ * when --resume resumed < 95%.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -24,7 +31,19 @@ static SSL_CTX *ctx;
 
 struct result {
   long ok, failed, resumed, resumable; /* resumable: connections that offered a session */
+  long tickets, tickets_min, tickets_max; /* sessions received on the ok connections */
 };
+
+/* Sessions (tickets) received on this thread's current connection. */
+static _Thread_local long conn_tickets;
+
+/* The client's new-session callback: OpenSSL calls it for each session the server hands out
+ * (TLS 1.3: each NewSessionTicket). Returning 0 leaves the session to OpenSSL. */
+static int count_ticket(SSL *ssl, SSL_SESSION *sess) {
+  (void)ssl, (void)sess;
+  conn_tickets++;
+  return 0;
+}
 
 static void *run(void *arg) {
   struct result *r = arg;
@@ -47,10 +66,16 @@ static void *run(void *arg) {
       r->resumable++;
     }
     size_t have = 0;
+    conn_tickets = 0;
     int status = 0, ok = SSL_connect(ssl) == 1 && ssl_write_all(ssl, req, sizeof req - 1) == 0 &&
                          read_response(ssl, buf, sizeof buf, &have, &status) >= 0 && status == 200;
     if (ok) {
       r->ok++;
+      r->tickets += conn_tickets;
+      if (r->ok == 1 || conn_tickets < r->tickets_min)
+        r->tickets_min = conn_tickets;
+      if (conn_tickets > r->tickets_max)
+        r->tickets_max = conn_tickets;
       if (SSL_session_reused(ssl))
         r->resumed++;
       if (resume) {
@@ -97,8 +122,14 @@ int main(int argc, char **argv) {
     return fputs("hsclient: bad arguments\n", stderr), 2;
   signal(SIGPIPE, SIG_IGN);
   ctx = client_ctx(tls12 ? TLS1_2_VERSION : TLS1_3_VERSION);
+  if (!ctx)
+    return fputs("hsclient: cannot make an SSL_CTX\n", stderr), 1;
   if (tls12)
     SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+  /* Count tickets: the callback needs client caching on; nothing is stored internally, so
+   * sessions are still only offered by hand (SSL_set_session). */
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+  SSL_CTX_sess_set_new_cb(ctx, count_ticket);
   per_thread = (n + c - 1) / c;
   pthread_t th[256];
   struct result res[256];
@@ -107,16 +138,22 @@ int main(int argc, char **argv) {
   deadline = t0 + max_seconds;
   for (long i = 0; i < c; i++)
     pthread_create(&th[i], NULL, run, &res[i]);
-  struct result tot = {0, 0, 0, 0};
+  struct result tot = {0, 0, 0, 0, 0, 0, 0};
   for (long i = 0; i < c; i++) {
     pthread_join(th[i], NULL);
+    if (res[i].ok && (!tot.ok || res[i].tickets_min < tot.tickets_min))
+      tot.tickets_min = res[i].tickets_min;
+    if (res[i].tickets_max > tot.tickets_max)
+      tot.tickets_max = res[i].tickets_max;
     tot.ok += res[i].ok, tot.failed += res[i].failed;
     tot.resumed += res[i].resumed, tot.resumable += res[i].resumable;
+    tot.tickets += res[i].tickets;
   }
   double el = now_s() - t0;
-  printf("RESULT conns=%ld ok=%ld failed=%ld resumed=%ld resumable=%ld elapsed_s=%.3f "
-         "rate=%.1f\n",
-         tot.ok + tot.failed, tot.ok, tot.failed, tot.resumed, tot.resumable, el,
+  printf("RESULT conns=%ld ok=%ld failed=%ld resumed=%ld resumable=%ld tickets=%ld "
+         "tickets_per_conn=%.2f tickets_min=%ld tickets_max=%ld elapsed_s=%.3f rate=%.1f\n",
+         tot.ok + tot.failed, tot.ok, tot.failed, tot.resumed, tot.resumable, tot.tickets,
+         tot.ok ? (double)tot.tickets / (double)tot.ok : 0.0, tot.tickets_min, tot.tickets_max, el,
          (double)tot.ok / el);
   if (tot.ok + tot.failed < per_thread * c)
     fprintf(stderr, "hsclient: stopped at --max-seconds %.0f\n", max_seconds);

@@ -2,6 +2,7 @@
  *
  *   https-hello --listen 127.0.0.1:8443          then: curl -k https://127.0.0.1:8443/
  *   https-hello --listen 127.0.0.1:8443 --threads 4     (four reactors, one port)
+ *   https-hello --listen 127.0.0.1:8443 --idle-timeout 60 --write-timeout 30 --max-connections 20000
  *
  * GET / answers "Hello, World!"; GET /bytes/N answers N bytes, streamed in 64 KiB chunks as
  * the peer reads them (write_drained), never from one giant buffer. ALPN offers http/1.1.
@@ -22,11 +23,19 @@
  * connections already open keep theirs. Session tickets issued before the reload are not
  * resumed after it (the new options have new automatic ticket keys).
  *
+ * Limits (all optional, off by default): --idle-timeout SECONDS closes a connection once nothing
+ * has arrived and no output has waited for that long (weft_listener_set_idle_timeout);
+ * --write-timeout SECONDS closes it once output has waited that long without the peer reading
+ * any (weft_listener_set_write_timeout); --max-connections N stops accepting while a thread's
+ * listener has N connections (weft_listener_set_connection_limit; per thread with --threads).
+ * SECONDS: a number from 0 (off) to 1000000; N: 0 (no limit) to 4294967295.
+ *
  * Prints "listening on HOST:PORT" once every listener is up; on SIGTERM or SIGINT prints
  * "thread I: C connections, R requests" for each thread to stderr (C: connections that
  * completed the TLS handshake, R: responses sent) and exits with status 0.
  */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -52,11 +61,16 @@
 
 static const char usage[] =
     "usage: https-hello --listen HOST:PORT [--cert PEM --key PEM] [--threads N]\n"
+    "                   [--idle-timeout SECONDS] [--write-timeout SECONDS] [--max-connections N]\n"
     "HOST is an IP literal (\"[::1]:PORT\" for IPv6); PORT 0 picks a free port. Without\n"
     "--cert a self-signed certificate for localhost is generated.\n"
     "--threads N (1 to 64, default 1): N threads, each with its own reactor, listening on\n"
     "the same port with SO_REUSEPORT; the kernel spreads connections among them. On exit\n"
     "each thread's connection and request counts are printed to stderr.\n"
+    "--idle-timeout SECONDS closes a connection idle that long (nothing received, no output\n"
+    "waiting); --write-timeout SECONDS closes one whose output waited that long unread;\n"
+    "--max-connections N (per thread) stops accepting at N open connections until some end.\n"
+    "SECONDS is 0 (off, the default) to 1000000; N is 0 (no limit, the default) or more.\n"
     "SIGHUP reloads the certificate and key files (prints \"reloaded\", or\n"
     "\"error: reload failed: MESSAGE\" and keeps serving with what it had).\n";
 
@@ -76,6 +90,9 @@ struct server {
   const char *host;
   int port;              /* where to listen; the port actually bound once ready */
   int reuseport;         /* share the port (SO_REUSEPORT) when there are several threads */
+  double idle_timeout;   /* --idle-timeout, 0: none */
+  double write_timeout;  /* --write-timeout, 0: none */
+  unsigned max_conns;    /* --max-connections, 0: no limit */
   char addr[64];         /* "HOST:PORT" bound, for the "listening on" line */
   sem_t *ready;          /* posted by the thread once its listener is up or setup failed */
   sem_t *release;        /* posted by the main thread after its last weft_reactor_stop */
@@ -341,6 +358,30 @@ static int parse_host_port(const char *arg, const char **host, int *port) {
   return 0;
 }
 
+/* "30", "0.5": a number of seconds from 0 to 1e6 (the library's bounds) into *OUT. */
+static int parse_seconds(const char *arg, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(arg, &end);
+  if (end == arg || *end || errno || !(v >= 0 && v <= 1e6)) /* also refuses NaN */
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* "20000": a count from 0 to UINT_MAX (digits only) into *OUT. */
+static int parse_count(const char *arg, unsigned long *out) {
+  char *end;
+  if (arg[0] < '0' || arg[0] > '9')
+    return -1; /* no sign, no space: strtoul would take "-1" */
+  errno = 0;
+  unsigned long v = strtoul(arg, &end, 10);
+  if (*end || errno || v > UINT_MAX)
+    return -1;
+  *out = v;
+  return 0;
+}
+
 /* A self-signed certificate for "localhost", 127.0.0.1 and ::1, made in memory. */
 static int use_generated_cert(weft_cert_options *o) {
   static const char *const dns[] = {"localhost"};
@@ -485,6 +526,17 @@ static void *server_main(void *arg) {
   if (rc == 0)
     rc = weft_endpoint_listen(sv->reactor, ep, &sv->factory, &listener);
   weft_endpoint_free(ep); /* the listener does not need it */
+  /* Limits, set before the reactor runs: no connection is accepted without them. */
+  if (rc == 0 && sv->idle_timeout > 0)
+    rc = weft_listener_set_idle_timeout(listener, sv->idle_timeout);
+  if (rc == 0 && sv->write_timeout > 0)
+    rc = weft_listener_set_write_timeout(listener, sv->write_timeout);
+  if (rc == 0 && sv->max_conns > 0)
+    rc = weft_listener_set_connection_limit(listener, sv->max_conns);
+  if (rc != 0 && listener) {
+    weft_listener_stop(listener);
+    listener = NULL;
+  }
   if (rc == 0) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -514,12 +566,16 @@ static void *server_main(void *arg) {
 
 int main(int argc, char **argv) {
   char *listen = NULL, *cert = NULL, *key = NULL, *threads = "1";
+  char *idle = NULL, *write_to = NULL, *max_conns = NULL;
   for (int i = 1; i < argc; i++) {
-    char **val = !strcmp(argv[i], "--listen")    ? &listen
-                 : !strcmp(argv[i], "--cert")    ? &cert
-                 : !strcmp(argv[i], "--key")     ? &key
-                 : !strcmp(argv[i], "--threads") ? &threads
-                                                 : NULL;
+    char **val = !strcmp(argv[i], "--listen")            ? &listen
+                 : !strcmp(argv[i], "--cert")            ? &cert
+                 : !strcmp(argv[i], "--key")             ? &key
+                 : !strcmp(argv[i], "--threads")         ? &threads
+                 : !strcmp(argv[i], "--idle-timeout")    ? &idle
+                 : !strcmp(argv[i], "--write-timeout")   ? &write_to
+                 : !strcmp(argv[i], "--max-connections") ? &max_conns
+                                                         : NULL;
     if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
       fputs(usage, stdout);
       return 0;
@@ -541,6 +597,14 @@ int main(int argc, char **argv) {
     return fputs("error: --cert and --key go together\n", stderr), 2;
   if (*end || end == threads || nthreads < 1 || nthreads > MAX_THREADS)
     return fprintf(stderr, "error: --threads needs a number from 1 to %d\n", MAX_THREADS), 2;
+  double idle_s = 0, write_s = 0;
+  unsigned long conn_limit = 0;
+  if (idle && parse_seconds(idle, &idle_s) != 0)
+    return fputs("error: --idle-timeout needs a number of seconds from 0 to 1000000\n", stderr), 2;
+  if (write_to && parse_seconds(write_to, &write_s) != 0)
+    return fputs("error: --write-timeout needs a number of seconds from 0 to 1000000\n", stderr), 2;
+  if (max_conns && parse_count(max_conns, &conn_limit) != 0)
+    return fputs("error: --max-connections needs a number from 0 to 4294967295\n", stderr), 2;
 
   /* TLS options: identity, and ALPN (and NPN) offering http/1.1. Prepared (frozen) here, so
    * the threads only ever read them. */
@@ -575,6 +639,9 @@ int main(int argc, char **argv) {
     sv->host = host;
     sv->port = i == 0 ? port : servers[0].port;
     sv->reuseport = nthreads > 1;
+    sv->idle_timeout = idle_s;
+    sv->write_timeout = write_s;
+    sv->max_conns = (unsigned)conn_limit;
     sv->ready = &ready;
     sv->release = &release;
     if (pthread_create(&sv->thread, NULL, server_main, sv) != 0) {

@@ -196,4 +196,27 @@ timeout 10 "$samples/https-hello" --listen 127.0.0.1:0 --threads 0 >/dev/null 2>
 [ $? -eq 2 ] || fail "https-hello --threads 0 should exit 2"
 stop "$hello" https-hello
 pass "https-hello exits 0 on SIGTERM"
+
+# --- https-hello --idle-timeout, --write-timeout, --max-connections --------------------------------
+for bad in "--idle-timeout -1" "--idle-timeout 1x" "--write-timeout 2e6" "--write-timeout nan" \
+  "--max-connections -1" "--max-connections 4294967296" "--max-connections ''"; do
+  eval "set -- $bad"
+  timeout 10 "$samples/https-hello" --listen 127.0.0.1:0 "$@" >/dev/null 2>"$tmp/bad.err"
+  status=$?
+  [ $status -eq 2 ] || fail "https-hello $bad exited $status, want 2"
+  grep -q "^error: $1 needs a number" "$tmp/bad.err" || fail "https-hello $bad: $(cat "$tmp/bad.err")"
+done
+start https-hello --listen 127.0.0.1:0 --idle-timeout 1 --write-timeout 30 --max-connections 100
+hello=$pid
+curl -sk --http1.1 --max-time 20 "https://127.0.0.1:$port/" >"$tmp/curl.out" ||
+  fail "curl GET / failed (with the limits)"
+[ "$(cat "$tmp/curl.out")" = "Hello, World!" ] || fail "GET / body (with the limits): $(cat "$tmp/curl.out")"
+# A connection that sends nothing after its handshake is closed by the server after 1 s: s_client
+# (-quiet implies -ign_eof) then ends by itself, long before timeout's 15 s.
+if command -v openssl >/dev/null 2>&1; then
+  timeout 15 openssl s_client -quiet -connect "127.0.0.1:$port" </dev/null >/dev/null 2>&1
+  [ $? -ne 124 ] || fail "https-hello --idle-timeout 1 did not close an idle connection in 15 s"
+fi
+stop "$hello" https-hello
+pass "https-hello --idle-timeout, --write-timeout, --max-connections: bad values exit 2, idle closed"
 exit 0

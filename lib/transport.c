@@ -816,29 +816,50 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
     SSL_set_read_ahead(t->ssl, 1);
     SSL_set_mode(t->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     /* weft's socket BIO (the bufferevent keeps an SSL's BIO whose descriptor is FD). */
-    if (!(t->bio = weft__tls_bio_new(fd))) {
+    BIO *bio = weft__tls_bio_new(fd);
+    if (!bio) {
       SSL_free(t->ssl);
       t->ssl = NULL;
       rc = WEFT_ENOMEM;
       goto fail;
     }
-    SSL_set_bio(t->ssl, t->bio, t->bio);
     t->tls_socket = 1;
-    t->bev = bufferevent_openssl_socket_new(reactor->base, fd, t->ssl,
-                                            role == WEFT_TLS_SERVER ? BUFFEREVENT_SSL_ACCEPTING
-                                                                    : BUFFEREVENT_SSL_CONNECTING,
-                                            BEV_OPT_CLOSE_ON_FREE);
-    /* The bufferevent hands SSL_write at most this much at a time (16 KiB by default, one
-     * record per call): four records per call, which the BIO stages together. */
-    if (t->bev)
-      bufferevent_set_max_single_write(t->bev, 4 * 16384);
+    if (role == WEFT_TLS_SERVER) {
+      /* A server reads first. A bufferevent starts with EV_WRITE enabled and would register
+       * the socket for writability now and again when the handshake ends, with nothing to
+       * write: a wake-up and four epoll_ctl(2) calls per connection for nothing. So it is made
+       * without a descriptor, EV_WRITE is disabled, and then it gets the socket (setfd gives
+       * the SSL a socket BIO of libevent's, replaced by ours at once). The handshake asks for
+       * the write event when it needs it; note_pending enables EV_WRITE once output is queued. */
+      t->bev = bufferevent_openssl_socket_new(reactor->base, -1, t->ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                              BEV_OPT_CLOSE_ON_FREE);
+      if (t->bev) {
+        bufferevent_disable(t->bev, EV_WRITE);
+        if (bufferevent_setfd(t->bev, fd) != 0) {
+          BIO_free(bio);
+          rc = WEFT_ENOMEM;
+          goto fail; /* the bufferevent closes FD (libevent's BIO has it) and frees the SSL */
+        }
+        SSL_set_bio(t->ssl, bio, bio);
+      }
+    } else {
+      SSL_set_bio(t->ssl, bio, bio);
+      t->bev = bufferevent_openssl_socket_new(reactor->base, fd, t->ssl, BUFFEREVENT_SSL_CONNECTING,
+                                              BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!t->bev) {
       /* With BEV_OPT_CLOSE_ON_FREE, libevent frees the SSL itself when it fails (its socket
        * BIO does not own the descriptor, which the failure path below closes). */
+      if (role == WEFT_TLS_SERVER)
+        BIO_free(bio); /* not attached yet */
       t->ssl = NULL;
       rc = WEFT_ENOMEM;
       goto fail;
     }
+    t->bio = bio;
+    /* The bufferevent hands SSL_write at most this much at a time (16 KiB by default, one
+     * record per call): four records per call, which the BIO stages together. */
+    bufferevent_set_max_single_write(t->bev, 4 * 16384);
     arm_timer(t, weft__tls_handshake_timeout(options));
   } else {
     t->bev = bufferevent_socket_new(reactor->base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -852,11 +873,8 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
   if (owner)
     t->owner = *owner;
   bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
-  /* A TLS server reads first, and its handshake asks for the write event when it needs it. With
-   * EV_WRITE enabled, bufferevent_openssl would also register the socket for writability when
-   * the handshake ends, with nothing to write: one wake-up and three epoll_ctl(2) calls per
-   * connection for nothing. note_pending enables it when output is queued. (A client must
-   * write its ClientHello first: its write event starts the handshake.) */
+  /* A TLS server's EV_WRITE waits for output (see above). A client must write its ClientHello
+   * first: its write event starts the handshake. */
   bufferevent_enable(t->bev, options && role == WEFT_TLS_SERVER ? EV_READ : EV_READ | EV_WRITE);
   if (out)
     *out = t;

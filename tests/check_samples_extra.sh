@@ -224,6 +224,9 @@ else:
     conn.close()
 PEER
   for mode in inject after-hello; do
+    # A fresh file: the background job truncates it only once it runs, and wait_for must not
+    # find the previous mode's port in it.
+    rm -f "$tmp/peer.out"
     python3 "$tmp/peer.py" $mode >"$tmp/peer.out" 2>"$tmp/peer.err" &
     peer=$!
     pids="$pids $peer"

@@ -541,7 +541,8 @@ static size_t pull_decrypted(weft_transport *t) {
       break;
     moved += (size_t)n;
   }
-  ERR_clear_error();
+  if (ERR_peek_error() != 0)
+    ERR_clear_error();
   return moved;
 }
 
@@ -951,7 +952,8 @@ static int write_through(weft_transport *t, const void *data, size_t len) {
   if (evbuffer_get_length(out) != 0 || SSL_want_write(t->ssl) ||
       (t->bio && weft__tls_bio_staged(t->bio) != 0))
     return 0;
-  ERR_clear_error();
+  if (ERR_peek_error() != 0) /* usually empty: clearing all of its slots costs more than a look */
+    ERR_clear_error();
   errno = 0;
   /* One record, written now: nothing to coalesce it with. */
   if (t->bio)

@@ -124,6 +124,7 @@ struct weft_transport {
   const uint8_t *next_proto;
   size_t next_proto_len;
   weft_negotiation_mechanism mechanism;
+  int proxy_version; /* see proxy_tlvs below (here: it fills the hole after MECHANISM) */
 
   /* Why it closed (valid once state is CLOSED). The message is allocated when the reason is
    * set, at the end, not held by every open connection; without memory for it, it is
@@ -144,9 +145,9 @@ struct weft_transport {
     void *arg;
   } helper;
   /* The PROXY protocol header the listener read before this transport existed (lib/proxy.c
-   * reads these; the listener sets them from its ready hook): its version (0: none) and its
-   * well-formed version 2 TLV block (owned, freed with the transport). */
-  int proxy_version;
+   * reads these; the listener sets them from its ready hook): its version (0: none;
+   * PROXY_VERSION, above) and its well-formed version 2 TLV block (owned, freed with the
+   * transport). */
   uint8_t *proxy_tlvs;
   size_t proxy_tlvs_len;
 };

@@ -76,7 +76,7 @@ TAILQ_HEAD(weft__delayed_list, weft_delayed_call);
  * thread only. */
 typedef struct weft__deferred weft__deferred;
 struct weft__deferred {
-  TAILQ_ENTRY(weft__deferred) link; /* link.tqe_prev is NULL while not queued */
+  TAILQ_ENTRY(weft__deferred) link;  /* link.tqe_prev is NULL while not queued */
   void (*run)(weft__deferred *work); /* called from the loop, once per weft__reactor_defer */
 };
 TAILQ_HEAD(weft__deferred_list, weft__deferred);

@@ -76,7 +76,9 @@ static void transport_reason_set(weft_reason *reason, int code, const char *fmt,
  * weft_reason whose message is allocated, see reason_adopt); on a weft__reason_buf it is the
  * usual function. */
 #define weft__reason_set(buf, ...)                                                                 \
-  _Generic((buf), weft_reason *: transport_reason_set, default: weft__reason_set)((buf), __VA_ARGS__)
+  _Generic((buf), weft_reason *                                                                    \
+           : transport_reason_set, default                                                         \
+           : weft__reason_set)((buf), __VA_ARGS__)
 
 /* --- ending a connection ------------------------------------------------------------------ */
 
@@ -156,7 +158,7 @@ static void deliver_end(weft_transport *t) {
     if (t->protocol->ops->connection_lost)
       t->protocol->ops->connection_lost(t->protocol, t, reason);
   } else if (!t->is_client && t->ssl && !t->tls.handshake_done && t->factory->handshake_failed) {
-    t->factory->handshake_failed(t->factory, (struct sockaddr *)weft__transport_peer(t), reason);
+    t->factory->handshake_failed(t->factory, weft__transport_peer(t), reason);
   }
   weft__owner owner = t->owner;
   weft_reason last = t->reason; /* its message (if allocated) is taken over, freed below */
@@ -512,8 +514,7 @@ static void become_ready(weft_transport *t) {
     (void)apply_write_timeout(t); /* the listener's default; the protocol may change it */
   if (t->owner.ready)
     t->owner.ready(t->owner.arg, t);
-  weft_protocol *p =
-      t->factory->build_protocol(t->factory, t, (struct sockaddr *)weft__transport_peer(t));
+  weft_protocol *p = t->factory->build_protocol(t->factory, t, weft__transport_peer(t));
   if (!p || !p->ops) {
     /* Refused: close quietly (close_notify for TLS); nobody gets connection_lost. */
     if (t->ssl && t->state != WEFT__T_CLOSED)
@@ -555,8 +556,9 @@ static void proceed_close(weft_transport *t) {
   /* A lose_connection during a STARTTLS handshake armed the close time-out already: keep
    * that one deadline for the whole close. */
   if ((!t->timer || !evtimer_pending(t->timer, NULL)) && arm_timer(t, wait) != 0)
-    close_with(t, WEFT_OK, "TLS connection closed locally (close_notify sent; no memory to "
-                           "wait for the peer's)");
+    close_with(t, WEFT_OK,
+               "TLS connection closed locally (close_notify sent; no memory to "
+               "wait for the peer's)");
 }
 
 /* Each piece leaves the input buffer (moved, not copied) before data_received sees it, and the

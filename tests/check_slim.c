@@ -378,7 +378,7 @@ END_TEST
  * resumes (a resume queued) and then ENDS the connection (a finish queued while the resume is
  * too): the end supersedes the resume, connection_lost comes once from the loop, and no
  * data_received follows. */
-static int end_how;       /* 0: abort_connection, 1: lose_connection */
+static int end_how;         /* 0: abort_connection, 1: lose_connection */
 static int calls_after_end; /* data_received after the end was asked for */
 static int ended;
 

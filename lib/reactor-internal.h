@@ -66,6 +66,21 @@ struct weft__handle {
 TAILQ_HEAD(weft__handle_list, weft__handle);
 TAILQ_HEAD(weft__delayed_list, weft_delayed_call);
 
+/* --- deferred work ----------------------------------------------------------------------------
+ *
+ * Work an object must do "from the loop", never inside the call that asked for it (a
+ * transport's connection_lost, its delivery of input held while paused, ...). Instead of an
+ * event of its own for each kind of work (128 bytes of libevent memory each, on every
+ * connection, idle or not), the object embeds a weft__deferred and queues it with
+ * weft__reactor_defer: one event per reactor runs the queue, in the order queued. Reactor
+ * thread only. */
+typedef struct weft__deferred weft__deferred;
+struct weft__deferred {
+  TAILQ_ENTRY(weft__deferred) link;  /* link.tqe_prev is NULL while not queued */
+  void (*run)(weft__deferred *work); /* called from the loop, once per weft__reactor_defer */
+};
+TAILQ_HEAD(weft__deferred_list, weft__deferred);
+
 /* One request queued by weft_reactor_call_from_thread. */
 typedef struct weft__thread_call {
   weft_callback fn;
@@ -92,6 +107,11 @@ struct weft_reactor {
   int wake_fds[2];
   struct event *wake_event;
 
+  /* Deferred work (weft__reactor_defer): the queue, and the event that runs it. */
+  struct weft__deferred_list deferred;
+  size_t deferred_count;
+  struct event *deferred_event;
+
   /* The log callback (lib/log.c). */
   weft_log_fn log_fn;
   void *log_arg;
@@ -114,6 +134,15 @@ int weft__reactor_run_one_due(weft_reactor *reactor, double until);
  * before the call ran (ON_DROP may be NULL). For library objects that outlive a reactor. */
 int weft__reactor_call_later_full(weft_reactor *reactor, double seconds, weft_callback fn,
                                   weft_callback on_drop, void *arg, weft_delayed_call **out);
+
+/* Queues WORK (its RUN set, not queued yet or queued already: then it stays where it is) to
+ * run from the loop. Cannot fail: the queue is intrusive, and the reactor's event exists. A
+ * WORK queued from a RUN runs in a later pass of the loop, so one that keeps queueing itself
+ * does not starve the other events. Reactor thread. */
+void weft__reactor_defer(weft_reactor *reactor, weft__deferred *work);
+
+/* Takes WORK off the queue if it is queued (then RUN is not called). Reactor thread. */
+void weft__reactor_defer_cancel(weft_reactor *reactor, weft__deferred *work);
 
 /* Returns the reactor's DNS resolver, creating it on first use; NULL on failure. */
 struct evdns_base *weft__reactor_dns(weft_reactor *reactor);

@@ -62,6 +62,40 @@ static void on_wake(evutil_socket_t fd, short what, void *arg) {
     event_base_loopbreak(r->base);
 }
 
+/* Runs as many works as were queued when the pass began: what a RUN queues waits for the next
+ * pass (the event is made active again), so that other events get their turn in between. (A
+ * RUN may cancel works still waiting in this pass: then as many queued since run in it.) */
+static void on_deferred(evutil_socket_t fd, short what, void *arg) {
+  weft_reactor *r = arg;
+  (void)fd;
+  (void)what;
+  weft__deferred *work;
+  for (size_t n = r->deferred_count; n > 0 && (work = TAILQ_FIRST(&r->deferred)) != NULL; n--) {
+    TAILQ_REMOVE(&r->deferred, work, link);
+    work->link.tqe_prev = NULL;
+    r->deferred_count--;
+    work->run(work);
+  }
+  if (!TAILQ_EMPTY(&r->deferred))
+    event_active(r->deferred_event, EV_TIMEOUT, 1);
+}
+
+void weft__reactor_defer(weft_reactor *r, weft__deferred *work) {
+  if (work->link.tqe_prev)
+    return;
+  TAILQ_INSERT_TAIL(&r->deferred, work, link);
+  r->deferred_count++;
+  event_active(r->deferred_event, EV_TIMEOUT, 1);
+}
+
+void weft__reactor_defer_cancel(weft_reactor *r, weft__deferred *work) {
+  if (!work->link.tqe_prev)
+    return;
+  TAILQ_REMOVE(&r->deferred, work, link);
+  work->link.tqe_prev = NULL;
+  r->deferred_count--;
+}
+
 static int set_nonblocking_cloexec(int fd) {
   int fl = fcntl(fd, F_GETFL);
   if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
@@ -75,6 +109,7 @@ static int reactor_init(weft_reactor *r, struct event_base *base, int owns) {
   for (int rank = 0; rank < WEFT__RANK_COUNT; rank++)
     TAILQ_INIT(&r->handles[rank]);
   TAILQ_INIT(&r->delayed);
+  TAILQ_INIT(&r->deferred);
   atomic_init(&r->stop_requested, 0);
   r->wake_fds[0] = r->wake_fds[1] = -1;
   if (pthread_mutex_init(&r->queue_lock, NULL) != 0)
@@ -85,11 +120,16 @@ static int reactor_init(weft_reactor *r, struct event_base *base, int owns) {
   r->wake_event = event_new(base, r->wake_fds[0], EV_READ | EV_PERSIST, on_wake, r);
   if (!r->wake_event || event_add(r->wake_event, NULL) != 0)
     return WEFT_ENOMEM;
+  r->deferred_event = event_new(base, -1, 0, on_deferred, r);
+  if (!r->deferred_event)
+    return WEFT_ENOMEM;
   ignore_sigpipe();
   return 0;
 }
 
 static void reactor_release(weft_reactor *r) {
+  if (r->deferred_event)
+    event_free(r->deferred_event);
   if (r->wake_event)
     event_free(r->wake_event);
   for (int i = 0; i < 2; i++)
@@ -270,6 +310,7 @@ void weft_reactor_free(weft_reactor *reactor) {
     evdns_base_free(reactor->dns, 0);
   reactor->dns = NULL;
   event_del(reactor->wake_event);
+  event_del(reactor->deferred_event); /* the handles took their work off the queue */
   pthread_mutex_lock(&reactor->queue_lock);
   weft__thread_call *q = reactor->queue_head;
   reactor->queue_head = reactor->queue_tail = NULL;

@@ -4,6 +4,7 @@
 #ifndef WEFT_TRANSPORT_INTERNAL_H
 #define WEFT_TRANSPORT_INTERNAL_H
 
+#include <netinet/in.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 
@@ -46,6 +47,19 @@ typedef struct weft__owner {
   void *arg;
 } weft__owner;
 
+/* An IPv4 or IPv6 address, kept inline in the transport (28 bytes instead of a 128-byte
+ * sockaddr_storage). A longer one (a Unix socket path) lives in a block of its own. */
+typedef union weft__inet_addr {
+  struct sockaddr sa;
+  struct sockaddr_in in4;
+  struct sockaddr_in6 in6;
+} weft__inet_addr;
+
+/* The peer and host addresses of a connection whose addresses do not both fit inline. */
+typedef struct weft__wide_addrs {
+  struct sockaddr_storage peer, host;
+} weft__wide_addrs;
+
 struct weft_transport {
   weft_reactor *reactor;
   weft__handle handle; /* registered (WEFT__RANK_CONNECTION) from a successful start until freed */
@@ -57,7 +71,11 @@ struct weft_transport {
   weft_protocol *protocol;
   weft__owner owner; /* who created it and hears of its readiness and its end */
 
-  struct sockaddr_storage peer, host;
+  /* The peer's and the host's addresses (PEER_LEN / HOST_LEN bytes; 0: unknown). Inline while
+   * both fit there (IPv4, IPv6, an unnamed Unix socket), otherwise both in WIDE (allocated at
+   * creation, only then). Read them with weft__transport_peer / weft__transport_host. */
+  weft__inet_addr peer, host;
+  weft__wide_addrs *wide;
   socklen_t peer_len, host_len;
 
   size_t low_water;
@@ -79,11 +97,16 @@ struct weft_transport {
                                        reports it once the input before it is delivered */
   unsigned lingering : 1;           /* a refused TLS handshake: alert sent, write side shut down,
                                  draining input until the peer's EOF (linger_after_alert) */
+  unsigned finish_due : 1;          /* WORK is queued to deliver the end (deliver_end) */
+  unsigned resume_due : 1;          /* WORK is queued to deliver input held back (on_resume) */
+  unsigned reason_owned : 1;        /* REASON.message is a block of its own (freed with it) */
   int in_callback;                  /* depth of user callbacks running on this transport */
 
-  struct event *timer;          /* handshake or close time-out */
-  struct event *finish_event;   /* delivers connection_lost from the loop */
-  struct event *resume_event;   /* delivers data buffered while paused */
+  /* Work from the loop (see weft__reactor_defer): connection_lost once CLOSED (FINISH_DUE),
+   * before that the delivery of input held back while paused or read ahead (RESUME_DUE). */
+  weft__deferred work;
+  struct event *timer;          /* handshake or close time-out: made when one is armed, freed
+                                   once the handshake is done (NULL on an open connection) */
   struct event *drain_event;    /* lingering: reads and discards input (NULL otherwise) */
   BIO *bio;                  /* TLS socket: the SSL's socket BIO (owned by the SSL), which
                                 coalesces records once the handshake is done (tls_bio.c) */
@@ -106,8 +129,12 @@ struct weft_transport {
   const uint8_t *next_proto;
   size_t next_proto_len;
   weft_negotiation_mechanism mechanism;
+  int proxy_version; /* see proxy_tlvs below (here: it fills the hole after MECHANISM) */
 
-  weft__reason_buf reason; /* why it closed (valid once state is CLOSED) */
+  /* Why it closed (valid once state is CLOSED). The message is allocated when the reason is
+   * set, at the end, not held by every open connection; without memory for it, it is
+   * weft_strerror(code). Set it with weft__reason_set(&t->reason, ...) in transport.c. */
+  weft_reason reason;
 
   /* Idle time-out (weft_transport_set_idle_timeout): one delayed call per connection, not
    * moved on each read: a read only stores the time (LAST_ACTIVITY), and the call, when it
@@ -123,12 +150,20 @@ struct weft_transport {
     void *arg;
   } helper;
   /* The PROXY protocol header the listener read before this transport existed (lib/proxy.c
-   * reads these; the listener sets them from its ready hook): its version (0: none) and its
-   * well-formed version 2 TLV block (owned, freed with the transport). */
-  int proxy_version;
+   * reads these; the listener sets them from its ready hook): its version (0: none;
+   * PROXY_VERSION, above) and its well-formed version 2 TLV block (owned, freed with the
+   * transport). */
   uint8_t *proxy_tlvs;
   size_t proxy_tlvs_len;
 };
+
+/* The peer's and the host's addresses (see weft_transport.peer). */
+static inline const struct sockaddr *weft__transport_peer(const struct weft_transport *t) {
+  return t->wide ? (const struct sockaddr *)&t->wide->peer : &t->peer.sa;
+}
+static inline const struct sockaddr *weft__transport_host(const struct weft_transport *t) {
+  return t->wide ? (const struct sockaddr *)&t->wide->host : &t->host.sa;
+}
 
 /* Closes the transport now with CODE and MESSAGE (connection_lost follows from the loop), as
  * an error would; for TLS after the handshake, close_notify is sent first. For

@@ -42,6 +42,44 @@ static void check_read_ahead(weft_transport *t);
 static void on_eof(weft_transport *t);
 static void start_filter(weft_transport *t, struct bufferevent *tls);
 
+/* --- the reason a connection ended ------------------------------------------------------- */
+
+/* Sets T's reason from BUF (code, TLS fields, message). The message is copied into a block of
+ * its own, made now: an open connection holds none. Without memory for it, the message is
+ * weft_strerror(code): the code and the TLS fields are never lost. */
+static void reason_adopt(weft_transport *t, const weft__reason_buf *buf) {
+  if (t->reason_owned)
+    weft__free((char *)t->reason.message);
+  t->reason = buf->reason;
+  size_t len = strlen(buf->msg) + 1;
+  char *msg = weft__malloc(len);
+  t->reason_owned = msg != NULL;
+  if (msg)
+    t->reason.message = memcpy(msg, buf->msg, len);
+  else
+    t->reason.message = weft_strerror(buf->reason.code);
+}
+
+static void transport_reason_set(weft_reason *reason, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void transport_reason_set(weft_reason *reason, int code, const char *fmt, ...) {
+  weft__reason_buf buf;
+  weft__reason_set(&buf, code, "%s", "");
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf.msg, sizeof buf.msg, fmt, ap);
+  va_end(ap);
+  reason_adopt(WEFT__CONTAINER_OF(reason, weft_transport, reason), &buf);
+}
+
+/* In this file weft__reason_set(&t->reason, CODE, FMT, ...) sets a transport's reason (a
+ * weft_reason whose message is allocated, see reason_adopt); on a weft__reason_buf it is the
+ * usual function. */
+#define weft__reason_set(buf, ...)                                                                 \
+  _Generic((buf), weft_reason *                                                                    \
+           : transport_reason_set, default                                                         \
+           : weft__reason_set)((buf), __VA_ARGS__)
+
 /* --- ending a connection ------------------------------------------------------------------ */
 
 /* After STARTTLS the TLS engine writes into the plain bufferevent's output buffer, not the
@@ -73,10 +111,7 @@ static void transport_release(weft_transport *t) {
     event_free(t->flush_event);
   if (t->timer)
     event_free(t->timer);
-  if (t->finish_event)
-    event_free(t->finish_event);
-  if (t->resume_event)
-    event_free(t->resume_event);
+  weft__reactor_defer_cancel(t->reactor, &t->work);
   if (t->bev)
     bufferevent_free(t->bev); /* closes the socket, and frees the SSL for TLS */
   else if (t->fd >= 0)
@@ -85,6 +120,9 @@ static void transport_release(weft_transport *t) {
     weft_cert_options_unref(t->tls.options);
   weft__free(t->server_name);
   weft__free(t->proxy_tlvs);
+  weft__free(t->wide);
+  if (t->reason_owned)
+    weft__free((char *)t->reason.message);
   weft__free(t);
 }
 
@@ -98,15 +136,17 @@ static void transport_free(weft_transport *t) {
  * protocol (connection_lost), or a server's factory (handshake_failed), then, once the
  * transport is gone, its owner (which may free itself, or resume accepting). */
 static void deliver_end(weft_transport *t) {
-  const weft_reason *reason = &t->reason.reason;
+  const weft_reason *reason = &t->reason;
   int made = t->made;
+  if (!t->reason.message) /* (every path sets a reason before close_now; never without one) */
+    t->reason.message = weft_strerror(t->reason.code);
   if (made && t->starttls) {
     /* A STARTTLS handshake was still under way and nothing told the protocol how it ended
      * (abort_connection, the reactor freed, ...): every successful start_tls gets exactly one
      * tls_started before connection_lost, with the same failure code. From the loop, like
      * connection_lost, never from inside the weft call that ended the connection. */
     t->starttls = 0;
-    if (t->reason.reason.code >= 0)
+    if (t->reason.code >= 0)
       weft__reason_set(&t->reason, WEFT_ECONNLOST,
                        "the connection ended during the STARTTLS "
                        "handshake");
@@ -120,20 +160,46 @@ static void deliver_end(weft_transport *t) {
     if (t->protocol->ops->connection_lost)
       t->protocol->ops->connection_lost(t->protocol, t, reason);
   } else if (!t->is_client && t->ssl && !t->tls.handshake_done && t->factory->handshake_failed) {
-    t->factory->handshake_failed(t->factory, (struct sockaddr *)&t->peer, reason);
+    t->factory->handshake_failed(t->factory, weft__transport_peer(t), reason);
   }
   weft__owner owner = t->owner;
-  weft__reason_buf last = t->reason;
-  last.reason.message = last.msg; /* the copy's own storage */
+  weft_reason last = t->reason; /* its message (if allocated) is taken over, freed below */
+  char *owned = t->reason_owned ? (char *)t->reason.message : NULL;
+  t->reason_owned = 0;
   transport_free(t);
   if (owner.closed)
-    owner.closed(owner.arg, &last.reason, made);
+    owner.closed(owner.arg, &last, made);
+  weft__free(owned);
 }
 
-static void on_finish(evutil_socket_t fd, short what, void *arg) {
-  (void)fd;
-  (void)what;
-  deliver_end(arg);
+static void on_resume(weft_transport *t);
+
+/* The transport's work from the loop: the end once it is due (it supersedes the rest: close_now
+ * clears RESUME_DUE), otherwise the delivery of input held back. */
+static void on_work(weft__deferred *work) {
+  weft_transport *t = WEFT__CONTAINER_OF(work, weft_transport, work);
+  if (t->finish_due) {
+    deliver_end(t);
+    return;
+  }
+  if (t->resume_due) {
+    t->resume_due = 0;
+    on_resume(t);
+  }
+}
+
+/* Queues on_resume to run from the loop (input held back, or a close to proceed with). */
+static void schedule_resume(weft_transport *t) {
+  if (t->finish_due)
+    return;
+  t->resume_due = 1;
+  weft__reactor_defer(t->reactor, &t->work);
+}
+
+static void cancel_resume(weft_transport *t) {
+  t->resume_due = 0;
+  if (!t->finish_due)
+    weft__reactor_defer_cancel(t->reactor, &t->work);
 }
 
 /* Stops all I/O at once and schedules deliver_end from the loop. The reason must be set. The
@@ -161,13 +227,13 @@ static void close_now(weft_transport *t) {
   if (t->idle_call)
     weft_delayed_call_cancel(t->idle_call);
   t->idle_call = NULL;
-  if (t->resume_event)
-    event_del(t->resume_event);
+  t->resume_due = 0;
   if (t->bev) {
     bufferevent_setcb(t->bev, NULL, NULL, NULL, NULL);
     bufferevent_disable(t->bev, EV_READ | EV_WRITE);
   }
-  event_active(t->finish_event, EV_TIMEOUT, 1);
+  t->finish_due = 1;
+  weft__reactor_defer(t->reactor, &t->work); /* (queued already for a resume: stays there) */
 }
 
 static void close_with(weft_transport *t, int code, const char *fmt, ...)
@@ -194,7 +260,8 @@ static void on_reactor_stop(weft__handle *handle) {
     weft__reason_set(&t->reason, WEFT_ESHUTDOWN, "the reactor was freed");
     close_now(t);
   }
-  event_del(t->finish_event); /* delivered by on_reactor_close, not from the loop */
+  /* delivered by on_reactor_close, not from the loop */
+  weft__reactor_defer_cancel(t->reactor, &t->work);
 }
 
 static void on_reactor_close(weft__handle *handle) {
@@ -223,13 +290,37 @@ static void classify_tls(weft_transport *t, int sys_errno) {
   while ((e = bufferevent_get_openssl_error(t->bev)) != 0)
     if (n < sizeof errs / sizeof errs[0])
       errs[n++] = e;
-  weft__tls_classify(t->ssl, &t->tls, errs, n, sys_errno, t->eof_seen, &t->reason);
+  weft__reason_buf buf;
+  weft__tls_classify(t->ssl, &t->tls, errs, n, sys_errno, t->eof_seen, &buf);
+  reason_adopt(t, &buf);
   ERR_clear_error();
 }
 
-static void arm_timer(weft_transport *t, double seconds) {
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
+/* Makes the timer if there is none (an open connection holds none, see handshake_complete).
+ * Returns 0, or WEFT_ENOMEM. */
+static int need_timer(weft_transport *t) {
+  if (!t->timer && !(t->timer = evtimer_new(t->reactor->base, on_timer, t)))
+    return WEFT_ENOMEM;
+  return 0;
+}
+
+/* (Re)arms the handshake or close time-out. Returns 0, or WEFT_ENOMEM when there is no timer
+ * and no memory to make one. */
+static int arm_timer(weft_transport *t, double seconds) {
+  if (need_timer(t) != 0)
+    return WEFT_ENOMEM;
   struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)};
   evtimer_add(t->timer, &tv);
+  return 0;
+}
+
+/* The handshake is over and no close is under way: nothing needs a time-out any more. */
+static void drop_timer(weft_transport *t) {
+  if (t->timer)
+    event_free(t->timer);
+  t->timer = NULL;
 }
 
 /* Sends close_notify once. Returns 1 once the peer's close_notify has been received too. */
@@ -279,9 +370,11 @@ static int send_close_notify(weft_transport *t) {
 
 static void handshake_complete(weft_transport *t) {
   if (t->state != WEFT__T_CLOSING)
-    event_del(t->timer); /* CLOSING: the close time-out keeps running (lose_connection) */
+    drop_timer(t); /* CLOSING: the close time-out keeps running (lose_connection) */
   t->tls.handshake_done = 1;
-  if (weft__tls_check_negotiated(t->ssl, &t->tls, &t->reason)) {
+  weft__reason_buf refused;
+  if (weft__tls_check_negotiated(t->ssl, &t->tls, &refused)) {
+    reason_adopt(t, &refused);
     end_handshake_failed(t); /* refused before build_protocol / tls_started(0) */
     return;
   }
@@ -336,7 +429,7 @@ static int linger_after_alert(weft_transport *t) {
       t->tls.alert_sent < 0 || t->state != WEFT__T_HANDSHAKING || t->lingering || t->fd < 0)
     return 0;
   double wait = weft__tls_close_timeout(t->tls.options);
-  if (wait <= 0)
+  if (wait <= 0 || need_timer(t) != 0)
     return 0;
   t->drain_event = event_new(t->reactor->base, t->fd, EV_READ | EV_PERSIST, on_drain, t);
   if (!t->drain_event || event_add(t->drain_event, NULL) != 0) {
@@ -351,7 +444,7 @@ static int linger_after_alert(weft_transport *t) {
   bufferevent_disable(t->bev, EV_READ | EV_WRITE);
   shutdown(t->fd, SHUT_WR);
   event_del(t->timer);
-  arm_timer(t, wait);
+  (void)arm_timer(t, wait); /* (cannot fail: the timer exists, see need_timer above) */
   return 1;
 }
 
@@ -361,7 +454,7 @@ static void end_handshake_failed(weft_transport *t) {
   if (t->starttls && t->made && !t->starting_tls) {
     t->starttls = 0;
     if (t->protocol->ops->tls_started)
-      t->protocol->ops->tls_started(t->protocol, t, t->reason.reason.code);
+      t->protocol->ops->tls_started(t->protocol, t, t->reason.code);
   } else if (linger_after_alert(t)) {
     return;
   }
@@ -433,7 +526,7 @@ static void become_ready(weft_transport *t) {
     (void)apply_write_timeout(t); /* the listener's default; the protocol may change it */
   if (t->owner.ready)
     t->owner.ready(t->owner.arg, t);
-  weft_protocol *p = t->factory->build_protocol(t->factory, t, (struct sockaddr *)&t->peer);
+  weft_protocol *p = t->factory->build_protocol(t->factory, t, weft__transport_peer(t));
   if (!p || !p->ops) {
     /* Refused: close quietly (close_notify for TLS); nobody gets connection_lost. */
     if (t->ssl && t->state != WEFT__T_CLOSED)
@@ -458,9 +551,13 @@ static void proceed_close(weft_transport *t) {
     /* Closing a socket with unread input makes the kernel send a RST, which destroys what is
      * still in flight to the peer. So send our FIN, then read (and discard) until the peer's
      * FIN, for at most the close timeout. */
+    if (arm_timer(t, weft__tls_close_timeout(NULL)) != 0) {
+      /* No memory for the time-out that bounds the wait: close now rather than unbounded. */
+      close_with(t, WEFT_OK, "connection closed locally (FIN sent)");
+      return;
+    }
     t->shutdown_sent = 1;
     bufferevent_enable(t->bev, EV_READ);
-    arm_timer(t, weft__tls_close_timeout(NULL));
     return;
   }
   double wait = weft__tls_close_timeout(t->tls.options);
@@ -470,8 +567,10 @@ static void proceed_close(weft_transport *t) {
   }
   /* A lose_connection during a STARTTLS handshake armed the close time-out already: keep
    * that one deadline for the whole close. */
-  if (!evtimer_pending(t->timer, NULL))
-    arm_timer(t, wait);
+  if ((!t->timer || !evtimer_pending(t->timer, NULL)) && arm_timer(t, wait) != 0)
+    close_with(t, WEFT_OK,
+               "TLS connection closed locally (close_notify sent; no memory to "
+               "wait for the peer's)");
 }
 
 /* Each piece leaves the input buffer (moved, not copied) before data_received sees it, and the
@@ -554,7 +653,7 @@ static size_t pull_decrypted(weft_transport *t) {
 static void check_read_ahead(weft_transport *t) {
   if (t->tls_socket && t->state == WEFT__T_OPEN && !t->read_paused && SSL_has_pending(t->ssl) &&
       (pull_decrypted(t) > 0 || t->close_notify_pulled))
-    event_active(t->resume_event, EV_TIMEOUT, 1);
+    schedule_resume(t);
 }
 
 static void on_read(struct bufferevent *bev, void *arg) {
@@ -565,10 +664,7 @@ static void on_read(struct bufferevent *bev, void *arg) {
   check_read_ahead(arg);
 }
 
-static void on_resume(evutil_socket_t fd, short what, void *arg) {
-  weft_transport *t = arg;
-  (void)fd;
-  (void)what;
+static void on_resume(weft_transport *t) {
   if (t->state == WEFT__T_CLOSING && t->eof_seen && !t->shutdown_sent) {
     /* on_eof: the peer's close_notify arrived while lose_connection flushes. */
     bufferevent_enable(t->bev, EV_WRITE);
@@ -669,7 +765,7 @@ static void on_eof(weft_transport *t) {
        * proceeds to close once everything reached the kernel. A TLS bufferevent stops writing
        * when it reports the EOF, after this callback: restart it from the loop (on_resume). */
       if (t->ssl)
-        event_active(t->resume_event, EV_TIMEOUT, 1);
+        schedule_resume(t);
       return;
     }
     if (!t->shutdown_sent) {
@@ -755,8 +851,9 @@ static int setup_tls(weft_transport *t, weft_cert_options *options, weft_tls_rol
   if (server_name && !(t->server_name = weft__strdup(server_name)))
     return WEFT_ENOMEM;
   t->tls.server_name = t->server_name;
-  t->tls.peer = t->peer_len ? (const struct sockaddr *)&t->peer : NULL; /* session cache key */
-  int rc = weft__tls_new_ssl(options, role, t->server_name, &t->tls, &t->ssl, &t->reason);
+  t->tls.peer = t->peer_len ? weft__transport_peer(t) : NULL; /* session cache key */
+  weft__reason_buf err; /* (the caller reports the code only) */
+  int rc = weft__tls_new_ssl(options, role, t->server_name, &t->tls, &t->ssl, &err);
   /* No partial writes on a transport's SSL (the options' context enables them). libevent
    * 2.1.12's bufferevent_openssl hands SSL_write one evbuffer chunk after another and, when a
    * write is short, goes on with the next chunk and drains the total from the front: the rest
@@ -785,29 +882,38 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
   t->state = options ? WEFT__T_HANDSHAKING : WEFT__T_OPEN;
   t->write_timeout = write_timeout;
 
-  if (peer && peer_len <= sizeof t->peer) {
-    memcpy(&t->peer, peer, peer_len);
+  t->work.run = on_work;
+
+  int rc = WEFT_ENOMEM;
+  struct sockaddr_storage peer_ss, host_ss;
+  if (peer && peer_len <= sizeof peer_ss) {
+    memcpy(&peer_ss, peer, peer_len);
     t->peer_len = peer_len;
   } else {
-    t->peer_len = sizeof t->peer;
-    if (getpeername(fd, (struct sockaddr *)&t->peer, &t->peer_len) != 0)
+    t->peer_len = sizeof peer_ss;
+    if (getpeername(fd, (struct sockaddr *)&peer_ss, &t->peer_len) != 0)
       t->peer_len = 0;
   }
-  t->host_len = sizeof t->host;
-  if (getsockname(fd, (struct sockaddr *)&t->host, &t->host_len) != 0)
+  t->host_len = sizeof host_ss;
+  if (getsockname(fd, (struct sockaddr *)&host_ss, &t->host_len) != 0)
     t->host_len = 0;
+  if (t->peer_len <= sizeof t->peer && t->host_len <= sizeof t->host) {
+    memcpy(&t->peer, &peer_ss, t->peer_len);
+    memcpy(&t->host, &host_ss, t->host_len);
+  } else if ((t->wide = weft__calloc(1, sizeof *t->wide)) != NULL) {
+    memcpy(&t->wide->peer, &peer_ss, t->peer_len);
+    memcpy(&t->wide->host, &host_ss, t->host_len);
+  } else {
+    goto fail;
+  }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   /* Already non-blocking: the listener accepts with accept4(SOCK_NONBLOCK) (libevent's
    * evconnlistener) and the connector creates its sockets with SOCK_NONBLOCK. */
 
-  int rc = WEFT_ENOMEM;
-  t->finish_event = event_new(reactor->base, -1, 0, on_finish, t);
-  t->resume_event = event_new(reactor->base, -1, 0, on_resume, t);
-  t->timer = evtimer_new(reactor->base, on_timer, t);
-  if (!t->finish_event || !t->resume_event || !t->timer)
-    goto fail;
   if (options) {
+    if (need_timer(t) != 0) /* the handshake time-out */
+      goto fail;
     rc = setup_tls(t, options, role, server_name);
     if (rc != 0)
       goto fail;
@@ -1228,7 +1334,7 @@ int weft_transport_pause_reading(weft_transport *transport) {
   if (transport->state == WEFT__T_CLOSED)
     return WEFT_ECLOSED;
   transport->read_paused = 1;
-  event_del(transport->resume_event);
+  cancel_resume(transport);
   bufferevent_disable(transport->bev, EV_READ);
   return 0;
 }
@@ -1244,7 +1350,7 @@ int weft_transport_resume_reading(weft_transport *transport) {
   if (!transport->eof_seen)
     bufferevent_enable(transport->bev, EV_READ);
   /* Deliver what was buffered while paused from the loop, not from inside this call. */
-  event_active(transport->resume_event, EV_TIMEOUT, 1);
+  schedule_resume(transport);
   return 0;
 }
 
@@ -1302,7 +1408,7 @@ int weft_transport_set_keepalive(weft_transport *transport, int on, int idle_sec
   return 0;
 }
 
-static int copy_address(const struct sockaddr_storage *ss, socklen_t sslen, struct sockaddr *addr,
+static int copy_address(const struct sockaddr *ss, socklen_t sslen, struct sockaddr *addr,
                         socklen_t *len) {
   if (!addr || !len || sslen == 0 || *len < sslen)
     return WEFT_EINVAL;
@@ -1314,13 +1420,13 @@ static int copy_address(const struct sockaddr_storage *ss, socklen_t sslen, stru
 int weft_transport_peer_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len) {
   if (!transport)
     return WEFT_EINVAL;
-  return copy_address(&transport->peer, transport->peer_len, addr, len);
+  return copy_address(weft__transport_peer(transport), transport->peer_len, addr, len);
 }
 
 int weft_transport_host_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len) {
   if (!transport)
     return WEFT_EINVAL;
-  return copy_address(&transport->host, transport->host_len, addr, len);
+  return copy_address(weft__transport_host(transport), transport->host_len, addr, len);
 }
 
 const char *weft_address_format(const struct sockaddr *addr, char *buf, size_t size) {
@@ -1460,6 +1566,8 @@ int weft_transport_start_tls(weft_transport *transport, weft_cert_options *optio
   if (rc != 0)
     return rc;
   rc = setup_tls(t, options, role, server_name);
+  if (rc == 0 && need_timer(t) != 0) /* the handshake time-out, armed by start_filter */
+    rc = WEFT_ENOMEM;
   if (rc == 0) {
     /* A filter over the plain bufferevent: clear output already queued goes out first, and
      * bytes already read past the upgrade point are fed to the TLS engine. With
@@ -1547,7 +1655,7 @@ static void on_idle(void *arg) {
   }
   char peer[64] = "?";
   if (t->peer_len)
-    weft_address_format((struct sockaddr *)&t->peer, peer, sizeof peer);
+    weft_address_format(weft__transport_peer(t), peer, sizeof peer);
   char msg[128];
   snprintf(msg, sizeof msg, "idle time-out: nothing received for %.3g s", t->idle_timeout);
   weft__log(t->reactor, WEFT_LOG_INFO, "connection from %s closed: %s", peer, msg);

@@ -126,7 +126,8 @@ int weft_transport_peer_credentials(weft_transport *transport, pid_t *pid, uid_t
     return WEFT_EINVAL;
   if (transport->state == WEFT__T_CLOSED)
     return WEFT_ECLOSED;
-  if (transport->peer.ss_family != AF_UNIX && transport->host.ss_family != AF_UNIX)
+  if (weft__transport_peer(transport)->sa_family != AF_UNIX &&
+      weft__transport_host(transport)->sa_family != AF_UNIX)
     return WEFT_ENOTSUP;
 #ifdef SO_PEERCRED
   struct ucred cred;

@@ -184,9 +184,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   EVP_PKEY_free(key);
   X509_free(cert);
   server_conn.options = client_conn.options = options; /* kept for the whole run */
-  if (weft__tls_new_ssl(options, WEFT_TLS_SERVER, NULL, &server_conn, &server_ssl, &err) != 0 ||
+  if (weft__tls_new_ssl(options, WEFT_TLS_SERVER, NULL, &server_conn, 1, &server_ssl, &err) != 0 ||
       /* an IP literal: no SNI, and clients always check an identity */
-      weft__tls_new_ssl(options, WEFT_TLS_CLIENT, "127.0.0.1", &client_conn, &client_ssl, &err) !=
+      weft__tls_new_ssl(options, WEFT_TLS_CLIENT, "127.0.0.1", &client_conn, 1, &client_ssl, &err) !=
           0)
     fail(err.msg);
   alpn_select_cb = (mech & WEFT_MECH_ALPN) ? weft__nego_alpn_select_callback() : NULL;

@@ -223,7 +223,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   conn.options = options;
   SSL *ssl;
   weft__reason_buf err;
-  if (weft__tls_new_ssl(options, WEFT_TLS_SERVER, NULL, &conn, &ssl, &err) != 0)
+  if (weft__tls_new_ssl(options, WEFT_TLS_SERVER, NULL, &conn, 1, &ssl, &err) != 0)
     fail(err.msg);
   BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
   if (rbio == NULL || wbio == NULL)

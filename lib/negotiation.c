@@ -167,8 +167,7 @@ int weft__nego_encode(const char *const *names, size_t count, uint8_t **wire, si
 
 #if defined(WEFT__HAVE_ALPN) || defined(WEFT__HAVE_NPN)
 static weft__tls_conn *conn_of(SSL *ssl) {
-  int index = weft__tls_ex_index();
-  return index < 0 ? NULL : SSL_get_ex_data(ssl, index);
+  return weft__tls_conn_of(ssl);
 }
 #endif
 

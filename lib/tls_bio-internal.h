@@ -27,6 +27,13 @@ BIO *weft__tls_bio_new(int fd);
 /* 1 if BIO is one of ours. */
 int weft__tls_bio_is_ours(BIO *bio);
 
+/* The pointer the BIO carries for its transport: the connection's TLS state, which the OpenSSL
+ * callbacks find through the SSL's BIO (weft__tls_conn_of) instead of SSL ex_data, which would
+ * cost every connection two more allocations. weft__tls_bio_owner returns NULL for a BIO that
+ * is not ours. */
+void weft__tls_bio_set_owner(BIO *bio, void *owner);
+void *weft__tls_bio_owner(BIO *bio);
+
 /* Starts staging once the handshake is done, if SSL's suite gives every record the same
  * overhead (the AEAD suites; CBC pads): then the plaintext of what is staged is known exactly.
  * Otherwise every write goes to the socket at once, as before. */

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -20,16 +21,23 @@
  * under glibc's mmap threshold (128 KiB), so it comes from the heap, not from mmap(2). */
 #define STAGE_CAPACITY ((size_t)120 << 10)
 
+/* The staging area, allocated when a burst starts: the counters, then the bytes. */
+typedef struct {
+  uint32_t off, len;  /* the staged bytes are data[off, off + len): whole records */
+  uint32_t head_end;  /* where the first record not fully written ends in data */
+  uint32_t head_plain; /* ... and its plaintext bytes */
+  uint32_t plain;     /* plaintext bytes of the staged records not fully written */
+  unsigned char data[];
+} tls_stage;
+
+/* Per BIO: small, since every connection has one, idle or not. */
 typedef struct {
   int fd;
-  int staging;        /* the transport allows staging (application data, AEAD suite) */
-  int aligned;        /* the next write starts a record: no record was left half-written */
-  size_t overhead;    /* record bytes that are not plaintext: header, tag, nonce, type */
-  unsigned char *buf; /* STAGE_CAPACITY bytes once allocated */
-  size_t off, len;    /* the staged bytes are buf[off, off + len): whole records */
-  size_t head_end;    /* where the first record not fully written ends in buf */
-  size_t head_plain;  /* ... and its plaintext bytes */
-  size_t plain;       /* plaintext bytes of the staged records not fully written */
+  uint8_t staging;  /* the transport allows staging (application data, AEAD suite) */
+  uint8_t aligned;  /* the next write starts a record: no record was left half-written */
+  uint8_t overhead; /* record bytes that are not plaintext: header, tag, nonce, type */
+  tls_stage *st;    /* NULL when nothing is staged and no burst is under way */
+  void *owner;      /* the transport's TLS state (weft__tls_bio_owner) */
 } tls_bio_state;
 
 static BIO_METHOD *method;
@@ -37,6 +45,8 @@ static int method_type;
 static pthread_once_t method_once = PTHREAD_ONCE_INIT;
 
 static int is_retry(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+static size_t staged_len(const tls_bio_state *s) { return s->st ? s->st->len : 0; }
 
 /* The length of the record that starts at P (header included), 0 if fewer than 5 bytes. */
 static size_t record_len(const unsigned char *p, size_t avail) {
@@ -62,24 +72,27 @@ static size_t parse_records(const tls_bio_state *s, const unsigned char *data, s
 
 /* Writes what is staged. 1: all written; 0: the socket is full; -1: error (errno). */
 static int flush_staged(tls_bio_state *s) {
-  while (s->len > 0) {
-    ssize_t n = send(s->fd, s->buf + s->off, s->len, MSG_NOSIGNAL);
+  tls_stage *g = s->st;
+  if (!g)
+    return 1;
+  while (g->len > 0) {
+    ssize_t n = send(s->fd, g->data + g->off, g->len, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR)
         continue;
       return is_retry(errno) ? 0 : -1;
     }
-    s->off += (size_t)n;
-    s->len -= (size_t)n;
+    g->off += (uint32_t)n;
+    g->len -= (uint32_t)n;
     /* Records now wholly in the kernel leave the count of what is pending. */
-    while (s->len > 0 && s->off >= s->head_end) {
-      s->plain -= s->head_plain;
-      size_t rec = record_len(s->buf + s->head_end, s->off + s->len - s->head_end);
-      s->head_end += rec;
-      s->head_plain = plain_of(s, rec);
+    while (g->len > 0 && g->off >= g->head_end) {
+      g->plain -= g->head_plain;
+      size_t rec = record_len(g->data + g->head_end, (size_t)g->off + g->len - g->head_end);
+      g->head_end += (uint32_t)rec;
+      g->head_plain = (uint32_t)plain_of(s, rec);
     }
   }
-  s->off = s->len = s->head_end = s->head_plain = s->plain = 0;
+  g->off = g->len = g->head_end = g->head_plain = g->plain = 0;
   return 1;
 }
 
@@ -93,34 +106,39 @@ static int bio_write(BIO *bio, const char *data, int len) {
   size_t plain = s->staging && s->aligned && n <= STAGE_CAPACITY ? parse_records(s, p, n)
                                                                   : (size_t)-1;
   int stage = plain != (size_t)-1;
-  if (s->len > 0 && (!stage || s->off + s->len + n > STAGE_CAPACITY)) {
+  tls_stage *g = s->st;
+  if (g && g->len > 0 && (!stage || g->off + g->len + n > STAGE_CAPACITY)) {
     /* Order first: what is staged leaves before these bytes. */
     int rc = flush_staged(s);
     if (rc < 0)
       return -1;
-    if (rc == 0 && (!stage || s->len + n > STAGE_CAPACITY)) {
+    if (rc == 0 && (!stage || g->len + n > STAGE_CAPACITY)) {
       BIO_set_retry_write(bio); /* the caller keeps the record and comes back */
       return -1;
     }
-    if (s->len > 0 && s->off > 0) { /* room at the end: move what is left to the front */
-      memmove(s->buf, s->buf + s->off, s->len);
-      s->head_end -= s->off;
-      s->off = 0;
+    if (g->len > 0 && g->off > 0) { /* room at the end: move what is left to the front */
+      memmove(g->data, g->data + g->off, g->len);
+      g->head_end -= g->off;
+      g->off = 0;
     }
   }
   if (stage) {
-    if (!s->buf && !(s->buf = weft__malloc(STAGE_CAPACITY))) {
-      errno = ENOMEM;
-      return -1;
+    if (!g) {
+      if (!(g = weft__malloc(sizeof *g + STAGE_CAPACITY))) {
+        errno = ENOMEM;
+        return -1;
+      }
+      g->off = g->len = g->head_end = g->head_plain = g->plain = 0;
+      s->st = g;
     }
-    if (s->len == 0) {
-      s->off = 0;
-      s->head_end = record_len(p, n);
-      s->head_plain = plain_of(s, s->head_end);
+    if (g->len == 0) {
+      g->off = 0;
+      g->head_end = (uint32_t)record_len(p, n);
+      g->head_plain = (uint32_t)plain_of(s, g->head_end);
     }
-    memcpy(s->buf + s->off + s->len, p, n);
-    s->len += n;
-    s->plain += plain;
+    memcpy(g->data + g->off + g->len, p, n);
+    g->len += (uint32_t)n;
+    g->plain += (uint32_t)plain;
     return len;
   }
   for (;;) {
@@ -181,7 +199,7 @@ static long bio_ctrl(BIO *bio, int cmd, long num, void *ptr) {
     return rc > 0 ? 1 : rc == 0 ? 0 : -1;
   }
   case BIO_CTRL_WPENDING:
-    return (long)s->len;
+    return (long)staged_len(s);
   case BIO_CTRL_PENDING:
     return 0;
   case BIO_CTRL_EOF:
@@ -204,7 +222,7 @@ static int bio_create(BIO *bio) {
 static int bio_destroy(BIO *bio) {
   tls_bio_state *s = BIO_get_data(bio);
   if (s) {
-    weft__free(s->buf);
+    weft__free(s->st);
     weft__free(s);
   }
   BIO_set_data(bio, NULL);
@@ -276,8 +294,8 @@ static size_t record_overhead(const SSL *ssl) {
 
 void weft__tls_bio_start_staging(BIO *bio, const SSL *ssl) {
   tls_bio_state *s = BIO_get_data(bio);
-  if (s->len == 0)
-    s->overhead = record_overhead(ssl);
+  if (staged_len(s) == 0)
+    s->overhead = (uint8_t)record_overhead(ssl);
   s->staging = s->overhead > 0;
 }
 
@@ -288,12 +306,12 @@ void weft__tls_bio_set_staging(BIO *bio, int on) {
 
 size_t weft__tls_bio_staged(BIO *bio) {
   tls_bio_state *s = BIO_get_data(bio);
-  return s ? s->len : 0;
+  return s ? staged_len(s) : 0;
 }
 
 size_t weft__tls_bio_staged_plaintext(BIO *bio) {
   tls_bio_state *s = BIO_get_data(bio);
-  return s ? s->plain : 0;
+  return s && s->st ? s->st->plain : 0;
 }
 
 int weft__tls_bio_flush(BIO *bio) {
@@ -303,13 +321,26 @@ int weft__tls_bio_flush(BIO *bio) {
 
 void weft__tls_bio_trim(BIO *bio) {
   tls_bio_state *s = BIO_get_data(bio);
-  if (s->len == 0 && s->buf) {
-    weft__free(s->buf);
-    s->buf = NULL;
+  if (s->st && s->st->len == 0) {
+    weft__free(s->st);
+    s->st = NULL;
   }
 }
 
 void weft__tls_bio_discard(BIO *bio) {
   tls_bio_state *s = BIO_get_data(bio);
-  s->off = s->len = s->head_end = s->head_plain = s->plain = 0;
+  if (s->st)
+    s->st->off = s->st->len = s->st->head_end = s->st->head_plain = s->st->plain = 0;
+}
+
+void weft__tls_bio_set_owner(BIO *bio, void *owner) {
+  tls_bio_state *s = BIO_get_data(bio);
+  s->owner = owner;
+}
+
+void *weft__tls_bio_owner(BIO *bio) {
+  if (!weft__tls_bio_is_ours(bio))
+    return NULL;
+  tls_bio_state *s = BIO_get_data(bio);
+  return s ? s->owner : NULL;
 }

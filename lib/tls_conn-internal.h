@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <openssl/ssl.h>
+
 #include <weft/tls.h>
 
 /* Per-connection TLS state, owned by the transport, attached to its SSL with SSL_set_ex_data
@@ -43,5 +45,10 @@ typedef struct weft__tls_conn {
 
 /* The SSL ex_data index for weft__tls_conn (created once, thread-safe). -1 on failure. */
 int weft__tls_ex_index(void);
+
+/* The connection of SSL: the owner of its BIO when that is weft's socket BIO (a TLS socket
+ * transport, see tls_bio-internal.h), else what ex_data index weft__tls_ex_index() holds (a
+ * STARTTLS transport). NULL if neither. */
+weft__tls_conn *weft__tls_conn_of(const SSL *ssl);
 
 #endif

@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
+#include "tls_bio-internal.h"
 #include "tls_conn-internal.h"
 
 static CRYPTO_ONCE ex_once = CRYPTO_ONCE_STATIC_INIT;
@@ -19,4 +20,14 @@ int weft__tls_ex_index(void) {
   if (!CRYPTO_THREAD_run_once(&ex_once, ex_index_init))
     return -1;
   return ex_index;
+}
+
+weft__tls_conn *weft__tls_conn_of(const SSL *ssl) {
+  if (ssl == NULL)
+    return NULL;
+  weft__tls_conn *conn = weft__tls_bio_owner(SSL_get_rbio(ssl));
+  if (conn != NULL)
+    return conn;
+  int index = weft__tls_ex_index();
+  return index < 0 ? NULL : SSL_get_ex_data(ssl, index);
 }

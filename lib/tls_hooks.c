@@ -31,8 +31,7 @@ static weft__hooks *hooks_of(const SSL *ssl) {
 }
 
 static weft__tls_conn *conn_of(const SSL *ssl) {
-  int index = weft__tls_ex_index();
-  return index < 0 || ssl == NULL ? NULL : SSL_get_ex_data(ssl, index);
+  return weft__tls_conn_of(ssl);
 }
 
 void weft__hooks_cleanup(weft__hooks *h) {

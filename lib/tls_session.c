@@ -58,8 +58,7 @@ static weft__sessions *sessions_of(const SSL *ssl) {
 }
 
 static weft__tls_conn *conn_of(const SSL *ssl) {
-  int index = weft__tls_ex_index();
-  return index < 0 ? NULL : SSL_get_ex_data(ssl, index);
+  return weft__tls_conn_of(ssl);
 }
 
 static double monotonic_now(void) {

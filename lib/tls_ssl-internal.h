@@ -25,9 +25,11 @@
  * session cached under that key, if the options reuse sessions (see tls_session.c). The SSL
  * is in connect or accept state for ROLE. The options must stay referenced while the SSL lives
  * (its callbacks read them). Errors: WEFT_ENOMEM, WEFT_ETLS, WEFT_EINVAL (or the options' own
- * error when the context cannot be built); the message goes into ERR. */
+ * error when the context cannot be built); the message goes into ERR. ATTACH: CONN is stored in
+ * the SSL's ex_data, where the callbacks find it (weft__tls_conn_of); 0 when the caller gives
+ * the SSL weft's socket BIO owned by CONN (weft__tls_bio_set_owner) before any handshake. */
 int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char *server_name,
-                      weft__tls_conn *conn, SSL **out, weft__reason_buf *err);
+                      weft__tls_conn *conn, int attach, SSL **out, weft__reason_buf *err);
 
 /* Classifies why a TLS connection failed or ended into OUT. ERRS holds the OpenSSL error codes
  * libevent collected for the connection (bufferevent_get_openssl_error, oldest first; entries

@@ -194,8 +194,7 @@ static int client_identity(weft_cert_options *o, SSL *ssl, const char *name, wef
 /* Records alerts, renegotiation attempts and certificate requests on the connection's
  * weft__tls_conn: what weft__tls_classify needs and libevent does not keep. */
 static void info_callback(const SSL *ssl, int where, int ret) {
-  int index = weft__tls_ex_index();
-  weft__tls_conn *conn = index < 0 ? NULL : SSL_get_ex_data(ssl, index);
+  weft__tls_conn *conn = weft__tls_conn_of(ssl);
   if (conn == NULL)
     return;
   if (where & SSL_CB_ALERT) {
@@ -226,7 +225,7 @@ static void info_callback(const SSL *ssl, int where, int ret) {
 }
 
 int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char *server_name,
-                      weft__tls_conn *conn, SSL **out, weft__reason_buf *err) {
+                      weft__tls_conn *conn, int attach, SSL **out, weft__reason_buf *err) {
   if (out != NULL)
     *out = NULL;
   if (options == NULL || conn == NULL || out == NULL) {
@@ -256,7 +255,7 @@ int weft__tls_new_ssl(weft_cert_options *options, weft_tls_role role, const char
   conn->cert_requested = 0;
   conn->session_key_set = 0;
   conn->hook_refused = 0;
-  if (SSL_set_ex_data(ssl, index, conn) != 1) {
+  if (attach && SSL_set_ex_data(ssl, index, conn) != 1) {
     SSL_free(ssl);
     ERR_clear_error();
     weft__reason_set(err, WEFT_ENOMEM, "cannot attach the connection to the SSL object");

@@ -843,8 +843,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
 
 /* --- creation ------------------------------------------------------------------------------ */
 
+/* SOCKET: the SSL will sit on weft's socket BIO, which carries the TLS state for the callbacks
+ * (transport_start attaches it before the handshake); else (STARTTLS) ex_data does. */
 static int setup_tls(weft_transport *t, weft_cert_options *options, weft_tls_role role,
-                     const char *server_name) {
+                     const char *server_name, int socket) {
   t->tls.alert_received = t->tls.alert_sent = -1;
   t->tls.role = role;
   t->tls.options = weft_cert_options_ref(options);
@@ -853,7 +855,7 @@ static int setup_tls(weft_transport *t, weft_cert_options *options, weft_tls_rol
   t->tls.server_name = t->server_name;
   t->tls.peer = t->peer_len ? weft__transport_peer(t) : NULL; /* session cache key */
   weft__reason_buf err; /* (the caller reports the code only) */
-  int rc = weft__tls_new_ssl(options, role, t->server_name, &t->tls, &t->ssl, &err);
+  int rc = weft__tls_new_ssl(options, role, t->server_name, &t->tls, !socket, &t->ssl, &err);
   /* No partial writes on a transport's SSL (the options' context enables them). libevent
    * 2.1.12's bufferevent_openssl hands SSL_write one evbuffer chunk after another and, when a
    * write is short, goes on with the next chunk and drains the total from the front: the rest
@@ -914,7 +916,7 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
   if (options) {
     if (need_timer(t) != 0) /* the handshake time-out */
       goto fail;
-    rc = setup_tls(t, options, role, server_name);
+    rc = setup_tls(t, options, role, server_name, 1);
     if (rc != 0)
       goto fail;
     /* One read(2) per burst of records instead of two per record (header, then body); see
@@ -964,6 +966,7 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
       goto fail;
     }
     t->bio = bio;
+    weft__tls_bio_set_owner(bio, &t->tls); /* how the OpenSSL callbacks find the connection */
     /* The bufferevent hands SSL_write at most this much at a time (16 KiB by default, one
      * record per call): four records per call, which the BIO stages together. */
     bufferevent_set_max_single_write(t->bev, 4 * 16384);
@@ -1565,7 +1568,7 @@ int weft_transport_start_tls(weft_transport *transport, weft_cert_options *optio
   int rc = weft_cert_options_prepare(options, role);
   if (rc != 0)
     return rc;
-  rc = setup_tls(t, options, role, server_name);
+  rc = setup_tls(t, options, role, server_name, 0);
   if (rc == 0 && need_timer(t) != 0) /* the handshake time-out, armed by start_filter */
     rc = WEFT_ENOMEM;
   if (rc == 0) {

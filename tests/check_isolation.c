@@ -646,7 +646,7 @@ START_TEST(test_no_name_no_address) {
   conn.options = o;
   SSL *ssl = NULL;
   weft__reason_buf err;
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, &conn, &ssl, &err), WEFT_EINVAL);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, &conn, 1, &ssl, &err), WEFT_EINVAL);
   ck_assert_ptr_null(ssl);
   ck_assert_msg(strstr(err.msg, "IP address") != NULL &&
                     strstr(err.msg, "weft_cert_options_set_verify_identity") != NULL,
@@ -656,7 +656,7 @@ START_TEST(test_no_name_no_address) {
   struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(4433)};
   peer.sin_addr.s_addr = htonl(0x7f000001);
   conn.peer = (struct sockaddr *)&peer;
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, &conn, &ssl, &err), 0);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, &conn, 1, &ssl, &err), 0);
   char *ip = X509_VERIFY_PARAM_get1_ip_asc(SSL_get0_param(ssl));
   ck_assert_str_eq(ip ? ip : "", "127.0.0.1");
   OPENSSL_free(ip);
@@ -668,7 +668,7 @@ START_TEST(test_no_name_no_address) {
   ck_assert_int_eq(weft_cert_options_set_verify_identity(o, 0), 0);
   conn.options = o;
   conn.peer = NULL;
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, &conn, &ssl, &err), 0);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, &conn, 1, &ssl, &err), 0);
   ck_assert_int_eq(SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER, SSL_VERIFY_PEER);
   ck_assert_int_eq(conn.session_key_set, 0);
   SSL_free(ssl);

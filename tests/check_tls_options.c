@@ -135,7 +135,7 @@ static void side_new(side *s, weft_cert_options *o, weft_tls_role role, const ch
   memset(s, 0, sizeof *s);
   s->conn.options = o; /* conn.server_name stays NULL: the TLS code must not need it */
   weft__reason_buf err;
-  int rc = weft__tls_new_ssl(o, role, name, &s->conn, &s->ssl, &err);
+  int rc = weft__tls_new_ssl(o, role, name, &s->conn, 1, &s->ssl, &err);
   ck_assert_msg(rc == 0, "weft__tls_new_ssl: %s", err.msg);
   ck_assert_int_eq(s->conn.alert_received, -1);
   ck_assert_int_eq(s->conn.alert_sent, -1);
@@ -870,7 +870,7 @@ START_TEST(test_new_ssl_names) {
   weft__reason_buf err;
 
   /* a DNS name: SNI and host check */
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "www.example.org", &conn, &ssl, &err), 0);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "www.example.org", &conn, 1, &ssl, &err), 0);
   ck_assert_str_eq(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), "www.example.org");
   ck_assert_str_eq(SSL_get0_peername(ssl) ? SSL_get0_peername(ssl) : "", "");
   ck_assert_str_eq(X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0), "www.example.org");
@@ -882,7 +882,7 @@ START_TEST(test_new_ssl_names) {
   /* IP literals: no SNI, an IP check */
   const char *ips[] = {"127.0.0.1", "::1", "[::1]"};
   for (int i = 0; i < 3; i++) {
-    ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, ips[i], &conn, &ssl, &err), 0);
+    ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, ips[i], &conn, 1, &ssl, &err), 0);
     ck_assert_ptr_null(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name));
     ck_assert_ptr_null(X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0));
     char *ip = X509_VERIFY_PARAM_get1_ip_asc(SSL_get0_param(ssl));
@@ -892,23 +892,23 @@ START_TEST(test_new_ssl_names) {
   }
 
   /* NULL: the options' name */
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, &conn, &ssl, &err), 0);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, &conn, 1, &ssl, &err), 0);
   ck_assert_str_eq(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), "default.example");
   SSL_free(ssl);
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "", &conn, &ssl, &err), WEFT_EINVAL);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "", &conn, 1, &ssl, &err), WEFT_EINVAL);
   ck_assert_ptr_null(ssl);
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, NULL, &ssl, &err), WEFT_EINVAL);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, NULL, NULL, 1, &ssl, &err), WEFT_EINVAL);
   weft_cert_options_unref(o);
 
   /* verification off: SNI still, but no name check */
   o = new_options();
   ck_assert_int_eq(weft_cert_options_set_verify(o, 0), 0);
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "www.example.org", &conn, &ssl, &err), 0);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_CLIENT, "www.example.org", &conn, 1, &ssl, &err), 0);
   ck_assert_str_eq(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), "www.example.org");
   ck_assert_ptr_null(X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0));
   SSL_free(ssl);
   /* a server without a certificate cannot make an SSL: the reason says why */
-  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_SERVER, NULL, &conn, &ssl, &err), WEFT_EINVAL);
+  ck_assert_int_eq(weft__tls_new_ssl(o, WEFT_TLS_SERVER, NULL, &conn, 1, &ssl, &err), WEFT_EINVAL);
   ck_assert_ptr_nonnull(strstr(err.msg, "certificate"));
   weft_cert_options_unref(o);
 }

@@ -91,6 +91,7 @@ struct weft_transport {
   unsigned eof_seen : 1;
   unsigned starttls : 1;     /* upgrading in place */
   unsigned starting_tls : 1; /* inside start_tls, enabling the new filter: no callbacks */
+  unsigned host_later : 1;   /* HOST not read yet: getsockname(2) on first use (an IP peer) */
   unsigned tls_socket : 1;   /* TLS from the start: bufferevent_openssl on the socket, read-ahead
                                  on (not a STARTTLS filter) */
   unsigned close_notify_pulled : 1; /* pull_decrypted met the peer's close_notify: on_resume

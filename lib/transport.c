@@ -896,8 +896,12 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
     if (getpeername(fd, (struct sockaddr *)&peer_ss, &t->peer_len) != 0)
       t->peer_len = 0;
   }
-  t->host_len = sizeof host_ss;
-  if (getsockname(fd, (struct sockaddr *)&host_ss, &t->host_len) != 0)
+  /* An IP peer's host address is an IP address too (it fits inline): read it when asked, not
+   * with one more system call for every connection. */
+  sa_family_t family = t->peer_len ? peer_ss.ss_family : AF_UNSPEC;
+  t->host_later = family == AF_INET || family == AF_INET6;
+  t->host_len = t->host_later ? 0 : sizeof host_ss;
+  if (!t->host_later && getsockname(fd, (struct sockaddr *)&host_ss, &t->host_len) != 0)
     t->host_len = 0;
   if (t->peer_len <= sizeof t->peer && t->host_len <= sizeof t->host) {
     memcpy(&t->peer, &peer_ss, t->peer_len);
@@ -1429,6 +1433,12 @@ int weft_transport_peer_address(weft_transport *transport, struct sockaddr *addr
 int weft_transport_host_address(weft_transport *transport, struct sockaddr *addr, socklen_t *len) {
   if (!transport)
     return WEFT_EINVAL;
+  if (transport->host_later && transport->fd >= 0 && !transport->wide) {
+    socklen_t n = sizeof transport->host;
+    transport->host_later = 0;
+    if (getsockname(transport->fd, &transport->host.sa, &n) == 0 && n <= sizeof transport->host)
+      transport->host_len = n;
+  }
   return copy_address(weft__transport_host(transport), transport->host_len, addr, len);
 }
 

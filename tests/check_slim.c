@@ -199,6 +199,80 @@ START_TEST(unix_socketpair) {
 }
 END_TEST
 
+/* The host address of an IP connection is read on first use (no getsockname(2) per
+ * connection): asked for the first time in connection_lost, after the peer reset the
+ * connection, it is still the address the peer connected to. TCP and TLS (_i). */
+typedef struct {
+  int rc;
+  struct sockaddr_storage ss;
+  socklen_t len;
+} host_seen;
+
+static void host_on_lost(tu_conn *c, weft_transport *t, const weft_reason *reason) {
+  (void)reason;
+  host_seen *h = c->user;
+  h->len = sizeof h->ss;
+  h->rc = weft_transport_host_address(t, (struct sockaddr *)&h->ss, &h->len);
+}
+
+START_TEST(host_read_late) {
+  int tls = _i;
+  weft_reactor *r = tu_reactor_new();
+  tu_factory sf;
+  tu_factory_init(&sf);
+  sf.conn_config.on_lost = host_on_lost;
+  weft_cert_options *opts = tls ? tu_server_options(&pki) : NULL;
+  int port = 0;
+  weft_listener *l =
+      tls ? tu_listen_ssl_local(r, &sf, opts, &port) : tu_listen_tcp_local(r, &sf, &port);
+  host_seen seen = {.rc = -12345};
+  int fd = tu_raw_connect("127.0.0.1", port);
+  ck_assert_int_ge(fd, 0);
+  struct sockaddr_storage want;
+  socklen_t want_len = sizeof want;
+  ck_assert_int_eq(getpeername(fd, (struct sockaddr *)&want, &want_len), 0);
+  tu_conn *s = NULL;
+  if (tls) {
+    /* No handshake: the connection ends in handshake_failed, not connection_lost. Use a
+     * client. */
+    close(fd);
+    tu_factory cf;
+    tu_factory_init(&cf);
+    weft_cert_options *co = tu_client_options(&pki);
+    tu_connect_ssl_local(r, &cf, port, co, "localhost");
+    s = tu_wait_conn(r, &sf, 0, 5);
+    s->user = &seen;
+    tu_conn *c = tu_wait_conn(r, &cf, 0, 5);
+    tu_wait_int(r, &c->made, 1, 5);
+    tu_wait_int(r, &s->made, 1, 5);
+    want_len = sizeof want;
+    ck_assert_int_eq(weft_transport_peer_address(c->transport, (struct sockaddr *)&want,
+                                                 &want_len), 0);
+    ck_assert_int_eq(weft_transport_abort_connection(c->transport), 0);
+    tu_wait_int(r, &s->lost, 1, 5);
+    tu_wait_int(r, &c->lost, 1, 5);
+    tu_factory_check(&cf);
+    tu_factory_cleanup(&cf);
+    weft_cert_options_unref(co);
+  } else {
+    s = tu_wait_conn(r, &sf, 0, 5);
+    s->user = &seen;
+    tu_wait_int(r, &s->made, 1, 5);
+    tu_raw_reset(fd); /* RST: the server's connection_lost reads its host address first */
+    tu_wait_int(r, &s->lost, 1, 5);
+  }
+  ck_assert_int_eq(seen.rc, 0);
+  ck_assert_int_eq(seen.len, want_len);
+  ck_assert_mem_eq(&seen.ss, &want, want_len);
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  tu_factory_check(&sf);
+  tu_factory_cleanup(&sf);
+  if (opts)
+    weft_cert_options_unref(opts);
+}
+END_TEST
+
 /* IPv6 (the largest inline address, all 28 bytes of a sockaddr_in6) and IPv4. */
 static void check_ip(const char *ip, int family) {
   weft_reactor *r = tu_reactor_new();
@@ -617,6 +691,7 @@ int main(void) {
   tcase_add_test(tc, unix_long_path);
   tcase_add_test(tc, unix_socketpair);
   tcase_add_test(tc, ip_addresses);
+  tcase_add_loop_test(tc, host_read_late, 0, 2);
   tcase_add_test(tc, unix_wide_enomem);
   tcase_add_test(tc, reason_fallback_tcp);
   tcase_add_test(tc, reason_fallback_tls);

@@ -10,12 +10,13 @@
  * the staged bytes cannot be written because the socket is full, the next record is refused
  * with a retry (SSL_write says WANT_WRITE, the bufferevent keeps the plaintext and waits for
  * the socket): back-pressure reaches the transport's output buffer as before. What the
- * transport reports pending is its output buffer plus the plaintext of the staged records that
- * the kernel does not have whole yet: exact, since an AEAD record's overhead is fixed. */
+ * transport reports pending is the plaintext written minus that of the application records the
+ * kernel has whole (weft__tls_bio_sent): exact, since an AEAD record's overhead is fixed. */
 #ifndef WEFT_TLS_BIO_INTERNAL_H
 #define WEFT_TLS_BIO_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <openssl/bio.h>
 #include <openssl/ssl.h>
@@ -47,9 +48,11 @@ void weft__tls_bio_set_staging(BIO *bio, int on);
 /* The bytes staged and not yet written. */
 size_t weft__tls_bio_staged(BIO *bio);
 
-/* The plaintext those bytes carry: the plaintext of every staged record not wholly written
- * yet (a record the kernel has only part of counts whole: the peer cannot read any of it). */
-size_t weft__tls_bio_staged_plaintext(BIO *bio);
+/* The plaintext of the application records the kernel has whole since staging started
+ * (sent directly, or staged and flushed), in *SENT; returns 1. Returns 0 when the BIO does not
+ * count (before the handshake ends, or a suite without a fixed record overhead). A transport's
+ * pending output is the plaintext written since then minus this. */
+int weft__tls_bio_sent(BIO *bio, uint64_t *sent);
 
 /* Writes what is staged. Returns 1 when nothing is left, 0 when the socket is full (the rest
  * stays staged), -1 on a socket error (errno says which; the staged bytes are kept). */

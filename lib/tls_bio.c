@@ -30,14 +30,29 @@ typedef struct {
   unsigned char data[];
 } tls_stage;
 
-/* Per BIO: small, since every connection has one, idle or not. */
+/* Per BIO: small, since every connection has one, idle or not.
+ *
+ * SENT is the plaintext of the application records the kernel has whole (sent directly, or
+ * staged and then flushed): what the transport reports pending is the plaintext written minus
+ * SENT. (Counting the output buffer instead would count twice the records of an SSL_write that
+ * the BIO interrupted with a retry: OpenSSL keeps its place, and the bufferevent drains nothing
+ * until the whole SSL_write succeeds.) To know which bytes complete a record, the BIO follows
+ * the record framing of what it sends directly (FRAME_LEFT, HDR); staged bytes are whole
+ * records. */
 typedef struct {
   int fd;
   uint8_t staging;  /* the transport allows staging (application data, AEAD suite) */
-  uint8_t aligned;  /* the next write starts a record: no record was left half-written */
+  uint8_t counting; /* application data flows: keep SENT (AEAD suites, after the handshake) */
   uint8_t overhead; /* record bytes that are not plaintext: header, tag, nonce, type */
-  tls_stage *st;    /* NULL when nothing is staged and no burst is under way */
-  void *owner;      /* the transport's TLS state (weft__tls_bio_owner) */
+  uint8_t hdr_have; /* bytes of the next record's header taken so far (0 to 4) */
+  uint8_t hdr[5];
+  uint8_t frame_app;    /* the record being taken is application data */
+  uint16_t frame_plain; /* ... and its plaintext */
+  uint32_t frame_left;  /* bytes of the record being taken still to come (0: at a boundary) */
+  tls_stage *st;        /* NULL when nothing is staged and no burst is under way */
+  void *owner;          /* the transport's TLS state (weft__tls_bio_owner) */
+  const SSL *ssl;       /* whose records these are (weft__tls_bio_start_staging) */
+  uint64_t sent;        /* see above */
 } tls_bio_state;
 
 static BIO_METHOD *method;
@@ -57,17 +72,59 @@ static size_t plain_of(const tls_bio_state *s, size_t rec) {
   return rec > s->overhead ? rec - s->overhead : 0;
 }
 
-/* Plaintext bytes in DATA if it is whole records; (size_t)-1 if it is not. */
+/* An application data record (outer type 23) written outside a handshake: TLS 1.2 alerts have
+ * their own type; TLS 1.3 hides the type, but its post-handshake messages (KeyUpdate, ...) are
+ * written while the SSL is in a handshake state. */
+static int app_record(const tls_bio_state *s, const unsigned char *hdr) {
+  return hdr[0] == 23 && s->ssl != NULL && !SSL_in_init(s->ssl);
+}
+
+/* Plaintext bytes in DATA if it is whole application records, at a record boundary; (size_t)-1
+ * if it is not (those bytes are not staged). */
 static size_t parse_records(const tls_bio_state *s, const unsigned char *data, size_t n) {
+  if (s->frame_left != 0 || s->hdr_have != 0)
+    return (size_t)-1;
   size_t at = 0, plain = 0;
   while (at < n) {
     size_t rec = record_len(data + at, n - at);
-    if (rec == 0 || rec > n - at)
+    if (rec == 0 || rec > n - at || !app_record(s, data + at))
       return (size_t)-1;
     plain += plain_of(s, rec);
     at += rec;
   }
   return plain;
+}
+
+/* Follows the framing over K bytes the BIO sent directly: each application record completed
+ * adds its plaintext to SENT. */
+static void frame_taken(tls_bio_state *s, const unsigned char *p, size_t k) {
+  while (k > 0) {
+    if (s->frame_left > 0) {
+      size_t take = k < s->frame_left ? k : s->frame_left;
+      s->frame_left -= (uint32_t)take;
+      p += take;
+      k -= take;
+      if (s->frame_left == 0 && s->frame_app)
+        s->sent += s->frame_plain;
+      continue;
+    }
+    size_t take = 5u - s->hdr_have;
+    if (take > k)
+      take = k;
+    memcpy(s->hdr + s->hdr_have, p, take);
+    s->hdr_have = (uint8_t)(s->hdr_have + take);
+    p += take;
+    k -= take;
+    if (s->hdr_have < 5)
+      break;
+    s->hdr_have = 0;
+    size_t body = (size_t)s->hdr[3] << 8 | s->hdr[4];
+    s->frame_app = s->counting && app_record(s, s->hdr);
+    s->frame_plain = (uint16_t)plain_of(s, 5 + body);
+    s->frame_left = (uint32_t)body;
+    if (body == 0 && s->frame_app)
+      s->sent += s->frame_plain;
+  }
 }
 
 /* Writes what is staged. 1: all written; 0: the socket is full; -1: error (errno). */
@@ -85,9 +142,16 @@ static int flush_staged(tls_bio_state *s) {
     g->off += (uint32_t)n;
     g->len -= (uint32_t)n;
     /* Records now wholly in the kernel leave the count of what is pending. */
-    while (g->len > 0 && g->off >= g->head_end) {
+    size_t end = (size_t)g->off + g->len;
+    while (g->head_end > 0 && g->off >= g->head_end) {
       g->plain -= g->head_plain;
-      size_t rec = record_len(g->data + g->head_end, (size_t)g->off + g->len - g->head_end);
+      if (s->counting)
+        s->sent += g->head_plain;
+      if (g->head_end >= end) {
+        g->head_end = 0; /* no record left */
+        break;
+      }
+      size_t rec = record_len(g->data + g->head_end, end - g->head_end);
       g->head_end += (uint32_t)rec;
       g->head_plain = (uint32_t)plain_of(s, rec);
     }
@@ -103,8 +167,7 @@ static int bio_write(BIO *bio, const char *data, int len) {
     return 0;
   size_t n = (size_t)len;
   const unsigned char *p = (const unsigned char *)data;
-  size_t plain = s->staging && s->aligned && n <= STAGE_CAPACITY ? parse_records(s, p, n)
-                                                                  : (size_t)-1;
+  size_t plain = s->staging && n <= STAGE_CAPACITY ? parse_records(s, p, n) : (size_t)-1;
   int stage = plain != (size_t)-1;
   tls_stage *g = s->st;
   if (g && g->len > 0 && (!stage || g->off + g->len + n > STAGE_CAPACITY)) {
@@ -144,8 +207,9 @@ static int bio_write(BIO *bio, const char *data, int len) {
   for (;;) {
     ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
     if (w >= 0) {
-      /* The rest of a record comes in the next write: it must not be staged as records. */
-      s->aligned = (size_t)w == n;
+      /* A record cut short: its rest comes in the next write, which is not staged (the
+       * framing says it does not start a record). */
+      frame_taken(s, p, (size_t)w);
       return (int)w;
     }
     if (errno == EINTR)
@@ -254,7 +318,6 @@ BIO *weft__tls_bio_new(int fd) {
   if (!s)
     return NULL;
   s->fd = fd;
-  s->aligned = 1;
   BIO *bio = BIO_new(method);
   if (!bio) {
     weft__free(s);
@@ -294,9 +357,19 @@ static size_t record_overhead(const SSL *ssl) {
 
 void weft__tls_bio_start_staging(BIO *bio, const SSL *ssl) {
   tls_bio_state *s = BIO_get_data(bio);
+  s->ssl = ssl;
   if (staged_len(s) == 0)
     s->overhead = (uint8_t)record_overhead(ssl);
   s->staging = s->overhead > 0;
+  s->counting = s->overhead > 0;
+}
+
+int weft__tls_bio_sent(BIO *bio, uint64_t *sent) {
+  tls_bio_state *s = BIO_get_data(bio);
+  if (!s || !s->counting)
+    return 0;
+  *sent = s->sent;
+  return 1;
 }
 
 void weft__tls_bio_set_staging(BIO *bio, int on) {
@@ -307,11 +380,6 @@ void weft__tls_bio_set_staging(BIO *bio, int on) {
 size_t weft__tls_bio_staged(BIO *bio) {
   tls_bio_state *s = BIO_get_data(bio);
   return s ? staged_len(s) : 0;
-}
-
-size_t weft__tls_bio_staged_plaintext(BIO *bio) {
-  tls_bio_state *s = BIO_get_data(bio);
-  return s && s->st ? s->st->plain : 0;
 }
 
 int weft__tls_bio_flush(BIO *bio) {

@@ -109,6 +109,7 @@ struct weft_transport {
   struct event *timer;          /* handshake or close time-out: made when one is armed, freed
                                    once the handshake is done (NULL on an open connection) */
   struct event *drain_event;    /* lingering: reads and discards input (NULL otherwise) */
+  uint64_t written;           /* plaintext accepted by the write calls (pending_output) */
   BIO *bio;                  /* TLS socket: the SSL's socket BIO (owned by the SSL), which
                                 coalesces records once the handshake is done (tls_bio.c) */
   struct event *flush_event; /* TLS socket: records staged in the BIO met a full socket; written

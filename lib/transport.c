@@ -482,6 +482,10 @@ static int apply_write_timeout(weft_transport *t) {
   struct bufferevent *under = bufferevent_get_underlying(t->bev);
   if (under && bufferevent_set_timeouts(under, NULL, write_tv) != 0)
     rc = -1;
+  /* Staged records waiting for the socket (flush_staged) wait under the same time-out. */
+  if (t->flush_event && event_pending(t->flush_event, EV_WRITE, NULL) &&
+      event_add(t->flush_event, write_tv) != 0)
+    rc = -1;
   return rc == 0 ? 0 : WEFT_ENOMEM;
 }
 
@@ -710,7 +714,7 @@ static int flush_staged(weft_transport *t) {
   struct timeval tv = {(time_t)t->write_timeout,
                        (suseconds_t)((t->write_timeout - (time_t)t->write_timeout) * 1e6)};
   event_add(t->flush_event, t->write_timeout > 0 ? &tv : NULL);
-  if (weft__tls_bio_staged_plaintext(t->bio) > t->low_water)
+  if (weft_transport_pending_output(t) > t->low_water)
     t->above_low_water = 1;
   return 0;
 }
@@ -746,7 +750,7 @@ static void on_write(struct bufferevent *bev, void *arg) {
     t->half_closed = 1;
     shutdown(t->fd, SHUT_WR);
   }
-  if (t->above_low_water && pending <= t->low_water) {
+  if (t->above_low_water && weft_transport_pending_output(t) <= t->low_water) {
     t->above_low_water = 0;
     if (t->made && t->protocol->ops->write_drained)
       t->protocol->ops->write_drained(t->protocol, t);
@@ -1040,11 +1044,11 @@ static int too_long(weft_transport *t, size_t len) {
 }
 
 static void note_pending(weft_transport *t) {
-  size_t pending = evbuffer_get_length(bufferevent_get_output(t->bev));
-  if (pending > t->low_water)
+  if (weft_transport_pending_output(t) > t->low_water)
     t->above_low_water = 1;
   /* A TLS server's bufferevent writes only once something is queued (see transport_start). */
-  if (pending > 0 && !(bufferevent_get_enabled(t->bev) & EV_WRITE))
+  if (evbuffer_get_length(bufferevent_get_output(t->bev)) > 0 &&
+      !(bufferevent_get_enabled(t->bev) & EV_WRITE))
     bufferevent_enable(t->bev, EV_WRITE);
 }
 
@@ -1116,10 +1120,13 @@ int weft_transport_write(weft_transport *transport, const void *data, size_t len
     return 0;
   if (!data || too_long(transport, len))
     return WEFT_EINVAL;
+  transport->written += len; /* (an ENOMEM below takes it back) */
   if (write_through(transport, data, len))
     return 0;
-  if (bufferevent_write(transport->bev, data, len) != 0)
+  if (bufferevent_write(transport->bev, data, len) != 0) {
+    transport->written -= len;
     return WEFT_ENOMEM;
+  }
   note_pending(transport);
   return 0;
 }
@@ -1195,6 +1202,7 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
     return rc;
   if ((len > 0 && !data) || too_long(transport, len))
     return WEFT_EINVAL;
+  transport->written += len; /* (a failure below takes it back) */
   if (len == 0 || write_through(transport, data, len)) {
     /* Sent (or, if OpenSSL must finish the record later, copied: see write_through). */
     if (release)
@@ -1205,11 +1213,13 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
    * caller's release travels in a small block (none at all for RELEASE NULL). */
   struct weft__release *r = NULL;
   if (release) {
-    if (!transport->release_event && !(transport->release_event = event_new(
-                                           transport->reactor->base, -1, 0, on_release, transport)))
+    if ((!transport->release_event &&
+         !(transport->release_event =
+               event_new(transport->reactor->base, -1, 0, on_release, transport))) ||
+        !(r = weft__malloc(sizeof *r))) {
+      transport->written -= len;
       return WEFT_ENOMEM;
-    if (!(r = weft__malloc(sizeof *r)))
-      return WEFT_ENOMEM;
+    }
     *r = (struct weft__release){
         .release = release, .arg = arg, .data = data, .len = len, .transport = transport};
     LIST_INSERT_HEAD(&transport->releases_queued, r, link);
@@ -1220,6 +1230,7 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
       LIST_REMOVE(r, link);
       weft__free(r);
     }
+    transport->written -= len;
     return WEFT_ENOMEM;
   }
   note_pending(transport);
@@ -1245,6 +1256,7 @@ int weft_transport_write_sequence(weft_transport *transport, const weft_buf *buf
     return 0;
   if (too_long(transport, total))
     return WEFT_EINVAL;
+  transport->written += total; /* (a failure below takes it back) */
   if (total <= WRITE_THROUGH_MAX && transport->tls_socket) {
     char gather[WRITE_THROUGH_MAX]; /* one record: header and body leave together */
     size_t at = 0;
@@ -1254,16 +1266,20 @@ int weft_transport_write_sequence(weft_transport *transport, const weft_buf *buf
       at += bufs[i].len;
     }
     if (!write_through(transport, gather, total)) {
-      if (bufferevent_write(transport->bev, gather, total) != 0)
+      if (bufferevent_write(transport->bev, gather, total) != 0) {
+        transport->written -= total;
         return WEFT_ENOMEM;
+      }
       note_pending(transport);
     }
     return 0;
   }
   /* All or nothing: room for every byte first, so that no add below can fail half-way. */
   struct evbuffer *out = bufferevent_get_output(transport->bev);
-  if (evbuffer_expand(out, total) != 0)
+  if (evbuffer_expand(out, total) != 0) {
+    transport->written -= total;
     return WEFT_ENOMEM;
+  }
   for (size_t i = 0; i < count; i++) {
     if (bufs[i].len > 0 && evbuffer_add(out, bufs[i].base, bufs[i].len) != 0)
       return WEFT_ENOMEM; /* cannot happen after the expand above */
@@ -1364,8 +1380,10 @@ int weft_transport_resume_reading(weft_transport *transport) {
 size_t weft_transport_pending_output(weft_transport *transport) {
   if (!transport || !transport->bev)
     return 0;
-  return evbuffer_get_length(bufferevent_get_output(transport->bev)) +
-         (transport->bio ? weft__tls_bio_staged_plaintext(transport->bio) : 0);
+  uint64_t sent;
+  if (transport->bio && weft__tls_bio_sent(transport->bio, &sent)) /* see tls_bio.c */
+    return transport->written > sent ? (size_t)(transport->written - sent) : 0;
+  return evbuffer_get_length(bufferevent_get_output(transport->bev));
 }
 
 int weft_transport_set_write_low_water(weft_transport *transport, size_t low) {

@@ -89,6 +89,7 @@ ssize_t write(int fd, const void *buf, size_t n) {
 /* epoll_wait returns (wake-ups) while COUNT_WAKEUPS is on, and registrations of EPOLL_FD for
  * EPOLLOUT while it is >= 0. */
 static atomic_int count_wakeups_on;
+static atomic_long epollout_returns[1024]; /* EPOLLOUT events returned, by descriptor */
 static atomic_long wakeups;
 static atomic_int epoll_fd = -1;
 static atomic_long epollout_regs;
@@ -99,15 +100,31 @@ int epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout)
 #else
   int rc = (int)syscall(SYS_epoll_pwait, epfd, events, maxevents, timeout, NULL, 8);
 #endif
-  if (atomic_load(&count_wakeups_on))
+  if (atomic_load(&count_wakeups_on)) {
     atomic_fetch_add(&wakeups, 1);
+    for (int i = 0; i < rc; i++) /* libevent keys its epoll events by descriptor */
+      if ((events[i].events & EPOLLOUT) && events[i].data.fd >= 0 && events[i].data.fd < 1024)
+        atomic_fetch_add(&epollout_returns[events[i].data.fd], 1);
+  }
   return rc;
 }
 
+/* While EPOLL_RECORD is on, every epoll_ctl in order (the reactor's thread only): the
+ * descriptor when it registers EPOLLOUT (ADD or MOD), -2 - the descriptor otherwise. */
+static atomic_int epoll_record;
+static int epollout_fds[256];
+static atomic_int n_epollout_fds;
+
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event) {
   int target = atomic_load(&epoll_fd);
-  if (target >= 0 && fd == target && op != EPOLL_CTL_DEL && event && (event->events & EPOLLOUT))
+  int out = op != EPOLL_CTL_DEL && event && (event->events & EPOLLOUT);
+  if (target >= 0 && fd == target && out)
     atomic_fetch_add(&epollout_regs, 1);
+  if (atomic_load(&epoll_record)) {
+    int i = atomic_fetch_add(&n_epollout_fds, 1);
+    if (i < 256)
+      epollout_fds[i] = out ? fd : -2 - fd; /* -2 - fd: any other change of FD */
+  }
   return (int)syscall(SYS_epoll_ctl, epfd, op, fd, event);
 }
 
@@ -1280,24 +1297,49 @@ START_TEST(test_idle_no_wakeups) {
   int port = 0;
   weft_listener *l = tu_listen_ssl_local(r, &f, so, &port);
   atomic_store(&epollout_regs, 0);
+  atomic_store(&n_epollout_fds, 0);
+  atomic_store(&epoll_record, 1);
+  atomic_store(&wakeups, 0);
+  for (int i = 0; i < 1024; i++)
+    atomic_store(&epollout_returns[i], 0);
+  atomic_store(&count_wakeups_on, 1);
   rawc c;
   rawc_init(&c, r, port, sc, pki.ca_cert);
   rawc_start(&c);
   rawc_join(&c, r, 30.0);
   tu_wait_int(r, &f.made, 1, 10.0);
-  long regs_at_made = atomic_load(&epollout_regs);
+  long w_handshake = atomic_load(&wakeups);
   atomic_store(&wakeups, 0);
-  atomic_store(&count_wakeups_on, 1);
   tu_settle(r, 0.5);
   atomic_store(&count_wakeups_on, 0);
+  atomic_store(&epoll_record, 0);
   long w = atomic_load(&wakeups), regs = atomic_load(&epollout_regs);
+  int server_fd = atomic_load(&epoll_fd);
   atomic_store(&epoll_fd, -1);
-  printf("coalesce: idle %-20s: %ld epoll_wait returns in 0.5 s, %ld EPOLLOUT registrations of "
-         "the server socket after connection_made\n",
-         sc->name, w, regs - regs_at_made);
+  /* The server socket's EPOLLOUT registrations since the listener accepted it. */
+  long regs_all = 0, ctl_all = 0;
+  for (int i = 0; i < atomic_load(&n_epollout_fds) && i < 256; i++) {
+    regs_all += epollout_fds[i] == server_fd;
+    ctl_all += epollout_fds[i] == server_fd || epollout_fds[i] == -2 - server_fd;
+  }
+  long out_returns = server_fd >= 0 && server_fd < 1024 ? atomic_load(&epollout_returns[server_fd]) : -1;
+  printf("coalesce: idle %-20s: %ld epoll_wait returns until connection_made, %ld in 0.5 s idle; "
+         "epoll_ctl on the server socket %ld times, %ld of them for EPOLLOUT (%ld after "
+         "connection_made); %ld EPOLLOUT wake-ups for it\n",
+         sc->name, w_handshake, w, ctl_all, regs_all, regs, out_returns);
   ck_assert_msg(w < 5, "%s: %ld wake-ups in 0.5 s with nothing to do", sc->name, w);
-  ck_assert_msg(regs == 0, "%s: the server socket was registered for EPOLLOUT %ld times with "
-                "nothing to write", sc->name, regs);
+  ck_assert_msg(regs == 0, "%s: the server socket was registered for EPOLLOUT %ld times after "
+                "connection_made with nothing to write", sc->name, regs);
+  /* BUG (found by this test, FAILS until lib/ is fixed): the lazy write event does nothing.
+   * bufferevent_openssl_socket_new starts with EV_WRITE enabled (libevent's
+   * bufferevent_init_common_ sets enabled = EV_WRITE), and transport_start only calls
+   * bufferevent_enable(EV_READ) for a TLS server, which leaves EV_WRITE on: the socket is
+   * registered for EPOLLOUT at accept and again when the handshake ends (DEL, ADD EPOLLIN, MOD
+   * EPOLLIN|EPOLLOUT), and the loop wakes up for it, exactly as with 474a350 (strace shows the
+   * same calls; note_pending's bufferevent_enable(EV_WRITE) never runs). Fix: also
+   * bufferevent_disable(t->bev, EV_WRITE) for a TLS server. */
+  ck_assert_msg(out_returns == 0, "%s: the loop woke up %ld times for the server socket's "
+                "writability with nothing to write", sc->name, out_returns);
   ck_assert_int_eq(f.lost, 0);
   tu_factory_check(&f);
   rawc_free(&c);

@@ -26,7 +26,15 @@
  *    write_drained delivers everything.
  *
  * Peers: raw OpenSSL clients, whose handshake (and reading, when they read) runs in a thread
- * while the test thread runs the reactor. */
+ * while the test thread runs the reactor.
+ *
+ * KNOWN FAILURES (lib bugs found by this suite, not fixed here; each marked BUG below):
+ * - pending:test_pending_exact 0-3, 6, 7: pending_output counts the plaintext of records staged
+ *   by an unfinished multi-record SSL_write twice;
+ * - lifecycle:test_write_timeout_staged:1: a write time-out set while only staged records wait
+ *   never fires (the flush event is not re-armed);
+ * - lazy_write:test_idle_no_wakeups 0-2: a TLS server's bufferevent keeps EV_WRITE enabled (the
+ *   lazy write event does nothing). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -1133,10 +1141,11 @@ START_TEST(test_write_timeout_staged) {
   double t0 = tu_now();
   if (_i == 1)
     ck_assert_int_eq(weft_transport_set_write_timeout(t, 0.3), 0);
-  /* BUG (_i == 1, found by this test): weft_transport_set_write_timeout does not re-arm the
-   * flush event that waits for the socket while only staged records are pending (it was added
-   * without a time-out), so the time-out set then never fires and the connection waits
-   * forever. */
+  /* BUG (_i == 1 FAILS until lib/ is fixed): weft_transport_set_write_timeout (apply_write_timeout)
+   * sets the bufferevent's time-outs only; the flush event that waits for the socket while only
+   * staged records are pending was added with the time-out of that moment (none), so a time-out
+   * set now never fires and the connection waits forever. Fix: in apply_write_timeout, re-add
+   * flush_event with the new time-out when it is pending. */
   tu_wait_int(r, &f.lost, 1, 4.0);
   tu_conn *conn = tu_factory_conn(&f, 0);
   printf("coalesce: write time-out (%s) with %zu staged after %zu written: %s after %.2f s\n",

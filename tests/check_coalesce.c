@@ -1,8 +1,8 @@
 /* tests/check_coalesce.c: TLS record coalescing (lib/tls_bio.c), seen from outside.
  *
  * A TLS socket transport's BIO stages the AEAD records OpenSSL writes and sends them with one
- * send(2); weft_transport_pending_output counts the plaintext of the staged records the kernel
- * does not have whole. Enumerated over TLS 1.3 AES-256-GCM, TLS 1.3 ChaCha20, TLS 1.2
+ * send(2); weft_transport_pending_output is the plaintext written minus that of the application
+ * records the kernel has whole. Enumerated over TLS 1.3 AES-256-GCM, TLS 1.3 ChaCha20, TLS 1.2
  * ECDHE-ECDSA-AES128-GCM-SHA256, TLS 1.2 ECDHE-ECDSA-CHACHA20-POLY1305 and a TLS 1.2 CBC suite
  * (ECDHE-ECDSA-AES128-SHA256, never staged):
  *
@@ -10,7 +10,7 @@
  *    and without release) and write_sequence in pieces of 1 B to 200000 B, driven by
  *    write_drained with a low-water mark; and a weft client streams to a weft server;
  * 2. system calls: send(2) and write(2) are interposed and the server socket's calls counted
- *    during a 4 MiB stream: AEAD suites must average more than 1.5 records per call;
+ *    during a 1 MiB stream: AEAD suites must average more than 1.5 records per call;
  * 3. pending_output exactness: a raw TLS 1.2 peer stops reading; once the loop makes no
  *    progress, the peer reads the kernel's bytes without running the reactor, parses the
  *    records and checks written == plaintext of the complete records + pending_output, round
@@ -28,13 +28,13 @@
  * Peers: raw OpenSSL clients, whose handshake (and reading, when they read) runs in a thread
  * while the test thread runs the reactor.
  *
- * KNOWN FAILURES (lib bugs found by this suite, not fixed here; each marked BUG below):
- * - pending:test_pending_exact 0-3, 6, 7: pending_output counts the plaintext of records staged
- *   by an unfinished multi-record SSL_write twice;
+ * Regressions (lib bugs this suite found in the first version of the BIO, fixed since; each
+ * marked REGRESSION below):
+ * - pending:test_pending_exact 0-3, 6, 7: pending_output counted the plaintext of records
+ *   staged by an unfinished multi-record SSL_write twice;
  * - lifecycle:test_write_timeout_staged:1: a write time-out set while only staged records wait
- *   never fires (the flush event is not re-armed);
- * - lazy_write:test_idle_no_wakeups 0-2: a TLS server's bufferevent keeps EV_WRITE enabled (the
- *   lazy write event does nothing). */
+ *   never fired (the flush event was not re-armed);
+ * - lazy_write:test_idle_no_wakeups 0-2: a TLS server's bufferevent kept EV_WRITE enabled. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -508,7 +508,7 @@ static void check_prod(const prod *p, const char *what) {
 START_TEST(test_integrity_server) {
   const suite_case *sc = &suites[_i % NSUITES];
   int kind = _i / NSUITES;
-  const size_t total = kind == K_MIXED ? (size_t)2 << 20 : (size_t)1 << 20;
+  const size_t total = kind == K_MIXED ? (size_t)1 << 20 : (size_t)512 << 10;
   tu_pki pki;
   tu_pki_init(&pki);
   weft_reactor *r = tu_reactor_new();
@@ -555,10 +555,10 @@ START_TEST(test_integrity_server) {
 }
 END_TEST
 
-/* _i: the suite. A weft client streams 2 MiB (all four write calls mixed) to a weft server. */
+/* _i: the suite. A weft client streams 512 KiB (all four write calls mixed) to a weft server. */
 START_TEST(test_integrity_client) {
   const suite_case *sc = &suites[_i];
-  const size_t total = (size_t)2 << 20;
+  const size_t total = (size_t)512 << 10;
   tu_pki pki;
   tu_pki_init(&pki);
   weft_reactor *r = tu_reactor_new();
@@ -607,10 +607,10 @@ END_TEST
 
 /* --- 2. System calls ----------------------------------------------------------------------------- */
 
-/* _i: the suite. 4 MiB in 64 KiB writes; the server socket's send(2)/write(2) calls counted. */
+/* _i: the suite. 1 MiB in 64 KiB writes; the server socket's send(2)/write(2) calls counted. */
 START_TEST(test_syscalls) {
   const suite_case *sc = &suites[_i];
-  const size_t total = (size_t)4 << 20;
+  const size_t total = (size_t)1 << 20;
   static const size_t piece_64k[] = {65536};
   tu_pki pki;
   tu_pki_init(&pki);
@@ -649,14 +649,14 @@ START_TEST(test_syscalls) {
   long calls = atomic_load(&count_calls), bytes = atomic_load(&count_bytes);
   long again = atomic_load(&count_again);
   double avg = calls ? (double)bytes / (double)calls : 0;
-  printf("coalesce: %-20s 4 MiB: %ld send/write calls (%.1f per MiB), %ld bytes, %.0f bytes per "
-         "call, %ld EAGAIN\n",
-         sc->name, calls, (double)calls / 4.0, bytes, avg, again);
+  printf("coalesce: %-20s 1 MiB: %ld send/write calls, %ld bytes, %.0f bytes per call, %ld "
+         "EAGAIN\n",
+         sc->name, calls, bytes, avg, again);
   ck_assert_msg(calls > 0 && bytes >= (long)total, "%s: %ld calls, %ld bytes counted", sc->name,
                 calls, bytes);
   if (sc->overhead > 0)
     ck_assert_msg(avg > 24576.0,
-                  "%s: %.0f bytes per send(2) (%ld calls for 4 MiB): records are not coalesced",
+                  "%s: %.0f bytes per send(2) (%ld calls for 1 MiB): records are not coalesced",
                   sc->name, avg, calls);
   tu_factory_check(&f);
 
@@ -793,8 +793,9 @@ static void raw_parse(rawc *c, rawview *v, size_t overhead, BIO *mem) {
  * the writes: 0 mixed pieces (weft_transport_write, 1 B to 200000 B), 1 write_reference of 16 KiB
  * pieces (each its own buffer chunk: the bufferevent hands SSL_write one record at a time).
  *
- * BUG (found by this test; cases 0-3, 6 and 7 FAIL until lib/ is fixed): pending_output
- * counts some plaintext twice. The bufferevent hands SSL_write up to 64 KiB (several records);
+ * REGRESSION (found by this test; cases 0-3, 6 and 7 failed before the fix): pending_output
+ * counted some plaintext twice (it now subtracts the plaintext of the records the kernel has
+ * whole from what was written, lib/tls_bio.c). The bufferevent hands SSL_write up to 64 KiB (several records);
  * the BIO stages the first records, then refuses one (staging full, socket full): SSL_write
  * returns -1 (WANT_WRITE), OpenSSL remembers the records it already wrote, and the bufferevent
  * drains nothing from its output buffer. The plaintext of the records staged by that unfinished
@@ -1141,11 +1142,10 @@ START_TEST(test_write_timeout_staged) {
   double t0 = tu_now();
   if (_i == 1)
     ck_assert_int_eq(weft_transport_set_write_timeout(t, 0.3), 0);
-  /* BUG (_i == 1 FAILS until lib/ is fixed): weft_transport_set_write_timeout (apply_write_timeout)
-   * sets the bufferevent's time-outs only; the flush event that waits for the socket while only
-   * staged records are pending was added with the time-out of that moment (none), so a time-out
-   * set now never fires and the connection waits forever. Fix: in apply_write_timeout, re-add
-   * flush_event with the new time-out when it is pending. */
+  /* REGRESSION (_i == 1, failed before the fix): weft_transport_set_write_timeout
+   * (apply_write_timeout) set the bufferevent's time-outs only; the flush event that waits for
+   * the socket while only staged records are pending kept the time-out of the moment it was
+   * added (none), so a time-out set now never fired. apply_write_timeout re-adds it now. */
   tu_wait_int(r, &f.lost, 1, 4.0);
   tu_conn *conn = tu_factory_conn(&f, 0);
   printf("coalesce: write time-out (%s) with %zu staged after %zu written: %s after %.2f s\n",
@@ -1239,11 +1239,11 @@ END_TEST
 
 /* --- 6. max_fragment_length 512: integrity ---------------------------------------------------------- */
 
-/* _i: the suite (TLS 1.3 AES-GCM, TLS 1.2 AES-GCM, TLS 1.2 ChaCha20). 1 MiB to a client that
+/* _i: the suite (TLS 1.3 AES-GCM, TLS 1.2 AES-GCM, TLS 1.2 ChaCha20). 256 KiB to a client that
  * negotiated 512-byte records. */
 START_TEST(test_mfl_integrity) {
   const suite_case *sc = &suites[lifecycle_suites[_i]];
-  const size_t total = (size_t)1 << 20;
+  const size_t total = (size_t)256 << 10;
   tu_pki pki;
   tu_pki_init(&pki);
   weft_reactor *r = tu_reactor_new();
@@ -1339,7 +1339,7 @@ START_TEST(test_idle_no_wakeups) {
   ck_assert_msg(w < 5, "%s: %ld wake-ups in 0.5 s with nothing to do", sc->name, w);
   ck_assert_msg(regs == 0, "%s: the server socket was registered for EPOLLOUT %ld times after "
                 "connection_made with nothing to write", sc->name, regs);
-  /* BUG (found by this test, FAILS until lib/ is fixed): the lazy write event does nothing.
+  /* REGRESSION (found by this test, fixed): the lazy write event does nothing.
    * bufferevent_openssl_socket_new starts with EV_WRITE enabled (libevent's
    * bufferevent_init_common_ sets enabled = EV_WRITE), and transport_start only calls
    * bufferevent_enable(EV_READ) for a TLS server, which leaves EV_WRITE on: the socket is

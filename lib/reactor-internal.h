@@ -81,6 +81,42 @@ struct weft__deferred {
 };
 TAILQ_HEAD(weft__deferred_list, weft__deferred);
 
+/* --- idle queues -----------------------------------------------------------------------------
+ *
+ * Idle time-outs without a timer per object (issue #17). An object with an idle time-out of T
+ * seconds embeds a weft__idle_node and joins the reactor's queue for T (one queue per distinct
+ * value, compared exactly, and per expiry function): an intrusive list ordered by
+ * LAST_ACTIVITY, oldest first, since a node joins at the tail with the current time and moves
+ * to the tail (weft__idle_touch: a time stamp and an O(1) move, no timer work) when it has
+ * activity. Each queue owns one delayed call, armed for the head's LAST_ACTIVITY + T. As the
+ * head only ever moves later, the call may fire early: it then re-arms for the new head, so a
+ * busy queue costs one timer operation per period, not one per activity. When it fires, EXPIRE
+ * runs for each head whose time is up (LAST_ACTIVITY + T - now <= 1 ms); EXPIRE must take the
+ * node out (weft__idle_leave, directly or by closing its object) or touch it. EXPIRE may join,
+ * touch or take out any node, of this queue or another, while the queue is processed. A queue
+ * is made on first use of its value and freed when its last node leaves, or with the reactor
+ * (whose free detaches the nodes still queued). Reactor thread only. */
+typedef struct weft__idle_node weft__idle_node;
+typedef struct weft__idle_queue weft__idle_queue;
+typedef void (*weft__idle_expire_fn)(weft__idle_node *node);
+struct weft__idle_node {
+  TAILQ_ENTRY(weft__idle_node) link;
+  weft__idle_queue *queue; /* NULL: in no queue (no idle time-out) */
+  double last_activity;    /* on the reactor's clock; kept up to date only while queued */
+};
+TAILQ_HEAD(weft__idle_node_list, weft__idle_node);
+struct weft__idle_queue {
+  LIST_ENTRY(weft__idle_queue) link; /* in the reactor's IDLE_QUEUES */
+  struct weft__idle_node_list nodes; /* oldest LAST_ACTIVITY first */
+  weft_reactor *reactor;
+  weft_delayed_call *call; /* made with the queue; kept (and re-armed) after it fires */
+  weft__idle_expire_fn expire;
+  double seconds;
+  size_t count;             /* nodes queued */
+  unsigned firing;          /* inside the call: an empty queue is freed at its end */
+};
+LIST_HEAD(weft__idle_queue_list, weft__idle_queue);
+
 /* One request queued by weft_reactor_call_from_thread. */
 typedef struct weft__thread_call {
   weft_callback fn;
@@ -112,6 +148,9 @@ struct weft_reactor {
   size_t deferred_count;
   struct event *deferred_event;
 
+  /* Idle queues (weft__idle_join), one per distinct time-out value. */
+  struct weft__idle_queue_list idle_queues;
+
   /* The log callback (lib/log.c). */
   weft_log_fn log_fn;
   void *log_arg;
@@ -134,6 +173,28 @@ int weft__reactor_run_one_due(weft_reactor *reactor, double until);
  * before the call ran (ON_DROP may be NULL). For library objects that outlive a reactor. */
 int weft__reactor_call_later_full(weft_reactor *reactor, double seconds, weft_callback fn,
                                   weft_callback on_drop, void *arg, weft_delayed_call **out);
+
+/* Puts NODE at the tail of REACTOR's queue for SECONDS (> 0, finite) and EXPIRE, with
+ * LAST_ACTIVITY now, leaving the queue it was in (the same queue: it moves to the tail). The
+ * queue is made on first use of the value. Returns 0, or WEFT_ENOMEM (no memory for a new
+ * queue: NODE is then in no queue). Reactor thread. */
+int weft__idle_join(weft_reactor *reactor, weft__idle_node *node, double seconds,
+                    weft__idle_expire_fn expire);
+
+/* Takes NODE out of its queue (nothing if it is in none); the queue is freed if it was the
+ * last node (at the end of the queue's processing if it is being processed). Reactor thread. */
+void weft__idle_leave(weft__idle_node *node);
+
+/* Activity on NODE at NOW (weft__reactor_now): stamps it and, if queued, moves it to the tail
+ * of its queue. No timer work (see "idle queues" above). Reactor thread. */
+static inline void weft__idle_touch(weft__idle_node *node, double now) {
+  node->last_activity = now;
+  weft__idle_queue *q = node->queue;
+  if (q && TAILQ_NEXT(node, link) != NULL) {
+    TAILQ_REMOVE(&q->nodes, node, link);
+    TAILQ_INSERT_TAIL(&q->nodes, node, link);
+  }
+}
 
 /* Queues WORK (its RUN set, not queued yet or queued already: then it stays where it is) to
  * run from the loop. Cannot fail: the queue is intrusive, and the reactor's event exists. A

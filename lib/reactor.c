@@ -28,7 +28,10 @@ struct weft_delayed_call {
   void *arg;
   double due; /* on the reactor's clock (weft__reactor_now): the test clock needs it */
   TAILQ_ENTRY(weft_delayed_call) link;
+  int keep; /* an idle queue's call: not freed when it runs (DUE is then HUGE_VAL until reset) */
 };
+
+static void idle_queues_free(weft_reactor *r);
 
 static void ignore_sigpipe(void) {
   struct sigaction current;
@@ -109,6 +112,7 @@ static int reactor_init(weft_reactor *r, struct event_base *base, int owns) {
   for (int rank = 0; rank < WEFT__RANK_COUNT; rank++)
     TAILQ_INIT(&r->handles[rank]);
   TAILQ_INIT(&r->delayed);
+  LIST_INIT(&r->idle_queues);
   TAILQ_INIT(&r->deferred);
   atomic_init(&r->stop_requested, 0);
   r->wake_fds[0] = r->wake_fds[1] = -1;
@@ -296,6 +300,7 @@ void weft_reactor_free(weft_reactor *reactor) {
     return;
   reactor->freeing = 1; /* from now on weft__reactor_add_handle refuses */
   close_handles(reactor);
+  idle_queues_free(reactor);
   weft_delayed_call *call;
   while ((call = TAILQ_FIRST(&reactor->delayed)) != NULL) {
     TAILQ_REMOVE(&reactor->delayed, call, link);
@@ -343,6 +348,11 @@ static void on_delayed(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   weft_callback fn = call->fn;
   void *fn_arg = call->arg;
+  if (call->keep) { /* stays made: FN re-arms it with weft_delayed_call_reset */
+    call->due = HUGE_VAL;
+    fn(fn_arg);
+    return;
+  }
   TAILQ_REMOVE(&call->reactor->delayed, call, link);
   event_free(call->event);
   weft__free(call);
@@ -560,4 +570,105 @@ int weft__reactor_run_one_due(weft_reactor *reactor, double until) {
     reactor->fake_now = first->due;
   on_delayed(-1, EV_TIMEOUT, first);
   return 1;
+}
+
+/* --- idle queues (see reactor-internal.h) -------------------------------------------------- */
+
+static void idle_queue_free(weft__idle_queue *q) {
+  weft__idle_node *node;
+  while ((node = TAILQ_FIRST(&q->nodes)) != NULL) { /* reactor free: the objects stay */
+    TAILQ_REMOVE(&q->nodes, node, link);
+    node->queue = NULL;
+  }
+  LIST_REMOVE(q, link);
+  weft_delayed_call_cancel(q->call);
+  weft__free(q);
+}
+
+static void idle_queues_free(weft_reactor *r) {
+  while (!LIST_EMPTY(&r->idle_queues))
+    idle_queue_free(LIST_FIRST(&r->idle_queues));
+}
+
+/* Arms Q's call for its head's time (the head is there). The event was made with the queue
+ * and sits in libevent's timer heap at most once, so re-adding it needs no memory. */
+static void idle_queue_arm(weft__idle_queue *q, double now) {
+  double left = TAILQ_FIRST(&q->nodes)->last_activity + q->seconds - now;
+  (void)weft_delayed_call_reset(q->call, left > 0 ? left : 0);
+}
+
+static void on_idle_queue(void *arg) {
+  weft__idle_queue *q = arg;
+  double now = weft__reactor_now(q->reactor);
+  /* Each pass removes the head or moves it to the tail with the time now (not due again, as
+   * SECONDS > 1 ms, unless EXPIRE breaks its contract): the bound only guards against that. */
+  size_t budget = q->count;
+  weft__idle_node *node;
+  q->firing++;
+  while ((node = TAILQ_FIRST(&q->nodes)) != NULL && budget-- > 0) {
+    if (q->seconds - (now - node->last_activity) > 1e-3)
+      break; /* the head is not due: neither is anything behind it */
+    q->expire(node);
+    if (TAILQ_FIRST(&q->nodes) == node && node->last_activity <= now - q->seconds + 1e-3)
+      weft__idle_leave(node); /* EXPIRE neither took it out nor touched it */
+  }
+  q->firing--;
+  if (TAILQ_EMPTY(&q->nodes))
+    idle_queue_free(q);
+  else
+    idle_queue_arm(q, weft__reactor_now(q->reactor));
+}
+
+int weft__idle_join(weft_reactor *r, weft__idle_node *node, double seconds,
+                    weft__idle_expire_fn expire) {
+  weft__idle_queue *q;
+  LIST_FOREACH(q, &r->idle_queues, link) {
+    if (q->seconds == seconds && q->expire == expire)
+      break;
+  }
+  double now = weft__reactor_now(r);
+  if (q && node->queue == q) { /* the same value again: count from now */
+    weft__idle_touch(node, now);
+    return 0;
+  }
+  weft__idle_leave(node);
+  if (!q) {
+    q = weft__calloc(1, sizeof *q);
+    if (!q)
+      return WEFT_ENOMEM;
+    if (weft__reactor_call_later_full(r, seconds, on_idle_queue, NULL, q, &q->call) != 0) {
+      weft__free(q);
+      return WEFT_ENOMEM;
+    }
+    q->call->keep = 1;
+    q->reactor = r;
+    q->expire = expire;
+    q->seconds = seconds;
+    TAILQ_INIT(&q->nodes);
+    LIST_INSERT_HEAD(&r->idle_queues, q, link);
+    node->last_activity = now;
+    node->queue = q;
+    TAILQ_INSERT_TAIL(&q->nodes, node, link); /* the call is armed for it: SECONDS from now */
+    q->count = 1;
+    return 0;
+  }
+  int was_empty = TAILQ_EMPTY(&q->nodes);
+  node->last_activity = now;
+  node->queue = q;
+  TAILQ_INSERT_TAIL(&q->nodes, node, link);
+  q->count++;
+  if (was_empty && !q->firing)
+    idle_queue_arm(q, now); /* otherwise armed for an earlier head already, or at its end */
+  return 0;
+}
+
+void weft__idle_leave(weft__idle_node *node) {
+  weft__idle_queue *q = node->queue;
+  if (!q)
+    return;
+  TAILQ_REMOVE(&q->nodes, node, link);
+  node->queue = NULL;
+  q->count--;
+  if (TAILQ_EMPTY(&q->nodes) && !q->firing)
+    idle_queue_free(q); /* its call may stay armed for a node gone: it goes with it */
 }

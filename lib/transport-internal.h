@@ -138,12 +138,11 @@ struct weft_transport {
    * weft_strerror(code). Set it with weft__reason_set(&t->reason, ...) in transport.c. */
   weft_reason reason;
 
-  /* Idle time-out (weft_transport_set_idle_timeout): one delayed call per connection, not
-   * moved on each read: a read only stores the time (LAST_ACTIVITY), and the call, when it
-   * fires, re-arms itself for what is left. */
+  /* Idle time-out (weft_transport_set_idle_timeout): no timer of its own, a node in the
+   * reactor's queue for its value (see "idle queues" in reactor-internal.h). A read stamps
+   * IDLE.last_activity and moves the node to the queue's tail: no timer work. */
   double idle_timeout;
-  double last_activity;
-  weft_delayed_call *idle_call;
+  weft__idle_node idle;
   /* A helper working on this transport on the protocol's behalf (lib/producer.c's producer),
    * if any: ENDED (ARG, REASON) runs once, before connection_lost, when the transport ends.
    * The transport knows nothing else of it, so the dependency runs one way. */

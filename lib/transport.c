@@ -103,8 +103,7 @@ static void settle_releases(weft_transport *t);
 static void transport_release(weft_transport *t) {
   flush_filter_output(t);
   settle_releases(t);
-  if (t->idle_call)
-    weft_delayed_call_cancel(t->idle_call);
+  weft__idle_leave(&t->idle);
   if (t->shutdown_event)
     event_free(t->shutdown_event);
   if (t->flush_event)
@@ -224,9 +223,7 @@ static void close_now(weft_transport *t) {
   }
   if (t->timer)
     event_del(t->timer);
-  if (t->idle_call)
-    weft_delayed_call_cancel(t->idle_call);
-  t->idle_call = NULL;
+  weft__idle_leave(&t->idle);
   t->resume_due = 0;
   if (t->bev) {
     bufferevent_setcb(t->bev, NULL, NULL, NULL, NULL);
@@ -662,8 +659,9 @@ static void check_read_ahead(weft_transport *t) {
 
 static void on_read(struct bufferevent *bev, void *arg) {
   (void)bev;
-  if (((weft_transport *)arg)->idle_call) /* a time stamp, no timer work (see idle_call) */
-    ((weft_transport *)arg)->last_activity = weft__reactor_now(((weft_transport *)arg)->reactor);
+  if (((weft_transport *)arg)->idle.queue) /* a time stamp and an O(1) move, no timer work */
+    weft__idle_touch(&((weft_transport *)arg)->idle,
+                     weft__reactor_now(((weft_transport *)arg)->reactor));
   deliver_input(arg);
   check_read_ahead(arg);
 }
@@ -1669,20 +1667,19 @@ void weft__transport_close_with(weft_transport *t, int code, const char *message
   close_with(t, code, "%s", message ? message : weft_strerror(code));
 }
 
-static void on_idle(void *arg) {
-  weft_transport *t = arg;
-  t->idle_call = NULL; /* the reactor frees a delayed call once it ran */
-  if (t->state != WEFT__T_OPEN)
-    return; /* closing: lose_connection's own bounds apply */
+/* The idle queue found T's time up (see "idle queues" in reactor-internal.h). */
+static void on_idle(weft__idle_node *node) {
+  weft_transport *t = WEFT__CONTAINER_OF(node, weft_transport, idle);
+  if (t->state != WEFT__T_OPEN) {
+    weft__idle_leave(node); /* closing: lose_connection's own bounds apply */
+    return;
+  }
   double now = weft__reactor_now(t->reactor);
   /* Output still waiting is not idleness (the write time-out watches that it moves). */
-  if (evbuffer_get_length(bufferevent_get_output(t->bev)) > 0)
-    t->last_activity = now;
-  double left = t->idle_timeout - (now - t->last_activity);
-  if (left > 1e-3) {
-    if (weft__reactor_call_later_full(t->reactor, left, on_idle, NULL, t, &t->idle_call) == 0)
+  if (evbuffer_get_length(bufferevent_get_output(t->bev)) > 0) {
+    weft__idle_touch(node, now);
+    if (t->idle_timeout > 1e-3)
       return;
-    left = 0; /* no memory for the timer: end the connection rather than keep it unbounded */
   }
   char peer[64] = "?";
   if (t->peer_len)
@@ -1690,6 +1687,7 @@ static void on_idle(void *arg) {
   char msg[128];
   snprintf(msg, sizeof msg, "idle time-out: nothing received for %.3g s", t->idle_timeout);
   weft__log(t->reactor, WEFT_LOG_INFO, "connection from %s closed: %s", peer, msg);
+  weft__idle_leave(node); /* (close_now does too; first, whatever the log callback does) */
   weft__transport_close_with(t, WEFT_EIDLE, msg);
 }
 
@@ -1700,16 +1698,15 @@ int weft_transport_set_idle_timeout(weft_transport *transport, double seconds) {
   if (t->state == WEFT__T_CLOSED)
     return WEFT_ECLOSED;
   t->idle_timeout = seconds;
-  t->last_activity = weft__reactor_now(t->reactor);
+  t->idle.last_activity = weft__reactor_now(t->reactor);
   if (seconds == 0) {
-    if (t->idle_call)
-      weft_delayed_call_cancel(t->idle_call);
-    t->idle_call = NULL;
+    weft__idle_leave(&t->idle);
     return 0;
   }
-  if (t->idle_call)
-    return weft_delayed_call_reset(t->idle_call, seconds);
-  return weft__reactor_call_later_full(t->reactor, seconds, on_idle, NULL, t, &t->idle_call);
+  int rc = weft__idle_join(t->reactor, &t->idle, seconds, on_idle);
+  if (rc != 0)
+    t->idle_timeout = 0; /* no memory for the value's queue: no time-out */
+  return rc;
 }
 
 double weft_transport_get_idle_timeout(weft_transport *transport) {
@@ -1721,6 +1718,6 @@ int weft_transport_reset_idle_timeout(weft_transport *transport) {
     return WEFT_EINVAL;
   if (transport->state == WEFT__T_CLOSED)
     return WEFT_ECLOSED;
-  transport->last_activity = weft__reactor_now(transport->reactor);
+  weft__idle_touch(&transport->idle, weft__reactor_now(transport->reactor));
   return 0;
 }

@@ -8,12 +8,14 @@
  * A protocol that counts something else as activity (its own writes, say) calls
  * weft_transport_reset_idle_timeout.
  *
- * Cost: one delayed call per connection, armed when the time-out is set. A read only stores
- * the time (a vDSO clock read); it never touches libevent's timer heap. When the call fires it
- * re-arms itself for what is left, so a connection that stays busy costs one timer operation
- * per time-out period, not one per read (bench/idle-timeout.c measures it). The time-out
- * follows the reactor's clock, so under weft/testing.h's test clock it fires exactly when the
- * test advances the clock past it.
+ * Cost: no timer per connection. Each reactor keeps one queue per distinct time-out value
+ * (compared exactly), ordered by last activity, with one delayed call for its oldest member;
+ * a connection holds only its place in the queue (32 bytes in the transport). A read stores
+ * the time (a vDSO clock read) and moves the connection to the queue's tail; it never touches
+ * libevent's timer heap. The queue's call, when it fires, closes what is due and re-arms for
+ * the next, so a busy connection costs no timer operation of its own (bench/idle-timeout.c
+ * measures it). The time-out follows the reactor's clock, so under weft/testing.h's test
+ * clock it fires exactly when the test advances the clock past it.
  *
  * All functions: reactor thread.
  */
@@ -32,7 +34,9 @@ extern "C" {
 /** Closes TRANSPORT with WEFT_EIDLE once it has been idle for SECONDS (counted from this call;
  * 0 turns it off, the default unless the listener set one). Calling it again restarts the
  * count with the new value. Errors: WEFT_EINVAL (NULL, SECONDS negative, above 1e6 or not a
- * number), WEFT_ECLOSED (the connection is lost already), WEFT_ENOMEM. */
+ * number), WEFT_ECLOSED (the connection is lost already), WEFT_ENOMEM (no memory for the queue
+ * of a value no connection of this reactor uses yet: the connection is left without a
+ * time-out). */
 WEFT_EXTERN int weft_transport_set_idle_timeout(weft_transport *transport, double seconds);
 
 /** The idle time-out in seconds (0: none, or NULL). */

@@ -86,7 +86,7 @@ static weft_protocol *build(weft_factory *f, weft_transport *t, const struct soc
 
 int main(int argc, char **argv) {
   int n = argc > 1 ? atoi(argv[1]) : 9000;
-  weft_allocator a = {c_malloc, c_free, c_calloc, c_realloc, NULL};
+  weft_allocator a = {sizeof(weft_allocator), c_malloc, c_free, c_calloc, c_realloc, NULL};
   weft_set_allocator(&a);
   weft_reactor *r;
   if (weft_testing_reactor_new(&r) != 0)

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034 # (variables set here are read by the sourcing script)
 # bench/common.sh: what bench/run.sh and bench/breakdown.sh share. Sourced, not run.
 #
 # The sourcing script sets `set -euo pipefail`, BENCH (this directory), BENCH_TAG (the prefix of

@@ -45,6 +45,41 @@ static inline int tcp_connect(const char *host, int port) {
   return fd;
 }
 
+/* A new SSL from CTX on a new blocking TCP connection to HOST:PORT (SSL_set_fd done; the caller
+ * closes SSL_get_fd after SSL_free), or NULL with nothing left open. */
+static inline SSL *ssl_connect_new(SSL_CTX *ctx, const char *host, int port) {
+  int fd = tcp_connect(host, port);
+  SSL *ssl = fd >= 0 ? SSL_new(ctx) : NULL;
+  if (!ssl) {
+    if (fd >= 0)
+      close(fd);
+    return NULL;
+  }
+  SSL_set_fd(ssl, fd);
+  return ssl;
+}
+
+/* The options every load client takes: if ARGV[*I] is --port P, --host H, -c K or (N not NULL)
+ * -n N and its value follows, stores the value, moves *I to it and returns 1; else returns 0. */
+static inline int common_arg(int argc, char **argv, int *i, int *port, const char **host,
+                             long *n, long *c) {
+  if (*i + 1 >= argc)
+    return 0;
+  const char *opt = argv[*i], *val = argv[*i + 1];
+  if (!strcmp(opt, "--port"))
+    *port = atoi(val);
+  else if (!strcmp(opt, "--host"))
+    *host = val;
+  else if (!strcmp(opt, "-n") && n)
+    *n = atol(val);
+  else if (!strcmp(opt, "-c"))
+    *c = atol(val);
+  else
+    return 0;
+  ++*i;
+  return 1;
+}
+
 /* Client context: no certificate check (self-signed), ALPN http/1.1, TLS MIN..1.3.
  * The client session cache is off: sessions are handed over by hand (SSL_set_session). */
 static inline SSL_CTX *client_ctx(int min_version) {

@@ -16,30 +16,23 @@
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(dirname "$BENCH")
-BIN=$BENCH/bin
-RESULTS=$BENCH/results
+BENCH_TAG=breakdown BENCH_NAME=breakdown.sh HELP_LINES=2,15 # usage: lines 2-15 of this file
+# shellcheck source=bench/common.sh
+. "$BENCH/common.sh" # ROOT BIN RESULTS; log, die, build, start_server, ... (shared with run.sh)
 
 QUICK=0
 SERVERS=weft,baseline,nginx
 NO_BUILD=0
-usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
-    exit "${1:-2}"
-}
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1 ;;
         --servers) SERVERS=${2:?--servers needs a list}; shift ;;
         --no-build) NO_BUILD=1 ;;
         -h|--help) usage 0 ;;
-        *) echo "breakdown.sh: unknown option $1" >&2; usage ;;
+        *) echo "$BENCH_NAME: unknown option $1" >&2; usage ;;
     esac
     shift
 done
-
-log() { echo "[breakdown $(date +%T)] $*" >&2; }
-die() { echo "breakdown.sh: error: $*" >&2; exit 1; }
 
 # Work sizes: those of run.sh's full run; --quick: smaller, but not run.sh's quick sizes (60 MiB
 # is 4 clock ticks in S3: too few to split), about 1 s of server CPU per run.
@@ -54,52 +47,20 @@ FREQ=4999
 
 # --- 1. Dependencies and build -------------------------------------------------------------------
 missing=()
-have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have perf || missing+=(linux-perf)
 have nginx || missing+=(nginx)
 have h2load || missing+=(nghttp2-client)
 have gcc && have make || missing+=(build-essential)
 have pkg-config || missing+=(pkg-config)
 have taskset || missing+=(util-linux)
-if [ ${#missing[@]} -gt 0 ]; then
-    [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}); run as root to install them"
-    log "installing: ${missing[*]}"
-    apt-get update >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
-fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+install_missing "${missing[@]}"
 PERF=$(command -v perf)
 
-HELLO=$ROOT/samples/https-hello
-if [ ! -f "$ROOT/Makefile" ]; then
-    log "building weft (autogen, configure, make)"
-    (cd "$ROOT" && { [ -x configure ] || ./autogen.sh; } && ./configure >&2 && make -j2 >&2) ||
-        die "weft does not build"
-elif [ $NO_BUILD = 0 ] && ! (cd "$ROOT" && make -j2 >/dev/null 2>&1); then
-    log "WARNING: 'make' failed; using the samples/https-hello already built"
-fi
-[ -x "$HELLO" ] || die "samples/https-hello was not built"
-mkdir -p "$BIN" "$RESULTS"
-if [ ! -x "$BIN/baseline" ] || [ "$BENCH/baseline.c" -nt "$BIN/baseline" ]; then
-    # shellcheck disable=SC2046
-    gcc -std=c11 -O2 -g -Wall -Wextra -Werror $(pkg-config --cflags libevent_openssl libevent openssl) \
-        -o "$BIN/baseline" "$BENCH/baseline.c" $(pkg-config --libs libevent_openssl libevent openssl) ||
-        die "cannot build bench/baseline.c"
-fi
+build_weft "$NO_BUILD"
+build baseline "libevent_openssl libevent openssl"
 
 # --- 2. Temporary directory, certificate, weft snapshot, nginx configuration ---------------------
-TMP=$(mktemp -d /tmp/weft-breakdown.XXXXXX)
-SERVER_MAIN= PERF_PID=
-cleanup() {
-    if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true; fi
-    if [ -n "$SERVER_MAIN" ]; then
-        kill "$SERVER_MAIN" 2>/dev/null || true
-        wait "$SERVER_MAIN" 2>/dev/null || true
-    fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+start_tmp weft-breakdown
 
 # perf may be refused by perf_event_paranoid (root normally is not): lower it then, and say so.
 PARANOID_NOTE=
@@ -117,60 +78,9 @@ if ls /sys/bus/event_source/devices/ 2>/dev/null | grep -qx cpu; then
     PMU_NOTE="hardware PMU: present (cpu-clock used anyway, as without one)"
 fi
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null || die "openssl req failed"
-mkdir -p "$TMP/weft"
-if [ -x "$ROOT/samples/.libs/https-hello" ]; then
-    cp "$ROOT/samples/.libs/https-hello" "$TMP/weft/https-hello"
-    cp -P "$ROOT"/lib/.libs/libweft.so* "$TMP/weft/" 2>/dev/null || true
-else
-    cp "$HELLO" "$TMP/weft/https-hello"
-fi
-HELLO=$TMP/weft/https-hello
-
-# The nginx configuration of run.sh (keep the two in step).
-mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
-head -c 1048576 /dev/zero | tr '\0' x >"$TMP/nginx/bytes-1m"
-CIPHERS="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-nginx_conf() { # PORT
-    cat <<EOF
-worker_processes 1;
-master_process on;
-daemon off;
-user root;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 10000; }
-http {
-    access_log off;
-    server_tokens off;
-    etag off;
-    types { }
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $TMP/nginx/tmp/body;
-    proxy_temp_path $TMP/nginx/tmp/proxy;
-    fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
-    uwsgi_temp_path $TMP/nginx/tmp/uwsgi;
-    scgi_temp_path $TMP/nginx/tmp/scgi;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_ciphers $CIPHERS;
-    ssl_prefer_server_ciphers on;
-    ssl_session_cache shared:SSL:10m;
-    ssl_session_tickets on;
-    server {
-        listen 127.0.0.1:$1 ssl;
-        ssl_certificate $TMP/cert.pem;
-        ssl_certificate_key $TMP/key.pem;
-        location = / { return 200 "Hello, World!"; }
-        location = /bytes/1048576 { alias $TMP/nginx/bytes-1m; }
-    }
-}
-EOF
-}
+make_cert
+snapshot_weft
+nginx_prefix
 
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 for s in "${SERVER_LIST[@]}"; do
@@ -179,64 +89,6 @@ done
 
 # --- 3. Servers, loads, profiles --------------------------------------------------------------------
 NEXT_PORT=22000
-PORT= SERVER_PID=
-cpu_ticks() { local s; s=$(cat "/proc/$1/stat") || return 1; s=${s##*') '}; awk '{print $12 + $13}' <<<"$s"; }
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
-
-stop_server() {
-    if [ -n "$SERVER_MAIN" ]; then
-        kill -TERM "$SERVER_MAIN" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_MAIN" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_MAIN" 2>/dev/null || true
-        wait "$SERVER_MAIN" 2>/dev/null || true
-    fi
-    SERVER_MAIN= SERVER_PID=
-}
-
-start_server() { # NAME: sets PORT, SERVER_MAIN, SERVER_PID; returns 1 if it would not start
-    local name=$1 out=$TMP/$1.out
-    PORT=$NEXT_PORT
-    NEXT_PORT=$((NEXT_PORT + 1))
-    case $name in
-        weft) LD_LIBRARY_PATH=$TMP/weft taskset -c 0 "$HELLO" --listen "127.0.0.1:$PORT" \
-                  --cert "$TMP/cert.pem" --key "$TMP/key.pem" >"$out" 2>&1 & ;;
-        baseline) taskset -c 0 "$BIN/baseline" --listen "127.0.0.1:$PORT" --cert "$TMP/cert.pem" \
-                      --key "$TMP/key.pem" >"$out" 2>&1 & ;;
-        nginx)
-            [ -x "$NGINX" ] || return 1
-            nginx_conf "$PORT" >"$TMP/nginx/nginx.conf"
-            taskset -c 0 "$NGINX" -e "$TMP/nginx/logs/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" >"$out" 2>&1 &
-            ;;
-    esac
-    SERVER_MAIN=$!
-    for _ in $(seq 100); do
-        if ! kill -0 "$SERVER_MAIN" 2>/dev/null; then
-            log "$name exited at start: $(tail -3 "$out" | tr '\n' ' ')"
-            wait "$SERVER_MAIN" 2>/dev/null || true
-            SERVER_MAIN=
-            return 1
-        fi
-        if [ "$name" = nginx ]; then
-            SERVER_PID=$(pgrep -P "$SERVER_MAIN" | head -1 || true)
-            [ -n "$SERVER_PID" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-        elif grep -q "^listening on" "$out"; then
-            SERVER_PID=$SERVER_MAIN
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "$name did not start in 10 s"
-    stop_server
-    return 1
-}
-
-h2load_run() { # N CONNS PATH; 1 unless all N succeeded
-    local out done fail
-    out=$(taskset -c 1 h2load --h1 -t 1 -c "$2" -n "$1" "https://127.0.0.1:$PORT$3" 2>&1) || true
-    done=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' <<<"$out")
-    fail=$(sed -n 's/^requests: .* \([0-9]*\) failed.*/\1/p' <<<"$out")
-    [ "${done:-0}" = "$1" ] && [ "${fail:-1}" = 0 ]
-}
 
 # class DSO -> one of: kernel crypto ssl libevent weft libc other
 CLASSES="kernel crypto ssl libevent weft libc other"
@@ -268,22 +120,21 @@ profile() { # SCENARIO SERVER
         return
     fi
     case $sc in
-        S1) h2load_run "$S1_WARM" 50 / || true ;;
-        S3) h2load_run "$S3_WARM" 10 /bytes/1048576 || true ;;
+        S1) h2load_run "$S1_WARM" 50 / >/dev/null || true ;;
+        S3) h2load_run "$S3_WARM" 10 /bytes/1048576 >/dev/null || true ;;
     esac
-    local data=$TMP/$sc-$name.data st=ok c0 c1
+    local data=$TMP/$sc-$name.data
     taskset -c 1 "$PERF" record -e cpu-clock -F $FREQ -p "$SERVER_PID" -o "$data" >"$TMP/perf.out" 2>&1 &
     PERF_PID=$!
     sleep 0.5 # perf attaches
-    c0=$(cpu_ticks "$SERVER_PID")
-    h2load_run "$n" "$conns" "$path" || st=error
-    c1=$(cpu_ticks "$SERVER_PID")
+    measure h2load_run "$n" "$conns" "$path"
+    local st=$ST ticks=$TICKS
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
     PERF_PID=
     stop_server
     local total
-    total=$(awk -v t=$((c1 - c0)) -v w="$n" -v u="$TICK_US" 'BEGIN { printf "%.1f", t * u / w }')
+    total=$(awk -v t=$ticks -v w="$n" -v u="$TICK_US" 'BEGIN { printf "%.1f", t * u / w }')
     [ "$st" = ok ] || log "$sc $name: h2load reported failed requests"
     # DSO shares and sample counts: "  12.34%  1234  libcrypto.so.3"
     "$PERF" report -i "$data" --stdio --sort dso -n -q --percent-limit 0 2>/dev/null |
@@ -302,10 +153,10 @@ profile() { # SCENARIO SERVER
     for c in $CLASSES; do
         line="$line $(awk -v s="${share[$c]}" -v t="$total" 'BEGIN { printf "%.1f", s * t / 100 }')"
     done
-    echo "$line ${samples:-?} $((c1 - c0)) $st" >>"$ROWS"
-    log "$sc $name: $total µs/$unit ($((c1 - c0)) ticks, ${samples:-?} samples)"
+    echo "$line ${samples:-?} $ticks $st" >>"$ROWS"
+    log "$sc $name: $total µs/$unit ($ticks ticks, ${samples:-?} samples)"
     {
-        echo "### $sc $name: DSOs ($total µs CPU per $unit, $((c1 - c0)) ticks, ${samples:-?} samples)"
+        echo "### $sc $name: DSOs ($total µs CPU per $unit, $ticks ticks, ${samples:-?} samples)"
         echo
         echo '```'
         awk -F'\t' 'NR <= 20 { printf "%7.2f%%  %s\n", $1, $2 }' "$TMP/$sc-$name.dso"

@@ -51,15 +51,12 @@ static void *run(void *arg) {
   char buf[16384];
   static const char req[] = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
   for (long i = 0; i < per_thread && now_s() < deadline; i++) {
-    int fd = tcp_connect(host, port);
-    SSL *ssl = fd >= 0 ? SSL_new(ctx) : NULL;
+    SSL *ssl = ssl_connect_new(ctx, host, port);
     if (!ssl) {
-      if (fd >= 0)
-        close(fd);
       r->failed++;
       continue;
     }
-    SSL_set_fd(ssl, fd);
+    int fd = SSL_get_fd(ssl);
     SSL_set_tlsext_host_name(ssl, "localhost");
     if (sess) {
       SSL_set_session(ssl, sess);
@@ -98,15 +95,9 @@ int main(int argc, char **argv) {
   long n = 2000, c = 4;
   double max_seconds = 300;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--port") && i + 1 < argc)
-      port = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--host") && i + 1 < argc)
-      host = argv[++i];
-    else if (!strcmp(argv[i], "-n") && i + 1 < argc)
-      n = atol(argv[++i]);
-    else if (!strcmp(argv[i], "-c") && i + 1 < argc)
-      c = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--max-seconds") && i + 1 < argc)
+    if (common_arg(argc, argv, &i, &port, &host, &n, &c))
+      continue;
+    if (!strcmp(argv[i], "--max-seconds") && i + 1 < argc)
       max_seconds = atof(argv[++i]);
     else if (!strcmp(argv[i], "--resume"))
       resume = 1;

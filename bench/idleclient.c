@@ -35,15 +35,12 @@ static void *open_slice(void *arg) {
   static const char req[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
   char buf[4096];
   for (long i = 0; i < sl->n && !stop; i++) {
-    int fd = tcp_connect(host, port);
-    SSL *ssl = fd >= 0 ? SSL_new(ctx) : NULL;
+    SSL *ssl = ssl_connect_new(ctx, host, port);
     if (!ssl) {
-      if (fd >= 0)
-        close(fd);
       sl->failed++;
       continue;
     }
-    SSL_set_fd(ssl, fd);
+    int fd = SSL_get_fd(ssl);
     size_t have = 0;
     int status = 0;
     if (SSL_connect(ssl) == 1 && ssl_write_all(ssl, req, sizeof req - 1) == 0 &&
@@ -63,15 +60,9 @@ int main(int argc, char **argv) {
   long n = 5000, k = 4;
   double hold = 60;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--port") && i + 1 < argc)
-      port = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--host") && i + 1 < argc)
-      host = argv[++i];
-    else if (!strcmp(argv[i], "-n") && i + 1 < argc)
-      n = atol(argv[++i]);
-    else if (!strcmp(argv[i], "-c") && i + 1 < argc)
-      k = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--hold") && i + 1 < argc)
+    if (common_arg(argc, argv, &i, &port, &host, &n, &k))
+      continue;
+    if (!strcmp(argv[i], "--hold") && i + 1 < argc)
       hold = atof(argv[++i]);
     else
       return fputs("usage: idleclient --port P [--host H] [-n N] [-c K] [--hold S]\n", stderr), 2;

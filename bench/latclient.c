@@ -92,14 +92,10 @@ int main(int argc, char **argv) {
   long nconn = 20;
   double rate = 2000, duration = 10;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--port") && i + 1 < argc)
-      port = atoi(argv[++i]);
-    else if (!strcmp(argv[i], "--host") && i + 1 < argc)
-      host = argv[++i];
-    else if (!strcmp(argv[i], "--rate") && i + 1 < argc)
+    if (common_arg(argc, argv, &i, &port, &host, NULL, &nconn))
+      continue;
+    if (!strcmp(argv[i], "--rate") && i + 1 < argc)
       rate = atof(argv[++i]);
-    else if (!strcmp(argv[i], "-c") && i + 1 < argc)
-      nconn = atol(argv[++i]);
     else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
       duration = atof(argv[++i]);
     else if (!strcmp(argv[i], "--path") && i + 1 < argc)
@@ -122,11 +118,10 @@ int main(int argc, char **argv) {
   struct pollfd pfd[MAXC];
   for (long i = 0; i < nconn; i++) { /* blocking handshakes, then non-blocking I/O */
     struct conn *c = &conns[i];
-    c->fd = tcp_connect(host, port);
-    c->ssl = c->fd >= 0 ? SSL_new(ctx) : NULL;
+    c->ssl = ssl_connect_new(ctx, host, port);
     if (!c->ssl)
       return fprintf(stderr, "latclient: cannot connect\n"), 1;
-    SSL_set_fd(c->ssl, c->fd);
+    c->fd = SSL_get_fd(c->ssl);
     if (SSL_connect(c->ssl) != 1)
       return fprintf(stderr, "latclient: handshake failed\n"), 1;
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);

@@ -14,9 +14,9 @@
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(dirname "$BENCH")
-BIN=$BENCH/bin
-RESULTS=$BENCH/results
+BENCH_TAG=bench BENCH_NAME=run.sh HELP_LINES=2,12 # usage: lines 2-12 of this file
+# shellcheck source=bench/common.sh
+. "$BENCH/common.sh" # ROOT BIN RESULTS; log, die, build, start_server, ...
 
 REPS=3
 QUICK=0
@@ -24,10 +24,6 @@ SERVERS=weft,weft-limits,baseline,nginx
 LIMIT_FLAGS=(--idle-timeout 60 --write-timeout 30 --max-connections 20000) # weft-limits
 WEFT_THREADS=
 NO_BUILD=0
-usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
-    exit "${1:-2}"
-}
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) QUICK=1; REPS=1 ;;
@@ -36,14 +32,11 @@ while [ $# -gt 0 ]; do
         --weft-threads) WEFT_THREADS=${2:?--weft-threads needs a number}; shift ;;
         --no-build) NO_BUILD=1 ;;
         -h|--help) usage 0 ;;
-        *) echo "run.sh: unknown option $1" >&2; usage ;;
+        *) echo "$BENCH_NAME: unknown option $1" >&2; usage ;;
     esac
     shift
 done
 case $REPS in ''|*[!0-9]*|0) echo "run.sh: --reps needs a number >= 1" >&2; exit 2 ;; esac
-
-log() { echo "[bench $(date +%T)] $*" >&2; }
-die() { echo "run.sh: error: $*" >&2; exit 1; }
 
 # Work sizes: full run, then --quick.
 if [ "$QUICK" = 1 ]; then
@@ -66,7 +59,6 @@ S5_CONNS=20
 
 # --- 1. Dependencies ---------------------------------------------------------------------------
 missing=()
-have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have nginx || missing+=(nginx)
 have h2load || missing+=(nghttp2-client)
 have wrk || missing+=(wrk)
@@ -83,128 +75,30 @@ fi
 if [ ! -x "$ROOT/configure" ] && ! { have autoreconf && have libtoolize && have automake; }; then
     missing+=(autoconf automake libtool)
 fi
-installed_nginx=0
-if [ ${#missing[@]} -gt 0 ]; then
-    [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}); run as root to install them"
-    log "installing: ${missing[*]}"
-    apt-get update >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
-    case " ${missing[*]} " in *" nginx "*) installed_nginx=1 ;; esac
-fi
+install_missing "${missing[@]}"
 # Debian's nginx package starts the system service on :80 when installed; stop that one (only
 # if we installed it just now): it is not ours and would only sit on the CPUs.
-if [ $installed_nginx = 1 ] && [ -s /run/nginx.pid ]; then
+if [ $INSTALLED_NGINX = 1 ] && [ -s /run/nginx.pid ]; then
     log "stopping the nginx service that the package started"
     service nginx stop >/dev/null 2>&1 || kill "$(cat /run/nginx.pid)" 2>/dev/null || true
 fi
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 # --- 2. Build ---------------------------------------------------------------------------------
-HELLO=$ROOT/samples/https-hello
-if [ ! -f "$ROOT/Makefile" ]; then
-    log "building weft (autogen, configure, make)"
-    (cd "$ROOT" && { [ -x configure ] || ./autogen.sh; } && ./configure >&2 && make -j2 >&2) ||
-        die "weft does not build"
-elif [ $NO_BUILD = 1 ] && [ -x "$HELLO" ]; then
-    log "--no-build: using the samples/https-hello already built"
-elif ! (cd "$ROOT" && make -j2 >/dev/null 2>"$BENCH/.make.err"); then
-    [ -x "$HELLO" ] || { cat "$BENCH/.make.err" >&2; die "weft does not build"; }
-    log "WARNING: 'make' failed (someone mid-edit?); using the samples/https-hello already built"
-    tail -5 "$BENCH/.make.err" >&2
-fi
-rm -f "$BENCH/.make.err"
-[ -x "$HELLO" ] || die "samples/https-hello was not built"
-
-mkdir -p "$BIN" "$RESULTS"
-CFLAGS="-std=c11 -O2 -g -Wall -Wextra -Werror"
-build() { # NAME PKGS [EXTRA...]
-    local name=$1 pkgs=$2
-    shift 2
-    if [ ! -x "$BIN/$name" ] || [ "$BENCH/$name.c" -nt "$BIN/$name" ] ||
-        [ "$BENCH/benchcommon.h" -nt "$BIN/$name" ]; then
-        # shellcheck disable=SC2046,SC2086
-        gcc $CFLAGS $(pkg-config --cflags $pkgs) "$@" -o "$BIN/$name" "$BENCH/$name.c" \
-            $(pkg-config --libs $pkgs) || die "cannot build bench/$name.c"
-    fi
-}
+build_weft "$NO_BUILD"
 build baseline "libevent_openssl libevent openssl"
 build hsclient openssl -pthread
 build idleclient openssl -pthread
 build latclient openssl
 
 # --- 3. Certificate, nginx prefix ---------------------------------------------------------------
-TMP=$(mktemp -d /tmp/weft-bench.XXXXXX)
-SERVER_MAIN=     # PID we started (nginx: the master)
-CLIENT_PID=
-cleanup() {
-    if [ -n "$CLIENT_PID" ]; then kill "$CLIENT_PID" 2>/dev/null || true; fi
-    if [ -n "$SERVER_MAIN" ]; then # TERM, not KILL: nginx's master then stops its worker
-        kill "$SERVER_MAIN" 2>/dev/null || true
-        wait "$SERVER_MAIN" 2>/dev/null || true
-    fi
-    rm -rf "$TMP" "$RESULTS/latest.csv.tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null || die "openssl req failed"
-# Snapshot the weft build: every run then uses the same binary and library, even if someone
-# rebuilds the tree meanwhile (samples/https-hello is a libtool wrapper around .libs/).
-mkdir -p "$TMP/weft"
-if [ -x "$ROOT/samples/.libs/https-hello" ]; then
-    cp "$ROOT/samples/.libs/https-hello" "$TMP/weft/https-hello"
-    cp -P "$ROOT"/lib/.libs/libweft.so* "$TMP/weft/" 2>/dev/null || true
-else
-    cp "$HELLO" "$TMP/weft/https-hello"
-fi
-HELLO=$TMP/weft/https-hello
-LD_LIBRARY_PATH=$TMP/weft "$HELLO" --help >/dev/null 2>&1 || die "the weft snapshot does not run (${HELLO})"
+start_tmp weft-bench
+CLEANUP_FILE=$RESULTS/latest.csv.tmp
+make_cert
+snapshot_weft
 WEFT_BUILT=$(date -u -r "$ROOT/samples/https-hello" '+%Y-%m-%d %H:%M UTC')
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true # S4 holds 5,000 connections: servers inherit it
 
-mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
-head -c 1048576 /dev/zero | tr '\0' x >"$TMP/nginx/bytes-1m"
-CIPHERS="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-nginx_conf() { # PORT
-    cat <<EOF
-worker_processes 1;
-master_process on;
-daemon off;
-user root;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-worker_rlimit_nofile 20000;
-events { worker_connections 10000; }
-http {
-    access_log off;
-    server_tokens off;
-    etag off;
-    types { }
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $TMP/nginx/tmp/body;
-    proxy_temp_path $TMP/nginx/tmp/proxy;
-    fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
-    uwsgi_temp_path $TMP/nginx/tmp/uwsgi;
-    scgi_temp_path $TMP/nginx/tmp/scgi;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_ciphers $CIPHERS;
-    ssl_prefer_server_ciphers on;
-    ssl_session_cache shared:SSL:10m;
-    ssl_session_tickets on;
-    server {
-        listen 127.0.0.1:$1 ssl;    # no "http2": HTTP/1.1 only, ALPN http/1.1
-        ssl_certificate $TMP/cert.pem;
-        ssl_certificate_key $TMP/key.pem;
-        location = / { return 200 "Hello, World!"; }
-        location = /bytes/1048576 { alias $TMP/nginx/bytes-1m; }
-    }
-}
-EOF
-}
+nginx_prefix
 
 IFS=, read -r -a SERVER_LIST <<<"$SERVERS"
 for s in "${SERVER_LIST[@]}"; do
@@ -218,107 +112,26 @@ fi
 
 # --- 4. Server control and measurement ------------------------------------------------------------
 NEXT_PORT=21000
-PORT=
-SERVER_PID= # the process whose CPU and memory we read (nginx: the worker)
-
-cpu_ticks() { # utime + stime (fields 14, 15) of PID, in clock ticks
-    local s
-    s=$(cat "/proc/$1/stat") || return 1
-    s=${s##*') '}
-    awk '{print $12 + $13}' <<<"$s"
-}
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-
-stop_server() {
-    if [ -n "$SERVER_MAIN" ]; then
-        kill -TERM "$SERVER_MAIN" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_MAIN" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$SERVER_MAIN" 2>/dev/null || true
-        wait "$SERVER_MAIN" 2>/dev/null || true
-    fi
-    SERVER_MAIN= SERVER_PID=
-}
-
-start_server() { # NAME: sets PORT, SERVER_MAIN, SERVER_PID; returns 1 if it would not start
-    local name=$1 out=$TMP/$1.out
-    PORT=$NEXT_PORT
-    NEXT_PORT=$((NEXT_PORT + 1)) # a fresh port each start: no TIME_WAIT games
-    case $name in
-        weft|weft-limits)
-            local extra=()
-            [ -n "$WEFT_THREADS" ] && extra=(--threads "$WEFT_THREADS")
-            [ "$name" = weft-limits ] && extra+=("${LIMIT_FLAGS[@]}")
-            LD_LIBRARY_PATH=$TMP/weft taskset -c 0 "$HELLO" --listen "127.0.0.1:$PORT" --cert "$TMP/cert.pem" \
-                --key "$TMP/key.pem" "${extra[@]}" >"$out" 2>&1 &
-            ;;
-        baseline)
-            taskset -c 0 "$BIN/baseline" --listen "127.0.0.1:$PORT" --cert "$TMP/cert.pem" \
-                --key "$TMP/key.pem" >"$out" 2>&1 &
-            ;;
-        nginx)
-            [ -x "$NGINX" ] || return 1
-            nginx_conf "$PORT" >"$TMP/nginx/nginx.conf"
-            taskset -c 0 "$NGINX" -e "$TMP/nginx/logs/error.log" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" >"$out" 2>&1 &
-            ;;
-    esac
-    SERVER_MAIN=$!
-    local i
-    for i in $(seq 100); do
-        if ! kill -0 "$SERVER_MAIN" 2>/dev/null; then
-            log "$name exited at start: $(tail -3 "$out" | tr '\n' ' ')"
-            wait "$SERVER_MAIN" 2>/dev/null || true
-            SERVER_MAIN=
-            return 1
-        fi
-        if [ "$name" = nginx ]; then
-            SERVER_PID=$(pgrep -P "$SERVER_MAIN" | head -1 || true)
-            [ -n "$SERVER_PID" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-        elif grep -q "^listening on" "$out"; then
-            SERVER_PID=$SERVER_MAIN
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "$name did not start in 10 s: $(tail -3 "$out" | tr '\n' ' ')"
-    stop_server
-    return 1
-}
 
 CSV=$RESULTS/latest.csv.tmp
 echo "scenario,rep,server,value,unit,server_cpu_ticks,work,work_unit,client_rate_per_s,status,detail" >"$CSV"
-TICK_US=$((1000000 / $(getconf CLK_TCK)))
 record() { # SCENARIO REP SERVER VALUE UNIT TICKS WORK WORK_UNIT RATE STATUS DETAIL
     echo "$1,$2,$3,$4,$5,$6,$7,$8,$9,${10},\"${11}\"" >>"$CSV"
     log "$1 rep $2 $3: $4 $5 (status ${10}; ${11})"
 }
 us_per() { awk -v t="$1" -v w="$2" -v u="$TICK_US" 'BEGIN { if (w > 0) printf "%.1f", t * u / w; else print "NA" }'; }
 field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2" | head -1; } # KEY=value from a RESULT line
+per_s() { awk -v n="$1" -v s="$2" -v f="$3" 'BEGIN { if (s > 0) printf f, n / s; else print 0 }'; } # N SECS FORMAT
+client() { load "$BIN/$1" --port "$PORT" "${@:2}" 2>&1; } # NAME ARGS...: bench/bin/NAME on CPU 1
 
 # Each scenario function: NAME REP; the server is running (SERVER_PID, PORT).
-load() { taskset -c 1 "$@"; } # load generators on CPU 1
-
-h2load_run() { # N CONNS PATH -> prints "done elapsed"; 1 if a request failed
-    local out
-    out=$(load h2load --h1 -t 1 -c "$2" -n "$1" "https://127.0.0.1:$PORT$3" 2>&1) || true
-    local done fail secs
-    done=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' <<<"$out")
-    fail=$(sed -n 's/^requests: .* \([0-9]*\) failed.*/\1/p' <<<"$out")
-    secs=$(sed -n 's/^finished in \([0-9.]*\)\(m\{0,1\}s\).*/\1 \2/p' <<<"$out" |
-        awk '{print ($2 == "ms") ? $1 / 1000 : $1}')
-    echo "${done:-0} ${secs:-0}"
-    [ "${done:-0}" = "$1" ] && [ "${fail:-1}" = 0 ]
-}
-
 scenario_s1() {
     h2load_run "$S1_WARM" 50 / >/dev/null || true
-    local c0 c1 res st=ok
-    c0=$(cpu_ticks "$SERVER_PID")
-    res=$(h2load_run "$S1_N" 50 /) || st=error
-    c1=$(cpu_ticks "$SERVER_PID")
-    local n=${res% *} secs=${res#* }
-    record S1-h2load "$2" "$1" "$(us_per $((c1 - c0)) "$n")" us_cpu/req $((c1 - c0)) "$n" requests \
-        "$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print 0 }')" \
-        $st "h2load --h1 -c 50 -n $S1_N GET /"
+    measure h2load_run "$S1_N" 50 /
+    local n=${OUT% *} secs=${OUT#* }
+    record S1-h2load "$2" "$1" "$(us_per $TICKS "$n")" us_cpu/req $TICKS "$n" requests \
+        "$(per_s "$n" "$secs" %.0f)" $ST "h2load --h1 -c 50 -n $S1_N GET /"
 }
 
 wrk_bytes() { # "23.36MB" -> bytes (wrk's units are binary: KB = 1024 B)
@@ -347,69 +160,54 @@ wrk_run() { # SECONDS CONNS PATH -> prints "requests elapsed bytes errors"; 1 on
 
 scenario_s1_wrk() {
     wrk_run "$WRK_WARM" 50 / >/dev/null || true
-    local c0 c1 res st=ok
-    c0=$(cpu_ticks "$SERVER_PID")
-    res=$(wrk_run "$WRK_SECS" 50 /) || st=error
-    c1=$(cpu_ticks "$SERVER_PID")
+    measure wrk_run "$WRK_SECS" 50 /
     local n secs bytes errs
-    read -r n secs bytes errs <<<"$res"
-    record S1-wrk "$2" "$1" "$(us_per $((c1 - c0)) "$n")" us_cpu/req $((c1 - c0)) "$n" requests \
-        "$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print 0 }')" \
-        $st "wrk -t 1 -c 50 -d ${WRK_SECS}s GET /; read ${bytes} B; $errs"
+    read -r n secs bytes errs <<<"$OUT"
+    record S1-wrk "$2" "$1" "$(us_per $TICKS "$n")" us_cpu/req $TICKS "$n" requests \
+        "$(per_s "$n" "$secs" %.0f)" $ST "wrk -t 1 -c 50 -d ${WRK_SECS}s GET /; read ${bytes} B; $errs"
 }
 
 scenario_s3_wrk() {
     wrk_run "$WRK_WARM" 10 /bytes/1048576 >/dev/null || true
-    local c0 c1 res st=ok
-    c0=$(cpu_ticks "$SERVER_PID")
-    res=$(wrk_run "$WRK_SECS" 10 /bytes/1048576) || st=error
-    c1=$(cpu_ticks "$SERVER_PID")
+    measure wrk_run "$WRK_SECS" 10 /bytes/1048576
     local n secs bytes errs check
-    read -r n secs bytes errs <<<"$res"
+    read -r n secs bytes errs <<<"$OUT"
     # Work: completed responses x 1 MiB. wrk's own byte count (rounded to 3 digits) must agree:
     # at least 0.99 x that (headers come on top), at most what 10 more responses in flight at
     # the end would add.
     check=$(awk -v n="$n" -v b="$bytes" 'BEGIN { m = 1048576; r = (n > 0) ? b / (n * m) : 0
         ok = (n > 0 && b >= 0.99 * n * m && b <= (n + 10) * (m + 1024) * 1.01)
         printf "%s %.3f", ok ? "ok" : "bad", r }')
-    [ "${check% *}" = ok ] || st=error
-    record S3-wrk "$2" "$1" "$(us_per $((c1 - c0)) "$n")" us_cpu/MiB $((c1 - c0)) "$n" MiB \
-        "$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print 0 }')" \
-        $st "wrk -t 1 -c 10 -d ${WRK_SECS}s GET /bytes/1048576 (rate in MiB/s); read ${bytes} B = ${check#* } x requests x 1 MiB; $errs"
+    [ "${check% *}" = ok ] || ST=error
+    record S3-wrk "$2" "$1" "$(us_per $TICKS "$n")" us_cpu/MiB $TICKS "$n" MiB \
+        "$(per_s "$n" "$secs" %.1f)" $ST "wrk -t 1 -c 10 -d ${WRK_SECS}s GET /bytes/1048576 (rate in MiB/s); read ${bytes} B = ${check#* } x requests x 1 MiB; $errs"
 }
 
 scenario_s2() { # resume: "" or --resume
     local resume=$3 sc=S2
     [ -n "$resume" ] && sc=S2r
-    load "$BIN/hsclient" --port "$PORT" -n "$S2_WARM" -c 4 $resume >/dev/null 2>&1 || true
-    local c0 c1 out st=ok
-    c0=$(cpu_ticks "$SERVER_PID")
-    out=$(load "$BIN/hsclient" --port "$PORT" -n "$S2_N" -c 4 $resume 2>&1) || st=error
-    c1=$(cpu_ticks "$SERVER_PID")
+    client hsclient -n "$S2_WARM" -c 4 $resume >/dev/null || true
+    measure client hsclient -n "$S2_N" -c 4 $resume
     local line ok
-    line=$(grep '^RESULT' <<<"$out" || echo "RESULT ok=0")
+    line=$(grep '^RESULT' <<<"$OUT" || echo "RESULT ok=0")
     ok=$(field ok "$line")
-    [ "$st" = ok ] || log "hsclient: $(grep -v '^RESULT' <<<"$out" | tr '\n' ' ')"
-    record $sc "$2" "$1" "$(us_per $((c1 - c0)) "$ok")" us_cpu/conn $((c1 - c0)) "$ok" connections \
-        "$(field rate "$line")" $st \
+    [ "$ST" = ok ] || log "hsclient: $(grep -v '^RESULT' <<<"$OUT" | tr '\n' ' ')"
+    record $sc "$2" "$1" "$(us_per $TICKS "$ok")" us_cpu/conn $TICKS "$ok" connections \
+        "$(field rate "$line")" $ST \
         "hsclient -c 4 TLS1.3 $resume resumed=$(field resumed "$line")/$(field resumable "$line") failed=$(field failed "$line") tickets=$(field tickets "$line") tickets_per_conn=$(field tickets_per_conn "$line") tickets_min=$(field tickets_min "$line") tickets_max=$(field tickets_max "$line")"
 }
 
 scenario_s3() {
     h2load_run "$S3_WARM" 10 /bytes/1048576 >/dev/null || true
-    local c0 c1 res st=ok
-    c0=$(cpu_ticks "$SERVER_PID")
-    res=$(h2load_run "$S3_N" 10 /bytes/1048576) || st=error
-    c1=$(cpu_ticks "$SERVER_PID")
-    local n=${res% *} secs=${res#* }
+    measure h2load_run "$S3_N" 10 /bytes/1048576
+    local n=${OUT% *} secs=${OUT#* }
     # work unit: MiB of body sent (each response is exactly 1 MiB)
-    record S3-h2load "$2" "$1" "$(us_per $((c1 - c0)) "$n")" us_cpu/MiB $((c1 - c0)) "$n" MiB \
-        "$(awk -v n="$n" -v s="$secs" 'BEGIN { if (s > 0) printf "%.1f", n / s; else print 0 }')" \
-        $st "h2load --h1 -c 10 -n $S3_N GET /bytes/1048576 (rate in MiB/s)"
+    record S3-h2load "$2" "$1" "$(us_per $TICKS "$n")" us_cpu/MiB $TICKS "$n" MiB \
+        "$(per_s "$n" "$secs" %.1f)" $ST "h2load --h1 -c 10 -n $S3_N GET /bytes/1048576 (rate in MiB/s)"
 }
 
 scenario_s4() {
-    load "$BIN/hsclient" --port "$PORT" -n 50 -c 1 >/dev/null 2>&1 || true # warm-up
+    client hsclient -n 50 -c 1 >/dev/null || true # warm-up
     sleep 0.5
     local r0 r1 out=$TMP/idle.out st=ok line
     r0=$(rss_kib "$SERVER_PID")
@@ -438,15 +236,13 @@ scenario_s4() {
 }
 
 scenario_s5() {
-    load "$BIN/latclient" --port "$PORT" --rate "$S5_RATE" -c "$S5_CONNS" --duration "$S5_WARM" >/dev/null 2>&1 || true
-    local c0 c1 out st=ok line
-    c0=$(cpu_ticks "$SERVER_PID")
-    out=$(load "$BIN/latclient" --port "$PORT" --rate "$S5_RATE" -c "$S5_CONNS" --duration "$S5_SECS" 2>&1) || st=error
-    c1=$(cpu_ticks "$SERVER_PID")
-    line=$(grep '^RESULT' <<<"$out" || echo "RESULT done=0")
-    record S5 "$2" "$1" "$(field p99_us "$line")" us_p99 $((c1 - c0)) "$(field done "$line")" requests \
-        "$(field rate "$line")" $st \
-        "latclient ${S5_RATE}/s x ${S5_SECS}s over $S5_CONNS conns: p50=$(field p50_us "$line") p90=$(field p90_us "$line") max=$(field max_us "$line") errors=$(field errors "$line") cpu_us/req=$(us_per $((c1 - c0)) "$(field done "$line")")"
+    client latclient --rate "$S5_RATE" -c "$S5_CONNS" --duration "$S5_WARM" >/dev/null || true
+    measure client latclient --rate "$S5_RATE" -c "$S5_CONNS" --duration "$S5_SECS"
+    local line
+    line=$(grep '^RESULT' <<<"$OUT" || echo "RESULT done=0")
+    record S5 "$2" "$1" "$(field p99_us "$line")" us_p99 $TICKS "$(field done "$line")" requests \
+        "$(field rate "$line")" $ST \
+        "latclient ${S5_RATE}/s x ${S5_SECS}s over $S5_CONNS conns: p50=$(field p50_us "$line") p90=$(field p90_us "$line") max=$(field max_us "$line") errors=$(field errors "$line") cpu_us/req=$(us_per $TICKS "$(field done "$line")")"
 }
 
 run_one() { # SCENARIO REP SERVER

@@ -96,6 +96,39 @@ static void teardown(void) {
   tu_pki_free(&pki);
 }
 
+/* The end of a test's connections: checks the factories SF and CF (CF may be NULL) for
+ * lifecycle violations (reported at the caller's line) and frees their records. */
+#define factories_done(sf, cf) factories_done_at(__FILE__, __LINE__, (sf), (cf))
+static void factories_done_at(const char *file, int line, tu_factory *sf, tu_factory *cf) {
+  tu_factory_check_at(file, line, sf);
+  if (cf)
+    tu_factory_check_at(file, line, cf);
+  tu_factory_cleanup(sf);
+  if (cf)
+    tu_factory_cleanup(cf);
+}
+
+/* Stops listener L, frees reactor R (every connection then ends), then factories_done. */
+#define finish(r, l, sf, cf) finish_at(__FILE__, __LINE__, (r), (l), (sf), (cf))
+static void finish_at(const char *file, int line, weft_reactor *r, weft_listener *l, tu_factory *sf,
+                      tu_factory *cf) {
+  weft_listener_stop(l);
+  weft_reactor_free(r);
+  factories_done_at(file, line, sf, cf);
+}
+
+/* Starts P: a TLS 1.3 client (peerutil) of 127.0.0.1:PORT trusting the test CA, which reads
+ * nothing until peer_go. */
+static void start_idle_peer(peer *p, weft_reactor *r, int port) {
+  memset(p, 0, sizeof *p);
+  p->reactor = r;
+  p->port = port;
+  p->tls_version = TLS1_3_VERSION;
+  p->ca = pki.ca_cert;
+  p->wait_go = 1;
+  peer_start(p);
+}
+
 /* --- addresses ---------------------------------------------------------------------------- */
 
 static void get_addr(weft_transport *t, int host, struct sockaddr_storage *ss, socklen_t *len) {
@@ -104,6 +137,26 @@ static void get_addr(weft_transport *t, int host, struct sockaddr_storage *ss, s
   int rc = host ? weft_transport_host_address(t, (struct sockaddr *)ss, len)
                 : weft_transport_peer_address(t, (struct sockaddr *)ss, len);
   ck_assert_int_eq(rc, 0);
+}
+
+/* The endpoint of the Unix socket PATH: a server's ("unix:PATH") or a client's ("unix:path=PATH"). */
+static weft_endpoint *unix_endpoint(const char *path, int client) {
+  char desc[256], err[256];
+  snprintf(desc, sizeof desc, client ? "unix:path=%s" : "unix:%s", path);
+  weft_endpoint *ep;
+  ck_assert_int_eq(weft_endpoint_parse(desc, client ? WEFT_ENDPOINT_CLIENT : WEFT_ENDPOINT_SERVER,
+                                       &ep, err, sizeof err),
+                   0);
+  return ep;
+}
+
+/* A listener on the Unix socket PATH for F. */
+static weft_listener *unix_listen(weft_reactor *r, const char *path, tu_factory *f) {
+  weft_endpoint *ep = unix_endpoint(path, 0);
+  weft_listener *l;
+  ck_assert_int_eq(weft_endpoint_listen(r, ep, &f->base, &l), 0);
+  weft_endpoint_free(ep);
+  return l;
 }
 
 /* A Unix socket path as long as sun_path takes (107 bytes and its NUL): the server's host
@@ -123,16 +176,8 @@ START_TEST(unix_long_path) {
   tu_factory_init(&sf);
   tu_factory_init(&cf);
   sf.conn_config.echo = 1;
-  char desc[256];
-  snprintf(desc, sizeof desc, "unix:%s", path);
-  weft_endpoint *ep;
-  char err[256];
-  ck_assert_int_eq(weft_endpoint_parse(desc, WEFT_ENDPOINT_SERVER, &ep, err, sizeof err), 0);
-  weft_listener *l;
-  ck_assert_int_eq(weft_endpoint_listen(r, ep, &sf.base, &l), 0);
-  weft_endpoint_free(ep);
-  snprintf(desc, sizeof desc, "unix:path=%s", path);
-  ck_assert_int_eq(weft_endpoint_parse(desc, WEFT_ENDPOINT_CLIENT, &ep, err, sizeof err), 0);
+  weft_listener *l = unix_listen(r, path, &sf);
+  weft_endpoint *ep = unix_endpoint(path, 1);
   ck_assert_int_eq(weft_endpoint_connect(r, ep, &cf.base, NULL), 0);
   weft_endpoint_free(ep);
   tu_conn *s = tu_wait_conn(r, &sf, 0, 5), *c = tu_wait_conn(r, &cf, 0, 5);
@@ -163,12 +208,7 @@ START_TEST(unix_long_path) {
 
   tu_conn_write_str(c, "long path");
   tu_wait_size(r, &c->rx_total, 9, 5);
-  weft_listener_stop(l);
-  weft_reactor_free(r);
-  tu_factory_check(&sf);
-  tu_factory_check(&cf);
-  tu_factory_cleanup(&sf);
-  tu_factory_cleanup(&cf);
+  finish(r, l, &sf, &cf);
   ck_assert_int_eq(rmdir(dir), 0);
 }
 END_TEST
@@ -194,8 +234,7 @@ START_TEST(unix_socketpair) {
   ck_assert_int_eq(pid, getpid());
   weft_testing_transport_free(tt);
   weft_reactor_free(r);
-  tu_factory_check(&f);
-  tu_factory_cleanup(&f);
+  factories_done(&f, NULL);
 }
 END_TEST
 
@@ -251,8 +290,7 @@ START_TEST(host_read_late) {
     ck_assert_int_eq(weft_transport_abort_connection(c->transport), 0);
     tu_wait_int(r, &s->lost, 1, 5);
     tu_wait_int(r, &c->lost, 1, 5);
-    tu_factory_check(&cf);
-    tu_factory_cleanup(&cf);
+    factories_done(&cf, NULL);
     weft_cert_options_unref(co);
   } else {
     s = tu_wait_conn(r, &sf, 0, 5);
@@ -264,10 +302,7 @@ START_TEST(host_read_late) {
   ck_assert_int_eq(seen.rc, 0);
   ck_assert_int_eq(seen.len, want_len);
   ck_assert_mem_eq(&seen.ss, &want, want_len);
-  weft_listener_stop(l);
-  weft_reactor_free(r);
-  tu_factory_check(&sf);
-  tu_factory_cleanup(&sf);
+  finish(r, l, &sf, NULL);
   if (opts)
     weft_cert_options_unref(opts);
 }
@@ -305,12 +340,7 @@ static void check_ip(const char *ip, int family) {
   weft_address_format((struct sockaddr *)&sp, a, sizeof a);
   weft_address_format((struct sockaddr *)&s->peer, b, sizeof b);
   ck_assert_str_eq(a, b); /* build_protocol's peer is the same address */
-  weft_listener_stop(l);
-  weft_reactor_free(r);
-  tu_factory_check(&sf);
-  tu_factory_check(&cf);
-  tu_factory_cleanup(&sf);
-  tu_factory_cleanup(&cf);
+  finish(r, l, &sf, &cf);
 }
 
 START_TEST(ip_addresses) {
@@ -328,22 +358,15 @@ START_TEST(unix_wide_enomem) {
   ck_assert_int_eq(weft_set_allocator(&failing), 0);
   char dir[] = "/tmp/weft-slim-XXXXXX";
   ck_assert_ptr_nonnull(mkdtemp(dir));
-  char path[128], desc[256];
+  char path[128];
   snprintf(path, sizeof path, "%s/s.sock", dir);
   int fds = tu_count_fds();
   weft_reactor *r = tu_reactor_new();
   tu_factory sf, cf;
   tu_factory_init(&sf);
   tu_factory_init(&cf);
-  weft_endpoint *ep;
-  char err[256];
-  snprintf(desc, sizeof desc, "unix:%s", path);
-  ck_assert_int_eq(weft_endpoint_parse(desc, WEFT_ENDPOINT_SERVER, &ep, err, sizeof err), 0);
-  weft_listener *l;
-  ck_assert_int_eq(weft_endpoint_listen(r, ep, &sf.base, &l), 0);
-  weft_endpoint_free(ep);
-  snprintf(desc, sizeof desc, "unix:path=%s", path);
-  ck_assert_int_eq(weft_endpoint_parse(desc, WEFT_ENDPOINT_CLIENT, &ep, err, sizeof err), 0);
+  weft_listener *l = unix_listen(r, path, &sf);
+  weft_endpoint *ep = unix_endpoint(path, 1);
   arm(2 * sizeof(struct sockaddr_storage), 0);
   ck_assert_int_eq(weft_endpoint_connect(r, ep, &cf.base, NULL), 0);
   weft_endpoint_free(ep);
@@ -354,12 +377,7 @@ START_TEST(unix_wide_enomem) {
   ck_assert_int_eq(sf.last_handshake_failed.code, WEFT_ENOMEM);
   ck_assert_int_eq(cf.last_failed.code, WEFT_ENOMEM);
   ck_assert_int_eq(sf.built + cf.built, 0);
-  weft_listener_stop(l);
-  weft_reactor_free(r);
-  tu_factory_check(&sf);
-  tu_factory_check(&cf);
-  tu_factory_cleanup(&sf);
-  tu_factory_cleanup(&cf);
+  finish(r, l, &sf, &cf);
   ck_assert_int_eq(weft_allocations_outstanding(), 0);
   ck_assert_int_eq(tu_count_fds(), fds);
   ck_assert_int_eq(weft_set_allocator(NULL), 0);
@@ -383,13 +401,7 @@ static void one_end(int tls, const tu_reason *ref, tu_reason *out) {
   peer p;
   int fd = -1;
   if (tls) {
-    memset(&p, 0, sizeof p);
-    p.reactor = r;
-    p.port = port;
-    p.tls_version = TLS1_3_VERSION;
-    p.ca = pki.ca_cert;
-    p.wait_go = 1;
-    peer_start(&p);
+    start_idle_peer(&p, r, port);
   } else {
     fd = tu_raw_connect("127.0.0.1", port);
     ck_assert_int_ge(fd, 0);
@@ -409,10 +421,7 @@ static void one_end(int tls, const tu_reason *ref, tu_reason *out) {
     peer_go(&p);
     peer_join(&p, r, 10);
   }
-  weft_listener_stop(l);
-  weft_reactor_free(r);
-  tu_factory_check(&sf);
-  tu_factory_cleanup(&sf);
+  finish(r, l, &sf, NULL);
   if (opts)
     weft_cert_options_unref(opts);
 }
@@ -502,12 +511,7 @@ static void resume_and_finish(int how) {
   ck_assert_int_eq(s->data_calls, 1);
   ck_assert_int_eq(calls_after_end, 0);
   ck_assert_int_eq(s->lost_reason.code, how ? WEFT_OK : WEFT_EABORTED);
-  weft_listener_stop(l);
-  weft_reactor_free(r);
-  tu_factory_check(&sf);
-  tu_factory_check(&cf);
-  tu_factory_cleanup(&sf);
-  tu_factory_cleanup(&cf);
+  finish(r, l, &sf, &cf);
   weft_cert_options_unref(so);
   weft_cert_options_unref(co);
 }
@@ -557,10 +561,7 @@ static void pending_at_free(int what) {
   weft_reactor_free(r);
   ck_assert_int_eq(s->lost, 1);
   ck_assert_int_eq(s->lost_reason.code, what == 0 ? WEFT_ESHUTDOWN : WEFT_EABORTED);
-  tu_factory_check(&sf);
-  tu_factory_check(&cf);
-  tu_factory_cleanup(&sf);
-  tu_factory_cleanup(&cf);
+  factories_done(&sf, &cf);
 }
 
 START_TEST(resume_pending_at_free) {
@@ -614,12 +615,7 @@ START_TEST(many_end_at_once) {
     ck_assert_int_eq(x->lost, 1);
     ck_assert_int_eq(x->lost_reason.code, WEFT_EABORTED);
   }
-  weft_listener_stop(l);
-  weft_reactor_free(r);
-  tu_factory_check(&many_sf);
-  tu_factory_check(&cf);
-  tu_factory_cleanup(&many_sf);
-  tu_factory_cleanup(&cf);
+  finish(r, l, &many_sf, &cf);
 }
 END_TEST
 
@@ -638,13 +634,7 @@ static void close_timeout_after_handshake(int fail_timer) {
   int port;
   weft_listener *l = tu_listen_ssl_local(r, &sf, so, &port);
   peer p;
-  memset(&p, 0, sizeof p);
-  p.reactor = r;
-  p.port = port;
-  p.tls_version = TLS1_3_VERSION;
-  p.ca = pki.ca_cert;
-  p.wait_go = 1; /* reads nothing: close_notify stays unanswered */
-  peer_start(&p);
+  start_idle_peer(&p, r, port); /* reads nothing: close_notify stays unanswered */
   tu_conn *s = tu_wait_conn(r, &sf, 0, 5);
   tu_wait_int(r, &s->made, 1, 5);
   tu_settle(r, 0.05);
@@ -664,10 +654,7 @@ static void close_timeout_after_handshake(int fail_timer) {
                   s->lost_reason.message);
   peer_go(&p);
   peer_join(&p, r, 10);
-  weft_listener_stop(l);
-  weft_reactor_free(r);
-  tu_factory_check(&sf);
-  tu_factory_cleanup(&sf);
+  finish(r, l, &sf, NULL);
   weft_cert_options_unref(so);
 }
 

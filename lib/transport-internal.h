@@ -80,6 +80,7 @@ struct weft_transport {
 
   size_t low_water;
   double write_timeout; /* seconds without output progress before the cut; 0: off */
+  double close_timeout; /* weft_transport_set_close_timeout; < 0: the options' (see close_wait) */
   unsigned is_client : 1;
   unsigned made : 1;         /* connection_made was called */
   unsigned write_closed : 1; /* no more writes accepted */

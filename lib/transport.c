@@ -320,6 +320,12 @@ static void drop_timer(weft_transport *t) {
   t->timer = NULL;
 }
 
+/* How long lose_connection waits for the peer's close_notify (TLS) or FIN (TCP) after sending
+ * its own: weft_transport_set_close_timeout's, else the options' (TLS), else 5 s. */
+static double close_wait(const weft_transport *t) {
+  return t->close_timeout >= 0 ? t->close_timeout : weft__tls_close_timeout(t->tls.options);
+}
+
 /* Sends close_notify once. Returns 1 once the peer's close_notify has been received too. */
 static void on_shutdown_writable(evutil_socket_t fd, short what, void *arg);
 
@@ -425,7 +431,7 @@ static int linger_after_alert(weft_transport *t) {
   if (!t->tls_socket || t->made || t->tls.handshake_done || t->tls.role != WEFT_TLS_SERVER ||
       t->tls.alert_sent < 0 || t->state != WEFT__T_HANDSHAKING || t->lingering || t->fd < 0)
     return 0;
-  double wait = weft__tls_close_timeout(t->tls.options);
+  double wait = close_wait(t);
   if (wait <= 0 || need_timer(t) != 0)
     return 0;
   t->drain_event = event_new(t->reactor->base, t->fd, EV_READ | EV_PERSIST, on_drain, t);
@@ -496,7 +502,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
     weft__reason_set(&t->reason, WEFT_ETIMEDOUT,
                      "closed locally during the STARTTLS handshake: it did not finish within "
                      "the close time-out (%.3g s); no close_notify sent",
-                     weft__tls_close_timeout(t->tls.options));
+                     close_wait(t));
     end_handshake_failed(t);
   } else if (!t->tls.handshake_done && t->ssl) {
     weft__reason_set(&t->reason, WEFT_EHANDSHAKETIMEOUT, "TLS handshake timed out after %.3g s",
@@ -508,10 +514,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
     close_with(t, WEFT_ETIMEDOUT,
                "closed locally: output not flushed within the close "
                "time-out (%.3g s)",
-               weft__tls_close_timeout(t->tls.options));
+               close_wait(t));
   } else if (t->state == WEFT__T_CLOSING) {
     close_with(t, WEFT_OK, "closed locally (the peer did not answer %s within %.3g s)",
-               t->ssl ? "close_notify" : "with its FIN", weft__tls_close_timeout(t->tls.options));
+               t->ssl ? "close_notify" : "with its FIN", close_wait(t));
   }
 }
 
@@ -549,10 +555,14 @@ static void proceed_close(weft_transport *t) {
       close_with(t, WEFT_OK, "connection closed locally");
       return;
     }
+    if (close_wait(t) <= 0) {
+      close_with(t, WEFT_OK, "connection closed locally (FIN sent; not waiting for the peer's)");
+      return;
+    }
     /* Closing a socket with unread input makes the kernel send a RST, which destroys what is
      * still in flight to the peer. So send our FIN, then read (and discard) until the peer's
      * FIN, for at most the close timeout. */
-    if (arm_timer(t, weft__tls_close_timeout(NULL)) != 0) {
+    if (arm_timer(t, close_wait(t)) != 0) {
       /* No memory for the time-out that bounds the wait: close now rather than unbounded. */
       close_with(t, WEFT_OK, "connection closed locally (FIN sent)");
       return;
@@ -561,7 +571,7 @@ static void proceed_close(weft_transport *t) {
     bufferevent_enable(t->bev, EV_READ);
     return;
   }
-  double wait = weft__tls_close_timeout(t->tls.options);
+  double wait = close_wait(t);
   if (send_close_notify(t) || wait <= 0) {
     close_with(t, WEFT_OK, "TLS connection closed locally (close_notify sent)");
     return;
@@ -885,6 +895,7 @@ static int transport_start(weft_reactor *reactor, evutil_socket_t fd, const stru
   t->is_client = role == WEFT_TLS_CLIENT;
   t->state = options ? WEFT__T_HANDSHAKING : WEFT__T_OPEN;
   t->write_timeout = write_timeout;
+  t->close_timeout = -1; /* the options' */
 
   t->work.run = on_work;
 
@@ -1303,7 +1314,7 @@ int weft_transport_lose_connection(weft_transport *transport) {
     /* The STARTTLS handshake goes on (close_notify needs it, and what was written since
      * start_tls must go out encrypted): once it is done, handshake_complete flushes and sends
      * close_notify. The close time-out bounds all of it from now. */
-    arm_timer(t, weft__tls_close_timeout(t->tls.options));
+    arm_timer(t, close_wait(t));
     return 0;
   }
   if (evbuffer_get_length(bufferevent_get_output(t->bev)) == 0)
@@ -1402,6 +1413,20 @@ int weft_transport_set_write_timeout(weft_transport *transport, double seconds) 
     return WEFT_ECLOSED;
   transport->write_timeout = seconds;
   return apply_write_timeout(transport);
+}
+
+int weft_transport_set_close_timeout(weft_transport *transport, double seconds) {
+  if (!transport || !(seconds >= 0 && seconds <= 1e6)) /* also refuses NaN */
+    return WEFT_EINVAL;
+  weft_transport *t = transport;
+  if (t->state == WEFT__T_CLOSED)
+    return WEFT_ECLOSED;
+  t->close_timeout = seconds;
+  /* Already waiting for the peer: the wait runs SECONDS from now (0: it ends at once). */
+  if (t->state == WEFT__T_CLOSING && t->shutdown_sent && t->timer &&
+      evtimer_pending(t->timer, NULL) && arm_timer(t, seconds) != 0)
+    return WEFT_ENOMEM;
+  return 0;
 }
 
 int weft_transport_set_nodelay(weft_transport *transport, int on) {

@@ -134,6 +134,21 @@ WEFT_EXTERN int weft_transport_set_write_low_water(weft_transport *transport, si
  * connection was lost), WEFT_ENOMEM. */
 WEFT_EXTERN int weft_transport_set_write_timeout(weft_transport *transport, double seconds);
 
+/** Sets how long weft_transport_lose_connection waits, once it has sent everything and its own
+ * close_notify (TLS) or FIN (TCP), for the peer's close_notify or FIN before it closes the
+ * socket: SECONDS for this connection instead of the certificate options' close time-out
+ * (weft_cert_options_set_close_timeout; 5 s for TCP). Waiting is what keeps a peer that is
+ * still reading from losing data to a reset: the kernel resets a connection that receives
+ * bytes after it was closed, and a reset destroys what the peer had not read yet. 0 closes as
+ * soon as the close_notify or FIN is sent: use it when the protocol says the peer sends nothing
+ * more and reads to the end first (an HTTP/1.1 response to a request with "Connection: close"
+ * whose bytes were all read, as nginx does); it saves the wake-up, the read and, for TLS, the
+ * decryption of the peer's close_notify. Called while lose_connection is already waiting, the
+ * wait runs SECONDS from now (0: it ends at once). connection_lost reports WEFT_OK either way.
+ * Errors: WEFT_EINVAL (NULL; SECONDS negative, above 1e6 or not a number), WEFT_ECLOSED (the
+ * connection was lost), WEFT_ENOMEM (re-arming a wait). Reactor thread. */
+WEFT_EXTERN int weft_transport_set_close_timeout(weft_transport *transport, double seconds);
+
 /** TCP_NODELAY on or off (weft turns it on for every connection by default). */
 WEFT_EXTERN int weft_transport_set_nodelay(weft_transport *transport, int on);
 

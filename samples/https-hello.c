@@ -111,6 +111,7 @@ struct http_conn {
   size_t discard;               /* request body bytes still to skip (we ignore bodies) */
   unsigned long long body_left; /* /bytes/N bytes still to write */
   int close_after;              /* close once the current response is written */
+  int peer_done;                /* ... because the client asked to (it sends nothing more) */
   int head_only;                /* HEAD request: headers without the body */
   int closing;
 };
@@ -180,6 +181,7 @@ static void handle_request(struct http_conn *c, char *head) {
       goto bad; /* chunked bodies: not for a demo */
   }
   c->close_after = !keep_alive;
+  c->peer_done = !keep_alive;
 
   c->head_only = !strcmp(line = head, "HEAD");
   target[strcspn(target, "?")] = '\0'; /* ignore a query string */
@@ -215,6 +217,12 @@ static size_t parse_requests(struct http_conn *c, char *buf, size_t len) {
   while (!c->closing && c->body_left == 0) {
     if (c->close_after) { /* the last response is out: Connection: close, or an error */
       c->closing = 1;
+      /* The client asked to close and all it sent is read: it sends nothing more and reads the
+       * response to its end, so there is no need to wait for its close_notify (nginx closes
+       * then too). After an error, or with bytes of it unread, weft waits: bytes arriving
+       * after the close would make the kernel reset the connection under the response. */
+      if (c->peer_done && c->discard == 0 && used == len)
+        weft_transport_set_close_timeout(c->transport, 0);
       weft_transport_lose_connection(c->transport);
       break;
     }

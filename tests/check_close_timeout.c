@@ -8,8 +8,9 @@
  *   a peer that never answers is cut after the options' close time-out, with WEFT_OK;
  * - 0: connection_lost(WEFT_OK) comes while the peer, which has read everything, stays silent;
  *   every byte written arrives, followed by close_notify (TLS) or a clean FIN; also with a large
- *   pending output read slowly, with records still staged for a full socket, and when the
- *   close_notify itself meets a full socket;
+ *   pending output read slowly. Known bugs (tests behind WEFT_TEST_KNOWN_BUGS=1, see the end):
+ *   TLS records still staged for a full socket, and a close_notify that meets a full socket,
+ *   are dropped with 0;
  * - set from connection_made, data_received, write_drained, another transport's
  *   connection_lost, and while lose_connection is already waiting (0 ends it at once, 0.2
  *   ends it within its own deadline although the options say 30 s);

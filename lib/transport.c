@@ -351,12 +351,21 @@ static int shutdown_step(weft_transport *t) {
   return rc == 1;
 }
 
+/* 1 while the close_notify (and the staged records before it) waits for the socket. */
+static int close_notify_waiting(const weft_transport *t) {
+  return t->shutdown_event && event_pending(t->shutdown_event, EV_WRITE, NULL);
+}
+
 static void on_shutdown_writable(evutil_socket_t fd, short what, void *arg) {
   weft_transport *t = arg;
   (void)fd;
   (void)what;
-  if (t->state != WEFT__T_CLOSED)
-    (void)shutdown_step(t); /* the peer's answer arrives through the bufferevent, as usual */
+  if (t->state == WEFT__T_CLOSED)
+    return;
+  (void)shutdown_step(t); /* the peer's answer arrives through the bufferevent, as usual */
+  /* A close that does not wait for the peer (close time-out 0) waited for this write only. */
+  if (t->state == WEFT__T_CLOSING && !close_notify_waiting(t) && close_wait(t) <= 0)
+    close_with(t, WEFT_OK, "TLS connection closed locally (close_notify sent)");
 }
 
 static int send_close_notify(weft_transport *t) {
@@ -515,6 +524,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
                "closed locally: output not flushed within the close "
                "time-out (%.3g s)",
                close_wait(t));
+  } else if (t->state == WEFT__T_CLOSING && t->ssl && close_notify_waiting(t)) {
+    close_with(t, WEFT_ETIMEDOUT,
+               "closed locally: the close_notify could not be sent (the peer read nothing) "
+               "within the close time-out");
   } else if (t->state == WEFT__T_CLOSING) {
     close_with(t, WEFT_OK, "closed locally (the peer did not answer %s within %.3g s)",
                t->ssl ? "close_notify" : "with its FIN", close_wait(t));
@@ -572,9 +585,17 @@ static void proceed_close(weft_transport *t) {
     return;
   }
   double wait = close_wait(t);
-  if (send_close_notify(t) || wait <= 0) {
+  if (send_close_notify(t) || (wait <= 0 && !close_notify_waiting(t))) {
     close_with(t, WEFT_OK, "TLS connection closed locally (close_notify sent)");
     return;
+  }
+  /* Not waiting for the peer, but the close_notify (or records staged before it) waits for a
+   * full socket: closing now would drop them. on_shutdown_writable closes once they are out;
+   * the options' close time-out (5 s if 0 there too) bounds the wait. */
+  if (wait <= 0) {
+    wait = weft__tls_close_timeout(t->tls.options);
+    if (wait <= 0)
+      wait = 5;
   }
   /* A lose_connection during a STARTTLS handshake armed the close time-out already: keep
    * that one deadline for the whole close. */

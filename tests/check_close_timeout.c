@@ -8,9 +8,8 @@
  *   a peer that never answers is cut after the options' close time-out, with WEFT_OK;
  * - 0: connection_lost(WEFT_OK) comes while the peer, which has read everything, stays silent;
  *   every byte written arrives, followed by close_notify (TLS) or a clean FIN; also with a large
- *   pending output read slowly. Known bugs (tests behind WEFT_TEST_KNOWN_BUGS=1, see the end):
- *   TLS records still staged for a full socket, and a close_notify that meets a full socket,
- *   are dropped with 0;
+ *   pending output read slowly; and with TLS records still staged for a full socket, or a
+ *   close_notify that meets a full socket, which 0 used to drop (regressions, see the end);
  * - set from connection_made, data_received, write_drained, another transport's
  *   connection_lost, and while lose_connection is already waiting (0 ends it at once, 0.2
  *   ends it within its own deadline although the options say 30 s);
@@ -820,18 +819,14 @@ static Suite *close_timeout_suite(void) {
   tcase_add_test(tc, test_limits_accepted);
   tcase_add_loop_test(tc, test_longer_than_options, 0, 3);
   suite_add_tcase(s, tc);
-  /* KNOWN BUGS (lib/transport.c proceed_close, reported to the lead): with a close time-out of
-   * 0, a close_notify that meets a full socket, and TLS records still staged for a full socket,
-   * are dropped when the socket is closed. These tests fail until that is fixed: they run only
-   * with WEFT_TEST_KNOWN_BUGS=1. Remove the condition together with the fix. */
-  const char *known = getenv("WEFT_TEST_KNOWN_BUGS");
-  if (known && strcmp(known, "1") == 0) {
-    TCase *bugs = tcase_create("known_bugs");
-    tcase_set_timeout(bugs, 60);
-    tcase_add_loop_test(bugs, test_zero_with_staged_records, 0, 2);
-    tcase_add_loop_test(bugs, test_zero_close_notify_on_full_socket, 0, 2);
-    suite_add_tcase(s, bugs);
-  }
+  /* Regressions (found by this suite, fixed in lib/transport.c proceed_close and
+   * on_shutdown_writable): with a close time-out of 0, a close_notify that met a full socket,
+   * and TLS records still staged for a full socket, were dropped when the socket closed. */
+  TCase *full = tcase_create("full_socket");
+  tcase_set_timeout(full, 60);
+  tcase_add_loop_test(full, test_zero_with_staged_records, 0, 2);
+  tcase_add_loop_test(full, test_zero_close_notify_on_full_socket, 0, 2);
+  suite_add_tcase(s, full);
   return s;
 }
 

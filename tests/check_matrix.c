@@ -81,6 +81,7 @@ enum act {
   A_WRITE,
   A_WRITE_REF,
   A_LOSE,
+  A_LOSE_NOW,
   A_ABORT,
   A_HALF_CLOSE,
   A_PAUSE_RESUME,
@@ -98,6 +99,7 @@ enum act {
 static const char *const act_names[NACT] = {"write",
                                             "write_reference",
                                             "lose",
+                                            "lose_now",
                                             "abort",
                                             "half_close",
                                             "pause_resume",
@@ -277,6 +279,12 @@ static void act(tu_conn *c, weft_transport *t, int cb) {
       CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "write_reference: %s", weft_err_name(rc));
       break;
     case A_LOSE:
+      rc = weft_transport_lose_connection(t);
+      CELL_ASSERT(rc == 0, "lose: %s", weft_err_name(rc));
+      break;
+    case A_LOSE_NOW: /* no wait for the peer's close_notify / FIN (set_close_timeout 0) */
+      rc = weft_transport_set_close_timeout(t, 0);
+      CELL_ASSERT(rc == 0 || rc == WEFT_ECLOSED, "set_close_timeout: %s", weft_err_name(rc));
       rc = weft_transport_lose_connection(t);
       CELL_ASSERT(rc == 0, "lose: %s", weft_err_name(rc));
       break;

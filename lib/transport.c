@@ -60,25 +60,18 @@ static void reason_adopt(weft_transport *t, const weft__reason_buf *buf) {
     t->reason.message = weft_strerror(buf->reason.code);
 }
 
-static void transport_reason_set(weft_reason *reason, int code, const char *fmt, ...)
+/* Sets T's reason to CODE and the formatted message (see reason_adopt). */
+static void set_reason(weft_transport *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void transport_reason_set(weft_reason *reason, int code, const char *fmt, ...) {
+static void set_reason(weft_transport *t, int code, const char *fmt, ...) {
   weft__reason_buf buf;
   weft__reason_set(&buf, code, "%s", "");
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(buf.msg, sizeof buf.msg, fmt, ap);
   va_end(ap);
-  reason_adopt(WEFT__CONTAINER_OF(reason, weft_transport, reason), &buf);
+  reason_adopt(t, &buf);
 }
-
-/* In this file weft__reason_set(&t->reason, CODE, FMT, ...) sets a transport's reason (a
- * weft_reason whose message is allocated, see reason_adopt); on a weft__reason_buf it is the
- * usual function. */
-#define weft__reason_set(buf, ...)                                                                 \
-  _Generic((buf), weft_reason *                                                                    \
-           : transport_reason_set, default                                                         \
-           : weft__reason_set)((buf), __VA_ARGS__)
 
 /* --- ending a connection ------------------------------------------------------------------ */
 
@@ -146,7 +139,7 @@ static void deliver_end(weft_transport *t) {
      * connection_lost, never from inside the weft call that ended the connection. */
     t->starttls = 0;
     if (t->reason.code >= 0)
-      weft__reason_set(&t->reason, WEFT_ECONNLOST,
+      set_reason(t, WEFT_ECONNLOST,
                        "the connection ended during the STARTTLS "
                        "handshake");
     if (t->protocol->ops->tls_started)
@@ -243,7 +236,7 @@ static void close_with(weft_transport *t, int code, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  weft__reason_set(&t->reason, code, "%s", msg);
+  set_reason(t, code, "%s", msg);
   close_now(t);
 }
 
@@ -254,7 +247,7 @@ static void on_reactor_stop(weft__handle *handle) {
   if (t->state != WEFT__T_CLOSED) {
     if (t->ssl && t->tls.handshake_done)
       send_close_notify(t); /* a clean TLS close, so the peer sees no truncation */
-    weft__reason_set(&t->reason, WEFT_ESHUTDOWN, "the reactor was freed");
+    set_reason(t, WEFT_ESHUTDOWN, "the reactor was freed");
     close_now(t);
   }
   /* delivered by on_reactor_close, not from the loop */
@@ -295,6 +288,10 @@ static void classify_tls(weft_transport *t, int sys_errno) {
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
+static struct timeval to_timeval(double seconds) {
+  return (struct timeval){(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)};
+}
+
 /* Makes the timer if there is none (an open connection holds none, see handshake_complete).
  * Returns 0, or WEFT_ENOMEM. */
 static int need_timer(weft_transport *t) {
@@ -308,7 +305,7 @@ static int need_timer(weft_transport *t) {
 static int arm_timer(weft_transport *t, double seconds) {
   if (need_timer(t) != 0)
     return WEFT_ENOMEM;
-  struct timeval tv = {(time_t)seconds, (suseconds_t)((seconds - (time_t)seconds) * 1e6)};
+  struct timeval tv = to_timeval(seconds);
   evtimer_add(t->timer, &tv);
   return 0;
 }
@@ -487,8 +484,7 @@ static void tls_failed(weft_transport *t, int sys_errno) {
  * in the socket bufferevent below, so its time-out is the one that fires (libevent passes the
  * event up to the filter's callback, on_event). */
 static int apply_write_timeout(weft_transport *t) {
-  struct timeval tv = {(time_t)t->write_timeout,
-                       (suseconds_t)((t->write_timeout - (time_t)t->write_timeout) * 1e6)};
+  struct timeval tv = to_timeval(t->write_timeout);
   const struct timeval *write_tv = t->write_timeout > 0 ? &tv : NULL;
   int rc = bufferevent_set_timeouts(t->bev, NULL, write_tv);
   struct bufferevent *under = bufferevent_get_underlying(t->bev);
@@ -508,13 +504,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg) {
   if (t->lingering) {
     close_now(t); /* the peer did not close within the close time-out after our alert */
   } else if (!t->tls.handshake_done && t->ssl && t->state == WEFT__T_CLOSING) {
-    weft__reason_set(&t->reason, WEFT_ETIMEDOUT,
+    set_reason(t, WEFT_ETIMEDOUT,
                      "closed locally during the STARTTLS handshake: it did not finish within "
                      "the close time-out (%.3g s); no close_notify sent",
                      close_wait(t));
     end_handshake_failed(t);
   } else if (!t->tls.handshake_done && t->ssl) {
-    weft__reason_set(&t->reason, WEFT_EHANDSHAKETIMEOUT, "TLS handshake timed out after %.3g s",
+    set_reason(t, WEFT_EHANDSHAKETIMEOUT, "TLS handshake timed out after %.3g s",
                      weft__tls_handshake_timeout(t->tls.options));
     end_handshake_failed(t);
   } else if (t->state == WEFT__T_CLOSING && !t->shutdown_sent) {
@@ -595,7 +591,7 @@ static void proceed_close(weft_transport *t) {
   if (wait <= 0) {
     wait = weft__tls_close_timeout(t->tls.options);
     if (wait <= 0)
-      wait = 5;
+      wait = weft__tls_close_timeout(NULL); /* the default */
   }
   /* A lose_connection during a STARTTLS handshake armed the close time-out already: keep
    * that one deadline for the whole close. */
@@ -689,12 +685,12 @@ static void check_read_ahead(weft_transport *t) {
 }
 
 static void on_read(struct bufferevent *bev, void *arg) {
+  weft_transport *t = arg;
   (void)bev;
-  if (((weft_transport *)arg)->idle.queue) /* a time stamp and an O(1) move, no timer work */
-    weft__idle_touch(&((weft_transport *)arg)->idle,
-                     weft__reactor_now(((weft_transport *)arg)->reactor));
-  deliver_input(arg);
-  check_read_ahead(arg);
+  if (t->idle.queue) /* a time stamp and an O(1) move, no timer work */
+    weft__idle_touch(&t->idle, weft__reactor_now(t->reactor));
+  deliver_input(t);
+  check_read_ahead(t);
 }
 
 static void on_resume(weft_transport *t) {
@@ -740,8 +736,7 @@ static int flush_staged(weft_transport *t) {
     close_with(t, WEFT_ENOMEM, "out of memory waiting to write TLS records");
     return -1;
   }
-  struct timeval tv = {(time_t)t->write_timeout,
-                       (suseconds_t)((t->write_timeout - (time_t)t->write_timeout) * 1e6)};
+  struct timeval tv = to_timeval(t->write_timeout);
   event_add(t->flush_event, t->write_timeout > 0 ? &tv : NULL);
   if (weft_transport_pending_output(t) > t->low_water)
     t->above_low_water = 1;
@@ -754,7 +749,7 @@ static void on_flush_writable(evutil_socket_t fd, short what, void *arg) {
   if (t->state == WEFT__T_CLOSED)
     return;
   if (what & EV_TIMEOUT) {
-    weft__reason_set(&t->reason, WEFT_ETIMEDOUT, "write timed out: the peer read nothing for %.3g s",
+    set_reason(t, WEFT_ETIMEDOUT, "write timed out: the peer read nothing for %.3g s",
                      t->write_timeout);
     end_handshake_failed(t);
     return;
@@ -852,7 +847,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
      * waited that long without the socket taking a byte. Also while lose_connection flushes,
      * and during a STARTTLS handshake, whose protocol then hears of it in tls_started. */
     if ((what & BEV_EVENT_WRITING) && t->write_timeout > 0 && t->state != WEFT__T_CLOSED) {
-      weft__reason_set(&t->reason, WEFT_ETIMEDOUT,
+      set_reason(t, WEFT_ETIMEDOUT,
                        "write timed out: the peer read nothing for %.3g s", t->write_timeout);
       end_handshake_failed(t);
     }
@@ -1082,6 +1077,13 @@ static void note_pending(weft_transport *t) {
     bufferevent_enable(t->bev, EV_WRITE);
 }
 
+/* A write call counts its bytes as written (see weft_transport_pending_output) before they go
+ * anywhere; when it fails with nothing queued, it takes them back. Returns WEFT_ENOMEM. */
+static int unwrite(weft_transport *t, size_t len) {
+  t->written -= len;
+  return WEFT_ENOMEM;
+}
+
 /* The largest write that write_through takes: one TLS record. */
 #define WRITE_THROUGH_MAX 16384
 
@@ -1120,7 +1122,7 @@ static int write_through(weft_transport *t, const void *data, size_t len) {
       note_pending(t);
       return 1;
     }
-    weft__reason_set(&t->reason, WEFT_ENOMEM, "out of memory queueing a TLS write");
+    set_reason(t, WEFT_ENOMEM, "out of memory queueing a TLS write");
     end_handshake_failed(t);
     return 1;
   }
@@ -1134,7 +1136,7 @@ static int write_through(weft_transport *t, const void *data, size_t len) {
       note_pending(t);
       return 1;
     }
-    weft__reason_set(&t->reason, WEFT_ENOMEM, "out of memory queueing a TLS write");
+    set_reason(t, WEFT_ENOMEM, "out of memory queueing a TLS write");
     end_handshake_failed(t);
     return 1;
   }
@@ -1153,10 +1155,8 @@ int weft_transport_write(weft_transport *transport, const void *data, size_t len
   transport->written += len; /* (an ENOMEM below takes it back) */
   if (write_through(transport, data, len))
     return 0;
-  if (bufferevent_write(transport->bev, data, len) != 0) {
-    transport->written -= len;
-    return WEFT_ENOMEM;
-  }
+  if (bufferevent_write(transport->bev, data, len) != 0)
+    return unwrite(transport, len);
   note_pending(transport);
   return 0;
 }
@@ -1246,10 +1246,8 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
     if ((!transport->release_event &&
          !(transport->release_event =
                event_new(transport->reactor->base, -1, 0, on_release, transport))) ||
-        !(r = weft__malloc(sizeof *r))) {
-      transport->written -= len;
-      return WEFT_ENOMEM;
-    }
+        !(r = weft__malloc(sizeof *r)))
+      return unwrite(transport, len);
     *r = (struct weft__release){
         .release = release, .arg = arg, .data = data, .len = len, .transport = transport};
     LIST_INSERT_HEAD(&transport->releases_queued, r, link);
@@ -1260,8 +1258,7 @@ int weft_transport_write_reference(weft_transport *transport, const void *data, 
       LIST_REMOVE(r, link);
       weft__free(r);
     }
-    transport->written -= len;
-    return WEFT_ENOMEM;
+    return unwrite(transport, len);
   }
   note_pending(transport);
   return 0;
@@ -1296,20 +1293,16 @@ int weft_transport_write_sequence(weft_transport *transport, const weft_buf *buf
       at += bufs[i].len;
     }
     if (!write_through(transport, gather, total)) {
-      if (bufferevent_write(transport->bev, gather, total) != 0) {
-        transport->written -= total;
-        return WEFT_ENOMEM;
-      }
+      if (bufferevent_write(transport->bev, gather, total) != 0)
+        return unwrite(transport, total);
       note_pending(transport);
     }
     return 0;
   }
   /* All or nothing: room for every byte first, so that no add below can fail half-way. */
   struct evbuffer *out = bufferevent_get_output(transport->bev);
-  if (evbuffer_expand(out, total) != 0) {
-    transport->written -= total;
-    return WEFT_ENOMEM;
-  }
+  if (evbuffer_expand(out, total) != 0)
+    return unwrite(transport, total);
   for (size_t i = 0; i < count; i++) {
     if (bufs[i].len > 0 && evbuffer_add(out, bufs[i].base, bufs[i].len) != 0)
       return WEFT_ENOMEM; /* cannot happen after the expand above */
